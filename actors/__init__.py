@@ -1,0 +1,67 @@
+"""An actor kernel on anyio: two-lane mailboxes, tell and ask, OTP-style supervision.
+
+Written on anyio alone, so it runs on asyncio and on trio. Messages are pipecat frames;
+the kernel's own control frames subclass pipecat's `SystemFrame`.
+"""
+
+from actors.actor import Actor
+from actors.cell import ActorState
+from actors.errors import (
+    ActorCrashedError,
+    ActorError,
+    ActorStoppedError,
+    AskTimeoutError,
+    FrameDroppedError,
+    MailboxFullError,
+    Refused,
+    RestartIntensityError,
+)
+from actors.frames import (
+    ChildExitedFrame,
+    RestartChildrenFrame,
+    StartChildFrame,
+    StopChildFrame,
+    WhichChildrenFrame,
+)
+from actors.mailbox import MailboxSpec, MailboxStats, Overflow
+from actors.ref import ActorRef
+from actors.root import open_actor
+from actors.supervision import (
+    Backoff,
+    ChildInfo,
+    ChildSpec,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    Supervisor,
+)
+
+__all__ = [
+    "Actor",
+    "ActorCrashedError",
+    "ActorError",
+    "ActorRef",
+    "ActorState",
+    "ActorStoppedError",
+    "AskTimeoutError",
+    "Backoff",
+    "ChildExitedFrame",
+    "ChildInfo",
+    "ChildSpec",
+    "FrameDroppedError",
+    "MailboxFullError",
+    "MailboxSpec",
+    "MailboxStats",
+    "Overflow",
+    "Refused",
+    "Restart",
+    "RestartChildrenFrame",
+    "RestartIntensity",
+    "RestartIntensityError",
+    "StartChildFrame",
+    "StopChildFrame",
+    "Strategy",
+    "Supervisor",
+    "WhichChildrenFrame",
+    "open_actor",
+]

@@ -1,0 +1,61 @@
+"""The base class every actor subclasses.
+
+An actor is a frame handler (`receive`) plus a lifespan: resources it opens when an
+incarnation starts and closes when it ends, however it ends (a clean stop, a crash, a
+kill). Helper tasks that belong to the incarnation, such as a reader of an rtc audio
+stream, go in `tasks`: they are cancelled when the incarnation ends, and if one fails,
+the incarnation crashes and its supervisor decides what happens next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from anyio.abc import TaskGroup
+from pipecat.frames.frames import Frame
+
+from actors.errors import Refused
+
+if TYPE_CHECKING:
+    from actors.cell import ActorCell
+    from actors.ref import ActorRef
+
+
+class Actor:
+    """Override `receive`, and `lifespan` where the actor holds resources."""
+
+    _cell: ActorCell | None = None
+    _tasks: TaskGroup | None = None
+
+    def _attach(self, cell: ActorCell, tasks: TaskGroup) -> None:
+        self._cell = cell
+        self._tasks = tasks
+
+    @property
+    def ref(self) -> ActorRef:
+        """This actor's own handle, to hand to others."""
+        if self._cell is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return self._cell.ref
+
+    @property
+    def tasks(self) -> TaskGroup:
+        """Helper tasks scoped to this incarnation."""
+        if self._tasks is None:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return self._tasks
+
+    def stop(self) -> None:
+        """Stop this actor once its queued control frames are served: a normal exit."""
+        self.ref._cell.mailbox.request_stop()
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Hold the incarnation's resources; frames are served while this is open."""
+        yield
+
+    async def receive(self, frame: Frame) -> Any:
+        """Handle one frame; an `ask` gets the return value as its answer."""
+        raise Refused(f"{type(self).__name__} does not handle {type(frame).__name__}")

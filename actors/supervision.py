@@ -1,0 +1,278 @@
+"""Supervision after Erlang/OTP: restart what failed, give up when it keeps failing.
+
+A supervisor is itself an actor. It starts its children one after another (each one's
+lifespan entered before the next starts, so the later ones can rely on the earlier),
+restarts them by strategy and restart type, waits an exponential backoff with jitter
+before each restart, and counts restarts: more than `intensity.max_restarts` within
+`intensity.within_seconds` and it stops every child in reverse start order and fails
+with `RestartIntensityError`, which its own parent treats as a crash. Stopping a
+supervisor stops its children in reverse start order, each within its shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from attrs import validators as v
+from pipecat.frames.frames import Frame
+
+from actors.actor import Actor
+from actors.cell import ActorCell, ActorState
+from actors.errors import Refused, RestartIntensityError
+from actors.frames import (
+    ChildExitedFrame,
+    RestartChildrenFrame,
+    StartChildFrame,
+    StopChildFrame,
+    WhichChildrenFrame,
+)
+from actors.mailbox import Mailbox, MailboxSpec
+from actors.ref import ActorRef
+
+log = logging.getLogger("actors")
+
+
+class Strategy(enum.Enum):
+    """Which children restart when one of them fails."""
+
+    ONE_FOR_ONE = "one_for_one"
+    """Only the failed child."""
+    ONE_FOR_ALL = "one_for_all"
+    """Every child: they depend on each other."""
+    REST_FOR_ONE = "rest_for_one"
+    """The failed child and every child started after it: later ones depend on earlier."""
+
+
+class Restart(enum.Enum):
+    """When an ended child is restarted."""
+
+    PERMANENT = "permanent"
+    """Always."""
+    TRANSIENT = "transient"
+    """Only after a crash; a clean exit ends it."""
+    TEMPORARY = "temporary"
+    """Never; once it ends it is forgotten."""
+
+
+def _non_negative_number(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+@attrs.frozen
+class RestartIntensity:
+    """At most `max_restarts` restarts within `within_seconds`, or the supervisor gives up."""
+
+    max_restarts: int = attrs.field(default=3, validator=[v.instance_of(int), v.ge(0)])
+    within_seconds: float = attrs.field(default=5.0, validator=[_non_negative_number, v.gt(0)])
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential delay before a restart: `initial * multiplier**(n-1)`, capped, jittered.
+
+    `n` counts the restarts inside the current intensity window, so a child that has
+    been quiet for a whole window starts over from `initial`. Jitter spreads restarts
+    of many rooms that failed together (a LiveKit server restart) over time.
+    """
+
+    initial: float = attrs.field(default=0.1, validator=_non_negative_number)
+    maximum: float = attrs.field(default=10.0, validator=_non_negative_number)
+    multiplier: float = attrs.field(default=2.0, validator=[_non_negative_number, v.ge(1)])
+    jitter: float = attrs.field(default=0.1, validator=[_non_negative_number, v.le(1)])
+
+    def delay(self, attempt: int, uniform: Callable[[], float]) -> float:
+        """Seconds to wait before restart number `attempt` (1-based) of the window."""
+        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        return base * (1.0 + self.jitter * (2.0 * uniform() - 1.0))
+
+
+def _valid_name(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, str) or not value or "/" in value:
+        raise ValueError(f"{attribute.name} must be a non-empty string without '/', got {value!r}")
+
+
+def _shutdown_timeout(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        _non_negative_number(instance, attribute, value)
+
+
+@attrs.frozen
+class ChildSpec:
+    """How to build, restart and stop one child.
+
+    `shutdown_timeout` is how long a stop waits before it kills: None waits for as
+    long as it takes (OTP's `infinity`, right for a child that is a supervisor), 0
+    kills at once.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    factory: Callable[[], Actor] = attrs.field(validator=v.is_callable())
+    restart: Restart = attrs.field(default=Restart.PERMANENT, validator=v.instance_of(Restart))
+    shutdown_timeout: float | None = attrs.field(default=5.0, validator=_shutdown_timeout)
+    mailbox: MailboxSpec = attrs.field(factory=MailboxSpec, validator=v.instance_of(MailboxSpec))
+
+
+@attrs.frozen
+class ChildInfo:
+    """One child as its supervisor sees it: the answer to `WhichChildrenFrame`."""
+
+    name: str
+    ref: ActorRef
+    state: ActorState
+    incarnation: int
+    restarts: int
+    last_error: BaseException | None
+
+
+class Supervisor(Actor):
+    """An actor whose job is to keep its children running."""
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        intensity: RestartIntensity = RestartIntensity(),
+        backoff: Backoff = Backoff(),
+        seed: int | None = None,
+    ) -> None:
+        names = [spec.name for spec in children]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate child names: {', '.join(duplicates)}")
+        self._specs = tuple(children)
+        self._strategy = strategy
+        self._intensity = intensity
+        self._backoff = backoff
+        self._random = random.Random(seed)
+        self._children: dict[str, ActorCell] = {}
+        self._generation: dict[str, int] = {}
+        self._restart_times: deque[float] = deque()
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        try:
+            for spec in self._specs:
+                await self._start(ActorCell(spec, self.ref.path))
+            yield
+        finally:
+            await self._stop_all()
+
+    async def receive(self, frame: Frame) -> Any:
+        if isinstance(frame, ChildExitedFrame):
+            await self._child_exited(frame)
+        elif isinstance(frame, RestartChildrenFrame):
+            await self._restart(frame.generations)
+        elif isinstance(frame, StartChildFrame):
+            if frame.spec.name in self._children:
+                raise Refused(f"{self.ref.path}: a child named {frame.spec.name!r} exists")
+            cell = ActorCell(frame.spec, self.ref.path)
+            await self._start(cell)
+            return cell.ref
+        elif isinstance(frame, StopChildFrame):
+            cell = self._children.get(frame.child)
+            if cell is None:
+                raise Refused(f"{self.ref.path}: no child named {frame.child!r}")
+            await self._retire(cell)
+        elif isinstance(frame, WhichChildrenFrame):
+            return tuple(
+                ChildInfo(c.spec.name, c.ref, c.state, c.incarnation, c.restarts, c.last_error)
+                for c in self._children.values()
+            )
+        else:
+            return await super().receive(frame)
+        return None
+
+    @property
+    def _own_mailbox(self) -> Mailbox:
+        return self.ref._cell.mailbox
+
+    async def _start(self, cell: ActorCell) -> None:
+        self._children[cell.spec.name] = cell
+        self._generation[cell.spec.name] = self._generation.get(cell.spec.name, 0) + 1
+        await self.tasks.start(self._watch, cell)
+
+    async def _watch(self, cell: ActorCell, *, task_status: TaskStatus[None]) -> None:
+        error = await cell.live(task_status=task_status)
+        if not cell.stop_requested:
+            self._own_mailbox.put_system(ChildExitedFrame(cell.spec.name, cell.incarnation, error))
+
+    async def _child_exited(self, frame: ChildExitedFrame) -> None:
+        cell = self._children.get(frame.child)
+        if cell is None or cell.incarnation != frame.incarnation or cell.stop_requested:
+            return  # a stop we asked for, or news about an incarnation already replaced
+        restart = cell.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and frame.error is None):
+            log.info("%s ended (%s): not restarted", cell.path, restart.value)
+            await self._retire(cell)
+            return
+        if frame.error is None:
+            log.warning("%s exited although it is permanent: restarting it", cell.path)
+        attempt = self._count_restart()
+        if attempt > self._intensity.max_restarts:
+            raise RestartIntensityError(
+                f"{self.ref.path}: {attempt} restarts within "
+                f"{self._intensity.within_seconds:g} s (at most "
+                f"{self._intensity.max_restarts} allowed); last failure in {cell.path}: "
+                f"{frame.error!r}"
+            ) from frame.error
+        affected = self._affected(cell)
+        for other in reversed(affected):
+            if other is not cell:
+                await other.stop(other.spec.shutdown_timeout)
+        generations = {}
+        for member in affected:
+            member.state = ActorState.BACKOFF
+            self._generation[member.spec.name] += 1
+            generations[member.spec.name] = self._generation[member.spec.name]
+        delay = self._backoff.delay(attempt, self._random.random)
+        log.info("%s: restarting %s in %.3f s", self.ref.path, ", ".join(generations), delay)
+        self.tasks.start_soon(self._restart_after, delay, generations)
+
+    def _count_restart(self) -> int:
+        now = anyio.current_time()
+        window = self._restart_times
+        while window and now - window[0] > self._intensity.within_seconds:
+            window.popleft()
+        window.append(now)
+        return len(window)
+
+    def _affected(self, failed: ActorCell) -> list[ActorCell]:
+        cells = list(self._children.values())
+        if self._strategy is Strategy.ONE_FOR_ONE:
+            return [failed]
+        if self._strategy is Strategy.ONE_FOR_ALL:
+            return cells
+        return cells[cells.index(failed) :]
+
+    async def _restart_after(self, delay: float, generations: dict[str, int]) -> None:
+        await anyio.sleep(delay)
+        self._own_mailbox.put_system(RestartChildrenFrame(generations))
+
+    async def _restart(self, generations: dict[str, int]) -> None:
+        for name, generation in generations.items():
+            cell = self._children.get(name)
+            if cell is None or self._generation[name] != generation:
+                continue  # stopped, or a later failure rescheduled it
+            cell.restarts += 1
+            await self.tasks.start(self._watch, cell)
+
+    async def _retire(self, cell: ActorCell) -> None:
+        await cell.stop(cell.spec.shutdown_timeout)
+        cell.close()
+        del self._children[cell.spec.name]
+        self._generation[cell.spec.name] += 1
+
+    async def _stop_all(self) -> None:
+        for cell in reversed(list(self._children.values())):
+            await self._retire(cell)
