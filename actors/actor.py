@@ -47,6 +47,18 @@ class Actor:
             raise RuntimeError(f"{type(self).__name__} is not running")
         return self._tasks
 
+    def sibling(self, name: str) -> ActorRef:
+        """The ref of another child of this actor's supervisor.
+
+        A supervisor creates the slots of all its static children before it starts the
+        first, so an early child can already send to a later one (the frames wait in
+        its mailbox), and a sibling's ref stays valid across its restarts.
+        """
+        cell = self._cell.siblings.get(name) if self._cell is not None else None
+        if cell is None:
+            raise LookupError(f"{type(self).__name__}: no sibling named {name!r}")
+        return cell.ref
+
     def stop(self) -> None:
         """Stop this actor once its queued control frames are served: a normal exit."""
         self.ref._cell.mailbox.request_stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -56,8 +57,11 @@ def _request_failure(path: str, cause: BaseException) -> ActorError:
 class ActorCell:
     """A named place in the tree where successive incarnations of one actor live."""
 
-    def __init__(self, spec: ChildSpec, parent_path: str) -> None:
+    def __init__(
+        self, spec: ChildSpec, parent_path: str, siblings: Mapping[str, ActorCell] | None = None
+    ) -> None:
         self.spec = spec
+        self.siblings: Mapping[str, ActorCell] = siblings if siblings is not None else {}
         self.path = f"{parent_path}/{spec.name}"
         self.mailbox = Mailbox(spec.mailbox, self.path)
         self.ref = ActorRef(self)

@@ -10,13 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-from pipecat.frames.frames import Frame, SystemFrame
+from pipecat.frames.frames import AudioRawFrame, Frame, ImageRawFrame, SystemFrame
 
 from actors.errors import ActorStoppedError, AskTimeoutError
 from actors.mailbox import MailboxStats, Reply, Request
 
 if TYPE_CHECKING:
     from actors.cell import ActorCell, ActorState
+
+
+_MEDIA = (AudioRawFrame, ImageRawFrame)
+
+
+def is_control(frame: Frame) -> bool:
+    """Whether a frame travels in the system lane.
+
+    Control is a `SystemFrame`, except raw media: pipecat marks input audio and images
+    as `SystemFrame`s so interruptions never discard them, but in a mailbox they are the
+    bulk content that must yield to control and may be dropped when a consumer lags.
+    """
+    return isinstance(frame, SystemFrame) and not isinstance(frame, _MEDIA)
 
 
 class ActorRef:
@@ -51,13 +64,13 @@ class ActorRef:
         return self._mailbox.stats
 
     async def tell(self, frame: Frame) -> None:
-        """Queue a frame: `SystemFrame`s in the system lane, the rest in the data lane.
+        """Queue a frame: control (see `is_control`) in the system lane, the rest in the data lane.
 
         A frame for a stopped actor is counted as a dead letter, as Erlang drops a send
         to a dead process. A full blocking lane raises `MailboxFullError` after the
         mailbox's send timeout.
         """
-        if isinstance(frame, SystemFrame):
+        if is_control(frame):
             self._mailbox.put_system(frame)
             await anyio.lowlevel.checkpoint()
         else:
@@ -65,7 +78,7 @@ class ActorRef:
 
     def tell_nowait(self, frame: Frame) -> None:
         """`tell` from synchronous code (an rtc callback); a full blocking lane raises."""
-        if isinstance(frame, SystemFrame):
+        if is_control(frame):
             self._mailbox.put_system(frame)
         else:
             self._mailbox.put_data_nowait(frame)
@@ -83,7 +96,7 @@ class ActorRef:
         reply = Reply()
         request = Request(frame, reply)
         with anyio.move_on_after(timeout):
-            if isinstance(frame, SystemFrame):
+            if is_control(frame):
                 self._mailbox.put_system(request)
             else:
                 await self._mailbox.put_data(request)

@@ -163,7 +163,8 @@ class Supervisor(Actor):
     async def lifespan(self) -> AsyncIterator[None]:
         try:
             for spec in self._specs:
-                await self._start(ActorCell(spec, self.ref.path))
+                self._adopt(spec)
+            await self._start_in_order(list(self._children.values()))
             yield
         finally:
             await self._stop_all()
@@ -176,7 +177,7 @@ class Supervisor(Actor):
         elif isinstance(frame, StartChildFrame):
             if frame.spec.name in self._children:
                 raise Refused(f"{self.ref.path}: a child named {frame.spec.name!r} exists")
-            cell = ActorCell(frame.spec, self.ref.path)
+            cell = self._adopt(frame.spec)
             await self._start(cell)
             return cell.ref
         elif isinstance(frame, StopChildFrame):
@@ -197,10 +198,23 @@ class Supervisor(Actor):
     def _own_mailbox(self) -> Mailbox:
         return self.ref._cell.mailbox
 
-    async def _start(self, cell: ActorCell) -> None:
-        self._children[cell.spec.name] = cell
-        self._generation[cell.spec.name] = self._generation.get(cell.spec.name, 0) + 1
+    def _adopt(self, spec: ChildSpec) -> ActorCell:
+        cell = ActorCell(spec, self.ref.path, siblings=self._children)
+        self._children[spec.name] = cell
+        self._generation[spec.name] = self._generation.get(spec.name, 0) + 1
+        return cell
+
+    async def _start(self, cell: ActorCell) -> bool:
+        """Start one child; True once its lifespan is entered, False if it died first."""
         await self.tasks.start(self._watch, cell)
+        return cell.state is ActorState.RUNNING
+
+    async def _start_in_order(self, cells: list[ActorCell]) -> None:
+        """Start children one after another, stopping at one that fails to start when
+        the later ones depend on it: its exit, already queued, restarts them with it."""
+        for cell in cells:
+            if not await self._start(cell) and self._strategy is not Strategy.ONE_FOR_ONE:
+                return
 
     async def _watch(self, cell: ActorCell, *, task_status: TaskStatus[None]) -> None:
         error = await cell.live(task_status=task_status)
@@ -260,12 +274,13 @@ class Supervisor(Actor):
         self._own_mailbox.put_system(RestartChildrenFrame(generations))
 
     async def _restart(self, generations: dict[str, int]) -> None:
+        due = []
         for name, generation in generations.items():
             cell = self._children.get(name)
-            if cell is None or self._generation[name] != generation:
-                continue  # stopped, or a later failure rescheduled it
-            cell.restarts += 1
-            await self.tasks.start(self._watch, cell)
+            if cell is not None and self._generation[name] == generation:
+                cell.restarts += 1
+                due.append(cell)  # else: stopped, or a later failure rescheduled it
+        await self._start_in_order(due)
 
     async def _retire(self, cell: ActorCell) -> None:
         await cell.stop(cell.spec.shutdown_timeout)

@@ -210,3 +210,24 @@ async def test_blocking_lane_pushes_back_on_a_slow_consumer() -> None:
         assert await ref.ask(Note("end")) == "end"
     assert journal.frames["ordered"] == [1, 2, 4, "end"]
     assert ref.stats.dropped == 0
+
+
+def test_raw_media_travels_in_the_data_lane_other_system_frames_in_the_system_lane() -> None:
+    from pipecat.frames.frames import (
+        CancelFrame,
+        InputAudioRawFrame,
+        InputTransportMessageFrame,
+        OutputAudioRawFrame,
+        UserAudioRawFrame,
+    )
+
+    from actors.ref import is_control
+
+    audio = b"\0\0" * 160
+    assert not is_control(UserAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1))
+    assert not is_control(InputAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1))
+    assert not is_control(OutputAudioRawFrame(audio=audio, sample_rate=16000, num_channels=1))
+    assert not is_control(Note(1))
+    assert is_control(CancelFrame())
+    assert is_control(InputTransportMessageFrame(message={"hello": 1}))
+    assert is_control(Urgent(1))

@@ -321,3 +321,26 @@ def test_backoff_stays_within_its_jittered_cap(
     delay = backoff.delay(attempt, lambda: uniform)
     assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
     assert delay <= maximum * (1 + jitter) + 1e-9
+
+
+async def test_siblings_reach_each_other_before_and_across_restarts() -> None:
+    journal = Journal()
+    seen: list[ActorRef] = []
+
+    class Early(Actor):
+        @asynccontextmanager
+        async def lifespan(self) -> AsyncIterator[None]:
+            later = self.sibling("later")
+            seen.append(later)
+            await later.tell(Note("sent before later started"))
+            yield
+
+    spec = supervisor([ChildSpec("early", Early), probe_spec(journal, "later")])
+    async with open_actor(spec) as sup:
+        later = (await children(sup))["later"].ref
+        assert seen == [later]
+        await crash_and_wait(sup, "later", 2)
+        assert await later.ask(Note("after restart")) == "after restart"
+    assert journal.frames["later"] == ["sent before later started", "after restart"]
+    with pytest.raises(LookupError):
+        Actor().sibling("x")

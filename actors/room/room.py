@@ -1,0 +1,64 @@
+"""A room's actor tree: five actors under one rest_for_one supervisor.
+
+Start order is dependency order, so rest_for_one restarts exactly what depends on a
+failed actor: a dead connection takes everything with it (all of it used the old
+`rtc.Room`); a crashing bot is last and restarts alone, while the connection stays
+up and the audio-in actor keeps reading (its frames wait, oldest dropped, in the
+pipeline's mailbox).
+
+    connection  owns rtc.Room: join, rejoin, commands
+    events      rtc events -> typed frames, deduplicated, validated, fanned out
+    audio_in    one rtc.AudioStream per subscribed audio track -> the pipeline
+    audio_out   rtc.AudioSource + published track <- the pipeline's output audio
+    pipeline    the bot's pipecat pipeline, fed through a RoomTransport
+"""
+
+from __future__ import annotations
+
+from actors.mailbox import MailboxSpec, Overflow
+from actors.room.audio_in import AudioInActor
+from actors.room.audio_out import AudioOutActor
+from actors.room.connection import ConnectionActor
+from actors.room.events import EventActor
+from actors.room.pipeline import PipelineActor
+from actors.room.settings import RoomSettings
+from actors.room.stats import RoomStats
+from actors.supervision import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    Supervisor,
+)
+
+AUDIO_LANE = MailboxSpec(capacity=16, overflow=Overflow.DROP_OLDEST)
+"""The pipeline's data lane: 16 frames of 20 ms; a lagging bot skips stale audio."""
+OUTPUT_LANE = MailboxSpec(capacity=8, overflow=Overflow.BLOCK, send_timeout=2.0)
+"""The audio-out lane: small and blocking, so it paces the bot to real time."""
+
+
+def room_spec(
+    settings: RoomSettings,
+    stats: RoomStats,
+    *,
+    intensity: RestartIntensity = RestartIntensity(max_restarts=5, within_seconds=30),
+    backoff: Backoff = Backoff(initial=0.5, maximum=10.0),
+    restart: Restart = Restart.PERMANENT,
+) -> ChildSpec:
+    """The child spec of one room's supervisor, named after the room."""
+    children = [
+        ChildSpec("connection", lambda: ConnectionActor(settings)),
+        ChildSpec("events", lambda: EventActor(settings, stats)),
+        ChildSpec("audio_in", lambda: AudioInActor(settings, stats)),
+        ChildSpec("audio_out", lambda: AudioOutActor(settings, stats), mailbox=OUTPUT_LANE),
+        ChildSpec("pipeline", lambda: PipelineActor(settings, stats), mailbox=AUDIO_LANE),
+    ]
+    return ChildSpec(
+        settings.room,
+        lambda: Supervisor(
+            children, strategy=Strategy.REST_FOR_ONE, intensity=intensity, backoff=backoff
+        ),
+        restart=restart,
+        shutdown_timeout=None,
+    )

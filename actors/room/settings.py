@@ -1,0 +1,72 @@
+"""What one room's actors need to know, fixed for the room's life.
+
+Secrets (the API secret, the E2EE key) are kept out of `repr`, so a settings object
+can be logged or shown in an error without leaking them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+from attrs import validators as v
+from livekit import api
+
+BotFactory = Callable[[Any], Any]
+"""`factory(transport)`: returns a pipecat worker (PipelineTask) to run, or runs the
+bot itself (an async function that returns when the bot ends), as pipecat bots do."""
+
+_SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+
+
+@attrs.frozen
+class RoomSettings:
+    """One room: where it is, who the bot is there, and how audio crosses the boundary."""
+
+    room: str = attrs.field(validator=[v.instance_of(str), v.min_len(1)])
+    url: str = attrs.field(validator=v.instance_of(str))
+    api_key: str = attrs.field(validator=v.instance_of(str))
+    api_secret: str = attrs.field(repr=False, validator=v.instance_of(str))
+    bot: BotFactory = attrs.field(validator=v.is_callable())
+    identity: str = "bot"
+    name: str = "bot"
+    audio_in_sample_rate: int = attrs.field(default=16000, validator=v.in_(_SAMPLE_RATES))
+    audio_out_sample_rate: int = attrs.field(default=24000, validator=v.in_(_SAMPLE_RATES))
+    audio_in_user_tracks: bool = True
+    """Each participant's audio as its own `UserAudioRawFrame` stream (pipecat's
+    default), or one mixed `InputAudioRawFrame` stream when False."""
+    vad: bool = False
+    """Run Silero VAD (shipped inside pipecat) on the input."""
+    e2ee_key: bytes | None = attrs.field(default=None, repr=False)
+    """Shared end-to-end encryption key; None joins unencrypted."""
+    connect_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
+    max_data_bytes: int = attrs.field(default=64 * 1024, validator=v.ge(1))
+    """Larger incoming data messages are refused (and counted)."""
+    audio_out_queue_ms: int = attrs.field(default=200, validator=v.ge(10))
+    """How much audio the outgoing rtc source buffers: the bot's lead over real time."""
+
+    def token(self, ttl: timedelta = timedelta(hours=6)) -> str:
+        """A join token for the bot, minted here so no token needs distributing."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=self.room,
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+            can_update_own_metadata=True,
+        )
+        return (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_identity(self.identity)
+            .with_name(self.name)
+            .with_kind("agent")
+            .with_grants(grants)
+            .with_ttl(ttl)
+            .to_jwt()
+        )
+
+    def server_api(self) -> api.LiveKitAPI:
+        """A LiveKit server API client (room service: mute, remove participant)."""
+        return api.LiveKitAPI(self.url, self.api_key, self.api_secret)

@@ -1,0 +1,367 @@
+"""The bot's view of its room: pipecat's `LiveKitTransport` API, backed by actors.
+
+A bot written for `LiveKitTransport` gets the same `input()` and `output()`
+processors, the same frames (`UserAudioRawFrame` per participant,
+`LiveKitInputTransportMessageFrame`, `LiveKitOutputTransportMessage[Urgent]Frame`),
+the same methods and the same event names, so porting it changes only where the
+transport is built. Behind them the output talks to the audio-out and connection
+actors, and the pipeline actor feeds the input and calls `dispatch` for room events.
+
+Differences from pipecat, on purpose: urgent messages go out lossy (pipecat sends
+them reliable too); mute and unmute go through the LiveKit server API, so the
+participant sees its own track muted (pipecat only stops receiving it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from livekit import rtc
+from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.frames.frames import (
+    BotConnectedFrame,
+    ClientConnectedFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+    StartFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.transports.livekit.transport import (
+    LiveKitInputTransportMessageFrame,
+    LiveKitOutputTransportMessageFrame,
+    LiveKitOutputTransportMessageUrgentFrame,
+    LiveKitParams,
+)
+
+from actors.errors import ActorError, MailboxFullError
+from actors.ref import ActorRef
+from actors.room.connection import present_state
+from actors.room.frames import (
+    ActiveSpeakerChangedFrame,
+    AudioTrackSubscribedFrame,
+    AudioTrackUnsubscribedFrame,
+    DataReceivedFrame,
+    DtmfReceivedFrame,
+    GetParticipantMetadataFrame,
+    ParticipantJoinedFrame,
+    ParticipantLeftFrame,
+    ParticipantMetadataChangedFrame,
+    RoomConnectedFrame,
+    RoomDisconnectedFrame,
+    SendDataFrame,
+    SetMetadataFrame,
+    SetParticipantMutedFrame,
+    TrackMutedFrame,
+)
+from actors.room.settings import RoomSettings
+from actors.room.stats import RoomStats
+
+log = logging.getLogger("actors.room")
+
+EVENTS = (
+    # pipecat's LiveKitTransport events, same names and arguments
+    "on_connected",
+    "on_disconnected",
+    "on_before_disconnect",
+    "on_participant_connected",
+    "on_participant_disconnected",
+    "on_participant_left",
+    "on_client_connected",
+    "on_client_disconnected",
+    "on_first_participant_joined",
+    "on_audio_track_subscribed",
+    "on_audio_track_unsubscribed",
+    "on_video_track_subscribed",
+    "on_video_track_unsubscribed",
+    "on_app_message",
+    "on_data_received",
+    "on_call_state_updated",
+    "on_dtmf_event",
+    "on_active_speaker_changed",
+    # ours, for what the rtc SDK reports and pipecat does not pass on
+    "on_participant_metadata_changed",
+    "on_track_muted",
+    "on_track_unmuted",
+)
+
+
+def default_params(settings: RoomSettings) -> LiveKitParams:
+    """Transport parameters from the room's settings, as a bot would pass them."""
+    vad = None
+    if settings.vad:
+        from pipecat.audio.vad.silero import SileroVADAnalyzer  # loads onnxruntime: only on use
+
+        vad = SileroVADAnalyzer()
+    return LiveKitParams(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        audio_in_sample_rate=settings.audio_in_sample_rate,
+        audio_out_sample_rate=settings.audio_out_sample_rate,
+        audio_in_user_tracks=settings.audio_in_user_tracks,
+        audio_out_10ms_chunks=2,
+        vad_analyzer=vad,
+    )
+
+
+def _encode(message: Any) -> bytes:
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    return json.dumps(message, ensure_ascii=False).encode("utf-8")
+
+
+class RoomInputTransport(BaseInputTransport):
+    """Brings the room's audio and messages into the pipeline."""
+
+    def __init__(self, transport: RoomTransport, params: LiveKitParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+        self.ready = False
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self.ready = True
+        await self._transport._started()
+
+    async def push_app_message(self, message: Any, sender: str | None) -> None:
+        # both directions, as pipecat does, so an RTVI processor anywhere sees it
+        await self.broadcast_frame(
+            LiveKitInputTransportMessageFrame, message=message, participant_id=sender
+        )
+
+
+class RoomOutputTransport(BaseOutputTransport):
+    """Takes the pipeline's audio and messages out to the room through the actors."""
+
+    def __init__(self, transport: RoomTransport, params: LiveKitParams, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._transport = transport
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        await self._transport._started()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            self._transport._audio_out.tell_nowait(frame)
+
+    async def send_message(
+        self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
+    ) -> None:
+        destination = None
+        if isinstance(
+            frame, (LiveKitOutputTransportMessageFrame, LiveKitOutputTransportMessageUrgentFrame)
+        ):
+            destination = frame.participant_id
+        urgent = isinstance(frame, OutputTransportMessageUrgentFrame)
+        await self._transport._send(_encode(frame.message), not urgent, destination)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        try:
+            await self._transport._audio_out.tell(frame)
+        except MailboxFullError:  # audio-out is restarting: this frame is late anyway
+            return False
+        return True
+
+
+class RoomTransport(BaseTransport):
+    """One room, as a pipecat transport. Built per pipeline incarnation."""
+
+    def __init__(
+        self,
+        settings: RoomSettings,
+        stats: RoomStats,
+        room: rtc.Room,
+        *,
+        connection: ActorRef,
+        audio_out: ActorRef,
+        params: LiveKitParams | None = None,
+    ) -> None:
+        super().__init__(name=f"RoomTransport[{settings.room}]")
+        self.settings = settings
+        self.stats = stats
+        self.params = params or default_params(settings)
+        self._room = room
+        self._connection = connection
+        self._audio_out = audio_out
+        self._input: RoomInputTransport | None = None
+        self._output: RoomOutputTransport | None = None
+        self._connected = False
+        self._present: set[str] = set()
+        self._tracks: set[str] = set()
+        self._first_joined = False
+        self._running = False
+        self._pending: list[Frame] = []
+        for event in EVENTS:
+            self._register_event_handler(event, sync=event == "on_before_disconnect")
+
+    # --- pipecat's transport API --------------------------------------------------
+
+    def input(self) -> RoomInputTransport:
+        if self._input is None:
+            self._input = RoomInputTransport(self, self.params, name=f"{self.name}#input")
+        return self._input
+
+    def output(self) -> RoomOutputTransport:
+        if self._output is None:
+            self._output = RoomOutputTransport(self, self.params, name=f"{self.name}#output")
+        return self._output
+
+    @property
+    def participant_id(self) -> str:
+        """The bot's own identity in the room."""
+        return self._room.local_participant.identity
+
+    def get_participants(self) -> list[str]:
+        """Identities of the remote participants in the room now."""
+        return [p.identity for p in self._room.remote_participants.values()]
+
+    async def get_participant_metadata(self, participant_id: str) -> dict[str, Any]:
+        """`{"id", "name", "metadata"}` of a participant, or `{}` if not in the room."""
+        return await self._connection.ask(GetParticipantMetadataFrame(participant_id))
+
+    async def set_metadata(self, metadata: str) -> None:
+        """Set the bot participant's metadata."""
+        await self._connection.ask(SetMetadataFrame(metadata))
+
+    async def send_message(self, message: Any, participant_id: str | None = None) -> None:
+        """Send a reliable message now, to everyone or to one participant."""
+        await self._send(_encode(message), True, participant_id)
+
+    async def send_message_urgent(self, message: Any, participant_id: str | None = None) -> None:
+        """Send a lossy, low-latency message now, to everyone or to one participant."""
+        await self._send(_encode(message), False, participant_id)
+
+    async def send_audio(self, frame: OutputAudioRawFrame) -> None:
+        """Queue audio on the output, as if the pipeline had produced it."""
+        await self.output().queue_frame(frame, FrameDirection.DOWNSTREAM)
+
+    async def mute_participant(self, participant_id: str) -> None:
+        """Mute a participant's microphone through the server: they see it muted."""
+        await self._connection.ask(SetParticipantMutedFrame(participant_id, True))
+
+    async def unmute_participant(self, participant_id: str) -> None:
+        """Unmute a participant's microphone through the server."""
+        await self._connection.ask(SetParticipantMutedFrame(participant_id, False))
+
+    # --- fed by the pipeline actor ------------------------------------------------
+
+    async def push_audio(self, frame: InputAudioRawFrame) -> None:
+        """Audio from the audio-in actor; dropped until the pipeline has started."""
+        if self._input is not None and self._input.ready:
+            await self._input.push_audio_frame(frame)
+
+    async def dispatch(self, event: Frame) -> None:
+        """Deliver one room event, or keep it until the bot's pipeline has started.
+
+        Until then the bot may not have registered its handlers; once it has, the
+        room's present state is replayed first (what a restarted bot must learn),
+        then what was kept. Presence is idempotent, so a fact both replayed and kept
+        is delivered once.
+        """
+        if self._running:
+            await self._deliver(event)
+        else:
+            self._pending.append(event)
+
+    async def _started(self) -> None:
+        """The input or the output got its StartFrame: handlers are in place."""
+        if self._running:
+            return
+        self._running = True
+        pending, self._pending = self._pending, []
+        for event in [*present_state(self._room), *pending]:
+            await self._deliver(event)
+
+    async def _deliver(self, event: Frame) -> None:
+        """One room event as pipecat's handler calls and frames."""
+        call = self._call_event_handler
+        if isinstance(event, RoomConnectedFrame):
+            if not self._connected:
+                self._connected = True
+                await call("on_connected")
+                await self._push(BotConnectedFrame())
+        elif isinstance(event, RoomDisconnectedFrame):
+            if self._connected:
+                self._connected = False
+                await call("on_disconnected")
+        elif isinstance(event, ParticipantJoinedFrame):
+            pid = event.participant_id
+            if pid not in self._present:
+                self._present.add(pid)
+                await call("on_participant_connected", pid)
+                await call("on_client_connected", {"id": pid})
+                await self._push(ClientConnectedFrame())
+                if not self._first_joined:
+                    self._first_joined = True
+                    await call("on_first_participant_joined", pid)
+        elif isinstance(event, ParticipantLeftFrame):
+            pid = event.participant_id
+            if pid in self._present:
+                self._present.discard(pid)
+                await call("on_participant_disconnected", pid)
+                await call("on_participant_left", pid, event.reason)
+                await call("on_client_disconnected", {"id": pid})
+                if not self._present:
+                    self._first_joined = False
+        elif isinstance(event, AudioTrackSubscribedFrame):
+            if event.track_sid not in self._tracks:
+                self._tracks.add(event.track_sid)
+                await call("on_audio_track_subscribed", event.participant_id)
+        elif isinstance(event, AudioTrackUnsubscribedFrame):
+            if event.track_sid in self._tracks:
+                self._tracks.discard(event.track_sid)
+                await call("on_audio_track_unsubscribed", event.participant_id)
+        elif isinstance(event, DataReceivedFrame):
+            if event.message is not None:
+                if self._input is not None and self._input.ready:
+                    await self._input.push_app_message(event.message, event.participant_id)
+                await call("on_app_message", event.message, event.participant_id)
+            await call("on_data_received", event.data, event.participant_id)
+        elif isinstance(event, DtmfReceivedFrame):
+            data = {
+                "tone": event.digit,
+                "digit": event.digit,
+                "code": event.code,
+                "participant_id": event.participant_id,
+            }
+            await call("on_dtmf_event", data)
+            try:
+                await self._push(InputDTMFFrame(button=KeypadEntry(event.digit)))
+            except ValueError:
+                log.warning("[%s] unsupported DTMF tone %r", self.settings.room, event.digit)
+        elif isinstance(event, ActiveSpeakerChangedFrame):
+            await call("on_active_speaker_changed", {"id": event.participant_id})
+        elif isinstance(event, ParticipantMetadataChangedFrame):
+            await call(
+                "on_participant_metadata_changed", event.participant_id, event.participant_metadata
+            )
+        elif isinstance(event, TrackMutedFrame):
+            name = "on_track_muted" if event.muted else "on_track_unmuted"
+            await call(name, event.participant_id, event.track_sid)
+
+    async def _push(self, frame: Frame) -> None:
+        if self._input is not None and self._input.ready:
+            await self._input.push_frame(frame)
+
+    async def _send(self, payload: bytes, reliable: bool, destination: str | None) -> None:
+        try:
+            await self._connection.ask(SendDataFrame(payload, reliable, destination))
+        except ActorError as exc:
+            log.error("[%s] message not sent: %s", self.settings.room, exc)
+            return
+        self.stats.data_out += 1
