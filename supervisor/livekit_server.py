@@ -1,0 +1,394 @@
+"""The project's own livekit-server: find or build v1.13.5, run it on loopback, stop it.
+
+One module serves the test fixture, `supervisor run` (embedded server) and the
+Makefile (`python -m supervisor.livekit_server ensure`), so every path starts the
+server the same way and media over loopback works the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import attrs
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.13.5"
+GO_PACKAGE = "github.com/livekit/livekit-server/cmd/server"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+class LiveKitServerError(RuntimeError):
+    """The server binary could not be found, built, started or stopped."""
+
+
+# --- finding and building the binary -------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where builds are cached; CI points this at a per-machine folder to share builds."""
+    return Path(os.environ.get("LIVEKIT_SERVER_CACHE") or REPO_ROOT / ".cache")
+
+
+def cached_binary_path() -> Path:
+    return cache_dir() / f"livekit-server-v{VERSION}" / "livekit-server"
+
+
+def binary_version(binary: Path | str) -> str | None:
+    """The version a binary reports, or None when it is not a working livekit-server."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError:
+        return None
+    match = re.search(r"version\s+(\S+)", out.stdout + out.stderr)
+    return match.group(1) if match else None
+
+
+def find_binary() -> Path | None:
+    """A livekit-server of the pinned version on PATH or in the cache, if there is one."""
+    on_path = shutil.which("livekit-server")
+    if on_path and binary_version(on_path) == VERSION:
+        return Path(on_path)
+    cached = cached_binary_path()
+    if cached.is_file() and binary_version(cached) == VERSION:
+        return cached
+    return None
+
+
+def _go_tool() -> str:
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+    if go is None:
+        raise LiveKitServerError(
+            f"livekit-server v{VERSION} is not on PATH nor cached at {cached_binary_path()}, "
+            "and the Go toolchain (`go`) needed to build it was not found: install Go "
+            f"(1.26+; its go.mod asks for it) or put livekit-server v{VERSION} on PATH"
+        )
+    return go
+
+
+def build_binary() -> Path:
+    """Build the pinned server into the cache with `go install`.
+
+    The build lands in a temporary folder and is renamed into place, and a file lock
+    serialises concurrent callers (parallel CI jobs, `make -j`), so nobody ever runs
+    a half-written binary and the two-minute build happens once.
+    """
+    target = cached_binary_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent.with_name(target.parent.name + ".lock")
+    with lock_path.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is building livekit-server; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file() and binary_version(target) == VERSION:
+            return target
+        go = _go_tool()
+        log.warning(
+            "building livekit-server v%s with `go install` into %s (about 2 minutes, once)",
+            VERSION,
+            target.parent,
+        )
+        with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as tmp:
+            env = {**os.environ, "GOBIN": tmp}
+            cmd = [go, "install", f"{GO_PACKAGE}@v{VERSION}"]
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            built = Path(tmp) / "server"
+            if result.returncode != 0 or not built.is_file():
+                tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+                raise LiveKitServerError(
+                    f"`GOBIN={tmp} {' '.join(cmd)}` failed with exit code "
+                    f"{result.returncode}:\n{tail}"
+                )
+            os.replace(built, target)
+    if binary_version(target) != VERSION:
+        raise LiveKitServerError(f"{target} was built but does not report version {VERSION}")
+    return target
+
+
+def ensure_binary() -> Path:
+    """The path of a livekit-server v1.13.5, building it first if none is found."""
+    return find_binary() or build_binary()
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on every interface right now (the RTC TCP mux binds all of them)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+@attrs.frozen
+class Ports:
+    """The three ports one server needs: signal/HTTP, RTC over TCP, RTC over UDP (muxed)."""
+
+    http: int
+    rtc_tcp: int
+    rtc_udp: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        http = free_port()
+        rtc_tcp = free_port()
+        while rtc_tcp == http:
+            rtc_tcp = free_port()
+        return cls(http=http, rtc_tcp=rtc_tcp, rtc_udp=free_port(socket.SOCK_DGRAM))
+
+
+@attrs.frozen
+class ServerSettings:
+    """Everything that defines one server instance; reuse it to restart on the same ports."""
+
+    ports: Ports
+    api_key: str
+    api_secret: str = attrs.field(repr=False)
+    log_level: str = "info"
+
+    @classmethod
+    def generate(cls, ports: Ports | None = None) -> ServerSettings:
+        """Fresh credentials, on free ports unless `ports` pins them."""
+        return cls(
+            ports=ports or Ports.free(),
+            api_key="API" + secrets.token_hex(6),
+            api_secret=secrets.token_urlsafe(32),
+        )
+
+    def config_yaml(self) -> str:
+        """The server config, kept to loopback so no media or STUN leaves the machine.
+
+        - `node_ip` 127.0.0.1 with `use_external_ip: false`: the server advertises
+          127.0.0.1 and never asks public STUN servers for its own address.
+        - `enable_loopback_candidate` with `ips.includes` 127.0.0.0/8: by default the
+          UDP mux skips loopback interfaces and binds only the machine's other
+          addresses; this makes it bind 127.0.0.1, and only that.
+        - `stun_servers` 127.0.0.1:9 (discard, nothing listens): without any, the
+          server hands clients Google's STUN servers and every participant would
+          try to reach the internet. It must not be the RTC UDP port: libwebrtc
+          treats every packet from a STUN server's address as a STUN reply, so
+          ICE over UDP would silently fail and media would fall back to ICE-TCP.
+        JSON is valid YAML, which spares a YAML dependency and any quoting questions.
+        """
+        return json.dumps(
+            {
+                "port": self.ports.http,
+                "bind_addresses": [LOOPBACK],
+                "development": True,
+                "keys": {self.api_key: self.api_secret},
+                "logging": {"level": self.log_level},
+                "rtc": {
+                    "tcp_port": self.ports.rtc_tcp,
+                    "udp_port": self.ports.rtc_udp,
+                    "node_ip": LOOPBACK,
+                    "use_external_ip": False,
+                    "enable_loopback_candidate": True,
+                    "ips": {"includes": ["127.0.0.0/8"]},
+                    "stun_servers": [f"{LOOPBACK}:9"],
+                },
+            }
+        )
+
+
+# --- running it ----------------------------------------------------------------------
+
+
+class LiveKitServer:
+    """One livekit-server child process on loopback.
+
+    The config (with the secret) goes in through the LIVEKIT_CONFIG environment
+    variable, which the server reads as `--config-body`: a command-line argument
+    would show the secret to anyone running `ps`.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        log_path: Path | None = None,
+    ) -> None:
+        self.settings = settings or ServerSettings.generate()
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="livekit-server-", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        # Kept after stop: it is what explains a failed run.
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"LiveKitServer(url={self.url!r}, log_path={str(self.log_path)!r})"
+
+    @property
+    def url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.settings.ports.http}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.settings.ports.http}"
+
+    @property
+    def api_key(self) -> str:
+        return self.settings.api_key
+
+    @property
+    def api_secret(self) -> str:
+        return self.settings.api_secret
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and return once its HTTP port answers."""
+        if self.running:
+            raise LiveKitServerError(f"{self!r} is already running")
+        binary = ensure_binary()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [str(binary)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._server_env(),
+                # Its own session: a Ctrl-C in the terminal reaches only our process,
+                # which then stops the server in order.
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("livekit-server ready at %s (log: %s)", self.url, self.log_path)
+
+    def _server_env(self) -> dict[str, str]:
+        """Our environment minus what livekit-server reads as flags.
+
+        A LIVEKIT_*, NODE_IP, UDP_PORT or REDIS_* variable in the user's shell would
+        override the config and silently move the server off loopback.
+        """
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("LIVEKIT_", "REDIS_")) and name not in ("NODE_IP", "UDP_PORT")
+        }
+        env["LIVEKIT_CONFIG"] = self.settings.config_yaml()
+        return env
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise LiveKitServerError(
+                    f"livekit-server exited with code {code} while starting; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.http_url + "/", timeout=1) as response:
+                    answered = response.status == 200
+            except (urllib.error.URLError, OSError):
+                answered = False
+            if answered:
+                # The server marks itself running 100 ms after it starts serving and
+                # ignores a stop signal before then; wait that out so a stop right
+                # after start is not lost. Then make sure the answer was ours and not
+                # from another process that already held the port.
+                time.sleep(0.2)
+                if self._process.poll() is None:
+                    return
+                continue
+            if time.monotonic() > deadline:
+                raise LiveKitServerError(
+                    f"livekit-server did not answer on {self.http_url} within {timeout:.0f} s; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server: SIGTERM, a second SIGTERM, then SIGKILL after `timeout`.
+
+        LiveKit's first SIGTERM drains and waits for participants to leave (polling
+        every 5 s); its second forces the shutdown. Each step gets half the time left.
+        """
+        process = self._process
+        if process is None:
+            return
+        deadline = time.monotonic() + timeout
+        for sig in (signal.SIGTERM, signal.SIGTERM):
+            if process.poll() is not None:
+                break
+            process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.1, (deadline - time.monotonic()) / 2))
+        if process.poll() is None:
+            log.warning("livekit-server did not stop within %.0f s; killing it", timeout)
+            process.kill()
+            process.wait()
+        self._process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> LiveKitServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor.livekit_server",
+        description=f"Find or build livekit-server v{VERSION}.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ensure", help="print the binary's path, building it into the cache if needed")
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(ensure_binary())
+    except LiveKitServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Suite-wide fixtures: both anyio backends, and one real livekit-server per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from supervisor.livekit_server import LiveKitServer
+
+_SERVER_KEY = pytest.StashKey[LiveKitServer]()
+
+
+@pytest.fixture(params=["asyncio", "trio"], scope="module")
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every `@pytest.mark.anyio` test runs on both backends: the kernel must not
+    depend on asyncio.
+
+    The livekit rtc SDK is asyncio-only, so LiveKit test modules override this in
+    the module: `@pytest.fixture(scope="module") def anyio_backend(): return "asyncio"`.
+    """
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def livekit_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveKitServer]:
+    """A real livekit-server v1.13.5 in dev mode on free loopback ports.
+
+    Started once per session because it takes ~0.3 s and rooms are cheap to keep
+    apart by name. Its log stays under pytest's temp folder (pytest keeps the last
+    three runs); a failed session prints its path and tail.
+    """
+    server = LiveKitServer(log_path=tmp_path_factory.mktemp("livekit") / "livekit-server.log")
+    request.config.stash[_SERVER_KEY] = server
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    server = config.stash.get(_SERVER_KEY, None)
+    if server is None or exitstatus == pytest.ExitCode.OK:
+        return
+    terminalreporter.section("livekit-server log")
+    terminalreporter.write_line(f"full log: {server.log_path}")
+    terminalreporter.write_line(server.log_tail(40))

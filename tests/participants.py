@@ -1,0 +1,206 @@
+"""Simulated participants: real livekit rtc SDK clients in the test process.
+
+Every feature is proven against the real server, so tests join rooms the way a
+browser would (a token minted with livekit-api, WebRTC media through the server)
+and judge what they hear by its energy and pitch rather than by exact samples,
+which Opus and the jitter buffer change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import numpy as np
+from livekit import api, rtc
+
+SAMPLE_RATE = 48_000
+
+
+class ServerCredentials(Protocol):
+    """What a participant needs from a server: the session fixture's LiveKitServer fits."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def api_key(self) -> str: ...
+
+    @property
+    def api_secret(self) -> str: ...
+
+
+def mint_token(server: ServerCredentials, room: str, identity: str) -> str:
+    grants = api.VideoGrants(
+        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
+    )
+    return (
+        api.AccessToken(server.api_key, server.api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(grants)
+        .to_jwt()
+    )
+
+
+@contextlib.asynccontextmanager
+async def join(
+    server: ServerCredentials, room: str, identity: str, *, timeout: float = 10.0
+) -> AsyncIterator[rtc.Room]:
+    """A connected rtc.Room for `identity`, disconnected on exit."""
+    client = rtc.Room()
+    try:
+        await asyncio.wait_for(
+            client.connect(server.url, mint_token(server, room, identity)), timeout=timeout
+        )
+        yield client
+    finally:
+        await client.disconnect()
+
+
+def sine(frequency: float, samples: int, start: int = 0, amplitude: float = 0.3) -> np.ndarray:
+    """int16 mono samples of a sine, continuing from sample `start` so frames join smoothly."""
+    t = (np.arange(samples) + start) / SAMPLE_RATE
+    return (amplitude * 32767 * np.sin(2 * np.pi * frequency * t)).astype(np.int16)
+
+
+@contextlib.asynccontextmanager
+async def publishing_tone(
+    room: rtc.Room, frequency: float = 440.0, *, frame_ms: int = 20, name: str = "tone"
+) -> AsyncIterator[rtc.LocalTrackPublication]:
+    """Publish a microphone track playing a tone for as long as the block runs.
+
+    Frames are paced against the clock, as a real microphone delivers them, so the
+    server and the receiver see real-time audio rather than a burst.
+    """
+    source = rtc.AudioSource(SAMPLE_RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track(name, source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    publication = await room.local_participant.publish_track(track, options)
+    samples_per_frame = SAMPLE_RATE * frame_ms // 1000
+
+    async def pump() -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        sent = 0
+        while True:
+            data = sine(frequency, samples_per_frame, start=sent)
+            frame = rtc.AudioFrame(data.tobytes(), SAMPLE_RATE, 1, samples_per_frame)
+            await source.capture_frame(frame)
+            sent += samples_per_frame
+            next_at += frame_ms / 1000
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    task = asyncio.create_task(pump())
+    try:
+        yield publication
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await room.local_participant.unpublish_track(publication.sid)
+        await source.aclose()
+
+
+async def subscribed_audio_track(
+    room: rtc.Room, identity: str, *, timeout: float = 10.0
+) -> rtc.RemoteAudioTrack:
+    """The first audio track of participant `identity` that `room` is subscribed to."""
+    found: asyncio.Future[rtc.RemoteAudioTrack] = asyncio.get_running_loop().create_future()
+
+    def on_subscribed(
+        track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if (
+            participant.identity == identity
+            and isinstance(track, rtc.RemoteAudioTrack)
+            and not found.done()
+        ):
+            found.set_result(track)
+
+    room.on("track_subscribed", on_subscribed)
+    try:
+        participant = room.remote_participants.get(identity)
+        for publication in participant.track_publications.values() if participant else ():
+            if isinstance(publication.track, rtc.RemoteAudioTrack) and not found.done():
+                found.set_result(publication.track)
+        return await asyncio.wait_for(found, timeout=timeout)
+    finally:
+        room.off("track_subscribed", on_subscribed)
+
+
+async def collect_audio(track: rtc.Track, seconds: float, *, timeout: float = 10.0) -> np.ndarray:
+    """`seconds` of int16 mono audio received from `track`, resampled to 48 kHz."""
+    wanted = int(seconds * SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+
+    async def read() -> None:
+        received = 0
+        async for event in stream:
+            chunk = np.frombuffer(event.frame.data, dtype=np.int16).copy()
+            chunks.append(chunk)
+            received += len(chunk)
+            if received >= wanted:
+                return
+
+    try:
+        await asyncio.wait_for(read(), timeout=timeout)
+    finally:
+        await stream.aclose()
+    return np.concatenate(chunks)[:wanted] if chunks else np.zeros(0, dtype=np.int16)
+
+
+def data_inbox(room: rtc.Room) -> asyncio.Queue[rtc.DataPacket]:
+    """Every data packet `room` receives from now on, in arrival order.
+
+    Call it before anything is sent to the participant, so no packet goes unseen;
+    a test reads the queue with a timeout rather than sleeping.
+    """
+    inbox: asyncio.Queue[rtc.DataPacket] = asyncio.Queue()
+    room.on("data_received", inbox.put_nowait)
+    return inbox
+
+
+async def media_paths(room: rtc.Room) -> set[tuple[str, str]]:
+    """(protocol, server address) of the ICE candidate pair each transport selected.
+
+    Media that silently falls back from UDP to ICE-TCP still passes an energy
+    check, so tests that care about the path look here.
+    """
+    stats = await room.get_rtc_stats()
+    reports = [*stats.publisher_stats, *stats.subscriber_stats]
+    by_kind: dict[str, list] = {}
+    for report in reports:
+        by_kind.setdefault(report.WhichOneof("stats"), []).append(report)
+    pairs = {
+        r.candidate_pair.rtc.id: r.candidate_pair.candidate_pair.remote_candidate_id
+        for r in by_kind.get("candidate_pair", [])
+    }
+    candidates = {
+        r.remote_candidate.rtc.id: r.remote_candidate.candidate
+        for r in by_kind.get("remote_candidate", [])
+    }
+    paths = set()
+    for report in by_kind.get("transport", []):
+        selected = report.transport.transport.selected_candidate_pair_id
+        if selected in pairs and pairs[selected] in candidates:
+            candidate = candidates[pairs[selected]]
+            paths.add((candidate.protocol, candidate.address))
+    return paths
+
+
+def rms(samples: np.ndarray) -> float:
+    """Root-mean-square level in int16 units (silence is 0, full-scale sine ~23170)."""
+    if samples.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
+def dominant_frequency(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """The strongest frequency in the signal, in Hz (resolution sample_rate / len)."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(samples.size)))
+    spectrum[0] = 0.0
+    return float(np.fft.rfftfreq(samples.size, 1 / sample_rate)[int(np.argmax(spectrum))])
