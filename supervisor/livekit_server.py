@@ -200,6 +200,8 @@ class ServerSettings:
                 "development": True,
                 "keys": {self.api_key: self.api_secret},
                 "logging": {"level": self.log_level},
+                # the supervisor's unmute_participant goes through the server API
+                "room": {"enable_remote_unmute": True},
                 "rtc": {
                     "tcp_port": self.ports.rtc_tcp,
                     "udp_port": self.ports.rtc_udp,

@@ -109,6 +109,7 @@ def default_params(settings: RoomSettings) -> LiveKitParams:
         audio_out_sample_rate=settings.audio_out_sample_rate,
         audio_in_user_tracks=settings.audio_in_user_tracks,
         audio_out_10ms_chunks=2,
+        audio_out_end_silence_secs=0,  # pipecat pads 2 s of silence on EndFrame: a slow stop
         vad_analyzer=vad,
     )
 

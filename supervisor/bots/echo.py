@@ -1,0 +1,42 @@
+"""The echo bot: every participant hears their own audio back.
+
+The embedded default's bot, and the load the benchmarks put on the supervisor: the
+smallest pipeline that moves real audio in and out of a room.
+"""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from actors.room.transport import RoomTransport
+
+
+class EchoProcessor(FrameProcessor):
+    """Turns input audio into output audio, unchanged."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            echo = OutputAudioRawFrame(
+                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
+            )
+            echo.metadata = frame.metadata
+            await self.push_frame(echo)
+        else:
+            await self.push_frame(frame, direction)
+
+
+def create_bot(transport: RoomTransport) -> PipelineWorker:
+    pipeline = Pipeline([transport.input(), EchoProcessor(), transport.output()])
+    return PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
+            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
+        ),
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+    )

@@ -1,0 +1,112 @@
+"""The echo bot through the room actor tree and the real server: audio in, audio out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from supervisor.livekit_server import LiveKitServer
+from tests.participants import (
+    SAMPLE_RATE,
+    collect_audio,
+    dominant_frequency,
+    join,
+    publishing_tone,
+    rms,
+    sine,
+    subscribed_audio_track,
+)
+from tests.rooms import running_room
+
+pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+
+SILENCE_RMS = 100.0
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out"), [(16000, 24000), (48000, 48000), (8000, 16000)]
+)
+async def test_participant_hears_its_own_tone_back(
+    livekit_server: LiveKitServer, rate_in: int, rate_out: int
+) -> None:
+    room = f"echo-{rate_in}-{rate_out}"
+    async with (
+        running_room(
+            livekit_server, room, audio_in_sample_rate=rate_in, audio_out_sample_rate=rate_out
+        ) as tree,
+        join(livekit_server, room, "alice") as alice,
+        publishing_tone(alice, 440.0),
+    ):
+        track = await subscribed_audio_track(alice, "bot")
+        await collect_audio(track, 0.5)
+        heard = await collect_audio(track, 1.0)
+    assert rms(heard) > SILENCE_RMS, f"alice heard silence (rms {rms(heard):.1f})"
+    assert abs(dominant_frequency(heard) - 440.0) < 10.0
+    assert tree.stats.audio_frames_in > 0 and tree.stats.audio_frames_out > 0
+
+
+async def onset_delay(alice: rtc.Room, *, bursts: int = 5, frame_ms: int = 20) -> list[float]:
+    """Seconds from sending a tone burst to hearing it back, by energy onset, per burst."""
+    source = rtc.AudioSource(SAMPLE_RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("bursts", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    publication = await alice.local_participant.publish_track(track, options)
+    samples = SAMPLE_RATE * frame_ms // 1000
+    silence = np.zeros(samples, dtype=np.int16)
+    sent_at: list[float] = []
+    heard_at: list[float] = []
+    echo = await subscribed_audio_track(alice, "bot")
+    stream = rtc.AudioStream(echo, sample_rate=SAMPLE_RATE, num_channels=1)
+
+    async def listen() -> None:
+        loud = False
+        async for event in stream:
+            level = rms(np.frombuffer(event.frame.data, dtype=np.int16))
+            if not loud and level > 1000 and len(heard_at) < len(sent_at):
+                heard_at.append(time.perf_counter())
+            loud = level > 1000
+
+    async def speak() -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        for burst in range(bursts * 2):
+            tone = burst % 2 == 1
+            for i in range(25):  # 0.5 s of silence, then 0.5 s of tone
+                if tone and i == 0:
+                    sent_at.append(time.perf_counter())
+                data = sine(440.0, samples, start=i * samples) if tone else silence
+                await source.capture_frame(rtc.AudioFrame(data.tobytes(), SAMPLE_RATE, 1, samples))
+                next_at += frame_ms / 1000
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    listener = asyncio.create_task(listen())
+    try:
+        await speak()
+        await asyncio.sleep(0.5)
+    finally:
+        listener.cancel()
+        await stream.aclose()
+        await alice.local_participant.unpublish_track(publication.sid)
+        await source.aclose()
+    return [heard - sent for sent, heard in zip(sent_at, heard_at, strict=False)]
+
+
+async def test_echo_round_trip_delay_is_measured(livekit_server: LiveKitServer) -> None:
+    async with running_room(livekit_server, "echo-delay"), join(
+        livekit_server, "echo-delay", "alice"
+    ) as alice:
+        delays = await onset_delay(alice)
+    assert len(delays) >= 4, f"heard {len(delays)} of 5 bursts back"
+    median = float(np.median(delays))
+    print(f"\necho round trip (energy onset, loopback server): median {median * 1000:.0f} ms, "
+          f"all {[round(d * 1000) for d in delays]} ms")
+    assert 0 < median < 2.0
