@@ -19,9 +19,13 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 import attrs
+import loguru
 from livekit import api
 
+from actors import ChildSpec, RestartIntensity, Supervisor, open_actor
+from actors.room import BotFactory, RoomSettings, RoomStats, room_spec
 from supervisor import __version__
+from supervisor.bots import BotLoadError, load_bot
 from supervisor.livekit_server import (
     LiveKitServer,
     LiveKitServerError,
@@ -51,6 +55,7 @@ class RunConfig:
     api_secret_env: str
     embedded_server: bool
     bot_factory: str
+    bot: BotFactory
     rooms: tuple[str, ...]
 
 
@@ -89,6 +94,10 @@ def parse_config(doc: dict[str, Any]) -> RunConfig:
     factory = _field(bot, "[bot]", "factory", str, "'module:function'")
     if factory.count(":") != 1:
         raise ConfigError(f"[bot] factory = {factory!r}: expected 'module:function'")
+    try:
+        bot_factory = load_bot(factory)
+    except BotLoadError as err:
+        raise ConfigError(f"[bot] factory = {factory!r}: {err}") from err
     rooms = doc.get("rooms", [])
     if not isinstance(rooms, list) or not all(isinstance(room, dict) for room in rooms):
         raise ConfigError(f"rooms = {rooms!r}: expected [[rooms]] tables")
@@ -110,6 +119,7 @@ def parse_config(doc: dict[str, Any]) -> RunConfig:
         ),
         embedded_server=_field(lk, "[livekit]", "embedded_server", bool, "true or false"),
         bot_factory=factory,
+        bot=bot_factory,
         rooms=tuple(names),
     )
 
@@ -216,19 +226,43 @@ async def run(config: RunConfig) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with livekit_credentials(config) as credentials:
             await create_rooms(credentials, config.rooms)
-            log.warning(
-                "not yet: room actors and the bot (%s) arrive with a later issue; "
-                "the rooms exist but nobody joins them",
-                config.bot_factory,
-            )
-            log.info(
-                "ready: %d room(s) on %s; Ctrl-C or SIGTERM stops",
-                len(config.rooms),
-                credentials.url,
-            )
-            async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                break
+            async with open_actor(_rooms_spec(config, credentials)):
+                log.info(
+                    "ready: %d room(s) on %s with bot %s; Ctrl-C or SIGTERM stops",
+                    len(config.rooms),
+                    credentials.url,
+                    config.bot_factory,
+                )
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    break
+
+
+def _rooms_spec(config: RunConfig, credentials: Credentials) -> ChildSpec:
+    """One supervisor over every room, each room its own rest_for_one tree.
+
+    Not yet the process-level room supervisor of the design (quarantine of a room
+    past its intensity, bounded-concurrency joins): until then a generous intensity
+    keeps a failing room from taking the others down.
+    """
+    rooms = [
+        room_spec(
+            RoomSettings(
+                room=name,
+                url=credentials.url,
+                api_key=credentials.api_key,
+                api_secret=credentials.api_secret,
+                bot=config.bot,
+            ),
+            RoomStats(),
+        )
+        for name in config.rooms
+    ]
+    return ChildSpec(
+        "rooms",
+        lambda: Supervisor(rooms, intensity=RestartIntensity(max_restarts=1000, within_seconds=60)),
+        shutdown_timeout=None,
+    )
 
 
 # --- entry point --------------------------------------------------------------------
@@ -260,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pipecat logs through loguru, at DEBUG unless told otherwise
+    loguru.logger.remove()
+    loguru.logger.add(sys.stderr, level="DEBUG" if args.log_level == "debug" else "WARNING")
     try:
         config = load_config(args.config)
         anyio.run(run, config, backend="asyncio")

@@ -81,6 +81,16 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "[[rooms]] #2 name = 'lobby': expected a name not used by another room",
         ),
         ("[bot]", "[bot", "TOML syntax error"),
+        (
+            '"supervisor.bots.echo:create_bot"',
+            '"supervisor.bots.echo:nope"',
+            "[bot] factory = 'supervisor.bots.echo:nope': module 'supervisor.bots.echo' has no callable 'nope'",
+        ),
+        (
+            '"supervisor.bots.echo:create_bot"',
+            '"no_such_module:create_bot"',
+            "[bot] factory = 'no_such_module:create_bot': cannot import module 'no_such_module'",
+        ),
     ],
     ids=[
         "missing-key",
@@ -90,6 +100,8 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "bad-factory",
         "dup-room",
         "syntax",
+        "factory-not-found",
+        "factory-module-missing",
     ],
 )
 def test_bad_config_exits_2_with_one_line(
@@ -173,7 +185,7 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     try:
         log = read_until(process, "ready:", timeout=60)
         assert "room lobby:" in log and "room support:" in log
-        assert "not yet:" in log
+        assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
         assert port_answers(port)
 
         process.send_signal(stop_signal)

@@ -8,7 +8,10 @@ import time
 import numpy as np
 import pytest
 from livekit import rtc
+from pipecat.workers.runner import WorkerRunner
 
+from actors.room import RoomTransport
+from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
     SAMPLE_RATE,
@@ -110,3 +113,23 @@ async def test_echo_round_trip_delay_is_measured(livekit_server: LiveKitServer) 
     print(f"\necho round trip (energy onset, loopback server): median {median * 1000:.0f} ms, "
           f"all {[round(d * 1000) for d in delays]} ms")
     assert 0 < median < 2.0
+
+
+async def run_echo_bot(transport: RoomTransport) -> None:
+    """A bot in pipecat's `run_bot(transport)` shape: it runs its own runner."""
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(echo_bot(transport))
+    await runner.run()
+
+
+async def test_a_bot_that_runs_itself_is_hosted_unchanged(livekit_server: LiveKitServer) -> None:
+    async with (
+        running_room(livekit_server, "echo-run-bot", run_echo_bot),
+        join(livekit_server, "echo-run-bot", "alice") as alice,
+        publishing_tone(alice, 660.0),
+    ):
+        track = await subscribed_audio_track(alice, "bot")
+        await collect_audio(track, 0.5)
+        heard = await collect_audio(track, 1.0)
+    assert rms(heard) > SILENCE_RMS
+    assert abs(dominant_frequency(heard) - 660.0) < 10.0
