@@ -70,9 +70,16 @@ def _non_negative_number(instance: Any, attribute: attrs.Attribute, value: Any) 
 
 @attrs.frozen
 class RestartIntensity:
-    """At most `max_restarts` restarts within `within_seconds`, or the supervisor gives up."""
+    """At most `max_restarts` restarts within `within_seconds`, or the supervisor gives up.
 
-    max_restarts: int = attrs.field(default=3, validator=[v.instance_of(int), v.ge(0)])
+    `max_restarts=None` never gives up: for a supervisor that must outlive any child,
+    such as the process's room supervisor, where a room that keeps failing only waits
+    longer and longer (its backoff) between attempts.
+    """
+
+    max_restarts: int | None = attrs.field(
+        default=3, validator=v.optional([v.instance_of(int), v.ge(0)])
+    )
     within_seconds: float = attrs.field(default=5.0, validator=[_non_negative_number, v.gt(0)])
 
 
@@ -80,9 +87,10 @@ class RestartIntensity:
 class Backoff:
     """Exponential delay before a restart: `initial * multiplier**(n-1)`, capped, jittered.
 
-    `n` counts the restarts inside the current intensity window, so a child that has
-    been quiet for a whole window starts over from `initial`. Jitter spreads restarts
-    of many rooms that failed together (a LiveKit server restart) over time.
+    `n` counts the failed child's own restarts inside the intensity window, so one
+    flapping child backs off without slowing its siblings' restarts, and a child that
+    has been quiet for a whole window starts over from `initial`. Jitter spreads the
+    restarts of many rooms that failed together (a LiveKit server restart) over time.
     """
 
     initial: float = attrs.field(default=0.1, validator=_non_negative_number)
@@ -134,8 +142,21 @@ class ChildInfo:
     last_error: BaseException | None
 
 
+def _count_in_window(times: deque[float], seconds: float) -> int:
+    """Record a restart now and count those within the last `seconds`."""
+    now = anyio.current_time()
+    while times and now - times[0] > seconds:
+        times.popleft()
+    times.append(now)
+    return len(times)
+
+
 class Supervisor(Actor):
-    """An actor whose job is to keep its children running."""
+    """An actor whose job is to keep its children running.
+
+    `start_concurrency` lets a one_for_one supervisor start that many children at once
+    (they are independent); other strategies always start children one by one.
+    """
 
     def __init__(
         self,
@@ -144,6 +165,7 @@ class Supervisor(Actor):
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         intensity: RestartIntensity = RestartIntensity(),
         backoff: Backoff = Backoff(),
+        start_concurrency: int = 1,
         seed: int | None = None,
     ) -> None:
         names = [spec.name for spec in children]
@@ -158,6 +180,10 @@ class Supervisor(Actor):
         self._children: dict[str, ActorCell] = {}
         self._generation: dict[str, int] = {}
         self._restart_times: deque[float] = deque()
+        self._child_restart_times: dict[str, deque[float]] = {}
+        if start_concurrency < 1:
+            raise ValueError(f"start_concurrency must be >= 1, got {start_concurrency}")
+        self._start_limiter = anyio.CapacityLimiter(start_concurrency)
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -211,10 +237,23 @@ class Supervisor(Actor):
 
     async def _start_in_order(self, cells: list[ActorCell]) -> None:
         """Start children one after another, stopping at one that fails to start when
-        the later ones depend on it: its exit, already queued, restarts them with it."""
+        the later ones depend on it: its exit, already queued, restarts them with it.
+
+        Independent children (one_for_one) start up to `start_concurrency` at a time:
+        a hundred rooms join in parallel, not one after another.
+        """
+        if self._strategy is Strategy.ONE_FOR_ONE and self._start_limiter.total_tokens > 1:
+            async with anyio.create_task_group() as starting:
+                for cell in cells:
+                    starting.start_soon(self._start_limited, cell)
+            return
         for cell in cells:
             if not await self._start(cell) and self._strategy is not Strategy.ONE_FOR_ONE:
                 return
+
+    async def _start_limited(self, cell: ActorCell) -> None:
+        async with self._start_limiter:
+            await self._start(cell)
 
     async def _watch(self, cell: ActorCell, *, task_status: TaskStatus[None]) -> None:
         error = await cell.live(task_status=task_status)
@@ -232,10 +271,11 @@ class Supervisor(Actor):
             return
         if frame.error is None:
             log.warning("%s exited although it is permanent: restarting it", cell.path)
-        attempt = self._count_restart()
-        if attempt > self._intensity.max_restarts:
+        restarts = _count_in_window(self._restart_times, self._intensity.within_seconds)
+        limit = self._intensity.max_restarts
+        if limit is not None and restarts > limit:
             raise RestartIntensityError(
-                f"{self.ref.path}: {attempt} restarts within "
+                f"{self.ref.path}: {restarts} restarts within "
                 f"{self._intensity.within_seconds:g} s (at most "
                 f"{self._intensity.max_restarts} allowed); last failure in {cell.path}: "
                 f"{frame.error!r}"
@@ -249,17 +289,13 @@ class Supervisor(Actor):
             member.state = ActorState.BACKOFF
             self._generation[member.spec.name] += 1
             generations[member.spec.name] = self._generation[member.spec.name]
+        attempt = _count_in_window(
+            self._child_restart_times.setdefault(cell.spec.name, deque()),
+            self._intensity.within_seconds,
+        )
         delay = self._backoff.delay(attempt, self._random.random)
         log.info("%s: restarting %s in %.3f s", self.ref.path, ", ".join(generations), delay)
         self.tasks.start_soon(self._restart_after, delay, generations)
-
-    def _count_restart(self) -> int:
-        now = anyio.current_time()
-        window = self._restart_times
-        while window and now - window[0] > self._intensity.within_seconds:
-            window.popleft()
-        window.append(now)
-        return len(window)
 
     def _affected(self, failed: ActorCell) -> list[ActorCell]:
         cells = list(self._children.values())
@@ -286,6 +322,7 @@ class Supervisor(Actor):
         await cell.stop(cell.spec.shutdown_timeout)
         cell.close()
         del self._children[cell.spec.name]
+        self._child_restart_times.pop(cell.spec.name, None)
         self._generation[cell.spec.name] += 1
 
     async def _stop_all(self) -> None:

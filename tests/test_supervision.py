@@ -344,3 +344,50 @@ async def test_siblings_reach_each_other_before_and_across_restarts() -> None:
     assert journal.frames["later"] == ["sent before later started", "after restart"]
     with pytest.raises(LookupError):
         Actor().sibling("x")
+
+
+async def test_unlimited_intensity_never_gives_up() -> None:
+    journal = Journal()
+    spec = supervisor([probe_spec(journal, "x")], intensity=RestartIntensity(None, 60))
+    async with open_actor(spec) as sup:
+        for incarnation in range(2, 22):
+            await crash_and_wait(sup, "x", incarnation)
+        assert sup.incarnation == 1
+
+
+async def test_backoff_grows_per_child_not_per_supervisor() -> None:
+    journal = Journal()
+    backoff = Backoff(initial=0.05, multiplier=4.0, jitter=0.0, maximum=10)
+    spec = supervisor([probe_spec(journal, "flappy"), probe_spec(journal, "steady")], backoff=backoff)
+    async with open_actor(spec) as sup:
+        for incarnation in (2, 3, 4):  # flappy's next delay would be 0.05 * 4**3 = 3.2 s
+            await crash_and_wait(sup, "flappy", incarnation)
+        steady = (await children(sup))["steady"].ref
+        crashed_at = anyio.current_time()
+        await steady.tell(Crash())
+        await wait_until(lambda: steady.incarnation == 2 and steady.state is ActorState.RUNNING)
+        assert anyio.current_time() - crashed_at < 3.2  # steady's first restart: 0.05 s
+
+
+async def test_independent_children_start_concurrently_within_the_limit() -> None:
+    starting = 0
+    most = 0
+
+    class SlowStart(Actor):
+        @asynccontextmanager
+        async def lifespan(self) -> AsyncIterator[None]:
+            nonlocal starting, most
+            starting += 1
+            most = max(most, starting)
+            await anyio.sleep(0.05)
+            starting -= 1
+            yield
+
+    specs = [ChildSpec(f"c{i}", SlowStart) for i in range(7)]
+    spec = ChildSpec("sup", lambda: Supervisor(specs, start_concurrency=3), shutdown_timeout=None)
+    async with open_actor(spec) as sup:
+        infos = await children(sup)
+        assert [i.state for i in infos.values()] == [ActorState.RUNNING] * 7
+    assert most == 3
+    with pytest.raises(ValueError):
+        Supervisor([], start_concurrency=0)
