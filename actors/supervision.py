@@ -154,8 +154,9 @@ def _count_in_window(times: deque[float], seconds: float) -> int:
 class Supervisor(Actor):
     """An actor whose job is to keep its children running.
 
-    `start_concurrency` lets a one_for_one supervisor start that many children at once
-    (they are independent); other strategies always start children one by one.
+    `concurrency` lets a one_for_one supervisor start and stop that many children at
+    once (they are independent, so their order does not matter); the other strategies
+    always start children one by one and stop them in reverse order.
     """
 
     def __init__(
@@ -165,7 +166,7 @@ class Supervisor(Actor):
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         intensity: RestartIntensity = RestartIntensity(),
         backoff: Backoff = Backoff(),
-        start_concurrency: int = 1,
+        concurrency: int = 1,
         seed: int | None = None,
     ) -> None:
         names = [spec.name for spec in children]
@@ -181,9 +182,9 @@ class Supervisor(Actor):
         self._generation: dict[str, int] = {}
         self._restart_times: deque[float] = deque()
         self._child_restart_times: dict[str, deque[float]] = {}
-        if start_concurrency < 1:
-            raise ValueError(f"start_concurrency must be >= 1, got {start_concurrency}")
-        self._start_limiter = anyio.CapacityLimiter(start_concurrency)
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self._limiter = anyio.CapacityLimiter(concurrency)
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -239,21 +240,28 @@ class Supervisor(Actor):
         """Start children one after another, stopping at one that fails to start when
         the later ones depend on it: its exit, already queued, restarts them with it.
 
-        Independent children (one_for_one) start up to `start_concurrency` at a time:
-        a hundred rooms join in parallel, not one after another.
+        Independent children (one_for_one) start up to `concurrency` at a time: a
+        hundred rooms join in parallel, not one after another.
         """
-        if self._strategy is Strategy.ONE_FOR_ONE and self._start_limiter.total_tokens > 1:
-            async with anyio.create_task_group() as starting:
-                for cell in cells:
-                    starting.start_soon(self._start_limited, cell)
+        if self._concurrent:
+            await self._each_limited(self._start, cells)
             return
         for cell in cells:
             if not await self._start(cell) and self._strategy is not Strategy.ONE_FOR_ONE:
                 return
 
-    async def _start_limited(self, cell: ActorCell) -> None:
-        async with self._start_limiter:
-            await self._start(cell)
+    @property
+    def _concurrent(self) -> bool:
+        return self._strategy is Strategy.ONE_FOR_ONE and self._limiter.total_tokens > 1
+
+    async def _each_limited(self, step: Callable[[ActorCell], Any], cells: list[ActorCell]) -> None:
+        async def limited(cell: ActorCell) -> None:
+            async with self._limiter:
+                await step(cell)
+
+        async with anyio.create_task_group() as group:
+            for cell in cells:
+                group.start_soon(limited, cell)
 
     async def _watch(self, cell: ActorCell, *, task_status: TaskStatus[None]) -> None:
         error = await cell.live(task_status=task_status)
@@ -326,5 +334,9 @@ class Supervisor(Actor):
         self._generation[cell.spec.name] += 1
 
     async def _stop_all(self) -> None:
-        for cell in reversed(list(self._children.values())):
+        cells = list(self._children.values())
+        if self._concurrent:
+            await self._each_limited(self._retire, cells)
+            return
+        for cell in reversed(cells):
             await self._retire(cell)

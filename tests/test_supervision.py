@@ -369,25 +369,31 @@ async def test_backoff_grows_per_child_not_per_supervisor() -> None:
         assert anyio.current_time() - crashed_at < 3.2  # steady's first restart: 0.05 s
 
 
-async def test_independent_children_start_concurrently_within_the_limit() -> None:
-    starting = 0
-    most = 0
+async def test_independent_children_start_and_stop_concurrently_within_the_limit() -> None:
+    starting = stopping = 0
+    most_starting = most_stopping = 0
 
-    class SlowStart(Actor):
+    class Slow(Actor):
         @asynccontextmanager
         async def lifespan(self) -> AsyncIterator[None]:
-            nonlocal starting, most
+            nonlocal starting, most_starting, stopping, most_stopping
             starting += 1
-            most = max(most, starting)
+            most_starting = max(most_starting, starting)
             await anyio.sleep(0.05)
             starting -= 1
-            yield
+            try:
+                yield
+            finally:
+                stopping += 1
+                most_stopping = max(most_stopping, stopping)
+                await anyio.sleep(0.05)
+                stopping -= 1
 
-    specs = [ChildSpec(f"c{i}", SlowStart) for i in range(7)]
-    spec = ChildSpec("sup", lambda: Supervisor(specs, start_concurrency=3), shutdown_timeout=None)
+    specs = [ChildSpec(f"c{i}", Slow) for i in range(7)]
+    spec = ChildSpec("sup", lambda: Supervisor(specs, concurrency=3), shutdown_timeout=None)
     async with open_actor(spec) as sup:
         infos = await children(sup)
         assert [i.state for i in infos.values()] == [ActorState.RUNNING] * 7
-    assert most == 3
+    assert (most_starting, most_stopping) == (3, 3)
     with pytest.raises(ValueError):
-        Supervisor([], start_concurrency=0)
+        Supervisor([], concurrency=0)
