@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from actors.errors import ActorCrashedError, ActorError, ActorStoppedError, Refused
+from actors.errors import (
+    ActorCrashedError,
+    ActorError,
+    ActorStoppedError,
+    Refused,
+    leaf_error,
+)
 from actors.mailbox import STOP, Mailbox, Request
 from actors.ref import ActorRef
 
@@ -34,13 +40,6 @@ class ActorState(enum.Enum):
     STOPPING = "stopping"
     BACKOFF = "backoff"
     STOPPED = "stopped"
-
-
-def leaf_error(error: BaseException) -> BaseException:
-    """The one real error inside anyio's single-member exception groups."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def _request_failure(path: str, cause: BaseException) -> ActorError:

@@ -7,6 +7,9 @@ code written against plain anyio timeouts keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ActorError(Exception):
     """Base of every error the actor kernel raises at a caller."""
@@ -46,3 +49,27 @@ class RestartIntensityError(ActorError):
     It stops its remaining children and fails with this error, which its own parent
     then handles like any other crash: the failure escalates one level.
     """
+
+
+def leaf_error(error: BaseException) -> BaseException:
+    """The one real error inside anyio's single-member exception groups."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+@contextmanager
+def single_errors() -> Iterator[None]:
+    """Raise a task group's lone error as itself, not wrapped in an exception group.
+
+    anyio wraps every task-group error in a group; where a block has one failure to
+    report (a root actor's crash, a config error during start-up), callers should be
+    able to catch it by its type.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        error = leaf_error(group)
+        if error is group:
+            raise
+        raise error from error.__cause__

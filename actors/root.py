@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 import anyio
 from anyio.abc import TaskStatus
 
-from actors.cell import ActorCell, leaf_error
+from actors.cell import ActorCell
+from actors.errors import single_errors
 from actors.ref import ActorRef
 from actors.supervision import ChildSpec
 
@@ -30,15 +31,10 @@ async def open_actor(spec: ChildSpec, *, parent_path: str = "") -> AsyncIterator
         if error is not None:
             raise error
 
-    try:
+    with single_errors():
         async with anyio.create_task_group() as tasks:
             await tasks.start(run)
             try:
                 yield cell.ref
             finally:
                 await cell.stop(spec.shutdown_timeout)
-    except BaseExceptionGroup as group:
-        error = leaf_error(group)
-        if error is group:
-            raise
-        raise error from error.__cause__

@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
+import math
 import signal
-import socket
 import sys
-import tempfile
-import tomllib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import attrs
 import loguru
+from anyio.abc import ObjectReceiveStream
 from livekit import api
 
-from actors import ChildSpec, RestartIntensity, Supervisor, open_actor
-from actors.room import BotFactory, RoomSettings, RoomStats, room_spec
+from actors import ActorRef, open_actor
+from actors.errors import single_errors
 from supervisor import __version__
-from supervisor.bots import BotLoadError, load_bot
-from supervisor.livekit_server import (
-    LiveKitServer,
-    LiveKitServerError,
-    Ports,
-    ServerSettings,
-    free_port,
-)
+from supervisor.config import Config, ConfigError, load_config
+from supervisor.credentials import Credentials, for_token, livekit_credentials
+from supervisor.livekit_server import LiveKitServerError
+from supervisor.rooms import RoomSet
 
 log = logging.getLogger("supervisor")
 
@@ -40,232 +31,132 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-
-class ConfigError(Exception):
-    """A config or environment problem the user must fix; reported in one line, exit 2."""
-
-
-# --- config (a later issue replaces this with the full attrs config model) ------------
-
-
-@attrs.frozen
-class RunConfig:
-    url: str
-    api_key_env: str
-    api_secret_env: str
-    embedded_server: bool
-    bot_factory: str
-    bot: BotFactory
-    rooms: tuple[str, ...]
-
-
-def _table(doc: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
-    value = doc.get(key)
-    if not isinstance(value, dict):
-        shown = "missing" if value is None else f"= {value!r}"
-        raise ConfigError(f"[{key}] is {shown}: expected a table")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"[{key}] {unknown[0]} is not a known key: expected one of {', '.join(sorted(allowed))}"
-        )
-    return value
-
-
-def _field(table: dict[str, Any], where: str, key: str, kind: type, expected: str) -> Any:
-    if key not in table:
-        raise ConfigError(f"{where} {key} is missing: expected {expected}")
-    value = table[key]
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
-        raise ConfigError(f"{where} {key} = {value!r}: expected {expected}")
-    return value
-
-
-def parse_config(doc: dict[str, Any]) -> RunConfig:
-    """Check every key up front so a typo fails at start, not an hour into a run."""
-    unknown = sorted(set(doc) - {"livekit", "bot", "rooms"})
-    if unknown:
-        raise ConfigError(f"{unknown[0]} is not a known key: expected livekit, bot, rooms")
-    lk = _table(doc, "livekit", {"url", "api_key_env", "api_secret_env", "embedded_server"})
-    url = _field(lk, "[livekit]", "url", str, "a ws:// or wss:// URL")
-    if urlsplit(url).scheme not in ("ws", "wss", "http", "https") or not urlsplit(url).hostname:
-        raise ConfigError(f"[livekit] url = {url!r}: expected a ws:// or wss:// URL")
-    bot = _table(doc, "bot", {"factory"})
-    factory = _field(bot, "[bot]", "factory", str, "'module:function'")
-    if factory.count(":") != 1:
-        raise ConfigError(f"[bot] factory = {factory!r}: expected 'module:function'")
-    try:
-        bot_factory = load_bot(factory)
-    except BotLoadError as err:
-        raise ConfigError(f"[bot] factory = {factory!r}: {err}") from err
-    rooms = doc.get("rooms", [])
-    if not isinstance(rooms, list) or not all(isinstance(room, dict) for room in rooms):
-        raise ConfigError(f"rooms = {rooms!r}: expected [[rooms]] tables")
-    names: list[str] = []
-    for index, room in enumerate(rooms):
-        where = f"[[rooms]] #{index + 1}"
-        if set(room) - {"name"}:
-            key = sorted(set(room) - {"name"})[0]
-            raise ConfigError(f"{where} {key} is not a known key: expected name")
-        name = _field(room, where, "name", str, "a room name")
-        if name in names:
-            raise ConfigError(f"{where} name = {name!r}: expected a name not used by another room")
-        names.append(name)
-    return RunConfig(
-        url=url,
-        api_key_env=_field(lk, "[livekit]", "api_key_env", str, "an environment variable name"),
-        api_secret_env=_field(
-            lk, "[livekit]", "api_secret_env", str, "an environment variable name"
-        ),
-        embedded_server=_field(lk, "[livekit]", "embedded_server", bool, "true or false"),
-        bot_factory=factory,
-        bot=bot_factory,
-        rooms=tuple(names),
-    )
-
-
-def load_config(path: Path) -> RunConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from err
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: TOML syntax error: {err}") from err
-    try:
-        return parse_config(doc)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from err
-
-
-# --- running ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Credentials:
-    url: str
-    api_key: str
-    api_secret: str = attrs.field(repr=False)
-
-
-def _embeddable_port(url: str) -> int | None:
-    """The port of a URL the embedded server could serve (IPv4 loopback), else None."""
-    parts = urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost"):
-        return None
-    return parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-
-
-def _something_listens(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
-def _env_credentials(config: RunConfig) -> Credentials:
-    values = []
-    for role, name in (
-        ("api_key_env", config.api_key_env),
-        ("api_secret_env", config.api_secret_env),
-    ):
-        value = os.environ.get(name)
-        if not value:
-            raise ConfigError(
-                f"environment variable {name} (named by [livekit] {role}) is not set: "
-                "expected the LiveKit server's credentials"
-            )
-        values.append(value)
-    return Credentials(url=config.url, api_key=values[0], api_secret=values[1])
-
-
-@contextlib.asynccontextmanager
-async def livekit_credentials(config: RunConfig) -> AsyncIterator[Credentials]:
-    """Credentials for the configured server, starting the embedded one when it applies."""
-    port = _embeddable_port(config.url)
-    if not config.embedded_server or port is None:
-        yield _env_credentials(config)
-        return
-    if _something_listens(port):
-        log.info("a server already listens on %s: using it, not the embedded one", config.url)
-        yield _env_credentials(config)
-        return
-    settings = ServerSettings.generate(
-        Ports(http=port, rtc_tcp=free_port(), rtc_udp=free_port(socket.SOCK_DGRAM))
-    )
-    # One fixed name per port: re-runs overwrite it instead of piling up temp files,
-    # and it stays after a failure for the user to read.
-    log_path = Path(tempfile.gettempdir()) / f"livekit-supervisor-embedded-{port}.log"
-    log_path.unlink(missing_ok=True)
-    server = LiveKitServer(settings, log_path=log_path)
-    log.info("nothing listens on %s: starting the embedded livekit-server", config.url)
-    try:
-        await anyio.to_thread.run_sync(server.start)
-        yield Credentials(url=server.url, api_key=server.api_key, api_secret=server.api_secret)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(server.stop)
-        log.info("embedded livekit-server stopped (log: %s)", log_path)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def create_rooms(credentials: Credentials, rooms: Sequence[str]) -> None:
+    """Create the rooms missing on the server (creating an existing room is a no-op)."""
+    if not rooms:
+        return
     async with api.LiveKitAPI(credentials.url, credentials.api_key, credentials.api_secret) as lk:
         for name in rooms:
             room = await lk.room.create_room(api.CreateRoomRequest(name=name))
-            log.info("room %s: ready on the server (sid %s)", name, room.sid)
+            log.info("[%s] ready on the server (sid %s)", name, room.sid)
 
 
-async def run(config: RunConfig) -> None:
-    """Serve until SIGINT, SIGTERM or SIGHUP.
+async def run(path: Path, config: Config) -> int:
+    """Serve until SIGINT or SIGTERM; SIGHUP reloads the config.
 
+    The first stop signal drains: no new rooms, every bot gets an EndFrame, rooms leave,
+    all within `supervision.shutdown_timeout_seconds`; a second one cancels at once.
     The signal receiver is installed before any work starts, so a Ctrl-C during
-    start-up is not a KeyboardInterrupt halfway through: start-up finishes, then
-    everything stops in order. SIGHUP (terminal closed) stops cleanly too, since
-    the embedded server runs in its own session and would otherwise outlive us.
+    start-up is not a KeyboardInterrupt halfway through.
     """
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with livekit_credentials(config) as credentials:
-            await create_rooms(credentials, config.rooms)
-            async with open_actor(_rooms_spec(config, credentials)):
-                log.info(
-                    "ready: %d room(s) on %s with bot %s; Ctrl-C or SIGTERM stops",
-                    len(config.rooms),
-                    credentials.url,
-                    config.bot_factory,
-                )
+    result = EXIT_OK
+    draining = anyio.Event()
+    reload_send, reload_receive = anyio.create_memory_object_stream[None](1)
+    with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals, single_errors():
+        async with anyio.create_task_group() as tasks:
+            serving = anyio.CancelScope()
+
+            async def watch_signals() -> None:
+                nonlocal result
                 async for signum in signals:
-                    log.info("%s received: stopping", signal.Signals(signum).name)
-                    break
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        log.info("SIGHUP: reloading %s", path)
+                        try:
+                            reload_send.send_nowait(None)
+                        except anyio.WouldBlock:
+                            pass  # a reload is already pending; it will read the file
+                    elif not draining.is_set():
+                        log.info("%s: draining (a second signal stops at once)", name)
+                        draining.set()
+                    else:
+                        log.warning("%s again: stopping at once", name)
+                        result = EXIT_FAILURE
+                        serving.cancel()
+
+            tasks.start_soon(watch_signals)
+            with serving:
+                await _serve(path, config, draining, reload_receive)
+            tasks.cancel_scope.cancel()
+    return result
 
 
-def _rooms_spec(config: RunConfig, credentials: Credentials) -> ChildSpec:
-    """One supervisor over every room, each room its own rest_for_one tree.
+async def _serve(
+    path: Path, config: Config, draining: anyio.Event, reloads: ObjectReceiveStream[None]
+) -> None:
+    async with livekit_credentials(config.livekit) as credentials:
+        await create_rooms(credentials, [room.name for room in config.rooms])
+        room_set = RoomSet(config, credentials)
+        async with open_actor(room_set.supervisor_spec()) as rooms:
+            log.info(
+                "ready: %d room(s) on %s with bot %s; Ctrl-C or SIGTERM drains",
+                len(config.rooms),
+                credentials.url,
+                config.bot.factory,
+            )
+            async with anyio.create_task_group() as serving:
+                serving.start_soon(_cancel_on, draining, serving.cancel_scope)
+                async for _ in reloads:
+                    await _reload(path, room_set, rooms)
+            log.info("draining %d room(s)", len(room_set.config.rooms))
 
-    Not yet the process-level room supervisor of the design (quarantine of a room
-    past its intensity, bounded-concurrency joins): until then a generous intensity
-    keeps a failing room from taking the others down.
-    """
-    rooms = [
-        room_spec(
-            RoomSettings(
-                room=name,
-                url=credentials.url,
-                api_key=credentials.api_key,
-                api_secret=credentials.api_secret,
-                bot=config.bot,
-            ),
-            RoomStats(),
-        )
-        for name in config.rooms
-    ]
-    return ChildSpec(
-        "rooms",
-        lambda: Supervisor(rooms, intensity=RestartIntensity(max_restarts=1000, within_seconds=60)),
-        shutdown_timeout=None,
+
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _reload(path: Path, room_set: RoomSet, rooms: ActorRef) -> None:
+    """Apply a new config's rooms; an invalid config is refused and the running set kept."""
+    try:
+        new = load_config(path)
+    except ConfigError as err:
+        log.error("reload refused, keeping the running rooms: %s", err)
+        return
+    if new.livekit != room_set.config.livekit or new.metrics != room_set.config.metrics:
+        log.warning("reload: [livekit] and [metrics] changes take effect at the next start")
+    added = [room.name for room in new.rooms if room not in room_set.config.rooms]
+    await create_rooms(room_set.credentials, added)
+    started, stopped = await room_set.reload(rooms, new)
+    log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
+
+
+def check(config: Config) -> None:
+    """Report what a valid config would run, without connecting anywhere."""
+    print(f"config OK: {len(config.rooms)} room(s) on {config.livekit.url}")
+    print(f"  bot: {config.bot.factory} as {config.bot.identity!r}, "
+          f"{config.bot.audio_in_sample_rate} Hz in, {config.bot.audio_out_sample_rate} Hz out, "
+          f"VAD {'on' if config.bot.vad else 'off'}")
+    sv = config.supervision
+    print(f"  supervision: {sv.max_restarts} restarts within {sv.within_seconds:g} s per room, "
+          f"backoff {sv.backoff_initial_seconds:g}..{sv.backoff_max_seconds:g} s, "
+          f"quarantine {sv.quarantine_seconds:g} s, shutdown {sv.shutdown_timeout_seconds:g} s")
+    print(f"  metrics: http://{config.metrics.listen}/metrics")
+    for room in config.rooms:
+        extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
+        extras += ["end-to-end encrypted"] if room.e2ee_key else []
+        print(f"  room {room.name}{' (' + ', '.join(extras) + ')' if extras else ''}")
+
+
+def token(config: Config, room: str, identity: str, ttl_hours: float) -> None:
+    """Print a join token and the URL, for a person joining from a browser client."""
+    credentials = for_token(config.livekit)
+    grants = api.VideoGrants(
+        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
     )
-
-
-# --- entry point --------------------------------------------------------------------
+    jwt = (
+        api.AccessToken(credentials.api_key, credentials.api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(grants)
+        .with_ttl(timedelta(hours=ttl_hours))
+        .to_jwt()
+    )
+    print(f"url:   {credentials.url}")
+    print(f"token: {jwt}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -275,38 +166,77 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or config.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run_parser = sub.add_parser("run", help="create the configured rooms and serve them")
-    run_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
-    run_parser.add_argument(
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="stdlib logging level (default: info)",
+        help="stdlib logging level (default: info); pipecat's own logs show at debug only",
     )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_parser = sub.add_parser(
+        "run",
+        help="create the configured rooms and serve them",
+        description="Join every configured room with the bot and keep them running. "
+        "SIGINT/SIGTERM drain (a second one stops at once); SIGHUP reloads the config.",
+    )
+    run_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    check_parser = sub.add_parser(
+        "check",
+        help="validate a config and report it, without connecting",
+        description="Check every key of CONFIG (and import the bot factory); exit 2 on an error.",
+    )
+    check_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    token_parser = sub.add_parser(
+        "token",
+        help="print a join token and URL for a person",
+        description="Mint a token for IDENTITY in ROOM with the configured server's credentials "
+        "(the running embedded server's, or the environment variables the config names).",
+    )
+    token_parser.add_argument("room", metavar="ROOM")
+    token_parser.add_argument("identity", metavar="IDENTITY")
+    token_parser.add_argument(
+        "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
+    )
+    token_parser.add_argument("--ttl-hours", type=float, default=6.0, help="default: 6")
+    for sub_parser in (run_parser, check_parser, token_parser):
+        sub_parser.add_argument(
+            "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"],
+            help="as the global --log-level",
+        )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     # pipecat logs through loguru, at DEBUG unless told otherwise
     loguru.logger.remove()
-    loguru.logger.add(sys.stderr, level="DEBUG" if args.log_level == "debug" else "WARNING")
+    loguru.logger.add(sys.stderr, level="DEBUG" if level == "debug" else "WARNING")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
     try:
         config = load_config(args.config)
-        anyio.run(run, config, backend="asyncio")
+        if args.command == "check":
+            check(config)
+            return EXIT_OK
+        if args.command == "token":
+            if not math.isfinite(args.ttl_hours) or args.ttl_hours <= 0:
+                raise ConfigError(f"--ttl-hours {args.ttl_hours!r}: expected a number of hours > 0")
+            token(config, args.room, args.identity, args.ttl_hours)
+            return EXIT_OK
+        return anyio.run(run, args.config, config, backend="asyncio")
     except ConfigError as err:
         print(f"supervisor: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (LiveKitServerError, api.TwirpError, aiohttp.ClientError, OSError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return EXIT_FAILURE
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -58,38 +58,38 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('url = "ws://127.0.0.1:{port}"\n', "", "[livekit] url is missing: expected a ws://"),
+        ('url = "ws://127.0.0.1:{port}"\n', "", "livekit.url is missing: expected a ws://"),
         (
             "embedded_server = true",
             'embedded_server = "yes"',
-            "[livekit] embedded_server = 'yes': expected true or false",
+            "livekit.embedded_server = 'yes': expected true or false",
         ),
         (
             'url = "ws://127.0.0.1:{port}"',
             "url = 7880",
-            "[livekit] url = 7880: expected a ws:// or wss:// URL",
+            "livekit.url = 7880: expected a ws:// or wss:// URL",
         ),
-        ("embedded_server", "embeded_server", "[livekit] embeded_server is not a known key"),
+        ("embedded_server", "embeded_server", "livekit.embeded_server is not a known key"),
         (
             '"supervisor.bots.echo:create_bot"',
             '"echo"',
-            "[bot] factory = 'echo': expected 'module:function'",
+            "bot.factory = 'echo': expected 'module:function'",
         ),
         (
             'name = "support"',
             'name = "lobby"',
-            "[[rooms]] #2 name = 'lobby': expected a name not used by another room",
+            "rooms[1].name = 'lobby': expected a name no other room uses",
         ),
         ("[bot]", "[bot", "TOML syntax error"),
         (
             '"supervisor.bots.echo:create_bot"',
             '"supervisor.bots.echo:nope"',
-            "[bot] factory = 'supervisor.bots.echo:nope': module 'supervisor.bots.echo' has no callable 'nope'",
+            "bot.factory = 'supervisor.bots.echo:nope': module 'supervisor.bots.echo' has no callable 'nope'",
         ),
         (
             '"supervisor.bots.echo:create_bot"',
             '"no_such_module:create_bot"',
-            "[bot] factory = 'no_such_module:create_bot': cannot import module 'no_such_module'",
+            "bot.factory = 'no_such_module:create_bot': cannot import module 'no_such_module'",
         ),
     ],
     ids=[
@@ -184,7 +184,7 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     )
     try:
         log = read_until(process, "ready:", timeout=60)
-        assert "room lobby:" in log and "room support:" in log
+        assert "[lobby] ready on the server" in log and "[support] ready on the server" in log
         assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
         assert port_answers(port)
 

@@ -1,0 +1,300 @@
+"""`config.toml` read into frozen attrs classes, every key checked before anything runs.
+
+A mistake fails at start, not an hour into a run, with one line that names the key
+path, the bad value and what was expected (`supervisor check` does only this). The
+credentials are never in the file: it names the environment variables that hold them,
+and no error message ever shows a secret's value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from actors.room.settings import BotFactory
+from supervisor.bots import BotLoadError, load_bot
+
+SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """A config or environment problem the user must fix; reported in one line, exit 2."""
+
+
+@attrs.frozen
+class LiveKitConfig:
+    url: str
+    api_key_env: str = "LIVEKIT_API_KEY"
+    api_secret_env: str = "LIVEKIT_API_SECRET"
+    embedded_server: bool = True
+
+
+@attrs.frozen
+class BotConfig:
+    factory: str
+    load: BotFactory = attrs.field(repr=False, eq=False)
+    identity: str = "bot"
+    audio_in_sample_rate: int = 16000
+    audio_out_sample_rate: int = 24000
+    audio_in_user_tracks: bool = True
+    vad: bool = False
+
+
+@attrs.frozen
+class SupervisionConfig:
+    max_restarts: int = 5
+    """A room's actors may restart this often within `within_seconds`..."""
+    within_seconds: float = 30.0
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 10.0
+    quarantine_seconds: float = 30.0
+    """...past that the room is quarantined: retried after this, doubling up to 10x."""
+    shutdown_timeout_seconds: float = 10.0
+
+
+@attrs.frozen
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_rooms: int = 1000
+    join_concurrency: int = 16
+
+
+@attrs.frozen
+class RoomConfig:
+    name: str
+    bot: BotConfig
+    e2ee_key: bytes | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Config:
+    livekit: LiveKitConfig
+    bot: BotConfig
+    supervision: SupervisionConfig
+    metrics: MetricsConfig
+    limits: LimitsConfig
+    rooms: tuple[RoomConfig, ...]
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key path on error."""
+
+    def __init__(self, value: Any, path: str, known: tuple[str, ...]) -> None:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r}: expected a table")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{self._key(path, unknown[0])} is not a known key: expected one of "
+                f"{', '.join(known)}"
+            )
+        self.value = value
+        self.path = path
+
+    @staticmethod
+    def _key(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def get(
+        self,
+        key: str,
+        kind: type | tuple[type, ...],
+        expected: str,
+        default: Any = _MISSING,
+        check: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        where = self._key(self.path, key)
+        if key not in self.value:
+            if default is _MISSING:
+                raise ConfigError(f"{where} is missing: expected {expected}")
+            return default
+        value = self.value[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok or (check is not None and not check(value)):
+            raise ConfigError(f"{where} = {value!r}: expected {expected}")
+        return value
+
+    def text(self, key: str, expected: str, default: Any = _MISSING, check: Any = None) -> str:
+        nonblank = lambda v: bool(v.strip()) and (check is None or check(v))  # noqa: E731
+        return self.get(key, str, expected, default, nonblank)
+
+    def seconds(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+        expected = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+        ok = (lambda v: v >= 0) if allow_zero else (lambda v: v > 0)
+        return float(self.get(key, (int, float), expected, default, ok))
+
+    def count(self, key: str, default: int, minimum: int) -> int:
+        return self.get(key, int, f"a whole number >= {minimum}", default, lambda v: v >= minimum)
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self.get(key, bool, "true or false", default)
+
+    def env_name(self, key: str, default: str) -> str:
+        return self.text(key, "an environment variable name", default, _ENV_NAME.match)
+
+
+def _url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("ws", "wss", "http", "https") and bool(parts.hostname)
+
+
+def _listen(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _room_name(value: str) -> bool:
+    return "/" not in value and value == value.strip()
+
+
+def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
+    default: Any = _MISSING if inherited is None else inherited.factory
+    factory = table.text(
+        "factory", "'module:function'", default, lambda v: v.count(":") == 1
+    )
+    try:
+        load = load_bot(factory) if inherited is None or factory != inherited.factory else inherited.load
+    except BotLoadError as err:
+        raise ConfigError(f"{table._key(table.path, 'factory')} = {factory!r}: {err}") from err
+    base = inherited or BotConfig(factory=factory, load=load)
+    rate = f"a sample rate, one of {', '.join(map(str, SAMPLE_RATES))}"
+    in_sample_rate = SAMPLE_RATES.__contains__
+    return BotConfig(
+        factory=factory,
+        load=load,
+        identity=table.text("identity", "a participant identity", base.identity),
+        audio_in_sample_rate=table.get(
+            "audio_in_sample_rate", int, rate, base.audio_in_sample_rate, in_sample_rate
+        ),
+        audio_out_sample_rate=table.get(
+            "audio_out_sample_rate", int, rate, base.audio_out_sample_rate, in_sample_rate
+        ),
+        audio_in_user_tracks=table.flag("audio_in_user_tracks", base.audio_in_user_tracks),
+        vad=table.flag("vad", base.vad),
+    )
+
+
+_BOT_KEYS = (
+    "factory",
+    "identity",
+    "audio_in_sample_rate",
+    "audio_out_sample_rate",
+    "audio_in_user_tracks",
+    "vad",
+)
+
+
+def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
+    """Check every key of a parsed TOML document; raise `ConfigError` at the first bad one."""
+    environ = dict(os.environ) if environ is None else environ
+    top = _Table(doc, "", ("livekit", "bot", "supervision", "metrics", "limits", "rooms"))
+
+    lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
+                ("url", "api_key_env", "api_secret_env", "embedded_server"))
+    livekit = LiveKitConfig(
+        url=lk.text("url", "a ws:// or wss:// URL", check=_url),
+        api_key_env=lk.env_name("api_key_env", "LIVEKIT_API_KEY"),
+        api_secret_env=lk.env_name("api_secret_env", "LIVEKIT_API_SECRET"),
+        embedded_server=lk.flag("embedded_server", True),
+    )
+
+    bot = _read_bot(_Table(top.get("bot", dict, "a [bot] table"), "bot", _BOT_KEYS))
+
+    sv = _Table(top.get("supervision", dict, "a [supervision] table", {}), "supervision",
+                tuple(f.name for f in attrs.fields(SupervisionConfig)))
+    d = SupervisionConfig()
+    supervision = SupervisionConfig(
+        max_restarts=sv.count("max_restarts", d.max_restarts, 0),
+        within_seconds=sv.seconds("within_seconds", d.within_seconds),
+        backoff_initial_seconds=sv.seconds(
+            "backoff_initial_seconds", d.backoff_initial_seconds, allow_zero=True
+        ),
+        backoff_max_seconds=sv.seconds("backoff_max_seconds", d.backoff_max_seconds, allow_zero=True),
+        quarantine_seconds=sv.seconds("quarantine_seconds", d.quarantine_seconds),
+        shutdown_timeout_seconds=sv.seconds("shutdown_timeout_seconds", d.shutdown_timeout_seconds),
+    )
+    if supervision.backoff_max_seconds < supervision.backoff_initial_seconds:
+        raise ConfigError(
+            f"supervision.backoff_max_seconds = {supervision.backoff_max_seconds!r}: expected "
+            f"at least backoff_initial_seconds ({supervision.backoff_initial_seconds!r})"
+        )
+
+    mt = _Table(top.get("metrics", dict, "a [metrics] table", {}), "metrics", ("listen",))
+    metrics = MetricsConfig(listen=mt.text("listen", "'host:port'", MetricsConfig().listen, _listen))
+
+    lm = _Table(top.get("limits", dict, "a [limits] table", {}), "limits",
+                ("max_rooms", "join_concurrency"))
+    limits = LimitsConfig(
+        max_rooms=lm.count("max_rooms", LimitsConfig().max_rooms, 1),
+        join_concurrency=lm.count("join_concurrency", LimitsConfig().join_concurrency, 1),
+    )
+
+    rooms_value = top.get("rooms", list, "[[rooms]] tables", [])
+    if len(rooms_value) > limits.max_rooms:
+        raise ConfigError(
+            f"rooms has {len(rooms_value)} entries: expected at most limits.max_rooms "
+            f"({limits.max_rooms})"
+        )
+    rooms: list[RoomConfig] = []
+    for index, value in enumerate(rooms_value):
+        path = f"rooms[{index}]"
+        table = _Table(value, path, ("name", "e2ee_key_env", "bot"))
+        name = table.text("name", "a room name without '/'", check=_room_name)
+        if any(room.name == name for room in rooms):
+            raise ConfigError(f"{path}.name = {name!r}: expected a name no other room uses")
+        room_bot = bot
+        if "bot" in table.value:
+            room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
+        rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
+    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms))
+
+
+def _e2ee_key(table: _Table, environ: dict[str, str]) -> bytes | None:
+    name = table.get("e2ee_key_env", str, "an environment variable name", None, _ENV_NAME.match)
+    if name is None:
+        return None
+    value = environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"environment variable {name} (named by {table.path}.e2ee_key_env) is not set: "
+            "expected the room's shared encryption key"
+        )
+    return value.encode("utf-8")
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+    """Read and check a config file; every problem is a `ConfigError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from err
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: TOML syntax error: {err}") from err
+    try:
+        return parse_config(doc, environ)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
