@@ -327,16 +327,22 @@ class Supervisor(Actor):
         await self._start_in_order(due)
 
     async def _retire(self, cell: ActorCell) -> None:
-        await cell.stop(cell.spec.shutdown_timeout)
-        cell.close()
+        """Stop a child for good and forget it, so its name can be used again."""
+        await self._close(cell)
         del self._children[cell.spec.name]
         self._child_restart_times.pop(cell.spec.name, None)
         self._generation[cell.spec.name] += 1
 
+    async def _close(self, cell: ActorCell) -> None:
+        await cell.stop(cell.spec.shutdown_timeout)
+        cell.close()
+
     async def _stop_all(self) -> None:
+        """Stop every child; their slots stay listed (closed), so a sibling still
+        stopping that sends to one counts a dead letter instead of failing a lookup."""
         cells = list(self._children.values())
         if self._concurrent:
-            await self._each_limited(self._retire, cells)
+            await self._each_limited(self._close, cells)
             return
         for cell in reversed(cells):
-            await self._retire(cell)
+            await self._close(cell)

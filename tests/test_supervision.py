@@ -397,3 +397,21 @@ async def test_independent_children_start_and_stop_concurrently_within_the_limit
     assert (most_starting, most_stopping) == (3, 3)
     with pytest.raises(ValueError):
         Supervisor([], concurrency=0)
+
+
+async def test_a_stopping_child_can_still_tell_a_sibling_stopped_before_it() -> None:
+    journal = Journal()
+
+    class Farewell(Actor):
+        @asynccontextmanager
+        async def lifespan(self) -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await self.sibling("target").tell(Note("goodbye"))
+
+    spec = supervisor([ChildSpec("sender", Farewell), probe_spec(journal, "target")])
+    async with open_actor(spec) as sup:
+        target = (await children(sup))["target"].ref
+    assert target.stats.dead_letters == 1
+    assert journal.frames["target"] == []
