@@ -32,14 +32,23 @@ class ServerCredentials(Protocol):
     def api_secret(self) -> str: ...
 
 
-def mint_token(server: ServerCredentials, room: str, identity: str) -> str:
+def mint_token(
+    server: ServerCredentials,
+    room: str,
+    identity: str,
+    *,
+    name: str | None = None,
+    metadata: str = "",
+) -> str:
+    """A join token; the display name defaults to the identity."""
     grants = api.VideoGrants(
         room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
     )
     return (
         api.AccessToken(server.api_key, server.api_secret)
         .with_identity(identity)
-        .with_name(identity)
+        .with_name(name if name is not None else identity)
+        .with_metadata(metadata)
         .with_grants(grants)
         .to_jwt()
     )
@@ -47,13 +56,26 @@ def mint_token(server: ServerCredentials, room: str, identity: str) -> str:
 
 @contextlib.asynccontextmanager
 async def join(
-    server: ServerCredentials, room: str, identity: str, *, timeout: float = 10.0
+    server: ServerCredentials,
+    room: str,
+    identity: str,
+    *,
+    timeout: float = 10.0,
+    options: rtc.RoomOptions | None = None,
+    name: str | None = None,
+    metadata: str = "",
 ) -> AsyncIterator[rtc.Room]:
-    """A connected rtc.Room for `identity`, disconnected on exit."""
+    """A connected rtc.Room for `identity`, disconnected on exit.
+
+    `options` (e.g. encryption with a shared key) default to the SDK's own; `name`
+    and `metadata` go into the token, as an app server would put them there.
+    """
     client = rtc.Room()
+    token = mint_token(server, room, identity, name=name, metadata=metadata)
     try:
         await asyncio.wait_for(
-            client.connect(server.url, mint_token(server, room, identity)), timeout=timeout
+            client.connect(server.url, token, options or rtc.RoomOptions()),
+            timeout=timeout,
         )
         yield client
     finally:
@@ -68,12 +90,18 @@ def sine(frequency: float, samples: int, start: int = 0, amplitude: float = 0.3)
 
 @contextlib.asynccontextmanager
 async def publishing_tone(
-    room: rtc.Room, frequency: float = 440.0, *, frame_ms: int = 20, name: str = "tone"
+    room: rtc.Room,
+    frequency: float = 440.0,
+    *,
+    frame_ms: int = 20,
+    name: str = "tone",
+    signal: np.ndarray | None = None,
 ) -> AsyncIterator[rtc.LocalTrackPublication]:
     """Publish a microphone track playing a tone for as long as the block runs.
 
     Frames are paced against the clock, as a real microphone delivers them, so the
-    server and the receiver see real-time audio rather than a burst.
+    server and the receiver see real-time audio rather than a burst. `signal`
+    (int16 mono at SAMPLE_RATE) is played in a loop instead of the tone.
     """
     source = rtc.AudioSource(SAMPLE_RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track(name, source)
@@ -86,7 +114,10 @@ async def publishing_tone(
         next_at = loop.time()
         sent = 0
         while True:
-            data = sine(frequency, samples_per_frame, start=sent)
+            if signal is None:
+                data = sine(frequency, samples_per_frame, start=sent)
+            else:
+                data = np.take(signal, np.arange(sent, sent + samples_per_frame), mode="wrap")
             frame = rtc.AudioFrame(data.tobytes(), SAMPLE_RATE, 1, samples_per_frame)
             await source.capture_frame(frame)
             sent += samples_per_frame

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from pipecat.frames.frames import Frame, InputDTMFFrame
-from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from actors.room import RoomTransport
+from supervisor.bots import room_pipeline
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import join
 from tests.rooms import running_room
@@ -58,8 +58,7 @@ async def test_dtmf_fires_the_handler_and_reaches_the_pipeline(
         async def on_dtmf_event(transport: RoomTransport, data: dict[str, Any]) -> None:
             handled.put_nowait(data)
 
-        pipeline = Pipeline([transport.input(), KeypadRecorder(pressed), transport.output()])
-        return PipelineWorker(pipeline, idle_timeout_secs=None, enable_rtvi=False)
+        return room_pipeline(transport, KeypadRecorder(pressed))
 
     async with join(livekit_server, "dtmf", "caller") as caller, running_room(
         livekit_server, "dtmf", bot

@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 from pipecat.workers.runner import WorkerRunner
 
 from actors.room import RoomTransport
+from actors.room.connection import ROOM_IDLE_SECONDS
 from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
@@ -133,3 +134,17 @@ async def test_a_bot_that_runs_itself_is_hosted_unchanged(livekit_server: LiveKi
         heard = await collect_audio(track, 1.0)
     assert rms(heard) > SILENCE_RMS
     assert abs(dominant_frequency(heard) - 660.0) < 10.0
+
+
+async def test_the_bot_keeps_its_room_open_when_alone(livekit_server: LiveKitServer) -> None:
+    """LiveKit does not count an agent as a participant: the room must be created with
+    long idle timeouts, or the server closes it (and kicks the bot) 20 s after the last
+    person leaves."""
+    async with running_room(livekit_server, "echo-alone"):
+        async with api.LiveKitAPI(
+            livekit_server.url, livekit_server.api_key, livekit_server.api_secret
+        ) as server:
+            listed = await server.room.list_rooms(api.ListRoomsRequest(names=["echo-alone"]))
+    (room,) = listed.rooms
+    assert room.empty_timeout == ROOM_IDLE_SECONDS
+    assert room.departure_timeout == ROOM_IDLE_SECONDS

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
 from hypothesis import HealthCheck, settings

@@ -26,6 +26,7 @@ from actors.actor import Actor
 from actors.room.frames import AudioTrackSubscribedFrame, AudioTrackUnsubscribedFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
+from actors.room.timing import stamp
 
 log = logging.getLogger("actors.room")
 
@@ -101,27 +102,27 @@ class AudioInActor(Actor):
         async for event in stream:
             audio = event.frame
             stats.audio_frames_in += 1
-            tell(
-                UserAudioRawFrame(
-                    audio=audio.data.tobytes(),
-                    sample_rate=audio.sample_rate,
-                    num_channels=audio.num_channels,
-                    user_id=user,
-                )
+            frame = UserAudioRawFrame(
+                audio=audio.data.tobytes(),
+                sample_rate=audio.sample_rate,
+                num_channels=audio.num_channels,
+                user_id=user,
             )
+            stamp(frame)  # for the latency histogram (see actors.room.timing)
+            tell(frame)
 
     async def _forward_mix(self, mixer: rtc.AudioMixer) -> None:
         tell = self.sibling("pipeline").tell_nowait
         stats = self.stats
         async for audio in mixer:
             stats.audio_frames_in += 1
-            tell(
-                InputAudioRawFrame(
-                    audio=audio.data.tobytes(),
-                    sample_rate=audio.sample_rate,
-                    num_channels=audio.num_channels,
-                )
+            frame = InputAudioRawFrame(
+                audio=audio.data.tobytes(),
+                sample_rate=audio.sample_rate,
+                num_channels=audio.num_channels,
             )
+            stamp(frame)
+            tell(frame)
 
 
 async def _frames_of(stream: rtc.AudioStream) -> AsyncIterator[rtc.AudioFrame]:

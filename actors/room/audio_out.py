@@ -21,6 +21,7 @@ from actors.actor import Actor
 from actors.room.frames import GetRoomFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
+from actors.room.timing import observe_latency
 
 log = logging.getLogger("actors.room")
 
@@ -46,12 +47,19 @@ class AudioOutActor(Actor):
         publication = await room.local_participant.publish_track(track, options)
         self._source = source
         log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)
+        killed = False
         try:
             yield
+        except anyio.get_cancelled_exc_class():
+            # Killed (a second stop signal, a shutdown timeout): the connection is being
+            # torn down at the same moment, and an unpublish would wait for an answer
+            # that never comes; leaving the room takes the track away anyway.
+            killed = True
+            raise
         finally:
             self._source = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                if room.isconnected():
+                if room.isconnected() and not killed:
                     await room.local_participant.unpublish_track(publication.sid)
                 await source.aclose()
 
@@ -65,6 +73,7 @@ class AudioOutActor(Actor):
                     rtc.AudioFrame(frame.audio, frame.sample_rate, frame.num_channels, samples)
                 )
                 self.stats.audio_frames_out += 1
+                observe_latency(frame, self.stats.audio_latency)
         elif isinstance(frame, InterruptionFrame):
             source.clear_queue()  # the bot was interrupted: stop speaking at once
         else:

@@ -10,10 +10,13 @@ so its supervisor rejoins with backoff and restarts what depends on the connecti
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
 from livekit import api, rtc
 from pipecat.frames.frames import Frame
@@ -39,8 +42,15 @@ from actors.room.frames import (
     TrackMutedFrame,
 )
 from actors.room.settings import RoomSettings
+from actors.room.stats import RoomStats
 
 log = logging.getLogger("actors.room")
+
+
+CONNECT_RETRY_SECONDS = 0.5
+ROOM_IDLE_SECONDS = 24 * 3600
+"""How long the server keeps a room the bot is alone in (see `_connect`)."""
+"""How often a join is tried again while the server refuses connections (restarting)."""
 
 
 class ConnectionLostError(ConnectionError):
@@ -54,8 +64,34 @@ def _reason_name(reason: Any) -> str:
         return str(reason)
 
 
+async def _accepts_connections(url: str) -> bool:
+    """Whether anything listens at the URL's host and port (a TCP connect, no more)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    try:
+        with anyio.fail_after(2):
+            stream = await anyio.connect_tcp(parts.hostname or "localhost", port)
+    except (OSError, TimeoutError):
+        return False
+    await stream.aclose()
+    return True
+
+
 def _audio(publication: rtc.TrackPublication) -> bool:
     return publication.kind == rtc.TrackKind.KIND_AUDIO
+
+
+def _audio_for_bot(room: rtc.Room, publication: rtc.TrackPublication) -> bool:
+    """An audio track the bot may hear: in an encrypted room, only an encrypted one.
+
+    The SDK decrypts the tracks published encrypted and plays the others as they
+    are, so without this check a participant without the key would still be heard
+    by the bot of an encrypted room (and, through an echo, by everyone in it).
+    """
+    return _audio(publication) and (
+        not room.e2ee_manager.enabled
+        or publication.encryption_type != rtc.EncryptionType.NONE
+    )
 
 
 def present_state(room: rtc.Room) -> list[Frame]:
@@ -70,7 +106,7 @@ def present_state(room: rtc.Room) -> list[Frame]:
     for p in room.remote_participants.values():
         state.append(ParticipantJoinedFrame(p.identity, p.name, p.metadata))
         for pub in p.track_publications.values():
-            if _audio(pub) and pub.subscribed and pub.track is not None:
+            if _audio_for_bot(room, pub) and pub.subscribed and pub.track is not None:
                 state.append(AudioTrackSubscribedFrame(p.identity, pub.sid, pub.track))
     return state
 
@@ -78,8 +114,9 @@ def present_state(room: rtc.Room) -> list[Frame]:
 class ConnectionActor(Actor):
     """Owns the `rtc.Room`: joins, reports events, executes commands."""
 
-    def __init__(self, settings: RoomSettings) -> None:
+    def __init__(self, settings: RoomSettings, stats: RoomStats | None = None) -> None:
         self.settings = settings
+        self.stats = stats
         self.room: rtc.Room | None = None
         self._server: api.LiveKitAPI | None = None
         self._leaving = False
@@ -95,14 +132,20 @@ class ConnectionActor(Actor):
                 key_provider_options=rtc.KeyProviderOptions(shared_key=self.settings.e2ee_key)
             )
         try:
-            with anyio.fail_after(self.settings.connect_timeout):
-                await room.connect(self.settings.url, self.settings.token(), options)
-            self.room = room
-            log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
-            for frame in present_state(room):
-                events.tell_nowait(frame)
             async with self.settings.server_api() as server:
                 self._server = server
+                started = time.perf_counter()
+                with anyio.fail_after(self.settings.connect_timeout):
+                    await self._connect(room, options, server)
+                if self.stats is not None:
+                    self.stats.connect_time.observe(time.perf_counter() - started)
+                    # a new connection is a new view of the room: present_state below
+                    # reports everyone there, and whoever left meanwhile is gone
+                    self.stats.participants.clear()
+                self.room = room
+                log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
+                for frame in present_state(room):
+                    events.tell_nowait(frame)
                 yield
         finally:
             self._leaving = True
@@ -111,6 +154,45 @@ class ConnectionActor(Actor):
             if self.room is not None:
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
                 log.info("[%s] left", self.settings.room)
+
+    async def _connect(
+        self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
+    ) -> None:
+        """Make sure the room exists, then join; while nothing even accepts connections
+        at the server, try again.
+
+        The room is created (a no-op when it exists) with long idle timeouts: LiveKit
+        does not count an agent as a participant, so a room with only the bot in it
+        would otherwise close 20 s after the last person left, kicking the bot. A room
+        a restarted server lost is created again the same way.
+
+        A restarting LiveKit server refuses connections for as long as it is down.
+        Failing at once, each restart would follow the last within its backoff step,
+        trip the room's restart intensity in seconds and quarantine the room long
+        past the server's return; waiting here (within `connect_timeout`) costs one
+        restart per timeout instead and joins as soon as the server answers. Any
+        other failure (a bad token, a server that answers and refuses) is raised.
+        """
+        waiting = False
+        while True:
+            try:
+                await server.room.create_room(
+                    api.CreateRoomRequest(
+                        name=self.settings.room,
+                        empty_timeout=ROOM_IDLE_SECONDS,
+                        departure_timeout=ROOM_IDLE_SECONDS,
+                    )
+                )
+                await room.connect(self.settings.url, self.settings.token(), options)
+                return
+            except (rtc.ConnectError, aiohttp.ClientConnectionError):
+                if await _accepts_connections(self.settings.url):
+                    raise
+            if not waiting:
+                waiting = True
+                log.info("[%s] nothing accepts connections at %s: retrying", self.settings.room,
+                         self.settings.url)
+            await anyio.sleep(CONNECT_RETRY_SECONDS)
 
     def _wire(self, room: rtc.Room, tell: Callable[[Frame], None]) -> None:
         """Forward every rtc callback we care about as a typed frame."""
@@ -124,8 +206,15 @@ class ConnectionActor(Actor):
         def subscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio(pub):
+            if _audio_for_bot(room, pub):
                 tell(AudioTrackSubscribedFrame(p.identity, pub.sid, track))
+            elif _audio(pub):
+                log.warning(
+                    "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
+                    self.settings.room,
+                    p.identity,
+                    pub.sid,
+                )
 
         def unsubscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
@@ -153,7 +242,8 @@ class ConnectionActor(Actor):
                 tell(ActiveSpeakerChangedFrame(active[-1].identity))
 
         def metadata(p: rtc.Participant, old: str, new: str) -> None:
-            tell(ParticipantMetadataChangedFrame(p.identity, new))
+            if p is not room.local_participant:  # the SDK reports the bot's own too
+                tell(ParticipantMetadataChangedFrame(p.identity, new))
 
         def disconnected(reason: Any) -> None:
             if not self._leaving:

@@ -116,6 +116,18 @@ class GetRoomFrame(SystemFrame):
 
 
 @dataclass
+class AudioMarkFrame(SystemFrame):
+    """A mark the transport sends down the bot's pipeline behind its input audio.
+
+    pipecat keeps `SystemFrame`s (input audio included) in arrival order in every
+    processor's queue, so a mark reaching the end of the pipeline means the `seq`
+    audio frames sent before it have been through: how the transport sees a lagging bot.
+    """
+
+    seq: int
+
+
+@dataclass
 class SendDataFrame(DataFrame):
     """Publish a data packet: reliable or lossy, to everyone or to one participant."""
 

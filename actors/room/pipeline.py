@@ -28,7 +28,7 @@ from pipecat.utils.errors import ErrorCategory
 from pipecat.workers.runner import WorkerRunner
 
 from actors.actor import Actor
-from actors.room.frames import GetRoomFrame
+from actors.room.frames import GetRoomFrame, RoomDisconnectedFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 from actors.room.transport import RoomTransport
@@ -78,6 +78,11 @@ class PipelineActor(Actor):
         finally:
             await self._drain()
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                # The tree stops in reverse order, so the connection's own
+                # RoomDisconnectedFrame would come after this actor is gone: this
+                # incarnation's transport says goodbye itself (once; cleanup waits
+                # for the handlers).
+                await transport.dispatch(RoomDisconnectedFrame("client_initiated"))
                 await transport.cleanup()
 
     async def _run_bot(self, transport: RoomTransport) -> None:
@@ -88,6 +93,7 @@ class PipelineActor(Actor):
             if result is not None:
                 self._worker = result
                 result.add_event_handler("on_pipeline_error", self._on_pipeline_error)
+                transport.pace_with(result)
                 runner = WorkerRunner(handle_sigint=False)
                 await runner.add_workers(result)
                 await runner.run()

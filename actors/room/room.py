@@ -48,7 +48,7 @@ def room_spec(
 ) -> ChildSpec:
     """The child spec of one room's supervisor, named after the room."""
     children = [
-        ChildSpec("connection", lambda: ConnectionActor(settings)),
+        ChildSpec("connection", lambda: ConnectionActor(settings, stats)),
         ChildSpec("events", lambda: EventActor(settings, stats)),
         ChildSpec("audio_in", lambda: AudioInActor(settings, stats)),
         ChildSpec("audio_out", lambda: AudioOutActor(settings, stats), mailbox=OUTPUT_LANE),

@@ -19,6 +19,8 @@ BotFactory = Callable[[Any], Any]
 bot itself (an async function that returns when the bot ends), as pipecat bots do."""
 
 _SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+VAD_SAMPLE_RATES = (8000, 16000)
+"""Silero, pipecat's shipped VAD model, runs at these input rates only."""
 
 
 @attrs.frozen
@@ -46,6 +48,13 @@ class RoomSettings:
     """Larger incoming data messages are refused (and counted)."""
     audio_out_queue_ms: int = attrs.field(default=200, validator=v.ge(10))
     """How much audio the outgoing rtc source buffers: the bot's lead over real time."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.vad and self.audio_in_sample_rate not in VAD_SAMPLE_RATES:
+            raise ValueError(
+                f"vad needs audio_in_sample_rate 8000 or 16000 (Silero's rates), "
+                f"got {self.audio_in_sample_rate}"
+            )
 
     def token(self, ttl: timedelta = timedelta(hours=6)) -> str:
         """A join token for the bot, minted here so no token needs distributing."""

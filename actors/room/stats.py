@@ -6,7 +6,11 @@ read. That keeps the hot path free of locks and label lookups.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import attrs
+
+from actors.room.timing import BucketCounts, connect_buckets, latency_buckets
 
 
 @attrs.define
@@ -22,5 +26,15 @@ class RoomStats:
     data_oversized: int = 0
     """Larger than the room's limit: refused with a log line, not delivered."""
     data_out: int = 0
+    data_out_lossy: int = 0
+    """Of `data_out`, those sent lossy (`send_message_urgent`)."""
     audio_frames_in: int = 0
     audio_frames_out: int = 0
+    audio_frames_dropped: Counter[str] = attrs.field(factory=Counter)
+    """Audio frames the transport dropped, by reason: input before the bot started
+    (`not_ready`) or while it stalled (`stale`), output audio-out could not take
+    (`output_full`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
+    audio_latency: BucketCounts = attrs.field(factory=latency_buckets)
+    """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
+    connect_time: BucketCounts = attrs.field(factory=connect_buckets)
+    """How long each successful `rtc.Room.connect` took."""

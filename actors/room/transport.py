@@ -9,7 +9,9 @@ actors, and the pipeline actor feeds the input and calls `dispatch` for room eve
 
 Differences from pipecat, on purpose: urgent messages go out lossy (pipecat sends
 them reliable too); mute and unmute go through the LiveKit server API, so the
-participant sees its own track muted (pipecat only stops receiving it).
+participant sees its own track muted (pipecat only stops receiving it); input
+audio is paced to the bot, so a bot slower than real time skips the oldest audio
+(see `push_audio`) instead of falling ever further behind.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 import logging
 from typing import Any
 
+import anyio
 from livekit import rtc
 from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import (
     BotConnectedFrame,
     ClientConnectedFrame,
@@ -48,6 +52,7 @@ from actors.ref import ActorRef
 from actors.room.connection import present_state
 from actors.room.frames import (
     ActiveSpeakerChangedFrame,
+    AudioMarkFrame,
     AudioTrackSubscribedFrame,
     AudioTrackUnsubscribedFrame,
     DataReceivedFrame,
@@ -65,8 +70,16 @@ from actors.room.frames import (
 )
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
+from actors.room.timing import StampCarrier
 
 log = logging.getLogger("actors.room")
+
+AUDIO_MARK_EVERY = 5
+"""Input audio frames (of 20 ms) between two marks sent down the bot's pipeline."""
+MAX_AUDIO_BEHIND = 15
+"""How many input audio frames the pipeline may lag (300 ms) before audio is held back."""
+STALL_SECONDS = 0.5
+"""How long one audio frame waits for a lagging pipeline before it is dropped."""
 
 EVENTS = (
     # pipecat's LiveKitTransport events, same names and arguments
@@ -95,13 +108,22 @@ EVENTS = (
 )
 
 
+def default_vad(settings: RoomSettings) -> VADAnalyzer | None:
+    """Silero VAD (its model ships inside pipecat) when the room's settings ask for it.
+
+    pipecat 1.x runs VAD in the pipeline, not in the transport: `TransportParams` has
+    no `vad_analyzer` any more (pydantic silently drops the argument), so a bot puts
+    this analyzer in a `VADProcessor` right after `input()`, as the echo bot does.
+    """
+    if not settings.vad:
+        return None
+    from pipecat.audio.vad.silero import SileroVADAnalyzer  # loads onnxruntime: only on use
+
+    return SileroVADAnalyzer()
+
+
 def default_params(settings: RoomSettings) -> LiveKitParams:
     """Transport parameters from the room's settings, as a bot would pass them."""
-    vad = None
-    if settings.vad:
-        from pipecat.audio.vad.silero import SileroVADAnalyzer  # loads onnxruntime: only on use
-
-        vad = SileroVADAnalyzer()
     return LiveKitParams(
         audio_in_enabled=True,
         audio_out_enabled=True,
@@ -110,7 +132,6 @@ def default_params(settings: RoomSettings) -> LiveKitParams:
         audio_in_user_tracks=settings.audio_in_user_tracks,
         audio_out_10ms_chunks=2,
         audio_out_end_silence_secs=0,  # pipecat pads 2 s of silence on EndFrame: a slow stop
-        vad_analyzer=vad,
     )
 
 
@@ -136,6 +157,11 @@ class RoomInputTransport(BaseInputTransport):
         self.ready = True
         await self._transport._started()
 
+    @property
+    def audio_backlog(self) -> int:
+        """Audio frames waiting for the input's own audio task (VAD, filters)."""
+        return self._audio_in_queue.qsize() if self._audio_task else 0
+
     async def push_app_message(self, message: Any, sender: str | None) -> None:
         # both directions, as pipecat does, so an RTVI processor anywhere sees it
         await self.broadcast_frame(
@@ -149,6 +175,7 @@ class RoomOutputTransport(BaseOutputTransport):
     def __init__(self, transport: RoomTransport, params: LiveKitParams, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self._transport = transport
+        self._stamps = StampCarrier()  # arrival stamps across pipecat's re-chunking
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -156,8 +183,11 @@ class RoomOutputTransport(BaseOutputTransport):
         await self._transport._started()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, OutputAudioRawFrame):
+            self._stamps.entering(frame)
         await super().process_frame(frame, direction)
         if isinstance(frame, InterruptionFrame):
+            self._stamps.clear()
             self._transport._audio_out.tell_nowait(frame)
 
     async def send_message(
@@ -172,9 +202,11 @@ class RoomOutputTransport(BaseOutputTransport):
         await self._transport._send(_encode(frame.message), not urgent, destination)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        self._stamps.leaving(frame)
         try:
             await self._transport._audio_out.tell(frame)
         except MailboxFullError:  # audio-out is restarting: this frame is late anyway
+            self._transport.stats.audio_frames_dropped["output_full"] += 1
             return False
         return True
 
@@ -196,6 +228,8 @@ class RoomTransport(BaseTransport):
         self.settings = settings
         self.stats = stats
         self.params = params or default_params(settings)
+        self.vad_analyzer = default_vad(settings)
+        """The room's VAD for the bot's pipeline (`VADProcessor`), or None."""
         self._room = room
         self._connection = connection
         self._audio_out = audio_out
@@ -207,6 +241,9 @@ class RoomTransport(BaseTransport):
         self._first_joined = False
         self._running = False
         self._pending: list[Frame] = []
+        self._pacing = False
+        self._audio_sent = 0
+        self._audio_through = 0
         for event in EVENTS:
             self._register_event_handler(event, sync=event == "on_before_disconnect")
 
@@ -262,9 +299,52 @@ class RoomTransport(BaseTransport):
     # --- fed by the pipeline actor ------------------------------------------------
 
     async def push_audio(self, frame: InputAudioRawFrame) -> None:
-        """Audio from the audio-in actor; dropped until the pipeline has started."""
-        if self._input is not None and self._input.ready:
-            await self._input.push_audio_frame(frame)
+        """Audio from the audio-in actor; dropped until the pipeline has started.
+
+        pipecat's queues are unbounded, so a bot slower than real time would pile
+        audio up inside its pipeline with ever-growing delay. Paced (see `pace_with`),
+        this waits while the pipeline lags, so the backlog stays in the pipeline
+        actor's drop-oldest lane, where the oldest audio is dropped and counted. A
+        frame that waited STALL_SECONDS is dropped here, so room events still reach
+        a stalled bot.
+        """
+        input = self._input
+        if input is None or not input.ready:
+            self.stats.audio_frames_dropped["not_ready"] += 1
+            return
+        if self._pacing and self._lagging():
+            with anyio.move_on_after(STALL_SECONDS):
+                while self._lagging():  # polled: only a lagging room pays for it
+                    await anyio.sleep(0.005)
+            if self._lagging():
+                if self._audio_through > 0:
+                    self.stats.audio_frames_dropped["stale"] += 1
+                    return  # stalled: this frame is stale
+                log.warning(
+                    "[%s] the bot's pipeline does not pass system frames on: "
+                    "input audio is not paced",
+                    self.settings.room,
+                )
+                self._pacing = False
+        await input.push_audio_frame(frame)
+        self._audio_sent += 1
+        if self._pacing and self._audio_sent % AUDIO_MARK_EVERY == 0:
+            await input.push_frame(AudioMarkFrame(self._audio_sent))
+
+    def pace_with(self, worker: Any) -> None:
+        """Pace input audio by the marks reaching the end of `worker`'s pipeline."""
+        worker.add_reached_downstream_filter((AudioMarkFrame,))
+        worker.add_event_handler("on_frame_reached_downstream", self._mark_reached)
+        self._pacing = True
+
+    async def _mark_reached(self, worker: Any, frame: Frame) -> None:
+        if isinstance(frame, AudioMarkFrame) and frame.seq > self._audio_through:
+            self._audio_through = frame.seq
+
+    def _lagging(self) -> bool:
+        assert self._input is not None
+        behind = self._audio_sent - self._audio_through
+        return behind > MAX_AUDIO_BEHIND or self._input.audio_backlog > MAX_AUDIO_BEHIND
 
     async def dispatch(self, event: Frame) -> None:
         """Deliver one room event, or keep it until the bot's pipeline has started.
@@ -366,3 +446,5 @@ class RoomTransport(BaseTransport):
             log.error("[%s] message not sent: %s", self.settings.room, exc)
             return
         self.stats.data_out += 1
+        if not reliable:
+            self.stats.data_out_lossy += 1

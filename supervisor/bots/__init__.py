@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
+
 from actors.room.settings import BotFactory
+from actors.room.transport import RoomTransport
 
 
 class BotLoadError(Exception):
@@ -22,3 +27,20 @@ def load_bot(path: str) -> BotFactory:
     if not callable(factory):
         raise BotLoadError(f"module {module_name!r} has no callable {attribute!r}")
     return factory
+
+
+def room_pipeline(transport: RoomTransport, *processors: FrameProcessor) -> PipelineWorker:
+    """What a simple bot returns: input, its processors, output, at the room's rates.
+
+    No idle timeout (a room bot waits for people as long as the room exists) and no
+    RTVI (the built-in bots speak plain data messages).
+    """
+    return PipelineWorker(
+        Pipeline([transport.input(), *processors, transport.output()]),
+        params=PipelineParams(
+            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
+            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
+        ),
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+    )

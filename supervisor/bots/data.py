@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipecat.frames.frames import Frame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.livekit.transport import (
     LiveKitInputTransportMessageFrame,
@@ -22,13 +21,16 @@ from pipecat.transports.livekit.transport import (
 )
 
 from actors.room.transport import RoomTransport
+from supervisor.bots import room_pipeline
 
 
 def reply_for(frame: LiveKitInputTransportMessageFrame) -> Frame:
     """The answer to one message: the message itself and who sent it, back to the sender.
 
     A message with `"urgent": true` is answered urgent (lossy), so a sender can ask
-    for either channel and check which one the answer came on.
+    for either channel and check which one the answer came on. A message without a
+    known sender (`participant_id` None: sent by a server SDK, or by a participant
+    the server has not announced yet) is answered to the whole room.
     """
     message: Any = frame.message
     reply = {"reply_to": message, "from": frame.participant_id}
@@ -56,13 +58,4 @@ class ReplyProcessor(FrameProcessor):
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:
-    pipeline = Pipeline([transport.input(), ReplyProcessor(), transport.output()])
-    return PipelineWorker(
-        pipeline,
-        params=PipelineParams(
-            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
-            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
-        ),
-        idle_timeout_secs=None,
-        enable_rtvi=False,
-    )
+    return room_pipeline(transport, ReplyProcessor())

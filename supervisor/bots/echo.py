@@ -7,11 +7,12 @@ smallest pipeline that moves real audio in and out of a room.
 from __future__ import annotations
 
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from actors.room.transport import RoomTransport
+from supervisor.bots import room_pipeline
 
 
 class EchoProcessor(FrameProcessor):
@@ -30,13 +31,7 @@ class EchoProcessor(FrameProcessor):
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:
-    pipeline = Pipeline([transport.input(), EchoProcessor(), transport.output()])
-    return PipelineWorker(
-        pipeline,
-        params=PipelineParams(
-            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
-            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
-        ),
-        idle_timeout_secs=None,
-        enable_rtvi=False,
-    )
+    # with the room's `vad` on, Silero marks speech (VADUserStarted/StoppedSpeakingFrame)
+    analyzer = transport.vad_analyzer
+    vad = [VADProcessor(vad_analyzer=analyzer)] if analyzer is not None else []
+    return room_pipeline(transport, *vad, EchoProcessor())
