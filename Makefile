@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test livekit-server
+.PHONY: run test livekit-server prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,5 +20,16 @@ livekit-server: $(STAMP)
 run: livekit-server
 	$(VENV)/bin/supervisor run config.toml
 
-test: livekit-server
+# The observability tests run a real Prometheus and promtool (Debian's `prometheus`
+# package). Installed when missing and we are root; otherwise those tests skip (and
+# fail under CI) with the reason.
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's prometheus package (prometheus, promtool)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "prometheus/promtool missing and not root: install Debian's prometheus package" \
+		"(apt-get install prometheus) or the observability tests skip"; fi
+
+test: livekit-server prometheus
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

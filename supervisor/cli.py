@@ -11,19 +11,27 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
-import anyio
 import loguru
-from anyio.abc import ObjectReceiveStream
-from livekit import api
 
-from actors import ActorRef, open_actor
-from actors.errors import single_errors
-from supervisor import __version__
-from supervisor.config import Config, ConfigError, load_config
-from supervisor.credentials import Credentials, for_token, livekit_credentials
-from supervisor.livekit_server import LiveKitServerError
-from supervisor.rooms import RoomSet
+# pipecat logs through loguru and announces itself when imported: quiet it first, so
+# a one-line error stays one line (`_setup_logging` sets the level the user asked for)
+loguru.logger.remove()
+loguru.logger.add(sys.stderr, level="WARNING")
+
+import aiohttp  # noqa: E402
+import anyio  # noqa: E402
+from anyio.abc import ObjectReceiveStream  # noqa: E402
+from livekit import api  # noqa: E402
+
+from actors import ActorRef, open_actor  # noqa: E402
+from actors.errors import single_errors  # noqa: E402
+from supervisor import __version__  # noqa: E402
+from supervisor.config import Config, ConfigError, load_config  # noqa: E402
+from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
+from supervisor.http import serving_metrics  # noqa: E402
+from supervisor.livekit_server import LiveKitServerError  # noqa: E402
+from supervisor.rooms import RoomSet  # noqa: E402
+from supervisor.workers import Shard, serve_workers, start_worker  # noqa: E402
 
 log = logging.getLogger("supervisor")
 
@@ -34,23 +42,14 @@ EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def create_rooms(credentials: Credentials, rooms: Sequence[str]) -> None:
-    """Create the rooms missing on the server (creating an existing room is a no-op)."""
-    if not rooms:
-        return
-    async with api.LiveKitAPI(credentials.url, credentials.api_key, credentials.api_secret) as lk:
-        for name in rooms:
-            room = await lk.room.create_room(api.CreateRoomRequest(name=name))
-            log.info("[%s] ready on the server (sid %s)", name, room.sid)
-
-
-async def run(path: Path, config: Config) -> int:
+async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
     """Serve until SIGINT or SIGTERM; SIGHUP reloads the config.
 
     The first stop signal drains: no new rooms, every bot gets an EndFrame, rooms leave,
     all within `supervision.shutdown_timeout_seconds`; a second one cancels at once.
     The signal receiver is installed before any work starts, so a Ctrl-C during
-    start-up is not a KeyboardInterrupt halfway through.
+    start-up is not a KeyboardInterrupt halfway through. A worker (`--workers N`)
+    serves only its `shard` of the rooms, on reload too.
     """
     result = EXIT_OK
     draining = anyio.Event()
@@ -79,18 +78,24 @@ async def run(path: Path, config: Config) -> int:
 
             tasks.start_soon(watch_signals)
             with serving:
-                await _serve(path, config, draining, reload_receive)
+                await _serve(path, config, shard, draining, reload_receive)
             tasks.cancel_scope.cancel()
     return result
 
 
 async def _serve(
-    path: Path, config: Config, draining: anyio.Event, reloads: ObjectReceiveStream[None]
+    path: Path,
+    config: Config,
+    shard: Shard,
+    draining: anyio.Event,
+    reloads: ObjectReceiveStream[None],
 ) -> None:
     async with livekit_credentials(config.livekit) as credentials:
-        await create_rooms(credentials, [room.name for room in config.rooms])
         room_set = RoomSet(config, credentials)
-        async with open_actor(room_set.supervisor_spec()) as rooms:
+        async with (
+            serving_metrics(config.metrics, room_set),  # /metrics, /healthz, /readyz
+            open_actor(room_set.supervisor_spec()) as rooms,
+        ):
             log.info(
                 "ready: %d room(s) on %s with bot %s; Ctrl-C or SIGTERM drains",
                 len(config.rooms),
@@ -100,7 +105,7 @@ async def _serve(
             async with anyio.create_task_group() as serving:
                 serving.start_soon(_cancel_on, draining, serving.cancel_scope)
                 async for _ in reloads:
-                    await _reload(path, room_set, rooms)
+                    await _reload(path, shard, room_set, rooms)
             log.info("draining %d room(s)", len(room_set.config.rooms))
 
 
@@ -109,17 +114,15 @@ async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _reload(path: Path, room_set: RoomSet, rooms: ActorRef) -> None:
+async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) -> None:
     """Apply a new config's rooms; an invalid config is refused and the running set kept."""
     try:
-        new = load_config(path)
+        new = shard.of(load_config(path))
     except ConfigError as err:
         log.error("reload refused, keeping the running rooms: %s", err)
         return
     if new.livekit != room_set.config.livekit or new.metrics != room_set.config.metrics:
         log.warning("reload: [livekit] and [metrics] changes take effect at the next start")
-    added = [room.name for room in new.rooms if room not in room_set.config.rooms]
-    await create_rooms(room_set.credentials, added)
     started, stopped = await room_set.reload(rooms, new)
     log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
 
@@ -134,7 +137,13 @@ def check(config: Config) -> None:
     print(f"  supervision: {sv.max_restarts} restarts within {sv.within_seconds:g} s per room, "
           f"backoff {sv.backoff_initial_seconds:g}..{sv.backoff_max_seconds:g} s, "
           f"quarantine {sv.quarantine_seconds:g} s, shutdown {sv.shutdown_timeout_seconds:g} s")
-    print(f"  metrics: http://{config.metrics.listen}/metrics")
+    mt = config.metrics
+    per_room = (
+        f"per-room series for up to {mt.max_room_series} rooms"
+        if mt.per_room_labels
+        else "no per-room series"
+    )
+    print(f"  metrics: http://{mt.listen}/metrics (and /healthz, /readyz), {per_room}")
     for room in config.rooms:
         extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
         extras += ["end-to-end encrypted"] if room.e2ee_key else []
@@ -159,6 +168,12 @@ def token(config: Config, room: str, identity: str, ttl_hours: float) -> None:
     print(f"token: {jwt}")
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supervisor",
@@ -180,6 +195,13 @@ def _parser() -> argparse.ArgumentParser:
         "SIGINT/SIGTERM drain (a second one stops at once); SIGHUP reloads the config.",
     )
     run_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    run_parser.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N",
+        help="worker processes, each serving a stable shard of the rooms on its own metrics "
+        "port (metrics port + index); the parent restarts dead ones (default: 1, no child)",
+    )  # fmt: skip
+    for hidden in ("--worker-index", "--worker-count"):  # how the parent starts a worker
+        run_parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     check_parser = sub.add_parser(
         "check",
         help="validate a config and report it, without connecting",
@@ -230,6 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--ttl-hours {args.ttl_hours!r}: expected a number of hours > 0")
             token(config, args.room, args.identity, args.ttl_hours)
             return EXIT_OK
+        if args.worker_count is not None:
+            shard, config = start_worker(args.worker_index or 0, args.worker_count, config)
+            return anyio.run(run, args.config, config, shard, backend="asyncio")
+        if args.workers > 1:
+            clean = anyio.run(
+                serve_workers, args.config, config, args.workers, args.log_level, backend="asyncio"
+            )
+            return EXIT_OK if clean else EXIT_FAILURE
         return anyio.run(run, args.config, config, backend="asyncio")
     except ConfigError as err:
         print(f"supervisor: error: {err}", file=sys.stderr)

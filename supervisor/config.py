@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from actors.room.settings import BotFactory
+from actors.room.settings import VAD_SAMPLE_RATES, BotFactory
 from supervisor.bots import BotLoadError, load_bot
 
 SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
@@ -64,6 +64,10 @@ class SupervisionConfig:
 @attrs.frozen
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
+    per_room_labels: bool = True
+    """Export per-room series (a `room` label) besides the process totals..."""
+    max_room_series: int = 500
+    """...for at most this many rooms; the others count only in the totals."""
 
     @property
     def host(self) -> str:
@@ -181,7 +185,7 @@ def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
     base = inherited or BotConfig(factory=factory, load=load)
     rate = f"a sample rate, one of {', '.join(map(str, SAMPLE_RATES))}"
     in_sample_rate = SAMPLE_RATES.__contains__
-    return BotConfig(
+    config = BotConfig(
         factory=factory,
         load=load,
         identity=table.text("identity", "a participant identity", base.identity),
@@ -194,6 +198,12 @@ def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
         audio_in_user_tracks=table.flag("audio_in_user_tracks", base.audio_in_user_tracks),
         vad=table.flag("vad", base.vad),
     )
+    if config.vad and config.audio_in_sample_rate not in VAD_SAMPLE_RATES:
+        raise ConfigError(
+            f"{table._key(table.path, 'audio_in_sample_rate')} = {config.audio_in_sample_rate!r}: "
+            "expected 8000 or 16000 with vad = true (Silero's rates)"
+        )
+    return config
 
 
 _BOT_KEYS = (
@@ -241,8 +251,14 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
             f"at least backoff_initial_seconds ({supervision.backoff_initial_seconds!r})"
         )
 
-    mt = _Table(top.get("metrics", dict, "a [metrics] table", {}), "metrics", ("listen",))
-    metrics = MetricsConfig(listen=mt.text("listen", "'host:port'", MetricsConfig().listen, _listen))
+    mt = _Table(top.get("metrics", dict, "a [metrics] table", {}), "metrics",
+                tuple(f.name for f in attrs.fields(MetricsConfig)))
+    dm = MetricsConfig()
+    metrics = MetricsConfig(
+        listen=mt.text("listen", "'host:port'", dm.listen, _listen),
+        per_room_labels=mt.flag("per_room_labels", dm.per_room_labels),
+        max_room_series=mt.count("max_room_series", dm.max_room_series, 0),
+    )
 
     lm = _Table(top.get("limits", dict, "a [limits] table", {}), "limits",
                 ("max_rooms", "join_concurrency"))

@@ -355,6 +355,17 @@ class LiveKitServer:
             process.wait()
         self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: no goodbye to anyone connected.
+
+        For tests of clients that must survive the server; `start()` works again after.
+        """
+        process = self._process
+        if process is not None:
+            process.kill()
+            process.wait()
+        self._process = None
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

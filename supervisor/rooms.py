@@ -56,16 +56,32 @@ class RoomSet:
     config: Config
     credentials: Credentials
     stats: dict[str, RoomStats] = attrs.field(factory=dict)
+    supervisor: Supervisor | None = None
+    room_supervisors: dict[str, Supervisor] = attrs.field(factory=dict)
+    """The live supervisor of the set and of each room, kept as each is built: the
+    metrics exporter reads their children at scrape time without asking them (a
+    supervisor busy starting a room answers no question until it is done)."""
+
+    def _tracked(self, spec: ChildSpec, *, top: bool = False) -> ChildSpec:
+        def build() -> Supervisor:
+            supervisor = spec.factory()
+            if top:
+                self.supervisor = supervisor
+            else:
+                self.room_supervisors[spec.name] = supervisor
+            return supervisor
+
+        return attrs.evolve(spec, factory=build)
 
     def room_spec(self, room: RoomConfig) -> ChildSpec:
         sv = self.config.supervision
         stats = self.stats.setdefault(room.name, RoomStats())
-        return room_spec(
+        return self._tracked(room_spec(
             room_settings(room, self.credentials),
             stats,
             intensity=RestartIntensity(sv.max_restarts, sv.within_seconds),
             backoff=Backoff(initial=sv.backoff_initial_seconds, maximum=sv.backoff_max_seconds),
-        )
+        ))
 
     def supervisor_spec(self) -> ChildSpec:
         sv = self.config.supervision
@@ -73,7 +89,7 @@ class RoomSet:
         quarantine = Backoff(
             initial=sv.quarantine_seconds, maximum=sv.quarantine_seconds * 10, jitter=0.2
         )
-        return ChildSpec(
+        return self._tracked(ChildSpec(
             ROOMS,
             lambda: Supervisor(
                 children,
@@ -82,7 +98,7 @@ class RoomSet:
                 concurrency=self.config.limits.join_concurrency,
             ),
             shutdown_timeout=sv.shutdown_timeout_seconds,
-        )
+        ), top=True)
 
     async def reload(self, rooms: ActorRef, new: Config) -> tuple[list[str], list[str]]:
         """Move the running rooms to `new`: start added rooms, stop removed ones, restart
@@ -94,6 +110,7 @@ class RoomSet:
         self.config = new
         for name in stopped:
             await rooms.ask(StopChildFrame(name), timeout=new.supervision.shutdown_timeout_seconds + 5)
+            self.room_supervisors.pop(name, None)
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
             await rooms.ask(StartChildFrame(self.room_spec(wanted[name])), timeout=60)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import pytest
 from supervisor import __version__
 from supervisor.cli import main
 from supervisor.livekit_server import free_port
+from tests.cli_process import REPO_ROOT, port_answers, supervisor_command, write_config
 
 GOOD_CONFIG = """
 [livekit]
@@ -32,12 +32,6 @@ name = "lobby"
 [[rooms]]
 name = "support"
 """
-
-
-def write_config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    return path
 
 
 def test_console_script_prints_version() -> None:
@@ -91,6 +85,50 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             '"no_such_module:create_bot"',
             "bot.factory = 'no_such_module:create_bot': cannot import module 'no_such_module'",
         ),
+        (
+            'url = "ws://127.0.0.1:{port}"',
+            'url = "localhost:7880"',
+            "livekit.url = 'localhost:7880': expected a ws:// or wss:// URL",
+        ),
+        ("[bot]", "[supervison]\nmax_restarts = 3\n[bot]", "supervison is not a known key"),
+        ('name = "support"', 'nmae = "support"', "rooms[1].nmae is not a known key"),
+        (
+            'api_secret_env = "SUPERVISOR_TEST_SECRET"\nembedded_server = true',
+            'api_secret_env = "SUPERVISOR_TEST_MISSING"\nembedded_server = false',
+            "environment variable SUPERVISOR_TEST_MISSING (named by livekit.api_secret_env) "
+            "is not set",
+        ),
+        (
+            "[bot]",
+            "[supervision]\nshutdown_timeout_seconds = -1\n[bot]",
+            "supervision.shutdown_timeout_seconds = -1: expected a number of seconds > 0",
+        ),
+        (
+            "[bot]",
+            "[bot]\naudio_out_sample_rate = 22050",
+            "bot.audio_out_sample_rate = 22050: expected a sample rate, one of 8000, 16000",
+        ),
+        (
+            "[bot]",
+            "[bot]\nvad = true\naudio_in_sample_rate = 24000",
+            "bot.audio_in_sample_rate = 24000: expected 8000 or 16000 with vad = true",
+        ),
+        (
+            "[bot]",
+            "[limits]\nmax_rooms = 1\n[bot]",
+            "rooms has 2 entries: expected at most limits.max_rooms (1)",
+        ),
+        (
+            "[bot]",
+            '[metrics]\nlisten = "9464"\n[bot]',
+            "metrics.listen = '9464': expected 'host:port'",
+        ),
+        (
+            'name = "support"',
+            'name = "support"\ne2ee_key_env = "SUPERVISOR_TEST_MISSING"',
+            "environment variable SUPERVISOR_TEST_MISSING (named by rooms[1].e2ee_key_env) "
+            "is not set",
+        ),
     ],
     ids=[
         "missing-key",
@@ -102,17 +140,60 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "syntax",
         "factory-not-found",
         "factory-module-missing",
+        "url-without-scheme",
+        "unknown-section",
+        "unknown-room-key",
+        "missing-secret-variable",
+        "negative-timeout",
+        "bad-sample-rate",
+        "vad-at-24000-hz",
+        "max-rooms-exceeded",
+        "bad-metrics-address",
+        "missing-e2ee-key-variable",
     ],
 )
 def test_bad_config_exits_2_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, expected: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    old: str,
+    new: str,
+    expected: str,
 ) -> None:
+    """Only the row's mistake is wrong: the credentials the config names are set."""
+    monkeypatch.setenv("SUPERVISOR_TEST_KEY", "key")
+    monkeypatch.setenv("SUPERVISOR_TEST_SECRET", "secret")
+    monkeypatch.delenv("SUPERVISOR_TEST_MISSING", raising=False)
     assert old in GOOD_CONFIG
     text = GOOD_CONFIG.replace(old, new).format(port=free_port())
     assert main(["run", str(write_config(tmp_path, text))]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err
     assert len(err.splitlines()) == 1
+
+
+def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    """`supervisor check` as a user runs it: the rooms on stdout, an error on stderr."""
+    port = free_port()
+    good = write_config(tmp_path, GOOD_CONFIG.format(port=port))
+    bad = write_config(tmp_path, GOOD_CONFIG.replace("[bot]", "[bots]").format(port=port), "bad.toml")
+    result = subprocess.run(
+        supervisor_command("check", str(good)), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
+    assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
+    assert not port_answers(port), "check started a server"
+
+    result = subprocess.run(
+        supervisor_command("check", str(bad)), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"supervisor: error: {bad}: bots is not a known key: expected one of "
+        "livekit, bot, supervision, metrics, limits, rooms"
+    )
 
 
 def test_unreadable_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,14 +242,6 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> s
     return "".join(seen)
 
 
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.livekit
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_starts_embedded_server_and_stops_cleanly(
@@ -177,14 +250,13 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     port = free_port()
     path = write_config(tmp_path, GOOD_CONFIG.format(port=port))
     process = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "run", str(path)],
+        supervisor_command("run", str(path)),
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
     )
     try:
         log = read_until(process, "ready:", timeout=60)
-        assert "[lobby] ready on the server" in log and "[support] ready on the server" in log
         assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
         assert port_answers(port)
 

@@ -1,0 +1,184 @@
+"""What the metrics cost the audio path, per frame: metrics on against off, in one run.
+
+    python benchmarks/metrics_cost.py [--frames 20000] [--repeats 7]
+
+The audio latency histogram is the only metric that runs per audio frame (everything
+else is read at scrape time). Its work: the audio-in actor stamps each frame's
+metadata, the output transport carries the stamps across pipecat's re-chunking
+(`StampCarrier`), and the audio-out actor observes one pre-bucketed histogram slot.
+
+Two figures, each with metrics on and off over the same pre-built audio:
+
+1. the metric code alone: per frame, the stamp, the carrier's two calls and the
+   observation, against the same loop without them;
+2. an audio path through the actor kernel as a room runs it: an audio-in producer
+   builds a `UserAudioRawFrame` and tells it (drop-oldest lane) to a pipeline actor,
+   which echoes it, resamples 16 kHz -> 24 kHz with pipecat's stream resampler and
+   cuts 20 ms chunks as pipecat's output transport does, told (blocking lane) to an
+   audio-out actor that counts them. No LiveKit and no pipecat pipeline: those add
+   CPU on both sides equally, so this path is a lower bound of a frame's cost and the
+   ratio an upper bound of the metrics' share.
+
+CPU is the process's CPU time (`time.process_time`), the least disturbed (minimum) of
+alternating repeats: other load on a shared machine only ever adds to a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import OutputAudioRawFrame, UserAudioRawFrame
+
+from actors import (
+    Actor,
+    ActorRef,
+    ChildSpec,
+    MailboxSpec,
+    Overflow,
+    Supervisor,
+    WhichChildrenFrame,
+    open_actor,
+)
+from actors.room.stats import RoomStats
+from actors.room.timing import StampCarrier, observe_latency, stamp
+
+RATE_IN, RATE_OUT, FRAME_MS = 16000, 24000, 20
+AUDIO = bytes(range(256)) * (2 * RATE_IN * FRAME_MS // 1000 // 256) + bytes(
+    2 * RATE_IN * FRAME_MS // 1000 % 256
+)
+CHUNK_BYTES = 2 * RATE_OUT * FRAME_MS // 1000
+
+
+# --- 1. the metric code alone ----------------------------------------------------------
+
+
+def metric_code(frames: int, metrics: bool) -> float:
+    """CPU seconds for `frames` frames of the per-frame work around the metrics."""
+    stats, carrier = RoomStats(), StampCarrier()
+    start = time.process_time()
+    for _ in range(frames):
+        frame = UserAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1, user_id="p")
+        if metrics:
+            stamp(frame)
+        echo = OutputAudioRawFrame(audio=frame.audio, sample_rate=RATE_IN, num_channels=1)
+        echo.metadata = frame.metadata
+        chunk = OutputAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1)
+        if metrics:
+            carrier.entering(echo)
+            carrier.leaving(chunk)
+            observe_latency(chunk, stats.audio_latency)
+        stats.audio_frames_out += 1
+    return time.process_time() - start
+
+
+# --- 2. an audio path through the kernel ----------------------------------------------
+
+
+class AudioOut(Actor):
+    def __init__(self, stats: RoomStats, metrics: bool, expected: int, done: anyio.Event) -> None:
+        self.stats, self.metrics = stats, metrics
+        self.expected, self.done = expected, done
+
+    async def receive(self, frame: Any) -> Any:
+        self.stats.audio_frames_out += 1
+        if self.metrics:
+            observe_latency(frame, self.stats.audio_latency)
+        if self.stats.audio_frames_out >= self.expected:
+            self.done.set()
+
+
+class Pipeline(Actor):
+    """Echo, then pipecat's output transport's work: resample, cut into chunks."""
+
+    def __init__(self, out: Callable[[], ActorRef], metrics: bool) -> None:
+        self.out, self.metrics = out, metrics
+        self.carrier = StampCarrier()
+        self.resampler = create_stream_resampler()
+        self.buffer = b""
+
+    async def receive(self, frame: Any) -> Any:
+        echo = OutputAudioRawFrame(audio=frame.audio, sample_rate=RATE_IN, num_channels=1)
+        echo.metadata = frame.metadata
+        if self.metrics:
+            self.carrier.entering(echo)
+        self.buffer += await self.resampler.resample(echo.audio, RATE_IN, RATE_OUT)
+        while len(self.buffer) >= CHUNK_BYTES:
+            audio, self.buffer = self.buffer[:CHUNK_BYTES], self.buffer[CHUNK_BYTES:]
+            chunk = OutputAudioRawFrame(audio=audio, sample_rate=RATE_OUT, num_channels=1)
+            if self.metrics:
+                self.carrier.leaving(chunk)
+            await self.out().tell(chunk)
+
+
+async def kernel_path(frames: int, metrics: bool) -> tuple[float, RoomStats]:
+    """CPU seconds for `frames` frames from audio-in to audio-out through real actors."""
+    stats, done = RoomStats(), anyio.Event()
+    expected = frames * RATE_OUT * 2 * FRAME_MS // 1000 // CHUNK_BYTES - 10  # the resampler keeps some
+    refs: dict[str, ActorRef] = {}
+    out = MailboxSpec(capacity=8, send_timeout=60)
+    children = [
+        ChildSpec("audio_out", lambda: AudioOut(stats, metrics, expected, done), mailbox=out),
+        ChildSpec(
+            "pipeline",
+            lambda: Pipeline(lambda: refs["audio_out"], metrics),
+            mailbox=MailboxSpec(capacity=frames, overflow=Overflow.DROP_OLDEST),
+        ),
+    ]
+    async with open_actor(ChildSpec("room", lambda: Supervisor(children))) as room:
+        for info in await room.ask(WhichChildrenFrame()):
+            refs[info.name] = info.ref
+        tell = refs["pipeline"].tell_nowait
+        start = time.process_time()
+        for n in range(frames):
+            frame = UserAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1, user_id="p")
+            if metrics:
+                stamp(frame)
+            stats.audio_frames_in += 1
+            tell(frame)
+            if n % 8 == 7:
+                await anyio.sleep(0)  # as a real stream yields between frames
+        with anyio.fail_after(120):
+            await done.wait()
+        return time.process_time() - start, stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    n = args.frames
+
+    code: dict[bool, list[float]] = {True: [], False: []}
+    path: dict[bool, list[float]] = {True: [], False: []}
+    timed = 0
+    for _ in range(args.repeats):
+        for metrics in (False, True):  # alternate, so drift in machine load hits both
+            code[metrics].append(metric_code(n, metrics) / n)
+            seconds, stats = anyio.run(kernel_path, n, metrics, backend="asyncio")
+            path[metrics].append(seconds / n)
+            if metrics:
+                timed = stats.audio_latency.count
+
+    def us(values: list[float]) -> float:
+        return min(values) * 1e6
+
+    extra = us(code[True]) - us(code[False])
+    print(f"frames per run: {n}, repeats: {args.repeats} (CPU time per frame, best of the repeats)")
+    print(f"1. metric code alone:   off {us(code[False]):7.2f} us   on {us(code[True]):7.2f} us"
+          f"   -> the metrics add {extra:.2f} us per frame")
+    off, on = us(path[False]), us(path[True])
+    print(f"2. kernel audio path:   off {off:7.2f} us   on {on:7.2f} us"
+          f"   -> ratio on/off {on / off:.3f} ({(on - off) / off * 100:+.1f} %),"
+          f" metrics' share at most {extra / off * 100:.1f} %")
+    print(f"   latency observations in the last run: {timed} of {n} frames")
+    print(f"   per 20 ms frame, {extra:.2f} us is {extra / 20000 * 100:.3f} % of one core per stream")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,446 @@
+"""Prometheus metrics of one supervisor process, read from the live actor tree at scrape time.
+
+Nothing on the audio path touches prometheus-client: the actors keep plain counters
+and pre-bucketed arrays in each room's `RoomStats` (see `actors.room.timing`), and the
+supervisors keep their children's state, restarts and mailboxes anyway. A scrape runs
+on the event loop, between two frames of any actor, and reads all of it in place: a
+consistent snapshot without a lock and without asking an actor a question (a
+supervisor busy joining a room answers none until it is done, and a scrape must not
+wait for that).
+
+Names follow Prometheus conventions under one prefix, `lksup_`: base units,
+`_seconds`, `_total` for counters, help text on each. Process totals carry no room
+label; per-room series (`lksup_room_*`, label `room`) exist only while
+`[metrics] per_room_labels` is on, for at most `max_room_series` rooms (the first
+seen keep their series), so thousands of rooms cannot blow up a Prometheus. Rooms
+left out are counted by `lksup_metrics_rooms_unlabelled` and
+`lksup_metrics_room_series_refused_total`.
+
+Counters kept by actor slots (mailbox drops, restarts) start again at 0 when a room's
+tree is rebuilt after a quarantine; `_Accumulator` turns them into process totals
+that only grow, as Prometheus expects of a counter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import anyio
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from actors import ActorState, RestartIntensityError
+from actors.cell import ActorCell
+from actors.room.stats import RoomStats
+from actors.room.timing import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts
+from actors.supervision import Supervisor
+from supervisor import __version__
+from supervisor.config import MetricsConfig
+from supervisor.rooms import RoomSet
+
+PREFIX = "lksup"
+ROOM_STATES = ("starting", "running", "backoff", "failed", "stopping")
+DROP_REASONS = ("overflow", "not_ready", "stale", "output_full")
+"""Why audio frames were dropped: the pipeline's drop-oldest lane was full (`overflow`),
+the bot had not started (`not_ready`), the bot stalled (`stale`), audio-out's lane
+stayed full (`output_full`)."""
+ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipeline")
+"""`room` is a room's own supervisor (its restarts are quarantine retries)."""
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LOOP_LAG_INTERVAL = 0.1
+"""The lag probe sleeps this long and records how late it wakes up."""
+HEALTHY_TICK_SECONDS = 5.0
+"""/healthz fails when the lag probe has not woken up for this long."""
+
+
+def children_of(supervisor: Supervisor | None) -> list[ActorCell]:
+    """A supervisor's child slots, read in place.
+
+    The same fields `WhichChildrenFrame` copies out, without the round trip through
+    its mailbox (see the module docstring); read-only, on the event loop's thread.
+    """
+    if supervisor is None:
+        return []
+    return list(supervisor._children.values())
+
+
+def room_state(cell: ActorCell) -> str:
+    """A room slot's state for `lksup_rooms`: a room in backoff because it exceeded its
+    restart intensity is quarantined, i.e. `failed`."""
+    state = cell.state
+    if state is ActorState.BACKOFF:
+        return "failed" if isinstance(cell.last_error, RestartIntensityError) else "backoff"
+    if state in (ActorState.STOPPING, ActorState.STOPPED):
+        return "stopping"
+    return state.value
+
+
+class _Accumulator:
+    """Process totals from counters that restart with their slot.
+
+    Each scrape reports every slot's current value under a key that identifies the
+    slot (the cell object itself); the growth since the last scrape is added to the
+    totals. Slots not reported any more are forgotten. What a slot counted after the
+    last scrape and before it was replaced is lost: a rebuilt room's last moments.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, str], tuple[Any, int]] = {}
+        self._seen: dict[tuple[int, str], tuple[Any, int]] = {}
+        self.totals: Counter[tuple[str, ...]] = Counter()
+
+    def begin(self) -> None:
+        self._seen = {}
+
+    def report(self, slot: Any, field: str, value: int, *totals: tuple[str, ...]) -> None:
+        key = (id(slot), field)
+        previous = self._last.get(key)
+        before = previous[1] if previous is not None and previous[0] is slot else 0
+        self._seen[key] = (slot, value)  # the slot is kept alive, so its id stays unique
+        if value > before:
+            for total in totals:
+                self.totals[total] += value - before
+
+    def end(self) -> None:
+        self._last = self._seen
+
+
+def _histogram(name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int) -> Metric:
+    cumulative, running = [], 0
+    for bound, n in zip(bounds, counts, strict=False):
+        running += n
+        cumulative.append((repr(bound), running))
+    cumulative.append(("+Inf", running + counts[-1]))
+    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=sum_ns / 1e9)
+
+
+def _sum_histograms(histograms: Iterable[BucketCounts], bounds: Sequence[float]) -> tuple[list[int], int]:
+    counts, total_ns = [0] * (len(bounds) + 1), 0
+    for histogram in histograms:
+        total_ns += histogram.add_to(counts)
+    return counts, total_ns
+
+
+class RoomSetCollector(Collector):
+    """Exports a `RoomSet`: its rooms' states, stats, mailboxes and restarts."""
+
+    def __init__(self, room_set: RoomSet, config: MetricsConfig) -> None:
+        self.room_set = room_set
+        self.config = config
+        self._slots_acc = _Accumulator()
+        self._labelled: dict[str, None] = {}  # ordered: the first rooms seen keep series
+        self._refused: set[str] = set()
+        self._refusals = 0
+
+    # --- what the endpoints need ---------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once every configured room runs (joined, bot started)."""
+        wanted = {room.name for room in self.room_set.config.rooms}
+        running = sum(
+            1
+            for cell in children_of(self.room_set.supervisor)
+            if cell.spec.name in wanted and cell.state is ActorState.RUNNING
+        )
+        return running == len(wanted), f"{running} of {len(wanted)} room(s) running"
+
+    # --- the scrape ------------------------------------------------------------------
+
+    def describe(self) -> list[Metric]:
+        return []  # names are fixed, but a describe must not read a half-built tree
+
+    def collect(self) -> Iterator[Metric]:
+        room_set = self.room_set
+        configured = [room.name for room in room_set.config.rooms]
+        room_cells = {cell.spec.name: cell for cell in children_of(room_set.supervisor)}
+        labelled = self._labelled_rooms(configured)
+        depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
+
+        yield from self._identity(len(configured))
+        yield from self._rooms(room_cells, configured, labelled)
+        yield from self._stats(room_set.stats, configured, labelled)
+        yield from self._slots(depth, deepest, labelled)
+        yield from self._cardinality()
+
+    def _identity(self, configured: int) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            f"{PREFIX}_build_info", "Always 1; the supervisor's version as a label.",
+            labels=["version"],
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            f"{PREFIX}_rooms_configured", "Rooms this process is configured to serve.",
+            value=configured,
+        )
+
+    def _rooms(
+        self, cells: dict[str, ActorCell], configured: list[str], labelled: list[str]
+    ) -> Iterator[Metric]:
+        states = Counter(room_state(cell) for cell in cells.values())
+        states["starting"] += sum(1 for name in configured if name not in cells)
+        rooms = GaugeMetricFamily(
+            f"{PREFIX}_rooms",
+            "Rooms by state: starting (joining), running, backoff (waiting to restart), "
+            "failed (quarantined after too many restarts), stopping.",
+            labels=["state"],
+        )
+        for state in ROOM_STATES:
+            rooms.add_metric([state], states[state])
+        yield rooms
+        if labelled:
+            running = GaugeMetricFamily(
+                f"{PREFIX}_room_running", "1 while the room's actor tree runs, else 0.",
+                labels=["room"],
+            )
+            for name in labelled:
+                cell = cells.get(name)
+                running.add_metric([name], int(cell is not None and cell.state is ActorState.RUNNING))
+            yield running
+
+    def _stats(
+        self, stats: dict[str, RoomStats], configured: list[str], labelled: list[str]
+    ) -> Iterator[Metric]:
+        # Counters sum over every room ever served (a removed room's counts stay in the
+        # totals); gauges over the rooms configured now.
+        everything = list(stats.values())
+        current = [stats[name] for name in configured if name in stats]
+
+        yield GaugeMetricFamily(
+            f"{PREFIX}_participants", "Remote participants in all rooms, the bot not counted.",
+            value=sum(len(s.participants) for s in current),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_participant_joins", "Remote participants who joined a room.",
+            value=sum(s.joins for s in everything),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_participant_leaves", "Remote participants who left a room.",
+            value=sum(s.leaves for s in everything),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_audio_frames_in", "Audio frames (20 ms) read from participants' tracks.",
+            value=sum(s.audio_frames_in for s in everything),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_audio_frames_out", "Audio frames captured into the bot's published track.",
+            value=sum(s.audio_frames_out for s in everything),
+        )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_audio_frames_dropped",
+            "Audio frames dropped, by reason: overflow (the bot's drop-oldest lane was full), "
+            "not_ready (the bot had not started), stale (the bot stalled), output_full "
+            "(the audio-out lane stayed full).",
+            labels=["reason"],
+        )
+        reasons: Counter[str] = Counter()
+        for s in everything:
+            reasons.update(s.audio_frames_dropped)
+        reasons["overflow"] += self._slots_acc.totals[("dropped", "pipeline")]
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], reasons[reason])
+        yield dropped
+
+        data_in = CounterMetricFamily(
+            f"{PREFIX}_data_messages_in",
+            "Data messages received, by kind: json (a JSON object), raw (delivered as bytes: "
+            "not UTF-8 or not a JSON object), oversized (refused).",
+            labels=["kind"],
+        )
+        data_in.add_metric(["json"], sum(s.data_in - s.data_malformed for s in everything))
+        data_in.add_metric(["raw"], sum(s.data_malformed for s in everything))
+        data_in.add_metric(["oversized"], sum(s.data_oversized for s in everything))
+        yield data_in
+        data_out = CounterMetricFamily(
+            f"{PREFIX}_data_messages_out", "Data messages the bots sent, by kind: reliable, lossy.",
+            labels=["kind"],
+        )
+        data_out.add_metric(["reliable"], sum(s.data_out - s.data_out_lossy for s in everything))
+        data_out.add_metric(["lossy"], sum(s.data_out_lossy for s in everything))
+        yield data_out
+
+        counts, sum_ns = _sum_histograms((s.audio_latency for s in everything), LATENCY_BUCKETS)
+        yield _histogram(
+            f"{PREFIX}_audio_latency_seconds",
+            "From a frame's arrival in the audio-in actor to its capture by the audio-out "
+            "actor, for the frames the bot passes through (one per captured chunk).",
+            LATENCY_BUCKETS, counts, sum_ns,
+        )  # fmt: skip
+        counts, sum_ns = _sum_histograms((s.connect_time for s in everything), CONNECT_BUCKETS)
+        yield _histogram(
+            f"{PREFIX}_room_connect_seconds",
+            "How long joining a room took (each successful rtc connect, rejoins included).",
+            CONNECT_BUCKETS, counts, sum_ns,
+        )  # fmt: skip
+
+        if labelled:
+            participants = GaugeMetricFamily(
+                f"{PREFIX}_room_participants", "Remote participants in the room.", labels=["room"]
+            )
+            frames_in = CounterMetricFamily(
+                f"{PREFIX}_room_audio_frames_in", "Audio frames read in the room.", labels=["room"]
+            )
+            frames_out = CounterMetricFamily(
+                f"{PREFIX}_room_audio_frames_out", "Audio frames the bot sent in the room.",
+                labels=["room"],
+            )
+            for name in labelled:
+                s = stats.get(name) or RoomStats()
+                participants.add_metric([name], len(s.participants))
+                frames_in.add_metric([name], s.audio_frames_in)
+                frames_out.add_metric([name], s.audio_frames_out)
+            yield from (participants, frames_in, frames_out)
+
+    def _scan_slots(self, rooms: dict[str, ActorCell]) -> tuple[Counter[str], Counter[str]]:
+        """Every room's slots: mailbox depth now (sum and max by kind); drops, dead
+        letters and restarts into the accumulated totals."""
+        depth: Counter[str] = Counter()
+        deepest: Counter[str] = Counter()
+        acc = self._slots_acc
+        acc.begin()
+        for name, room in rooms.items():
+            cells = [("room", room)]
+            supervisor = self.room_set.room_supervisors.get(name)
+            cells += [(cell.spec.name, cell) for cell in children_of(supervisor)]
+            for kind, cell in cells:
+                mailbox = cell.mailbox.stats
+                depth[kind] += mailbox.depth
+                deepest[kind] = max(deepest[kind], mailbox.depth)
+                acc.report(cell, "dropped", mailbox.dropped, ("dropped", kind))
+                acc.report(cell, "dead", mailbox.dead_letters, ("dead", kind))
+                acc.report(cell, "restarts", cell.restarts, ("restarts", kind), ("room", name))
+        acc.end()
+        return depth, deepest
+
+    def _slots(
+        self, depth: Counter[str], deepest: Counter[str], labelled: list[str]
+    ) -> Iterator[Metric]:
+        acc = self._slots_acc
+
+        gauge = GaugeMetricFamily(
+            f"{PREFIX}_mailbox_depth",
+            "Frames queued in the mailboxes of all actors of this kind.", labels=["actor"],
+        )
+        peak = GaugeMetricFamily(
+            f"{PREFIX}_mailbox_depth_max",
+            "Frames queued in the fullest mailbox of an actor of this kind.", labels=["actor"],
+        )
+        overflow = CounterMetricFamily(
+            f"{PREFIX}_mailbox_dropped",
+            "Frames a full drop-oldest mailbox dropped (overflow), by actor kind.", labels=["actor"],
+        )
+        dead = CounterMetricFamily(
+            f"{PREFIX}_mailbox_dead_letters",
+            "Frames sent to a stopped actor, by actor kind.", labels=["actor"],
+        )
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_actor_restarts",
+            "Actor restarts by kind (room: a quarantined room's tree rebuilt).", labels=["actor"],
+        )
+        for kind in ACTOR_KINDS:
+            gauge.add_metric([kind], depth[kind])
+            peak.add_metric([kind], deepest[kind])
+            overflow.add_metric([kind], acc.totals[("dropped", kind)])
+            dead.add_metric([kind], acc.totals[("dead", kind)])
+            restarts.add_metric([kind], acc.totals[("restarts", kind)])
+        yield from (gauge, peak, overflow, dead, restarts)
+        if labelled:
+            per_room = CounterMetricFamily(
+                f"{PREFIX}_room_restarts", "Restarts of the room's actors and of the room itself.",
+                labels=["room"],
+            )
+            for name in labelled:
+                per_room.add_metric([name], acc.totals[("room", name)])
+            yield per_room
+
+    # --- cardinality -------------------------------------------------------------------
+
+    def _labelled_rooms(self, configured: list[str]) -> list[str]:
+        """The rooms with per-room series: the first `max_room_series` seen, kept stable."""
+        if not self.config.per_room_labels:
+            return []
+        present = set(configured)
+        for name in [n for n in self._labelled if n not in present]:
+            del self._labelled[name]  # removed from the config: its slot is free again
+        self._refused &= present
+        for name in configured:
+            if name in self._labelled:
+                continue
+            if len(self._labelled) < self.config.max_room_series:
+                self._labelled[name] = None
+                self._refused.discard(name)
+            elif name not in self._refused:
+                self._refused.add(name)
+                self._refusals += 1
+        return list(self._labelled)
+
+    def _cardinality(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_metrics_rooms_unlabelled",
+            "Configured rooms without per-room series (metrics.max_room_series reached, "
+            "or metrics.per_room_labels off); they still count in every total.",
+            value=len(self.room_set.config.rooms) - len(self._labelled),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_metrics_room_series_refused",
+            "Rooms refused per-room series because metrics.max_room_series was reached.",
+            value=self._refusals,
+        )
+
+
+class SupervisorMetrics:
+    """The process's registry: the room set, the event-loop lag probe, the process."""
+
+    def __init__(self, room_set: RoomSet, config: MetricsConfig) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.rooms = RoomSetCollector(room_set, config)
+        self.registry.register(self.rooms)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            f"How late the event loop ran a task due after {LOOP_LAG_INTERVAL:g} s of sleep.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self._last_tick = time.monotonic()
+
+    async def watch_event_loop(self) -> None:
+        """Sleep, wake, record the overshoot; forever. A busy loop wakes late."""
+        while True:
+            start = time.perf_counter()
+            await anyio.sleep(LOOP_LAG_INTERVAL)
+            self.loop_lag.observe(max(0.0, time.perf_counter() - start - LOOP_LAG_INTERVAL))
+            self._last_tick = time.monotonic()
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition in the format the scraper asked for (text or OpenMetrics)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def health(self) -> tuple[bool, str]:
+        """Alive when the lag probe woke up recently: the event loop runs tasks."""
+        silent = time.monotonic() - self._last_tick
+        if silent > HEALTHY_TICK_SECONDS:
+            return False, f"event loop stalled: no tick for {silent:.1f} s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        return self.rooms.readiness()

@@ -1,0 +1,206 @@
+"""`grafana/`: alert rules (promtool), the dashboard (Grafana's linter), provisioning.
+
+That every panel query and alert expression returns data from a real supervisor is
+tests/test_observability.py; here are the checks that need no supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.prometheus import (
+    ALERTS,
+    DASHBOARD,
+    GRAFANA,
+    ROOT,
+    dashboard,
+    panels,
+    run_tool,
+    targets,
+    variables,
+)
+
+LINTER = "github.com/grafana/dashboard-linter"
+LINTER_BIN = ROOT / ".cache" / "go-bin" / "dashboard-linter"
+GRAFANA_UNITS = {
+    "none", "short", "percent", "percentunit", "s", "ms", "µs", "ns", "ops", "cps", "reqps",
+    "bytes", "decbytes", "Bps", "binBps",
+}  # fmt: skip
+"""Grafana units this dashboard may use (a subset of the linter's list)."""
+LINTED_TYPES = {"stat", "singlestat", "graph", "table", "timeseries", "gauge"}
+"""Panel types the linter's panel rules apply to."""
+
+
+def test_alert_rules_are_valid() -> None:
+    result = run_tool("promtool", "check", "rules", str(ALERTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 6 rules found" in result.stdout
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    result = run_tool("promtool", "test", "rules", "alerts_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rule_unit_tests_can_fail(tmp_path: Path) -> None:
+    """The unit tests judge the rules: a rule with the wrong threshold fails them."""
+    (tmp_path / "alerts.yml").write_text(
+        ALERTS.read_text().replace('state="failed"}) > 0', 'state="failed"}) > 1')
+    )
+    shutil.copy(GRAFANA / "alerts_test.yml", tmp_path)
+    result = run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert result.returncode != 0 and "LksupRoomsFailing" in result.stdout + result.stderr
+
+
+def test_example_prometheus_config_is_valid() -> None:
+    result = run_tool("promtool", "check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_provisioning_points_grafana_at_prometheus_and_the_dashboard() -> None:
+    sources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    (source,) = sources["datasources"]
+    assert source["type"] == variables(dashboard())["datasource"]["query"] == "prometheus"
+    providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/lksup.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"]
+    assert sorted(p.name for p in DASHBOARD.parent.glob("*.json")) == ["lksup.json"]
+
+
+# --- the dashboard linter's rules -------------------------------------------------------
+
+
+def lint(board: dict[str, Any]) -> list[str]:
+    """The problems Grafana's dashboard-linter reports with its default rules, for the
+    constructs this dashboard uses (so the check runs where the linter cannot be built)."""
+    problems: list[str] = []
+    vars_ = variables(board)
+    datasources = [v for v in vars_.values() if v["type"] == "datasource"]
+    if [(v["name"], v["query"], v.get("label")) for v in datasources] != [
+        ("datasource", "prometheus", "Data source")
+    ]:
+        problems.append(f"template-datasource-rule: {datasources}")
+    for name in ("job", "instance"):
+        var = vars_.get(name)
+        if var is None:
+            problems.append(f"template-{name}-rule: no {name} variable")
+            continue
+        if var["datasource"]["uid"] not in ("$datasource", "${datasource}"):
+            problems.append(f"template-{name}-rule: datasource {var['datasource']}")
+        if var["type"] != "query" or var.get("label") != name.title():
+            problems.append(f"template-{name}-rule: type or label")
+        if not var.get("multi") or var.get("allValue") != ".+":
+            problems.append(f"template-{name}-rule: must be multi with allValue '.+'")
+    for var in vars_.values():
+        if var["type"] != "query":
+            continue
+        if not re.fullmatch(r"(label_names|label_values|metrics|query_result)\(.+\)", var["query"]):
+            problems.append(f"template-label-promql-rule: {var['name']}: {var['query']}")
+        if var.get("refresh") != 2:
+            problems.append(f"template-on-time-change-reload-rule: {var['name']}")
+    for panel in panels(board):
+        title = panel.get("title", "")
+        if panel["datasource"]["uid"] not in ("$datasource", "${datasource}"):
+            problems.append(f"panel-datasource-rule: {title}")
+        if panel["type"] in LINTED_TYPES:
+            if not title or not panel.get("description"):
+                problems.append(f"panel-title-description-rule: {title!r}")
+            if panel["fieldConfig"]["defaults"].get("unit") not in GRAFANA_UNITS:
+                problems.append(f"panel-units-rule: {title}")
+            if not panel.get("targets"):
+                problems.append(f"panel-no-targets-rule: {title}")
+    for title, expr in targets(board):
+        problems += [f"{title}: {problem}" for problem in lint_promql(expr)]
+    return problems
+
+
+SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+
+
+def lint_promql(expr: str) -> list[str]:
+    """target-job/instance-rule, target-rate-interval-rule, target-counter-agg-rule."""
+    problems = []
+    for match in SELECTOR.finditer(expr):
+        name, matchers = match.groups()
+        for label in ("job", "instance"):
+            if f'{label}=~"${label}"' not in matchers:
+                problems.append(f"target-{label}-rule: {name} lacks {label}=~\"${label}\"")
+        if name.endswith("_total"):
+            before, after = expr[: match.start()], expr[match.end() :]
+            if not re.search(r"\b(rate|irate|increase)\(\s*$", before) or not after.startswith("["):
+                problems.append(f"target-counter-agg-rule: {name} not in rate/irate/increase")
+    for window in re.findall(r"\[([^\]]*)\]", expr):
+        if window != "$__rate_interval":
+            problems.append(f"target-rate-interval-rule: [{window}]")
+    # What is left once selectors, strings, ranges, calls and grouping are removed must
+    # be numbers: a bare metric name would be a selector without job and instance.
+    rest = SELECTOR.sub(" ", expr)
+    rest = re.sub(r'"[^"]*"|\[[^\]]*\]', " ", rest)
+    rest = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", rest)
+    rest = re.sub(r"\b\w+\s*\(", " ", rest)
+    problems += [f"bare selector {word}" for word in re.findall(r"\b[a-zA-Z_:]\w*\b", rest)]
+    return problems
+
+
+def test_dashboard_follows_the_linter_rules() -> None:
+    board = dashboard()
+    assert lint(board) == []
+    assert len(list(targets(board))) >= 20, "a panel or query went missing"
+
+
+def test_the_linter_rules_catch_mistakes() -> None:
+    """The check above can fail: each kind of mistake is reported."""
+    board = dashboard()
+    panel = next(p for p in panels(board) if p["type"] == "timeseries")
+    panel["description"] = ""
+    panel["fieldConfig"]["defaults"]["unit"] = "furlongs"
+    panel["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+    panel["targets"] = [
+        {"expr": 'sum(rate(lksup_audio_frames_in_total{job=~"$job", instance=~"$instance"}[5m]))'},
+        {"expr": 'lksup_audio_frames_out_total{instance=~"$instance"}'},
+        {"expr": "sum(lksup_participants)"},
+    ]
+    problems = "\n".join(lint(board))
+    for rule in (
+        "panel-title-description-rule", "panel-units-rule", "panel-datasource-rule",
+        "target-rate-interval-rule", "target-job-rule", "target-counter-agg-rule",
+        "bare selector lksup_participants",
+    ):  # fmt: skip
+        assert rule in problems
+
+
+def linter() -> str:
+    """The dashboard-linter binary: on PATH, cached, or built now with `go install`."""
+    found = shutil.which("dashboard-linter") or (str(LINTER_BIN) if LINTER_BIN.exists() else None)
+    if found:
+        return found
+    if shutil.which("go") is None:
+        pytest.skip("dashboard-linter: Go is not installed, so it cannot be built")
+    env = {**os.environ, "GOBIN": str(LINTER_BIN.parent)}
+    try:
+        result = subprocess.run(
+            ["go", "install", f"{LINTER}@latest"],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.skip("dashboard-linter: `go install` did not finish within 10 minutes")
+    if result.returncode != 0 or not LINTER_BIN.exists():
+        reason = " ".join(result.stderr.split())[-300:] or "no output"
+        pytest.skip(f"dashboard-linter cannot be built here (go install {LINTER}@latest: {reason})")
+    return str(LINTER_BIN)
+
+
+def test_dashboard_passes_grafanas_dashboard_linter() -> None:
+    result = subprocess.run(
+        [linter(), "lint", "--strict", str(DASHBOARD)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,233 @@
+"""The metrics' parts alone: histograms, arrival stamps through pipecat's re-chunking,
+monotonic totals, the per-room cap, and the [metrics] config keys.
+
+End to end (a real supervisor, a real Prometheus) is tests/test_observability.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import OutputAudioRawFrame
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.room import timing
+from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
+from supervisor.config import ConfigError, parse_config
+from supervisor.credentials import Credentials
+from supervisor.metrics import SupervisorMetrics, _Accumulator
+from supervisor.rooms import RoomSet
+
+
+def test_bucket_counts_put_a_bound_in_its_own_bucket() -> None:
+    histogram = BucketCounts((0.001, 0.01))
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 5.0):
+        histogram.observe(seconds)
+    assert histogram.counts == [2, 2, 1]  # le=0.001, le=0.01, +Inf
+    assert histogram.count == 5
+    assert histogram.sum_seconds == pytest.approx(5.0135)
+
+
+def test_bucket_counts_refuse_unordered_bounds() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        BucketCounts((0.01, 0.001))
+
+
+# --- arrival stamps through pipecat's output transport ---------------------------------
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A fake `perf_counter_ns` for `actors.room.timing`: set `clock[0]`."""
+    now = [10**12]
+    monkeypatch.setattr(timing, "perf_counter_ns", lambda: now[0])
+    return now
+
+
+def frame(index: int, rate: int = 16000, ms: int = 20) -> OutputAudioRawFrame:
+    """A bot output frame whose arrival stamp is its index (easy to follow)."""
+    out = OutputAudioRawFrame(audio=bytes(2 * rate * ms // 1000), sample_rate=rate, num_channels=1)
+    out.metadata[ARRIVAL] = index
+    return out
+
+
+class OutputTransport:
+    """What pipecat's output transport does to audio (`handle_audio_frame`): resample
+    to its own rate with pipecat's stream resampler, buffer, cut fixed-size chunks."""
+
+    def __init__(self, rate: int = 24000, chunk_ms: int = 20) -> None:
+        self.rate = rate
+        self.chunk_bytes = 2 * rate * chunk_ms // 1000
+        self.resampler = create_stream_resampler()
+        self.buffer = b""
+        self.carrier = StampCarrier()
+
+    async def send(self, out: OutputAudioRawFrame) -> list[Any]:
+        """One bot frame in; the stamps of the chunks it let out (None: no stamp)."""
+        self.carrier.entering(out)
+        self.buffer += await self.resampler.resample(out.audio, out.sample_rate, self.rate)
+        stamps = []
+        while len(self.buffer) >= self.chunk_bytes:
+            audio, self.buffer = self.buffer[: self.chunk_bytes], self.buffer[self.chunk_bytes :]
+            chunk = OutputAudioRawFrame(audio=audio, sample_rate=self.rate, num_channels=1)
+            self.carrier.leaving(chunk)
+            stamps.append(chunk.metadata.get(ARRIVAL))
+        return stamps
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_stamps_follow_frames_through_resampling_and_chunking(clock: list[int]) -> None:
+    output = OutputTransport()
+    chunks: list[tuple[int, Any]] = []  # (frames sent so far, stamp)
+    for index in range(200):
+        clock[0] += 20_000_000
+        chunks += [(index + 1, stamp) for stamp in await output.send(frame(index))]
+    stamps = [stamp for _, stamp in chunks]
+    assert len(chunks) >= 190  # pipecat's resampler holds a little back
+    assert None not in stamps, "a chunk lost its frame's stamp"
+    assert stamps == sorted(set(stamps)), "stamps out of order or repeated"
+    # each chunk carries the frame its audio completes: one already sent, at most a
+    # resampler block (~100 ms, 5 frames) behind the newest
+    assert all(sent - 6 <= stamp < sent for sent, stamp in chunks)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_stamps_realign_after_the_bot_paused(clock: list[int]) -> None:
+    output = OutputTransport()
+    for index in range(10):
+        clock[0] += 20_000_000
+        await output.send(frame(index))
+    output.buffer = b""  # pipecat drops the partial chunk when the bot stops speaking
+    output.resampler = create_stream_resampler()  # and what its resampler held
+    clock[0] += StampCarrier.IDLE_NS + 1
+    stamps = []
+    for index in range(100, 120):
+        clock[0] += 20_000_000
+        stamps += await output.send(frame(index))
+    assert stamps and all(stamp is not None and stamp >= 100 for stamp in stamps), stamps
+    assert stamps[0] <= 105, "the new talk spurt's first chunks were matched to old frames"
+
+
+def test_frames_without_a_stamp_are_not_timed() -> None:
+    histogram = timing.latency_buckets()
+    unstamped = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    timing.observe_latency(unstamped, histogram)
+    assert histogram.count == 0
+    timing.stamp(unstamped)
+    timing.observe_latency(unstamped, histogram)
+    assert histogram.count == 1 and histogram.counts[0] == 1  # well within 1 ms
+
+
+# --- process totals and the per-room cap ------------------------------------------------
+
+
+def test_accumulated_totals_survive_a_rebuilt_slot() -> None:
+    acc = _Accumulator()
+
+    class Slot:
+        pass
+
+    old, new = Slot(), Slot()
+    for slot, value in ((old, 3), (old, 5), (new, 1), (new, 4)):
+        acc.begin()
+        acc.report(slot, "restarts", value, ("restarts", "pipeline"))
+        acc.end()
+    assert acc.totals[("restarts", "pipeline")] == 5 + 4
+
+
+def config(rooms: int, **metrics: Any) -> Any:
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        "metrics": metrics,
+        "rooms": [{"name": f"room-{i}"} for i in range(rooms)],
+    }
+    return parse_config(doc, environ={})
+
+
+def scrape(metrics: SupervisorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def room_series(samples: dict[tuple[str, Any], float]) -> set[str]:
+    return {dict(labels)["room"] for name, labels in samples if name == "lksup_room_participants"}
+
+
+def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
+    room_set = RoomSet(config(3, max_room_series=2), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    samples = scrape(metrics)
+    assert room_series(samples) == {"room-0", "room-1"}
+    assert samples["lksup_metrics_room_series_refused_total", ()] == 1
+    assert samples["lksup_metrics_rooms_unlabelled", ()] == 1
+    assert samples["lksup_rooms", (("state", "starting"),)] == 3  # no tree built yet
+    assert metrics.readiness() == (False, "0 of 3 room(s) running")
+
+    # a reload removes room-0: room-2 takes its place, and the refusal stays counted
+    room_set.config = attrs.evolve(room_set.config, rooms=room_set.config.rooms[1:])
+    samples = scrape(metrics)
+    assert room_series(samples) == {"room-1", "room-2"}
+    assert samples["lksup_metrics_room_series_refused_total", ()] == 1
+    assert samples["lksup_metrics_rooms_unlabelled", ()] == 0
+
+
+def test_per_room_series_can_be_switched_off() -> None:
+    room_set = RoomSet(config(3, per_room_labels=False), Credentials("ws://x", "k", "s"))
+    samples = scrape(SupervisorMetrics(room_set, room_set.config.metrics))
+    assert room_series(samples) == set()
+    assert samples["lksup_metrics_rooms_unlabelled", ()] == 3
+    assert samples["lksup_participants", ()] == 0  # the totals are still there
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ({"per_room_labels": "yes"}, "metrics.per_room_labels = 'yes': expected true or false"),
+        ({"max_room_series": -1}, "metrics.max_room_series = -1: expected a whole number >= 0"),
+        ({"max_room_series": 2.5}, "metrics.max_room_series = 2.5: expected a whole number"),
+        ({"room_labels": True}, "metrics.room_labels is not a known key"),
+        ({"listen": "9464"}, "metrics.listen = '9464': expected 'host:port'"),
+    ],
+)
+def test_bad_metrics_keys_are_refused(metrics: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        config(1, **metrics)
+
+
+def test_metrics_keys_default_to_bounded_per_room_series() -> None:
+    metrics = config(1).metrics
+    assert (metrics.listen, metrics.per_room_labels, metrics.max_room_series) == (
+        "127.0.0.1:9464", True, 500,
+    )  # fmt: skip
+
+
+# --- the event loop probe ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_lag_probe_ticks_and_health_follows_it() -> None:
+    room_set = RoomSet(config(0), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(metrics.watch_event_loop)
+        await anyio.sleep(0.35)
+        tasks.cancel_scope.cancel()
+    samples = scrape(metrics)
+    assert samples["lksup_event_loop_lag_seconds_count", ()] >= 2
+    assert metrics.health() == (True, "ok")
+    assert metrics.readiness() == (True, "0 of 0 room(s) running")
+    metrics._last_tick -= 10  # as if the loop had not run the probe for 10 s
+    healthy, detail = metrics.health()
+    assert not healthy and detail.startswith("event loop stalled")
