@@ -137,3 +137,4 @@ async def supervisor_process(
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+            await process.aclose()  # close the pipes now, not in __del__ after the loop
