@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import numpy as np
 from livekit import api, rtc
 
 SAMPLE_RATE = 48_000
+SILENCE_RMS = 100.0
+"""Below this a frame is silence: a 0.3-amplitude tone is ~6950, Opus comfort noise far below."""
 
 
 class ServerCredentials(Protocol):
@@ -235,3 +237,12 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> f
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(samples.size)))
     spectrum[0] = 0.0
     return float(np.fft.rfftfreq(samples.size, 1 / sample_rate)[int(np.argmax(spectrum))])
+
+
+def longest_silent_run(levels: Sequence[float], start: int = 0) -> int:
+    """The longest run of silent frames (by RMS level) from frame `start` on."""
+    longest = run = 0
+    for level in levels[start:]:
+        run = run + 1 if level <= SILENCE_RMS else 0
+        longest = max(longest, run)
+    return longest

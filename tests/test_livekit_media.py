@@ -7,6 +7,7 @@ from livekit import api
 
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
+    SILENCE_RMS,
     collect_audio,
     dominant_frequency,
     join,
@@ -17,9 +18,6 @@ from tests.participants import (
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
-
-# A 0.3-amplitude sine has an RMS near 6950; Opus comfort noise stays far below 100.
-SILENCE_RMS = 100.0
 
 
 @pytest.fixture(scope="module")

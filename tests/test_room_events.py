@@ -38,6 +38,7 @@ from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
     SAMPLE_RATE,
+    SILENCE_RMS,
     collect_audio,
     dominant_frequency,
     join,
@@ -50,7 +51,6 @@ from tests.rooms import running_room
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 
 TIMEOUT = 15.0
-SILENCE_RMS = 100.0
 
 Args = tuple[Any, ...]
 

@@ -30,9 +30,11 @@ from supervisor.bots.echo import EchoProcessor
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
     SAMPLE_RATE,
+    SILENCE_RMS,
     collect_audio,
     dominant_frequency,
     join,
+    longest_silent_run,
     publishing_tone,
     rms,
     subscribed_audio_track,
@@ -42,7 +44,6 @@ from tests.rooms import RoomUnderTest, running_room
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 
-SILENCE_RMS = 100.0
 FRAME_MS = 20
 MAX_GAP_MS = 200
 
@@ -199,11 +200,7 @@ async def recording_levels(track: rtc.Track) -> AsyncIterator[list[float]]:
 def longest_silence(levels: Sequence[float]) -> int:
     """The longest run of silent frames after the first loud one, in frames."""
     onset = next(i for i, level in enumerate(levels) if level > SILENCE_RMS)
-    longest = run = 0
-    for level in levels[onset:]:
-        run = run + 1 if level <= SILENCE_RMS else 0
-        longest = max(longest, run)
-    return longest
+    return longest_silent_run(levels, onset)
 
 
 @contextlib.asynccontextmanager

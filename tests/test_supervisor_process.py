@@ -37,6 +37,7 @@ from tests.participants import (
     SAMPLE_RATE,
     ServerCredentials,
     join,
+    longest_silent_run,
     publishing_tone,
     rms,
     subscribed_audio_track,
@@ -50,8 +51,6 @@ ECHO_BOT = "supervisor.bots.echo:create_bot"
 SLOW_GOODBYE_BOT = "tests.goodbye_bot:slow_goodbye_bot"
 BOT = "bot"
 FRAME_MS = 20
-SILENCE_RMS = 100.0
-"""Below this a 20 ms frame is silence (the echoed tone is ~6000)."""
 ONSET_RMS = 1000.0
 """The echo has started at the first frame above this."""
 SETTLE_FRAMES = 5
@@ -158,10 +157,7 @@ class Echo:
         """The longest silence since the echo started until now, in ms: a run of silent
         frames, or a stretch with no frames at all (the track gone, the stream stalled)."""
         assert self.onset is not None, "the echo never started"
-        longest = run = 0
-        for level in self.levels[self.onset :]:
-            run = run + 1 if level < SILENCE_RMS else 0
-            longest = max(longest, run)
+        longest = longest_silent_run(self.levels, self.onset)
         times = [*self.arrivals[self.onset :], time.monotonic()]
         stalled = max(later - earlier for earlier, later in zip(times, times[1:]))
         return max(longest * FRAME_MS, round(stalled * 1000))

@@ -26,11 +26,10 @@ from supervisor.config import Config, ConfigError, RoomConfig, load_config, pars
 from supervisor.credentials import _runtime_file, for_token
 from supervisor.livekit_server import free_port
 from supervisor.workers import Shard, shard_of
-from tests.participants import collect_audio, join, publishing_tone, rms, subscribed_audio_track
+from tests.participants import SILENCE_RMS, collect_audio, join, publishing_tone, rms, subscribed_audio_track
 from tests.probes import wait_until
 from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
 
-SILENCE_RMS = 100.0
 
 
 @pytest.fixture(scope="module")
