@@ -220,7 +220,21 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=Path("config.toml"), help="default: ./config.toml"
     )
     token_parser.add_argument("--ttl-hours", type=float, default=6.0, help="default: 6")
-    for sub_parser in (run_parser, check_parser, token_parser):
+    bench_parser = sub.add_parser(
+        "bench",
+        help="load a running deployment: echo latency, join time, lost bursts",
+        description="One simulated participant per room sends tone bursts and times the "
+        "bot's echo (energy onset); prints a table, optionally writes JSON. Exit 1 if a room "
+        "could not join or never heard the bot.",
+    )
+    bench_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    bench_parser.add_argument("--rooms", type=_positive_int, metavar="N",
+                              help="load rooms bench-0..N-1 instead of the config's [[rooms]]")
+    bench_parser.add_argument("--seconds", type=float, default=10.0, help="default: 10")
+    bench_parser.add_argument("--late-ms", type=float, default=500.0,
+                              help="an echo later than this is late (default: 500)")
+    bench_parser.add_argument("--json", type=Path, metavar="PATH", help="also write JSON here")
+    for sub_parser in (run_parser, check_parser, token_parser, bench_parser):
         sub_parser.add_argument(
             "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"],
             help="as the global --log-level",
@@ -252,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--ttl-hours {args.ttl_hours!r}: expected a number of hours > 0")
             token(config, args.room, args.identity, args.ttl_hours)
             return EXIT_OK
+        if args.command == "bench":
+            from supervisor import bench  # the load generator: not needed to serve
+
+            options = bench.options_from(config, args.rooms, args.seconds, args.late_ms)
+            return anyio.run(bench.run_bench, config, options, args.json, backend="asyncio")
         if args.worker_count is not None:
             shard, config = start_worker(args.worker_index or 0, args.worker_count, config)
             return anyio.run(run, args.config, config, shard, backend="asyncio")

@@ -1,0 +1,73 @@
+"""`supervisor bench` as a user runs it: the load generator against a running supervisor.
+
+`supervisor run` serves two echo rooms on the real server; `supervisor bench` (another
+process, same config) joins them, sends tone bursts and must hear each room's echo back
+with a plausible latency, reporting it in the table and the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from supervisor.bench import RoomResult, percentile
+from supervisor.livekit_server import LiveKitServer
+from tests.cli_process import REPO_ROOT, supervisor_command
+from tests.test_supervisor_process import SupervisorConfig, serving
+
+ROOMS = ("bench-smoke-a", "bench-smoke-b")
+SECONDS = 4
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_each_onset_answers_one_burst_within_the_lost_window() -> None:
+    """The judging, without a server: a burst takes the first unused onset after it,
+    an onset a second or more later does not count, and one onset never answers two."""
+    result = RoomResult("r", sent=[10.0, 11.0, 12.0, 13.0], onsets=[9.5, 10.2, 11.7, 13.0, 14.1])
+    assert result.latencies() == [pytest.approx(0.2), pytest.approx(0.7), None, pytest.approx(0.0)]
+    summary = result.summary(late_after=0.5)
+    assert (summary["bursts_heard"], summary["lost"], summary["late"]) == (3, 1, 1)
+    assert summary["latency_ms"]["p50"] == 200.0 and summary["latency_ms"]["p99"] == 700.0
+    assert percentile([], 50) is None and percentile([3.0, 1.0, 2.0], 50) == 2.0
+
+
+@pytest.mark.anyio
+@pytest.mark.livekit
+async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_path: Path) -> None:
+    config = SupervisorConfig(livekit_server, ROOMS)
+    async with serving(tmp_path, config) as (_, path):
+        out = tmp_path / "out.json"
+        with anyio.fail_after(60):
+            done = await anyio.run_process(
+                supervisor_command("bench", str(path), "--seconds", str(SECONDS), "--json", str(out)),
+                cwd=REPO_ROOT,
+                env={**os.environ, **config.env()},
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+    table = done.stdout.decode()
+    assert done.returncode == 0, f"{table}\n{done.stderr.decode()[-3000:]}"
+    print(f"\n{table}")
+    summary = json.loads(out.read_text())
+    assert summary["rooms"] == len(ROOMS) and summary["joined"] == len(ROOMS)
+    assert sorted(room["room"] for room in summary["per_room"]) == sorted(ROOMS)
+    for room in summary["per_room"]:
+        assert room["joined"] and room["error"] is None, room
+        assert room["bursts_sent"] >= SECONDS, room
+        assert room["bursts_heard"] >= 1, room
+        assert all(0 < latency < 2000 for latency in room["latencies_ms"]), room
+        assert room["lost"] == room["bursts_sent"] - room["bursts_heard"], room
+    assert summary["latency_ms"]["p50"] is not None
+    assert {"p50", "p95", "p99"} <= set(summary["latency_ms"])
+    assert {"p50", "max"} <= set(summary["join_s"])
+    assert summary["generator_lag_ms"]["max"] is not None
+    assert "echo ms" in table and ROOMS[0] in table
