@@ -31,7 +31,7 @@ from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.rooms import RoomSet  # noqa: E402
-from supervisor.workers import Shard, serve_workers, start_worker  # noqa: E402
+from supervisor.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
 
 log = logging.getLogger("supervisor")
 
@@ -39,7 +39,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
