@@ -24,10 +24,11 @@ from typing import Any
 import anyio
 import attrs
 import numpy as np
-from livekit import api, rtc
+from livekit import rtc
 
 from supervisor.config import Config, ConfigError
-from supervisor.credentials import Credentials, for_token
+from supervisor.access import Credentials, join_token
+from supervisor.credentials import for_token
 
 SAMPLE_RATE = 48_000
 SEND_FRAME_MS = 20
@@ -128,19 +129,6 @@ def _percentiles(values: Sequence[float]) -> dict[str, float | None]:
     return {f"p{q}": _round(percentile(values, q), 1) for q in (50, 95, 99)}
 
 
-def _token(credentials: Credentials, room: str) -> str:
-    grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
-    )
-    return (
-        api.AccessToken(credentials.api_key, credentials.api_secret)
-        .with_identity(IDENTITY)
-        .with_name(IDENTITY)
-        .with_grants(grants)
-        .to_jwt()
-    )
-
-
 def _burst_frames() -> tuple[list[rtc.AudioFrame], list[rtc.AudioFrame]]:
     """One period's frames: the tone's, then the silence's (built once, sent many times)."""
     samples = SAMPLE_RATE * SEND_FRAME_MS // 1000
@@ -224,7 +212,7 @@ async def bench_room(
     try:
         began = anyio.current_time()
         with anyio.fail_after(JOIN_TIMEOUT):
-            await room.connect(credentials.url, _token(credentials, room_name))
+            await room.connect(credentials.url, join_token(credentials, room_name, IDENTITY))
         result.join_s = anyio.current_time() - began
         source = rtc.AudioSource(SAMPLE_RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("bench-mic", source)

@@ -27,6 +27,7 @@ from actors import ActorRef, open_actor  # noqa: E402
 from actors.errors import single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.config import Config, ConfigError, load_config  # noqa: E402
+from supervisor.access import join_token  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
@@ -152,17 +153,7 @@ def check(config: Config) -> None:
 def token(config: Config, room: str, identity: str, ttl_hours: float) -> None:
     """Print a join token and the URL, for a person joining from a browser client."""
     credentials = for_token(config.livekit)
-    grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
-    )
-    jwt = (
-        api.AccessToken(credentials.api_key, credentials.api_secret)
-        .with_identity(identity)
-        .with_name(identity)
-        .with_grants(grants)
-        .with_ttl(timedelta(hours=ttl_hours))
-        .to_jwt()
-    )
+    jwt = join_token(credentials, room, identity, timedelta(hours=ttl_hours))
     print(f"url:   {credentials.url}")
     print(f"token: {jwt}")
 

@@ -19,19 +19,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 
+from supervisor.access import Credentials
 from supervisor.config import ConfigError, LiveKitConfig
 from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
 
 log = logging.getLogger("supervisor")
-
-
-@attrs.frozen
-class Credentials:
-    url: str
-    api_key: str
-    api_secret: str = attrs.field(repr=False)
 
 
 def embeddable_port(url: str) -> int | None:

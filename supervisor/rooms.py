@@ -24,7 +24,7 @@ from actors import (
 )
 from actors.room import RoomSettings, RoomStats, room_spec
 from supervisor.config import Config, RoomConfig
-from supervisor.credentials import Credentials
+from supervisor.access import Credentials
 
 log = logging.getLogger("supervisor")
 

@@ -42,7 +42,8 @@ from anyio.abc import Process, TaskGroup
 
 from actors import Backoff
 from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
-from supervisor.credentials import Credentials, livekit_credentials
+from supervisor.access import Credentials
+from supervisor.credentials import livekit_credentials
 
 log = logging.getLogger("supervisor")
 

@@ -1,8 +1,10 @@
 """The `supervisor` command as a child process, for tests that drive it as a user would.
 
-Config files, a port probe, and `SupervisorProcess`: a running `supervisor run` whose
-stderr (the log) is read as it comes, so the child never blocks on a full pipe and a
-test can wait for a log line with a timeout instead of sleeping.
+Config files (`SupervisorConfig`: a server's rooms with the echo bot, credentials from
+the environment; `serving`: `supervisor run` on one until every room is ready), a port
+probe, and `SupervisorProcess`: a running `supervisor run` whose stderr (the log) is read
+as it comes, so the child never blocks on a full pipe and a test can wait for a log line
+with a timeout instead of sleeping.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import anyio
 import attrs
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
+
+from supervisor.livekit_server import free_port
+from tests.participants import ServerCredentials
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 """The child runs here, so a config can name test bots as `tests.bots:...`."""
@@ -138,3 +143,55 @@ async def supervisor_process(
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
             await process.aclose()  # close the pipes now, not in __del__ after the loop
+
+
+KEY_ENV = "SUPERVISOR_TEST_KEY"
+SECRET_ENV = "SUPERVISOR_TEST_SECRET"
+ECHO_BOT = "supervisor.bots.echo:create_bot"
+
+
+@attrs.frozen
+class SupervisorConfig:
+    """A config for `server` whose credentials come from the environment (no embedded
+    server); `evolve` it to rewrite the file for a reload, keeping the metrics port."""
+
+    server: ServerCredentials
+    rooms: tuple[str, ...]
+    bot: str = ECHO_BOT
+    supervision: Mapping[str, float] = attrs.field(factory=dict)
+    metrics_port: int = attrs.field(factory=free_port)
+
+    def text(self) -> str:
+        lines = [
+            "[livekit]",
+            f'url = "{self.server.url}"',
+            f'api_key_env = "{KEY_ENV}"',
+            f'api_secret_env = "{SECRET_ENV}"',
+            "embedded_server = false",
+            "[bot]",
+            f'factory = "{self.bot}"',
+            "[metrics]",
+            f'listen = "127.0.0.1:{self.metrics_port}"',
+            "[supervision]",
+            *(f"{key} = {value}" for key, value in self.supervision.items()),
+        ]
+        for room in self.rooms:
+            lines += ["[[rooms]]", f'name = "{room}"']
+        return "\n".join(lines) + "\n"
+
+    def env(self) -> dict[str, str]:
+        """The credentials, in the variables the config names: the child's env only."""
+        return {KEY_ENV: self.server.api_key, SECRET_ENV: self.server.api_secret}
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, config: SupervisorConfig, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[SupervisorProcess, Path]]:
+    """`supervisor run` on `config`, once it has logged that every room is ready."""
+    path = write_config(tmp_path, config.text())
+    async with supervisor_process(
+        "run", str(path), env={**config.env(), **(env or {})}
+    ) as run:
+        await run.wait_for(rf"ready: {len(config.rooms)} room\(s\)", timeout=90)
+        yield run, path

@@ -17,8 +17,7 @@ import pytest
 
 from supervisor.bench import RoomResult, percentile
 from supervisor.livekit_server import LiveKitServer
-from tests.cli_process import REPO_ROOT, supervisor_command
-from tests.test_supervisor_process import SupervisorConfig, serving
+from tests.cli_process import REPO_ROOT, SupervisorConfig, serving, supervisor_command
 
 ROOMS = ("bench-smoke-a", "bench-smoke-b")
 SECONDS = 4
@@ -71,3 +70,30 @@ async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_pa
     assert {"p50", "max"} <= set(summary["join_s"])
     assert summary["generator_lag_ms"]["max"] is not None
     assert "echo ms" in table and ROOMS[0] in table
+
+
+@pytest.mark.anyio
+@pytest.mark.livekit
+async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_path: Path) -> None:
+    """`benchmarks/echo.py` on 2 rooms for a few seconds: each system joins, echoes and is
+    measured, and the summary sets the supervisor beside both baselines."""
+    from benchmarks.echo import SYSTEMS, Options, format_markdown, measure
+
+    options = Options(warmup=2.0, window=2.0, idle=1.0)
+    results = []
+    for name in ("floor", "pipecat", "supervisor"):
+        with anyio.fail_after(90):
+            result = await measure(SYSTEMS[name], 2, livekit_server, options, tmp_path)
+        print(result)
+        assert result["join_all_s"] > 0 and result["ready_from_spawn_s"] >= result["join_all_s"]
+        assert result["cpu_per_room"] > 0 and result["idle_cpu_per_room"] > 0, result
+        assert result["rss_mb"] > 10, result
+        assert result["lost"] < result["bursts_sent"], result  # the bot echoed
+        assert 0 < result["echo_p50_ms"] <= result["echo_p99_ms"] < 1000, result
+        assert result["generator_cores"] > 0 and result["server_cores"] > 0, result
+        results.append(result)
+    supervisor = results[-1]
+    assert supervisor["internal_p50_ms"] is not None and supervisor["internal_p99_ms"] is not None
+    table = format_markdown(results)
+    print(table)
+    assert table.count("| supervisor | 2 |") == 2  # its figures and its ratios

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.room import timing
 from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
 from supervisor.config import ConfigError, parse_config
-from supervisor.credentials import Credentials
+from supervisor.access import Credentials
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
 

@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 
-from supervisor.livekit_server import LiveKitServer, free_port
+from supervisor.livekit_server import LiveKitServer
 from tests.cli_process import (
     REPO_ROOT,
-    SupervisorProcess,
+    SupervisorConfig,
+    serving,
     supervisor_command,
-    supervisor_process,
     write_config,
 )
 from tests.goodbye_bot import GOODBYE_SECONDS_ENV
@@ -45,9 +45,6 @@ from tests.participants import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 
-KEY_ENV = "SUPERVISOR_TEST_KEY"
-SECRET_ENV = "SUPERVISOR_TEST_SECRET"
-ECHO_BOT = "supervisor.bots.echo:create_bot"
 SLOW_GOODBYE_BOT = "tests.goodbye_bot:slow_goodbye_bot"
 BOT = "bot"
 FRAME_MS = 20
@@ -62,56 +59,6 @@ AT_ONCE = 2
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-# --- the config and the process ------------------------------------------------------
-
-
-@attrs.frozen
-class SupervisorConfig:
-    """A config for `server` whose credentials come from the environment (no embedded
-    server); `evolve` it to rewrite the file for a reload, keeping the metrics port."""
-
-    server: ServerCredentials
-    rooms: tuple[str, ...]
-    bot: str = ECHO_BOT
-    supervision: Mapping[str, float] = attrs.field(factory=dict)
-    metrics_port: int = attrs.field(factory=free_port)
-
-    def text(self) -> str:
-        lines = [
-            "[livekit]",
-            f'url = "{self.server.url}"',
-            f'api_key_env = "{KEY_ENV}"',
-            f'api_secret_env = "{SECRET_ENV}"',
-            "embedded_server = false",
-            "[bot]",
-            f'factory = "{self.bot}"',
-            "[metrics]",
-            f'listen = "127.0.0.1:{self.metrics_port}"',
-            "[supervision]",
-            *(f"{key} = {value}" for key, value in self.supervision.items()),
-        ]
-        for room in self.rooms:
-            lines += ["[[rooms]]", f'name = "{room}"']
-        return "\n".join(lines) + "\n"
-
-    def env(self) -> dict[str, str]:
-        """The credentials, in the variables the config names: the child's env only."""
-        return {KEY_ENV: self.server.api_key, SECRET_ENV: self.server.api_secret}
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    tmp_path: Path, config: SupervisorConfig, env: Mapping[str, str] | None = None
-) -> AsyncIterator[tuple[SupervisorProcess, Path]]:
-    """`supervisor run` on `config`, once it has logged that every room is ready."""
-    path = write_config(tmp_path, config.text())
-    async with supervisor_process(
-        "run", str(path), env={**config.env(), **(env or {})}
-    ) as run:
-        await run.wait_for(rf"ready: {len(config.rooms)} room\(s\)", timeout=90)
-        yield run, path
 
 
 # --- what a participant hears ---------------------------------------------------------

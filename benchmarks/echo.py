@@ -1,0 +1,458 @@
+"""Echo rooms side by side: the floor, pipecat's LiveKitTransport and the supervisor,
+in one run against one local livekit-server and the same load generator.
+
+    python -m benchmarks.echo [--rooms 10,25,50] [--systems floor,pipecat,supervisor]
+                              [--warmup 6] [--window 12] [--idle 4] [--json PATH]
+
+For each number of rooms and each system, the harness starts the bot process (a
+baseline from `echo_floor.py` / `echo_pipecat.py`, or `supervisor run` on the built-in
+echo bot; `supervisor-w2` is the same with `--workers 2`), waits until it has joined
+every room, measures it idle, then runs `supervisor bench` (a separate process) with one
+talking participant per room. Over a window inside the talking it reads, from /proc,
+the CPU time and resident memory of the bot process and its children only, and the
+supervisor's own audio-latency histogram from its /metrics. Every system gets fresh
+rooms of its own, the same rates, and the same time on the machine.
+
+Figures per run: time to join all rooms (from the process's first connect to its last
+room joined) and to be ready from spawn (imports included); CPU in core-seconds per
+second per room, idle and under load; RSS in all and per room; end-to-end echo latency
+p50/p99 from the load generator; the supervisor's internal latency (audio-in arrival to
+audio-out capture) p50/p99 as histogram bucket bounds; the load generator's and the
+server's CPU, which share the machine and say when it was saturated. The summary puts
+each system beside the floor and beside pipecat, as ratios. On a shared machine run it
+more than once and read the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.process_tree import cpu_seconds, rss_bytes
+from supervisor.livekit_server import LiveKitServer, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_RATE = 16_000
+"""The bot's rate both ways, as `config.toml` runs the echo bot (a common STT rate)."""
+KEY_ENV, SECRET_ENV = "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"
+READY_TIMEOUT = 180.0
+STOP_TIMEOUT = 30.0
+JOINING = re.compile(r"joining \d+ room|metrics on http")
+"""The first line a bot process writes once its imports are done and it starts joining."""
+READY = re.compile(r"ready: \d+ room")
+LATENCY_METRIC = "lksup_audio_latency_seconds"
+SATURATED = 0.85
+"""A run whose bot, generator and server together used more than this share of the
+machine's cores was starved: its latencies are the machine's, and its CPU per room is
+what the bot got, not what it asked for."""
+
+
+@attrs.frozen
+class System:
+    name: str
+    workers: int = 1
+    """Processes that each say `ready` once their rooms are joined."""
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.name.startswith("supervisor")
+
+    def command(self, config: Path, rooms: Sequence[str]) -> list[str]:
+        if self.is_supervisor:
+            return [sys.executable, "-m", "supervisor.cli", "run", str(config),
+                    "--workers", str(self.workers)]
+        module = {"floor": "benchmarks.echo_floor", "pipecat": "benchmarks.echo_pipecat"}
+        return [sys.executable, "-m", module[self.name], "--rooms", ",".join(rooms),
+                "--sample-rate", str(SAMPLE_RATE)]
+
+
+SYSTEMS = {
+    "floor": System("floor"),
+    "pipecat": System("pipecat"),
+    "supervisor": System("supervisor"),
+    "supervisor-w2": System("supervisor-w2", workers=2),
+}
+
+
+@attrs.frozen
+class Options:
+    warmup: float
+    """Seconds from the load generator's start to the window: its joins, and the first
+    echoes settling."""
+    window: float
+    """Seconds of measurement while every room talks."""
+    idle: float
+    """Seconds of measurement with every room joined and nobody else in them."""
+
+
+def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
+    """The supervisor's config; the load generator reads its rooms and the bot identity."""
+    lines = [
+        "[livekit]",
+        f'url = "{server.url}"',
+        f'api_key_env = "{KEY_ENV}"',
+        f'api_secret_env = "{SECRET_ENV}"',
+        "embedded_server = false",
+        "[bot]",
+        'factory = "supervisor.bots.echo:create_bot"',
+        f"audio_in_sample_rate = {SAMPLE_RATE}",
+        f"audio_out_sample_rate = {SAMPLE_RATE}",
+        "[metrics]",
+        f'listen = "127.0.0.1:{metrics_port}"',
+        "[limits]",
+        f"max_rooms = {max(1000, len(rooms))}",
+    ]
+    for room in rooms:
+        lines += ["[[rooms]]", f'name = "{room}"']
+    return "\n".join(lines) + "\n"
+
+
+@attrs.define
+class BotProcess:
+    """A running bot process and the times its progress lines arrived."""
+
+    process: Process
+    spawned: float
+    joining: float | None = None
+    ready_lines: int = 0
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    ready_at: float | None = None
+    log: list[str] = attrs.field(factory=list)
+
+    async def read(self, workers: int) -> None:
+        assert self.process.stderr is not None
+        buffer = ""
+        async for chunk in TextReceiveStream(self.process.stderr):
+            buffer += chunk
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                now = time.perf_counter()
+                self.log.append(line)
+                if self.joining is None and JOINING.search(line):
+                    self.joining = now
+                if READY.search(line):
+                    self.ready_lines += 1
+                    if self.ready_lines == workers:
+                        self.ready_at = now
+                        self.ready.set()
+
+
+@asynccontextmanager
+async def bot_process(
+    system: System, config: Path, rooms: Sequence[str], env: dict[str, str]
+) -> AsyncIterator[BotProcess]:
+    """The bot, until every room is joined; stopped with SIGTERM (then killed) after."""
+    spawned = time.perf_counter()
+    process = await anyio.open_process(
+        system.command(config, rooms), cwd=REPO_ROOT, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    bot = BotProcess(process, spawned)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(bot.read, system.workers)
+        try:
+            with anyio.fail_after(READY_TIMEOUT):
+                await bot.ready.wait()
+            yield bot
+        except TimeoutError:
+            tail = "\n".join(bot.log[-20:])
+            raise RuntimeError(f"{system.name}: not ready after {READY_TIMEOUT:g} s:\n{tail}")
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                    with anyio.move_on_after(STOP_TIMEOUT):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+            tasks.cancel_scope.cancel()
+
+
+async def scrape_latency(ports: Sequence[int]) -> dict[float, float]:
+    """The supervisor's audio-latency histogram, cumulative counts by upper bound,
+    summed over its workers."""
+    import aiohttp
+
+    buckets: dict[float, float] = {}
+    async with aiohttp.ClientSession() as session:
+        for port in ports:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                if family.name != LATENCY_METRIC:
+                    continue
+                for sample in family.samples:
+                    if sample.name == f"{LATENCY_METRIC}_bucket":
+                        bound = float(sample.labels["le"])
+                        buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile `q` of what was observed between two
+    scrapes (inf when it is past the last bound), or None if nothing was."""
+    deltas = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    if not deltas or deltas[-1][1] <= 0:
+        return None
+    wanted = q * deltas[-1][1]
+    return next(bound for bound, count in deltas if count >= wanted)
+
+
+def _per_second(used: float, seconds: float) -> float:
+    return used / seconds if seconds > 0 else math.nan
+
+
+async def measure(
+    system: System, rooms: int, server: LiveKitServer, options: Options, workdir: Path
+) -> dict[str, Any]:
+    """One system serving `rooms` echo rooms under load: the figures of one run."""
+    names = [f"{system.name}-{rooms}-{index}" for index in range(rooms)]
+    metrics_port = free_port()
+    config = workdir / f"{system.name}-{rooms}.toml"
+    config.write_text(config_text(server, names, metrics_port))
+    env = {
+        **os.environ,
+        KEY_ENV: server.api_key,
+        SECRET_ENV: server.api_secret,
+        "LIVEKIT_URL": server.url,
+    }
+    assert server.pid is not None
+    result: dict[str, Any] = {"system": system.name, "rooms": rooms}
+    async with bot_process(system, config, names, env) as bot:
+        pid = bot.process.pid
+        assert bot.ready_at is not None and bot.joining is not None
+        result["join_all_s"] = round(bot.ready_at - bot.joining, 3)
+        result["ready_from_spawn_s"] = round(bot.ready_at - bot.spawned, 3)
+        await anyio.sleep(1.0)  # let the last joins' work finish
+        idle_cpu = cpu_seconds(pid)
+        idle_started = time.perf_counter()
+        await anyio.sleep(options.idle)
+        idle_used = cpu_seconds(pid) - idle_cpu
+        result["idle_cpu_per_room"] = _per_second(idle_used, time.perf_counter() - idle_started) / rooms
+        result["idle_rss_mb"] = rss_bytes(pid) / 1e6
+
+        out = workdir / f"{system.name}-{rooms}.json"
+        seconds = options.warmup + options.window + 1.0
+        generator = await anyio.open_process(
+            [sys.executable, "-m", "supervisor.cli", "bench", str(config),
+             "--seconds", str(seconds), "--json", str(out)],
+            cwd=REPO_ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        ports = [metrics_port + index for index in range(system.workers)]
+        try:
+            await anyio.sleep(options.warmup)
+            before = {
+                "bot": cpu_seconds(pid),
+                "bot_loop": cpu_seconds(pid, main_threads=True),
+                "generator": cpu_seconds(generator.pid),
+                "server": cpu_seconds(server.pid),
+                "at": time.perf_counter(),
+            }
+            latency_before = await scrape_latency(ports) if system.is_supervisor else {}
+            await anyio.sleep(options.window)
+            elapsed = time.perf_counter() - before["at"]
+            latency_after = await scrape_latency(ports) if system.is_supervisor else {}
+            bot_cpu = _per_second(cpu_seconds(pid) - before["bot"], elapsed)
+            result["cpu_per_room"] = bot_cpu / rooms
+            result["cpu_cores"] = bot_cpu
+            result["loop_cpu_per_room"] = _per_second(
+                cpu_seconds(pid, main_threads=True) - before["bot_loop"], elapsed
+            ) / rooms
+            result["rss_mb"] = rss_bytes(pid) / 1e6
+            result["generator_cores"] = _per_second(
+                cpu_seconds(generator.pid) - before["generator"], elapsed
+            )
+            result["server_cores"] = _per_second(cpu_seconds(server.pid) - before["server"], elapsed)
+            if system.is_supervisor:
+                result["internal_p50_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.5))
+                result["internal_p99_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.99))
+            with anyio.fail_after(seconds + 60):
+                await generator.wait()
+        finally:
+            if generator.returncode is None:
+                generator.kill()
+                with anyio.CancelScope(shield=True):
+                    await generator.wait()
+    summary = json.loads(out.read_text())
+    result["echo_p50_ms"] = summary["latency_ms"]["p50"]
+    result["echo_p99_ms"] = summary["latency_ms"]["p99"]
+    result["bursts_sent"] = summary["bursts_sent"]
+    result["lost"] = summary["lost"]
+    result["generator_lag_p99_ms"] = summary["generator_lag_ms"]["p99"]
+    result["rss_per_room_mb"] = result["rss_mb"] / rooms
+    used = result["cpu_cores"] + result["generator_cores"] + result["server_cores"]
+    result["saturated"] = used > SATURATED * (os.cpu_count() or 1)
+    return result
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: they mean little without it."""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_before": os.getloadavg()[0],
+        "versions": {
+            name: metadata.version(name) for name in ("livekit", "pipecat-ai", "anyio")
+        },
+    }
+
+
+def _cell(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if not value or not base:
+        return "-"
+    return f"{value / base:.2f}"
+
+
+def format_markdown(results: Sequence[dict[str, Any]]) -> str:
+    """Every run as one table row, then the ratios: what RESULTS.md records."""
+    rows = [
+        "| system | rooms | join all s | ready s | idle CPU %/room | CPU %/room | "
+        "of it Python loop | RSS MB | RSS MB/room | echo p50 ms | echo p99 ms | lost | "
+        "internal p50 ms | internal p99 ms | generator cores | server cores |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        "---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        starved = " (saturated)" if r["saturated"] else ""
+        rows.append(
+            f"| {r['system']} | {r['rooms']}{starved} | {_cell(r['join_all_s'], 2)} | "
+            f"{_cell(r['ready_from_spawn_s'], 2)} | {_cell(r['idle_cpu_per_room'] * 100, 2)} | "
+            f"{_cell(r['cpu_per_room'] * 100, 2)} | {_cell(r['loop_cpu_per_room'] * 100, 2)} | "
+            f"{_cell(r['rss_mb'], 0)} | "
+            f"{_cell(r['rss_per_room_mb'], 2)} | {_cell(r['echo_p50_ms'])} | "
+            f"{_cell(r['echo_p99_ms'])} | {r['lost']}/{r['bursts_sent']} | "
+            f"{_cell(r.get('internal_p50_ms'))} | {_cell(r.get('internal_p99_ms'))} | "
+            f"{_cell(r['generator_cores'], 2)} | {_cell(r['server_cores'], 2)} |"
+        )
+    by_key = {(r["system"], r["rooms"]): r for r in results}
+    ratio_rows = [
+        "",
+        "| system | rooms | CPU/room vs floor | CPU/room vs pipecat | Python loop vs floor | "
+        "RSS/room vs floor | echo p50 vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        if r["system"] == "floor":
+            continue
+        floor = by_key.get(("floor", r["rooms"]), {})
+        pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
+        ratio_rows.append(
+            f"| {r['system']} | {r['rooms']} | "
+            f"{_ratio(r['cpu_per_room'], floor.get('cpu_per_room'))} | "
+            f"{_ratio(r['cpu_per_room'], pipecat.get('cpu_per_room'))} | "
+            f"{_ratio(r['loop_cpu_per_room'], floor.get('loop_cpu_per_room'))} | "
+            f"{_ratio(r['rss_per_room_mb'], floor.get('rss_per_room_mb'))} | "
+            f"{_ratio(r['echo_p50_ms'], floor.get('echo_p50_ms'))} |"
+        )
+    return "\n".join(rows + (ratio_rows if len(ratio_rows) > 3 else []) + _marginal_memory(results))
+
+
+def _marginal_memory(results: Sequence[dict[str, Any]]) -> list[str]:
+    """RSS per added room, from each system's smallest to its largest run: what a room
+    costs once the process's fixed share (the interpreter, the SDK, pipecat) is paid."""
+    lines = []
+    for system in dict.fromkeys(r["system"] for r in results):
+        runs = sorted((r for r in results if r["system"] == system), key=lambda r: r["rooms"])
+        if len(runs) > 1 and runs[-1]["rooms"] > runs[0]["rooms"]:
+            slope = (runs[-1]["rss_mb"] - runs[0]["rss_mb"]) / (runs[-1]["rooms"] - runs[0]["rooms"])
+            lines.append(
+                f"- {system}: {slope:.2f} MB per added room "
+                f"({runs[0]['rooms']} to {runs[-1]['rooms']} rooms)"
+            )
+    return ["", "Memory per added room:", *lines] if lines else []
+
+
+async def run(
+    rooms: Sequence[int], systems: Sequence[System], options: Options, json_path: Path | None
+) -> list[dict[str, Any]]:
+    """Every (rooms, system) pair in turn against one server, smallest load first."""
+    results: list[dict[str, Any]] = []
+    described = machine()
+    print(json.dumps(described), flush=True)
+    with tempfile.TemporaryDirectory(prefix="lksup-bench-") as tmp:
+        workdir = Path(tmp)
+        with LiveKitServer(log_path=workdir / "livekit-server.log") as server:
+            for count in rooms:
+                for system in systems:
+                    result = await measure(system, count, server, options, workdir)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+                    if json_path is not None:
+                        json_path.write_text(
+                            json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
+                        )
+    print(format_markdown(results), flush=True)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rooms", default="10,25,50", help="comma-separated room counts")
+    parser.add_argument("--systems", default="floor,pipecat,supervisor",
+                        help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    parser.add_argument("--warmup", type=float, default=6.0)
+    parser.add_argument("--window", type=float, default=12.0)
+    parser.add_argument("--idle", type=float, default=4.0)
+    parser.add_argument("--json", type=Path, metavar="PATH")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        systems = [SYSTEMS[name] for name in args.systems.split(",")]
+    except KeyError as err:
+        raise SystemExit(f"--systems: unknown system {err}; expected some of {', '.join(SYSTEMS)}")
+    rooms = [int(count) for count in args.rooms.split(",")]
+    options = Options(args.warmup, args.window, args.idle)
+    anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
