@@ -5,10 +5,11 @@ in one process.
 
 What a team writes without the supervisor: for each room a `LiveKitTransport`, the
 same echo processor the supervisor's echo bot runs between `input()` and `output()`,
-and one `WorkerRunner` running every room's `PipelineWorker`. The transport gets the
-supervisor's output settings (20 ms output chunks, the same audio source buffer) and
-the same rates, so the two differ only in how they move audio, not in how they are
-tuned; pipecat's logging is quieted to warnings, as the supervisor quiets it.
+and one `WorkerRunner` running every room's `PipelineWorker`, with the worker settings
+of the supervisor's `room_pipeline` (no idle timeout, no RTVI, no turn tracking). The
+transport gets the supervisor's output settings (20 ms output chunks, the same audio
+source buffer) and the same rates, so the two differ only in how they move audio, not
+in how they are tuned; pipecat's logging is quieted to warnings, as the supervisor's.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def echo_worker(
         params=PipelineParams(audio_in_sample_rate=rate, audio_out_sample_rate=rate),
         idle_timeout_secs=None,
         enable_rtvi=False,
+        enable_turn_tracking=False,
     )
 
 

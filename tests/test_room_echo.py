@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import anyio
 import numpy as np
 import pytest
 from livekit import api, rtc
 from pipecat.workers.runner import WorkerRunner
 
 from actors.room import RoomTransport
+from actors.room.audio_out import TRACK_NAME
 from actors.room.connection import ROOM_IDLE_SECONDS
 from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
@@ -148,3 +150,39 @@ async def test_the_bot_keeps_its_room_open_when_alone(livekit_server: LiveKitSer
     (room,) = listed.rooms
     assert room.empty_timeout == ROOM_IDLE_SECONDS
     assert room.departure_timeout == ROOM_IDLE_SECONDS
+
+
+async def bot_tracks(server: LiveKitServer, room: str) -> list[str] | None:
+    """The names of the tracks the server lists for the bot, or None if it is absent."""
+    async with api.LiveKitAPI(server.url, server.api_key, server.api_secret) as lk:
+        listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+    bot = next((p for p in listing.participants if p.identity == "bot"), None)
+    return None if bot is None else [track.name for track in bot.tracks]
+
+
+async def wait_for_bot_tracks(server: LiveKitServer, room: str, expected: list[str]) -> None:
+    with anyio.fail_after(10):
+        while (tracks := await bot_tracks(server, room)) != expected:
+            await anyio.sleep(0.1)
+    assert tracks == expected
+
+
+async def test_the_bot_publishes_its_track_only_while_someone_listens(
+    livekit_server: LiveKitServer,
+) -> None:
+    """An idle room costs a connection, not an encoding track: the bot publishes when
+    the first participant arrives, unpublishes when the last leaves, and publishes
+    again for the next one, who hears the echo as the first did."""
+    room = "echo-lazy-publish"
+    async with running_room(livekit_server, room) as tree:
+        await wait_for_bot_tracks(livekit_server, room, [])  # joined, silent
+        for visit in range(2):
+            async with join(livekit_server, room, f"visitor-{visit}") as visitor:
+                await wait_for_bot_tracks(livekit_server, room, [TRACK_NAME])
+                async with publishing_tone(visitor, 440.0):
+                    track = await subscribed_audio_track(visitor, "bot")
+                    await collect_audio(track, 0.5)
+                    heard = await collect_audio(track, 1.0)
+                assert abs(dominant_frequency(heard) - 440.0) < 10.0, f"visit {visit}"
+            await wait_for_bot_tracks(livekit_server, room, [])
+        assert tree.stats.audio_frames_dropped["unheard"] == 0  # the echo spoke only to people

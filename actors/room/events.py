@@ -2,8 +2,9 @@
 
 It sits between the connection (which reports what the SDK says, sometimes twice:
 a participant present at join time may also be announced by the SDK) and the actors
-that act on events: the audio-in actor gets track changes, the pipeline actor gets
-everything, in order. It also keeps the room's participant set and counters, and
+that act on events: the audio-in actor gets track changes, the audio-out actor
+arrivals and departures (it publishes the bot's track only while someone listens), the
+pipeline actor everything, in order. It also keeps the room's participant set and counters, and
 decodes data packets once, counting the malformed and refusing the oversized.
 """
 
@@ -55,12 +56,14 @@ class EventActor(Actor):
             stats.participants.add(frame.participant_id)
             stats.joins += 1
             log.info("[%s] participant %s joined", self.settings.room, frame.participant_id)
+            await self.sibling("audio_out").tell(frame)  # someone to hear the bot
         elif isinstance(frame, ParticipantLeftFrame):
             if frame.participant_id not in stats.participants:
                 return None
             stats.participants.discard(frame.participant_id)
             stats.leaves += 1
             log.info("[%s] participant %s left", self.settings.room, frame.participant_id)
+            await self.sibling("audio_out").tell(frame)
         elif isinstance(frame, (AudioTrackSubscribedFrame, AudioTrackUnsubscribedFrame)):
             await self.sibling("audio_in").tell(frame)
         elif isinstance(frame, ActiveSpeakerChangedFrame):

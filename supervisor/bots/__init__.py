@@ -32,8 +32,9 @@ def load_bot(path: str) -> BotFactory:
 def room_pipeline(transport: RoomTransport, *processors: FrameProcessor) -> PipelineWorker:
     """What a simple bot returns: input, its processors, output, at the room's rates.
 
-    No idle timeout (a room bot waits for people as long as the room exists) and no
-    RTVI (the built-in bots speak plain data messages).
+    No idle timeout (a room bot waits for people as long as the room exists), no RTVI
+    (the built-in bots speak plain data messages) and no turn tracking (they take no
+    turns: the tracking observer would only see every frame go by).
     """
     return PipelineWorker(
         Pipeline([transport.input(), *processors, transport.output()]),
@@ -43,4 +44,5 @@ def room_pipeline(transport: RoomTransport, *processors: FrameProcessor) -> Pipe
         ),
         idle_timeout_secs=None,
         enable_rtvi=False,
+        enable_turn_tracking=False,
     )

@@ -16,7 +16,13 @@ from supervisor.bots import room_pipeline
 
 
 class EchoProcessor(FrameProcessor):
-    """Turns input audio into output audio, unchanged."""
+    """Turns input audio into output audio, unchanged.
+
+    In pipecat's direct mode: it does too little per frame to earn its own queue and
+    task, so a frame passes through it without a hop through the event loop."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(enable_direct_mode=True, **kwargs)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
