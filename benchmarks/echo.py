@@ -2,7 +2,8 @@
 in one run against one local livekit-server and the same load generator.
 
     python -m benchmarks.echo [--rooms 10,25,50] [--systems floor,pipecat,supervisor]
-                              [--warmup 6] [--window 12] [--idle 4] [--json PATH]
+                              [--warmup 6] [--window 12] [--idle 4] [--idle-only]
+                              [--json PATH]
 
 For each number of rooms and each system, the harness starts the bot process (a
 baseline from `echo_floor.py` / `echo_pipecat.py`, or `supervisor run` on the built-in
@@ -57,6 +58,9 @@ SAMPLE_RATE = 16_000
 """The bot's rate both ways, as `config.toml` runs the echo bot (a common STT rate)."""
 KEY_ENV, SECRET_ENV = "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"
 READY_TIMEOUT = 180.0
+GENERATOR_GRACE = 90.0
+"""Seconds the load generator may take beyond its talking: joins (30 s at most per room),
+the wait for the bot's track (30 s at most), the last echoes and leaving."""
 STOP_TIMEOUT = 30.0
 JOINING = re.compile(r"joining \d+ room|metrics on http")
 """The first line a bot process writes once its imports are done and it starts joining."""
@@ -104,6 +108,9 @@ class Options:
     """Seconds of measurement while every room talks."""
     idle: float
     """Seconds of measurement with every room joined and nobody else in them."""
+    idle_only: bool = False
+    """Join and measure idle only: no load generator (for room counts the machine
+    cannot load)."""
 
 
 def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
@@ -227,7 +234,8 @@ def _per_second(used: float, seconds: float) -> float:
 async def measure(
     system: System, rooms: int, server: LiveKitServer, options: Options, workdir: Path
 ) -> dict[str, Any]:
-    """One system serving `rooms` echo rooms under load: the figures of one run."""
+    """One system serving `rooms` echo rooms, idle and then (unless `options.idle_only`)
+    under load: the figures of one run."""
     names = [f"{system.name}-{rooms}-{index}" for index in range(rooms)]
     metrics_port = free_port()
     config = workdir / f"{system.name}-{rooms}.toml"
@@ -238,7 +246,6 @@ async def measure(
         SECRET_ENV: server.api_secret,
         "LIVEKIT_URL": server.url,
     }
-    assert server.pid is not None
     result: dict[str, Any] = {"system": system.name, "rooms": rooms}
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
@@ -252,59 +259,83 @@ async def measure(
         idle_used = cpu_seconds(pid) - idle_cpu
         result["idle_cpu_per_room"] = _per_second(idle_used, time.perf_counter() - idle_started) / rooms
         result["idle_rss_mb"] = rss_bytes(pid) / 1e6
+        if not options.idle_only:
+            ports = [metrics_port + index for index in range(system.workers)]
+            result |= await _under_load(system, rooms, pid, server, ports, config, env, options)
+    return result
 
-        out = workdir / f"{system.name}-{rooms}.json"
-        seconds = options.warmup + options.window + 1.0
+
+async def _under_load(
+    system: System,
+    rooms: int,
+    pid: int,
+    server: LiveKitServer,
+    metrics_ports: Sequence[int],
+    config: Path,
+    env: dict[str, str],
+    options: Options,
+) -> dict[str, Any]:
+    """Run the load generator and measure the bot over a window while every room talks."""
+    assert server.pid is not None
+    out = config.with_suffix(".json")
+    seconds = options.warmup + options.window + 1.0
+    log = config.with_suffix(".log")
+    with log.open("wb") as log_file:
         generator = await anyio.open_process(
             [sys.executable, "-m", "supervisor.cli", "bench", str(config),
              "--seconds", str(seconds), "--json", str(out)],
             cwd=REPO_ROOT, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
         )
-        ports = [metrics_port + index for index in range(system.workers)]
-        try:
-            await anyio.sleep(options.warmup)
-            before = {
-                "bot": cpu_seconds(pid),
-                "bot_loop": cpu_seconds(pid, main_threads=True),
-                "generator": cpu_seconds(generator.pid),
-                "server": cpu_seconds(server.pid),
-                "at": time.perf_counter(),
-            }
-            latency_before = await scrape_latency(ports) if system.is_supervisor else {}
-            await anyio.sleep(options.window)
-            elapsed = time.perf_counter() - before["at"]
-            latency_after = await scrape_latency(ports) if system.is_supervisor else {}
-            bot_cpu = _per_second(cpu_seconds(pid) - before["bot"], elapsed)
-            result["cpu_per_room"] = bot_cpu / rooms
-            result["cpu_cores"] = bot_cpu
-            result["loop_cpu_per_room"] = _per_second(
-                cpu_seconds(pid, main_threads=True) - before["bot_loop"], elapsed
-            ) / rooms
-            result["rss_mb"] = rss_bytes(pid) / 1e6
-            result["generator_cores"] = _per_second(
-                cpu_seconds(generator.pid) - before["generator"], elapsed
-            )
-            result["server_cores"] = _per_second(cpu_seconds(server.pid) - before["server"], elapsed)
-            if system.is_supervisor:
-                result["internal_p50_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.5))
-                result["internal_p99_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.99))
-            with anyio.fail_after(seconds + 60):
+    result: dict[str, Any] = {}
+    try:
+        await anyio.sleep(options.warmup)
+        before = {
+            "bot": cpu_seconds(pid),
+            "bot_loop": cpu_seconds(pid, main_threads=True),
+            "generator": cpu_seconds(generator.pid),
+            "server": cpu_seconds(server.pid),
+            "at": time.perf_counter(),
+        }
+        latency_before = await scrape_latency(metrics_ports) if system.is_supervisor else {}
+        await anyio.sleep(options.window)
+        elapsed = time.perf_counter() - before["at"]
+        latency_after = await scrape_latency(metrics_ports) if system.is_supervisor else {}
+        bot_cpu = _per_second(cpu_seconds(pid) - before["bot"], elapsed)
+        result["cpu_per_room"] = bot_cpu / rooms
+        result["cpu_cores"] = bot_cpu
+        loop_cpu = cpu_seconds(pid, main_threads=True) - before["bot_loop"]
+        result["loop_cpu_per_room"] = _per_second(loop_cpu, elapsed) / rooms
+        result["rss_mb"] = rss_bytes(pid) / 1e6
+        result["rss_per_room_mb"] = result["rss_mb"] / rooms
+        generator_cpu = cpu_seconds(generator.pid) - before["generator"]
+        result["generator_cores"] = _per_second(generator_cpu, elapsed)
+        result["server_cores"] = _per_second(cpu_seconds(server.pid) - before["server"], elapsed)
+        if system.is_supervisor:
+            result["internal_p50_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.5))
+            result["internal_p99_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.99))
+        with anyio.move_on_after(seconds + GENERATOR_GRACE):
+            await generator.wait()
+    finally:
+        if generator.returncode is None:
+            generator.kill()
+            with anyio.CancelScope(shield=True):
                 await generator.wait()
-        finally:
-            if generator.returncode is None:
-                generator.kill()
-                with anyio.CancelScope(shield=True):
-                    await generator.wait()
+    used = result["cpu_cores"] + result["generator_cores"] + result["server_cores"]
+    result["saturated"] = used > SATURATED * (os.cpu_count() or 1)
+    if not out.exists():  # the generator could not finish: say why, keep the run's figures
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        result["load_error"] = f"load generator exited {generator.returncode}: " + " / ".join(tail)
+        return result
     summary = json.loads(out.read_text())
+    failed = [room["error"] for room in summary["per_room"] if room["error"]]
+    if failed:
+        result["load_error"] = f"{len(failed)} of {rooms} rooms failed, e.g. {failed[0]}"
     result["echo_p50_ms"] = summary["latency_ms"]["p50"]
     result["echo_p99_ms"] = summary["latency_ms"]["p99"]
     result["bursts_sent"] = summary["bursts_sent"]
     result["lost"] = summary["lost"]
     result["generator_lag_p99_ms"] = summary["generator_lag_ms"]["p99"]
-    result["rss_per_room_mb"] = result["rss_mb"] / rooms
-    used = result["cpu_cores"] + result["generator_cores"] + result["server_cores"]
-    result["saturated"] = used > SATURATED * (os.cpu_count() or 1)
     return result
 
 
@@ -342,6 +373,10 @@ def _cell(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _percent(share: float | None) -> str:
+    return _cell(None if share is None else share * 100, 2)
+
+
 def _ratio(value: float | None, base: float | None) -> str:
     if not value or not base:
         return "-"
@@ -358,23 +393,24 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         "---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        starved = " (saturated)" if r["saturated"] else ""
+        starved = " (saturated)" if r.get("saturated") else ""
+        lost = f"{r['lost']}/{r['bursts_sent']}" if "lost" in r else "-"
         rows.append(
             f"| {r['system']} | {r['rooms']}{starved} | {_cell(r['join_all_s'], 2)} | "
-            f"{_cell(r['ready_from_spawn_s'], 2)} | {_cell(r['idle_cpu_per_room'] * 100, 2)} | "
-            f"{_cell(r['cpu_per_room'] * 100, 2)} | {_cell(r['loop_cpu_per_room'] * 100, 2)} | "
-            f"{_cell(r['rss_mb'], 0)} | "
-            f"{_cell(r['rss_per_room_mb'], 2)} | {_cell(r['echo_p50_ms'])} | "
-            f"{_cell(r['echo_p99_ms'])} | {r['lost']}/{r['bursts_sent']} | "
+            f"{_cell(r['ready_from_spawn_s'], 2)} | {_percent(r['idle_cpu_per_room'])} | "
+            f"{_percent(r.get('cpu_per_room'))} | {_percent(r.get('loop_cpu_per_room'))} | "
+            f"{_cell(r.get('rss_mb', r['idle_rss_mb']), 0)} | "
+            f"{_cell(r.get('rss_per_room_mb'), 2)} | {_cell(r.get('echo_p50_ms'))} | "
+            f"{_cell(r.get('echo_p99_ms'))} | {lost} | "
             f"{_cell(r.get('internal_p50_ms'))} | {_cell(r.get('internal_p99_ms'))} | "
-            f"{_cell(r['generator_cores'], 2)} | {_cell(r['server_cores'], 2)} |"
+            f"{_cell(r.get('generator_cores'), 2)} | {_cell(r.get('server_cores'), 2)} |"
         )
     by_key = {(r["system"], r["rooms"]): r for r in results}
     ratio_rows = [
         "",
-        "| system | rooms | CPU/room vs floor | CPU/room vs pipecat | Python loop vs floor | "
-        "RSS/room vs floor | echo p50 vs floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| system | rooms | idle CPU/room vs floor | CPU/room vs floor | CPU/room vs pipecat | "
+        "Python loop vs floor | RSS/room vs floor | echo p50 vs floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         if r["system"] == "floor":
@@ -383,23 +419,33 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
         ratio_rows.append(
             f"| {r['system']} | {r['rooms']} | "
-            f"{_ratio(r['cpu_per_room'], floor.get('cpu_per_room'))} | "
-            f"{_ratio(r['cpu_per_room'], pipecat.get('cpu_per_room'))} | "
-            f"{_ratio(r['loop_cpu_per_room'], floor.get('loop_cpu_per_room'))} | "
-            f"{_ratio(r['rss_per_room_mb'], floor.get('rss_per_room_mb'))} | "
-            f"{_ratio(r['echo_p50_ms'], floor.get('echo_p50_ms'))} |"
+            f"{_ratio(r['idle_cpu_per_room'], floor.get('idle_cpu_per_room'))} | "
+            f"{_ratio(r.get('cpu_per_room'), floor.get('cpu_per_room'))} | "
+            f"{_ratio(r.get('cpu_per_room'), pipecat.get('cpu_per_room'))} | "
+            f"{_ratio(r.get('loop_cpu_per_room'), floor.get('loop_cpu_per_room'))} | "
+            f"{_ratio(r.get('rss_per_room_mb'), floor.get('rss_per_room_mb'))} | "
+            f"{_ratio(r.get('echo_p50_ms'), floor.get('echo_p50_ms'))} |"
         )
-    return "\n".join(rows + (ratio_rows if len(ratio_rows) > 3 else []) + _marginal_memory(results))
+    errors = [
+        f"- {r['system']} at {r['rooms']} rooms: {r['load_error']}" for r in results if "load_error" in r
+    ]
+    return "\n".join(
+        rows
+        + (ratio_rows if len(ratio_rows) > 3 else [])
+        + _marginal_memory(results)
+        + (["", "Load generator failures:", *errors] if errors else [])
+    )
 
 
 def _marginal_memory(results: Sequence[dict[str, Any]]) -> list[str]:
-    """RSS per added room, from each system's smallest to its largest run: what a room
-    costs once the process's fixed share (the interpreter, the SDK, pipecat) is paid."""
+    """RSS per added room (joined, idle), from each system's smallest to its largest run:
+    what a room costs once the process's fixed share (interpreter, SDK, pipecat) is paid."""
     lines = []
     for system in dict.fromkeys(r["system"] for r in results):
         runs = sorted((r for r in results if r["system"] == system), key=lambda r: r["rooms"])
         if len(runs) > 1 and runs[-1]["rooms"] > runs[0]["rooms"]:
-            slope = (runs[-1]["rss_mb"] - runs[0]["rss_mb"]) / (runs[-1]["rooms"] - runs[0]["rooms"])
+            added = runs[-1]["rooms"] - runs[0]["rooms"]
+            slope = (runs[-1]["idle_rss_mb"] - runs[0]["idle_rss_mb"]) / added
             lines.append(
                 f"- {system}: {slope:.2f} MB per added room "
                 f"({runs[0]['rooms']} to {runs[-1]['rooms']} rooms)"
@@ -438,6 +484,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--window", type=float, default=12.0)
     parser.add_argument("--idle", type=float, default=4.0)
+    parser.add_argument("--idle-only", action="store_true",
+                        help="join and measure idle only, without the load generator")
     parser.add_argument("--json", type=Path, metavar="PATH")
     return parser
 
@@ -449,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as err:
         raise SystemExit(f"--systems: unknown system {err}; expected some of {', '.join(SYSTEMS)}")
     rooms = [int(count) for count in args.rooms.split(",")]
-    options = Options(args.warmup, args.window, args.idle)
+    options = Options(args.warmup, args.window, args.idle, args.idle_only)
     anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
     return 0
 

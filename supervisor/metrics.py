@@ -56,11 +56,12 @@ from supervisor.rooms import RoomSet
 
 PREFIX = "lksup"
 ROOM_STATES = ("starting", "running", "backoff", "failed", "stopping")
-DROP_REASONS = ("overflow", "not_ready", "stale", "output_full", "unheard")
+DROP_REASONS = ("overflow", "not_ready", "stale", "output_full", "unheard", "late")
 """Why audio frames were dropped: the pipeline's drop-oldest lane was full (`overflow`),
 the bot had not started (`not_ready`), the bot stalled (`stale`), audio-out's lane
 stayed full (`output_full`), the bot spoke to an empty room (`unheard`: its track is
-published only while someone listens)."""
+published only while someone listens), live audio passed through arrived too late to
+play (`late`, see `RoomSettings.passthrough_delay_ms`)."""
 ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipeline")
 """`room` is a room's own supervisor (its restarts are quarantine retries)."""
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -247,7 +248,8 @@ class RoomSetCollector(Collector):
             f"{PREFIX}_audio_frames_dropped",
             "Audio frames dropped, by reason: overflow (the bot's drop-oldest lane was full), "
             "not_ready (the bot had not started), stale (the bot stalled), output_full "
-            "(the audio-out lane stayed full), unheard (the bot spoke to an empty room).",
+            "(the audio-out lane stayed full), unheard (the bot spoke to an empty room), late "
+            "(passed-through audio too late to play).",
             labels=["reason"],
         )
         reasons: Counter[str] = Counter()

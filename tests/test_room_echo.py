@@ -9,11 +9,16 @@ import anyio
 import numpy as np
 import pytest
 from livekit import api, rtc
+from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from actors.room import RoomTransport
 from actors.room.audio_out import TRACK_NAME
 from actors.room.connection import ROOM_IDLE_SECONDS
+from supervisor.bots import room_pipeline
+from supervisor.bots.echo import EchoProcessor
 from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
@@ -27,6 +32,7 @@ from tests.participants import (
     sine,
     subscribed_audio_track,
 )
+from tests.probes import wait_until
 from tests.rooms import running_room
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
@@ -186,3 +192,49 @@ async def test_the_bot_publishes_its_track_only_while_someone_listens(
                 assert abs(dominant_frequency(heard) - 440.0) < 10.0, f"visit {visit}"
             await wait_for_bot_tracks(livekit_server, room, [])
         assert tree.stats.audio_frames_dropped["unheard"] == 0  # the echo spoke only to people
+
+
+class StallsOnce(FrameProcessor):
+    """Passes frames on, but holds the input audio for `seconds` once, at frame `at`:
+    a bot that hiccups (a slow call, a GC pause) while the room keeps talking."""
+
+    def __init__(self, at: int, seconds: float) -> None:
+        super().__init__()
+        self._at, self._seconds, self._frames = at, seconds, 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            self._frames += 1
+            if self._frames == self._at:
+                await asyncio.sleep(self._seconds)
+        await self.push_frame(frame, direction)
+
+
+def stalling_echo_bot(transport: RoomTransport) -> PipelineWorker:
+    return room_pipeline(transport, StallsOnce(at=50, seconds=0.6), EchoProcessor())
+
+
+async def test_an_echo_catches_up_after_a_stall(livekit_server: LiveKitServer) -> None:
+    """Passed-through audio cannot outrun real time, so a backlog left by a stall never
+    drains by itself: what would play over `passthrough_delay_ms` late is dropped
+    (counted as `late`) and the echo goes on at its usual delay."""
+    room = "echo-stall"
+    async with (
+        running_room(livekit_server, room, stalling_echo_bot) as tree,
+        join(livekit_server, room, "alice") as alice,
+        publishing_tone(alice, 440.0),
+    ):
+        track = await subscribed_audio_track(alice, "bot")
+        await wait_until(lambda: tree.stats.audio_frames_in > 120, 15.0)  # well past the stall
+        out_after_stall = tree.stats.audio_frames_out
+        heard = await collect_audio(track, 1.0)
+        out_later = tree.stats.audio_frames_out
+    late = tree.stats.audio_frames_dropped["late"]
+    latency = tree.stats.audio_latency
+    slow = sum(n for bound, n in zip((*latency.bounds, float("inf")), latency.counts) if bound > 0.25)
+    print(f"\nstall: {late} frames dropped late; latency counts {latency.counts}")
+    assert late >= 10, "the stall's backlog was played, not dropped"
+    assert slow == 0, "frames played over 250 ms after they arrived"
+    assert out_later - out_after_stall >= 30, "the echo did not go on after the stall"
+    assert abs(dominant_frequency(heard) - 440.0) < 10.0

@@ -4,14 +4,18 @@ It owns an `rtc.AudioSource` at the pipeline's output rate and the microphone tr
 published from it. Its data lane blocks rather than drops: `capture_frame` waits while
 the source's buffer is full, the full lane then makes the pipeline's output wait, and
 so a bot that produces audio faster than real time (a TTS burst) is paced, not cut.
+Live audio passed through (the echo bot's) is the exception: it cannot get ahead of
+real time, only behind, so what would play later than `passthrough_delay_ms` after it
+arrived is dropped as `late` and the path catches up after a stall.
 
-The track is published only while someone else is in the room to hear it. A published
-audio track costs the rtc SDK two threads and about 2 % of a core even in silence (it
-encodes 50 packets a second whatever it is fed), several times what an idle connection
-costs; most rooms of a large deployment are empty most of the time. The first
-participant to join gets the track published (one signalling round trip, before the
-bot has anything to say to them), the last to leave gets it unpublished, and what a bot
-says to an empty room is dropped and counted as `unheard`.
+The source and its track exist only while someone else is in the room to hear them. A
+published audio track costs the rtc SDK two threads and about 2 % of a core even in
+silence (it encodes 50 packets a second whatever it is fed), and each source a capture
+thread of its own: several times what an idle connection costs, and most rooms of a
+large deployment are empty most of the time. The first participant to join gets the
+track published (one signalling round trip, before the bot has anything to say to
+them), the last to leave gets it unpublished, and what a bot says to an empty room is
+dropped and counted as `unheard`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from actors.actor import Actor
 from actors.room.frames import GetRoomFrame, ParticipantJoinedFrame, ParticipantLeftFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
-from actors.room.timing import observe_latency
+from actors.room.timing import arrival_age, observe_latency
 
 log = logging.getLogger("actors.room")
 
@@ -46,14 +50,12 @@ class AudioOutActor(Actor):
         self._room: rtc.Room | None = None
         self._source: rtc.AudioSource | None = None
         self._publication: rtc.LocalTrackPublication | None = None
+        self._passthrough_delay = settings.passthrough_delay_ms / 1000
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         room: rtc.Room = await self.sibling("connection").ask(GetRoomFrame())
-        source = rtc.AudioSource(
-            self.settings.audio_out_sample_rate, 1, queue_size_ms=self.settings.audio_out_queue_ms
-        )
-        self._room, self._source = room, source
+        self._room = room
         killed = False
         try:
             if room.remote_participants:
@@ -67,36 +69,50 @@ class AudioOutActor(Actor):
             raise
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                if room.isconnected() and not killed:
-                    await self._unpublish()
-                await source.aclose()
-            self._source = self._publication = None
+                await self._unpublish(tell_server=room.isconnected() and not killed)
 
     async def _publish(self) -> None:
-        assert self._room is not None and self._source is not None
-        if self._publication is None:
-            track = rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, self._source)
-            options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        """A source and its track, published: the SDK runs a capture thread per source,
+        so neither exists while nobody listens."""
+        assert self._room is not None
+        if self._publication is not None:
+            return
+        source = rtc.AudioSource(
+            self.settings.audio_out_sample_rate, 1, queue_size_ms=self.settings.audio_out_queue_ms
+        )
+        track = rtc.LocalAudioTrack.create_audio_track(TRACK_NAME, source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        try:
             self._publication = await self._room.local_participant.publish_track(track, options)
-            log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await source.aclose()
+            raise
+        self._source = source
+        log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)
 
-    async def _unpublish(self) -> None:
-        assert self._room is not None and self._source is not None
-        publication, self._publication = self._publication, None
-        if publication is not None:
-            self._source.clear_queue()
+    async def _unpublish(self, *, tell_server: bool = True) -> None:
+        assert self._room is not None
+        publication, source = self._publication, self._source
+        self._publication = self._source = None
+        if publication is not None and tell_server:
             await self._room.local_participant.unpublish_track(publication.sid)
             log.info("[%s] nobody left to hear %s: unpublished", self.settings.room, TRACK_NAME)
+        if source is not None:
+            await source.aclose()
 
     async def receive(self, frame: Frame) -> Any:
         source = self._source
-        assert source is not None
         if isinstance(frame, OutputAudioRawFrame):
             samples = len(frame.audio) // (2 * frame.num_channels)
             if not samples:
                 return None
-            if self._publication is None:
+            if source is None:
                 self.stats.audio_frames_dropped["unheard"] += 1
+                return None
+            age = arrival_age(frame)
+            if age is not None and age + source.queued_duration > self._passthrough_delay:
+                self.stats.audio_frames_dropped["late"] += 1
                 return None
             await source.capture_frame(
                 rtc.AudioFrame(frame.audio, frame.sample_rate, frame.num_channels, samples)
@@ -104,7 +120,8 @@ class AudioOutActor(Actor):
             self.stats.audio_frames_out += 1
             observe_latency(frame, self.stats.audio_latency)
         elif isinstance(frame, InterruptionFrame):
-            source.clear_queue()  # the bot was interrupted: stop speaking at once
+            if source is not None:
+                source.clear_queue()  # the bot was interrupted: stop speaking at once
         elif isinstance(frame, ParticipantJoinedFrame):
             await self._publish()
         elif isinstance(frame, ParticipantLeftFrame):

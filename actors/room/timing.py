@@ -94,6 +94,13 @@ def observe_latency(frame: Any, histogram: BucketCounts) -> None:
         histogram.observe_ns(perf_counter_ns() - arrival)
 
 
+def arrival_age(frame: Any) -> float | None:
+    """Seconds since the input audio this frame passes on arrived, or None for audio the
+    bot made itself (no stamp)."""
+    arrival = frame.metadata.get(ARRIVAL)
+    return None if arrival is None else (perf_counter_ns() - arrival) / 1e9
+
+
 def _seconds(frame: Any) -> float:
     return len(frame.audio) / (2 * frame.num_channels * frame.sample_rate)
 
