@@ -108,6 +108,8 @@ class Options:
     """Seconds of measurement while every room talks."""
     idle: float
     """Seconds of measurement with every room joined and nobody else in them."""
+    settle: float | None = None
+    """Seconds from the last join to the idle measurement; None: `settle_seconds`."""
     idle_only: bool = False
     """Join and measure idle only: no load generator (for room counts the machine
     cannot load)."""
@@ -227,6 +229,18 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return next(bound for bound, count in deltas if count >= wanted)
 
 
+SETTLE_SECONDS_PER_ROOM = 0.4
+SETTLE_MIN, SETTLE_MAX = 8.0, 45.0
+
+
+def settle_seconds(rooms: int) -> float:
+    """How long to wait after the last join before measuring idle rooms. The rtc SDK
+    keeps working well after `connect` returns (measured: 50 idle supervisor rooms use
+    a whole core for 15-20 s after the last join, then an eighth of one), so an idle
+    figure taken at once would measure connection set-up, not rooms."""
+    return min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_SECONDS_PER_ROOM * rooms))
+
+
 def _per_second(used: float, seconds: float) -> float:
     return used / seconds if seconds > 0 else math.nan
 
@@ -252,7 +266,7 @@ async def measure(
         assert bot.ready_at is not None and bot.joining is not None
         result["join_all_s"] = round(bot.ready_at - bot.joining, 3)
         result["ready_from_spawn_s"] = round(bot.ready_at - bot.spawned, 3)
-        await anyio.sleep(1.0)  # let the last joins' work finish
+        await anyio.sleep(settle_seconds(rooms) if options.settle is None else options.settle)
         idle_cpu = cpu_seconds(pid)
         idle_started = time.perf_counter()
         await anyio.sleep(options.idle)
@@ -497,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as err:
         raise SystemExit(f"--systems: unknown system {err}; expected some of {', '.join(SYSTEMS)}")
     rooms = [int(count) for count in args.rooms.split(",")]
-    options = Options(args.warmup, args.window, args.idle, args.idle_only)
+    options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
     anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
     return 0
 

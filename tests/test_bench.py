@@ -79,7 +79,7 @@ async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_
     measured, and the summary sets the supervisor beside both baselines."""
     from benchmarks.echo import SYSTEMS, Options, format_markdown, measure
 
-    options = Options(warmup=2.0, window=2.0, idle=1.0)
+    options = Options(warmup=2.0, window=2.0, idle=1.0, settle=1.0)
     results = []
     for name in ("floor", "pipecat", "supervisor"):
         with anyio.fail_after(90):
