@@ -26,8 +26,8 @@ import attrs
 import numpy as np
 from livekit import rtc
 
-from supervisor.config import Config, ConfigError
 from supervisor.access import Credentials, join_token
+from supervisor.config import Config, ConfigError
 from supervisor.credentials import for_token
 
 SAMPLE_RATE = 48_000

@@ -26,8 +26,8 @@ from livekit import api  # noqa: E402
 from actors import ActorRef, open_actor  # noqa: E402
 from actors.errors import single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
-from supervisor.config import Config, ConfigError, load_config  # noqa: E402
 from supervisor.access import join_token  # noqa: E402
+from supervisor.config import Config, ConfigError, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402

@@ -23,8 +23,8 @@ from actors import (
     Supervisor,
 )
 from actors.room import RoomSettings, RoomStats, room_spec
-from supervisor.config import Config, RoomConfig
 from supervisor.access import Credentials
+from supervisor.config import Config, RoomConfig
 
 log = logging.getLogger("supervisor")
 

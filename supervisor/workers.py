@@ -41,8 +41,8 @@ import attrs
 from anyio.abc import Process, TaskGroup
 
 from actors import Backoff
-from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
 from supervisor.access import Credentials
+from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
 from supervisor.credentials import livekit_credentials
 
 log = logging.getLogger("supervisor")

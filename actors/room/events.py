@@ -4,8 +4,9 @@ It sits between the connection (which reports what the SDK says, sometimes twice
 a participant present at join time may also be announced by the SDK) and the actors
 that act on events: the audio-in actor gets track changes, the audio-out actor
 arrivals and departures (it publishes the bot's track only while someone listens), the
-pipeline actor everything, in order. It also keeps the room's participant set and counters, and
-decodes data packets once, counting the malformed and refusing the oversized.
+pipeline actor everything, in order. It also keeps the room's participant set and
+counters, and decodes data packets once, counting the malformed and refusing the
+oversized.
 """
 
 from __future__ import annotations

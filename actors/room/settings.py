@@ -47,13 +47,13 @@ class RoomSettings:
     max_data_bytes: int = attrs.field(default=64 * 1024, validator=v.ge(1))
     """Larger incoming data messages are refused (and counted)."""
     audio_out_queue_ms: int = attrs.field(default=200, validator=v.ge(10))
+    """How much audio the outgoing rtc source buffers: the bot's lead over real time."""
     passthrough_delay_ms: int = attrs.field(default=100, validator=v.ge(10))
     """Live audio the bot passes through (frames carrying their input's arrival stamp,
     as the echo bot's do) that would reach the output more than this long after it
     arrived, counting what the audio source already holds, is dropped as `late`: in
     and out run at the same real-time rate, so a backlog left by a stall would never
     drain and every later word would be heard that much later."""
-    """How much audio the outgoing rtc source buffers: the bot's lead over real time."""
 
     def __attrs_post_init__(self) -> None:
         if self.vad and self.audio_in_sample_rate not in VAD_SAMPLE_RATES:

@@ -34,7 +34,7 @@ class RoomStats:
     """Audio frames the transport dropped, by reason: input before the bot started
     (`not_ready`) or while it stalled (`stale`), output audio-out could not take
     (`output_full`), spoken to an empty room (`unheard`) or passed through too late to
-play (`late`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
+    play (`late`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
     audio_latency: BucketCounts = attrs.field(factory=latency_buckets)
     """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
     connect_time: BucketCounts = attrs.field(factory=connect_buckets)
