@@ -238,9 +238,12 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # pipecat logs through loguru, at DEBUG unless told otherwise
+    # pipecat logs through loguru, at DEBUG unless told otherwise; the rtc SDK logs two
+    # or three INFO lines per connection (a hundred rooms: three hundred lines)
+    debug = level == "debug"
     loguru.logger.remove()
-    loguru.logger.add(sys.stderr, level="DEBUG" if level == "debug" else "WARNING")
+    loguru.logger.add(sys.stderr, level="DEBUG" if debug else "WARNING")
+    logging.getLogger("livekit").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
