@@ -44,6 +44,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import attrs
 from anyio.abc import Process
@@ -202,8 +203,6 @@ async def bot_process(
 async def scrape_latency(ports: Sequence[int]) -> dict[float, float]:
     """The supervisor's audio-latency histogram, cumulative counts by upper bound,
     summed over its workers."""
-    import aiohttp
-
     buckets: dict[float, float] = {}
     async with aiohttp.ClientSession() as session:
         for port in ports:
@@ -239,6 +238,14 @@ def settle_seconds(rooms: int) -> float:
     a whole core for 15-20 s after the last join, then an eighth of one), so an idle
     figure taken at once would measure connection set-up, not rooms."""
     return min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_SECONDS_PER_ROOM * rooms))
+
+
+def _cpu_readings(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree, and by the bot's Python
+    loops alone (`bot_loop`)."""
+    readings = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    readings["bot_loop"] = cpu_seconds(processes["bot"], main_threads=True)
+    return readings
 
 
 def _per_second(used: float, seconds: float) -> float:
@@ -301,30 +308,23 @@ async def _under_load(
             cwd=REPO_ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
         )
+    processes = {"bot": pid, "generator": generator.pid, "server": server.pid}
     result: dict[str, Any] = {}
     try:
         await anyio.sleep(options.warmup)
-        before = {
-            "bot": cpu_seconds(pid),
-            "bot_loop": cpu_seconds(pid, main_threads=True),
-            "generator": cpu_seconds(generator.pid),
-            "server": cpu_seconds(server.pid),
-            "at": time.perf_counter(),
-        }
+        before, started = _cpu_readings(processes), time.perf_counter()
         latency_before = await scrape_latency(metrics_ports) if system.is_supervisor else {}
         await anyio.sleep(options.window)
-        elapsed = time.perf_counter() - before["at"]
+        after, elapsed = _cpu_readings(processes), time.perf_counter() - started
         latency_after = await scrape_latency(metrics_ports) if system.is_supervisor else {}
-        bot_cpu = _per_second(cpu_seconds(pid) - before["bot"], elapsed)
-        result["cpu_per_room"] = bot_cpu / rooms
-        result["cpu_cores"] = bot_cpu
-        loop_cpu = cpu_seconds(pid, main_threads=True) - before["bot_loop"]
-        result["loop_cpu_per_room"] = _per_second(loop_cpu, elapsed) / rooms
+        cores = {name: _per_second(after[name] - before[name], elapsed) for name in before}
+        result["cpu_cores"] = cores["bot"]
+        result["cpu_per_room"] = cores["bot"] / rooms
+        result["loop_cpu_per_room"] = cores["bot_loop"] / rooms
         result["rss_mb"] = rss_bytes(pid) / 1e6
         result["rss_per_room_mb"] = result["rss_mb"] / rooms
-        generator_cpu = cpu_seconds(generator.pid) - before["generator"]
-        result["generator_cores"] = _per_second(generator_cpu, elapsed)
-        result["server_cores"] = _per_second(cpu_seconds(server.pid) - before["server"], elapsed)
+        result["generator_cores"] = cores["generator"]
+        result["server_cores"] = cores["server"]
         if system.is_supervisor:
             result["internal_p50_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.5))
             result["internal_p99_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.99))
