@@ -55,7 +55,14 @@ from supervisor.config import MetricsConfig
 from supervisor.rooms import RoomSet
 
 PREFIX = "lksup"
-ROOM_STATES = ("starting", "running", "backoff", "failed", "stopping")
+ROOM_STATES = ("starting", "running", "reconnecting", "backoff", "failed", "stopping")
+"""A room's state: joining for the first time (`starting`), serving (`running`: its tree
+runs and its connection is joined), its tree running but its connection resuming or
+rejoining (`reconnecting`: the server went away, or the SDK gave up and the connection
+actor restarted), waiting to restart (`backoff`), quarantined after too many restarts
+(`failed`), or leaving (`stopping`)."""
+READINESS_NAMES = 5
+"""How many rooms of each state `/readyz` names when not ready."""
 DROP_REASONS = ("overflow", "not_ready", "stale", "output_full", "unheard", "late")
 """Why audio frames were dropped: the pipeline's drop-oldest lane was full (`overflow`),
 the bot had not started (`not_ready`), the bot stalled (`stale`), audio-out's lane
@@ -82,14 +89,24 @@ def children_of(supervisor: Supervisor | None) -> list[ActorCell]:
     return list(supervisor._children.values())
 
 
-def room_state(cell: ActorCell) -> str:
-    """A room slot's state for `lksup_rooms`: a room in backoff because it exceeded its
-    restart intensity is quarantined, i.e. `failed`."""
+def room_state(cell: ActorCell | None, stats: RoomStats | None) -> str:
+    """A room's state for `lksup_rooms` and `/readyz` (see `ROOM_STATES`), from its slot
+    (None: not built yet) and its connection.
+
+    A room in backoff because it exceeded its restart intensity is quarantined, i.e.
+    `failed`. A running tree counts as `running` only while its connection is joined:
+    the SDK resuming a lost link, or a connection actor rejoining after it gave up,
+    leaves the tree running but serves nobody.
+    """
+    if cell is None:
+        return "starting"
     state = cell.state
     if state is ActorState.BACKOFF:
         return "failed" if isinstance(cell.last_error, RestartIntensityError) else "backoff"
     if state in (ActorState.STOPPING, ActorState.STOPPED):
         return "stopping"
+    if state is ActorState.RUNNING and (stats is None or stats.connection != "connected"):
+        return "reconnecting"
     return state.value
 
 
@@ -153,14 +170,22 @@ class RoomSetCollector(Collector):
     # --- what the endpoints need ---------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once every configured room runs (joined, bot started)."""
-        wanted = {room.name for room in self.room_set.config.rooms}
-        running = sum(
-            1
-            for cell in children_of(self.room_set.supervisor)
-            if cell.spec.name in wanted and cell.state is ActorState.RUNNING
-        )
-        return running == len(wanted), f"{running} of {len(wanted)} room(s) running"
+        """Ready while every configured room runs (its tree started, its connection
+        joined); otherwise which rooms are in which state, a few names each."""
+        cells = {cell.spec.name: cell for cell in children_of(self.room_set.supervisor)}
+        by_state: dict[str, list[str]] = {}
+        for room in self.room_set.config.rooms:
+            state = room_state(cells.get(room.name), self.room_set.stats.get(room.name))
+            by_state.setdefault(state, []).append(room.name)
+        running = len(by_state.pop("running", []))
+        detail = f"{running} of {len(self.room_set.config.rooms)} room(s) running"
+        for state in ROOM_STATES:
+            names = by_state.get(state, [])
+            if names:
+                more = len(names) - READINESS_NAMES
+                listed = ", ".join(names[:READINESS_NAMES]) + (f" (+{more} more)" if more > 0 else "")
+                detail += f"; {state}: {listed}"
+        return not by_state, detail
 
     # --- the scrape ------------------------------------------------------------------
 
@@ -175,7 +200,7 @@ class RoomSetCollector(Collector):
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
 
         yield from self._identity(len(configured))
-        yield from self._rooms(room_cells, configured, labelled)
+        yield from self._rooms(room_cells, room_set.stats, configured, labelled)
         yield from self._stats(room_set.stats, configured, labelled)
         yield from self._slots(depth, deepest, labelled)
         yield from self._cardinality()
@@ -193,14 +218,20 @@ class RoomSetCollector(Collector):
         )
 
     def _rooms(
-        self, cells: dict[str, ActorCell], configured: list[str], labelled: list[str]
+        self,
+        cells: dict[str, ActorCell],
+        stats: dict[str, RoomStats],
+        configured: list[str],
+        labelled: list[str],
     ) -> Iterator[Metric]:
-        states = Counter(room_state(cell) for cell in cells.values())
+        state_of = {name: room_state(cell, stats.get(name)) for name, cell in cells.items()}
+        states = Counter(state_of.values())
         states["starting"] += sum(1 for name in configured if name not in cells)
         rooms = GaugeMetricFamily(
             f"{PREFIX}_rooms",
-            "Rooms by state: starting (joining), running, backoff (waiting to restart), "
-            "failed (quarantined after too many restarts), stopping.",
+            "Rooms by state: starting (joining), running (joined and serving), reconnecting "
+            "(the connection resuming or rejoining), backoff (waiting to restart), failed "
+            "(quarantined after too many restarts), stopping.",
             labels=["state"],
         )
         for state in ROOM_STATES:
@@ -208,12 +239,12 @@ class RoomSetCollector(Collector):
         yield rooms
         if labelled:
             running = GaugeMetricFamily(
-                f"{PREFIX}_room_running", "1 while the room's actor tree runs, else 0.",
+                f"{PREFIX}_room_running",
+                "1 while the room runs (its actor tree started, its connection joined), else 0.",
                 labels=["room"],
             )
             for name in labelled:
-                cell = cells.get(name)
-                running.add_metric([name], int(cell is not None and cell.state is ActorState.RUNNING))
+                running.add_metric([name], int(state_of.get(name) == "running"))
             yield running
 
     def _stats(
@@ -263,12 +294,14 @@ class RoomSetCollector(Collector):
         data_in = CounterMetricFamily(
             f"{PREFIX}_data_messages_in",
             "Data messages received, by kind: json (a JSON object), raw (delivered as bytes: "
-            "not UTF-8 or not a JSON object), oversized (refused).",
+            "not UTF-8 or not a JSON object), oversized (refused), unattributed (dropped: "
+            "the SDK named no sender and the server could not tell which newcomer sent it).",
             labels=["kind"],
         )
         data_in.add_metric(["json"], sum(s.data_in - s.data_malformed for s in everything))
         data_in.add_metric(["raw"], sum(s.data_malformed for s in everything))
         data_in.add_metric(["oversized"], sum(s.data_oversized for s in everything))
+        data_in.add_metric(["unattributed"], sum(s.data_unattributed for s in everything))
         yield data_in
         data_out = CounterMetricFamily(
             f"{PREFIX}_data_messages_out", "Data messages the bots sent, by kind: reliable, lossy.",

@@ -173,7 +173,7 @@ def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
     assert samples["lksup_metrics_room_series_refused_total", ()] == 1
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 1
     assert samples["lksup_rooms", (("state", "starting"),)] == 3  # no tree built yet
-    assert metrics.readiness() == (False, "0 of 3 room(s) running")
+    assert metrics.readiness() == (False, "0 of 3 room(s) running; starting: room-0, room-1, room-2")
 
     # a reload removes room-0: room-2 takes its place, and the refusal stays counted
     room_set.config = attrs.evolve(room_set.config, rooms=room_set.config.rooms[1:])

@@ -280,7 +280,9 @@ async def test_health_and_readiness_endpoints(fleet: Fleet) -> None:
     await eventually(
         lambda: b.scrape(BROKEN_WORKER)["lksup_rooms", {"state": "failed"}], lambda v: v == 1, "failed"
     )
-    assert get(b.url(BROKEN_WORKER) + "/readyz") == (503, "not ready: 0 of 1 room(s) running\n")
+    assert get(b.url(BROKEN_WORKER) + "/readyz") == (
+        503, f"not ready: 0 of 1 room(s) running; failed: {B_BROKEN}\n",
+    )  # fmt: skip
     assert get(b.url(BROKEN_WORKER) + "/healthz") == (200, "ok\n")
     assert get(a.url() + "/nothing-here")[0] == 404
 

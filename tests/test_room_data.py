@@ -7,11 +7,12 @@ relies on the order of the bot's reliable channel rather than on a quiet period:
 later reliable packet from the bot arriving first proves the earlier one was never
 sent there. Only lossy packets, which nothing orders, are checked by waiting.
 
-Participants send only once the bot knows them. The server announces a participant
-that publishes no track up to 3 s late (it batches those updates) yet forwards its
-data at once, and the rtc SDK then delivers the packet without its sender
-(`participant=None`, the identity is dropped inside the SDK): a message sent right
-after joining reaches the bot with `participant_id=None`.
+Most tests send only once the bot knows the participant, so that what they check does
+not depend on the server's timing. The server announces a participant that publishes
+no track up to 3 s late (it batches those updates) yet forwards its data at once, and
+the rtc SDK then delivers the packet without its sender (the identity is dropped inside
+the SDK); the connection actor names the sender itself (`actors.room.senders`, and
+`test_a_new_participant_is_answered_alone_from_its_first_message`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -98,8 +100,8 @@ async def participant(
 ) -> AsyncIterator[Participant]:
     """Join `tree`'s room as `identity` and wait until the bot has seen the join.
 
-    Waiting matters: data sent before the server announced the participant would
-    reach the bot without a sender (see the module docstring).
+    Waiting keeps the bot's view of the room settled before the test sends anything
+    (see the module docstring).
     """
     async with join(server, tree.settings.room, identity) as room:
         inbox = data_inbox(room)
@@ -229,6 +231,43 @@ async def test_targeted_and_broadcast_messages(livekit_server: LiveKitServer) ->
         await expect_packets(bob.inbox, [urgent_for_all, (b"done", RELIABLE)])
         await assert_no_more(alice.inbox, bob.inbox)
         await expect_counts(tree.stats, data_in=1, data_out=7)
+
+
+async def test_a_new_participant_is_answered_alone_from_its_first_message(
+    livekit_server: LiveKitServer,
+) -> None:
+    """Alice talks from her first moment in the room, before the server has announced
+    her to the bot (it batches the announcement of a participant who publishes
+    nothing, up to 3 s): every message still reaches the bot with her identity, so
+    every reply goes to her alone and Bob, already there, hears none of them."""
+    bot = RecordingBot()
+    pings = [{"ping": n} for n in range(8)]
+    async with (
+        running_room(livekit_server, "data-early-sender", bot) as tree,
+        participant(livekit_server, tree, "bob") as bob,
+        join(livekit_server, tree.settings.room, "alice") as alice,
+    ):
+        inbox = data_inbox(alice)
+        sent = time.perf_counter()
+        for ping in pings:  # no wait for the bot to know her
+            await alice.local_participant.publish_data(
+                encode(ping), reliable=True, destination_identities=["bot"]
+            )
+        for ping in pings:
+            await expect_packet(inbox, encode(reply(ping, sender="alice")))
+        alice_round_trip = time.perf_counter() - sent
+        announced = "alice" in tree.stats.participants
+        # The bot's reliable packets keep their order: Bob's first packet being the
+        # answer to his own message proves none of Alice's answers reached him.
+        sent = time.perf_counter()
+        await bob.send(encode({"ping": "bob"}))
+        await expect_packet(bob.inbox, encode(reply({"ping": "bob"}, sender="bob")))
+        bob_round_trip = time.perf_counter() - sent
+        assert [sender for _, sender in bot.app_messages] == ["alice"] * len(pings) + ["bob"]
+        assert tree.stats.data_unattributed == 0
+    print(f"\nalice announced to the bot by the time her replies came back: {announced}; "
+          f"her {len(pings)} answers in {alice_round_trip * 1000:.0f} ms, bob's one (known "
+          f"sender) in {bob_round_trip * 1000:.0f} ms")
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ from tests.cli_process import (
     write_config,
 )
 from tests.goodbye_bot import GOODBYE_SECONDS_ENV
+from tests.prometheus import get
 from tests.participants import (
     SAMPLE_RATE,
     ServerCredentials,
@@ -392,6 +393,23 @@ async def rooms_with_bot(server: ServerCredentials, rooms: Sequence[str]) -> set
     return present
 
 
+async def readiness(config: SupervisorConfig, status: int, body: str, timeout: float = 30.0) -> None:
+    """Wait until the supervisor's `/readyz` answers `status` with `body`."""
+    url = f"http://127.0.0.1:{config.metrics_port}/readyz"
+    answer = None
+    with anyio.move_on_after(timeout):
+        while (answer := await anyio.to_thread.run_sync(get, url)) != (status, body + "\n"):
+            await anyio.sleep(0.1)
+        return
+    raise AssertionError(f"/readyz answered {answer}, not {status} {body!r}, for {timeout} s")
+
+
+def scrape_line(config: SupervisorConfig, series: str) -> str | None:
+    """The value of one exact series in the supervisor's /metrics, if it is there."""
+    _, text = get(f"http://127.0.0.1:{config.metrics_port}/metrics")
+    return next((line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")), None)
+
+
 OUTAGE_SECONDS = 40.0
 """Long enough for the rtc SDK to give up its own reconnecting (some 20-30 s after the
 server vanished), so the supervisor's restarts must bring the rooms back."""
@@ -402,12 +420,19 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
     server = LiveKitServer(log_path=tmp_path / "livekit-1.log")
     await anyio.to_thread.run_sync(server.start)
     rooms = tuple(f"phoenix-{i}" for i in range(5))
+    config = SupervisorConfig(server, rooms)
     try:
-        async with serving(tmp_path, SupervisorConfig(server, rooms)) as (run, _):
+        async with serving(tmp_path, config) as (run, _):
             await assert_rooms_echo(server, rooms)
+            await readiness(config, 200, f"ready: {len(rooms)} of {len(rooms)} room(s) running")
             server.kill()
             killed = time.perf_counter()
-            # The SDK gives up and every room's connection actor restarts...
+            # Not ready as soon as the SDK notices: every room is reconnecting...
+            names = ", ".join(rooms)
+            await readiness(config, 503, f"not ready: 0 of 5 room(s) running; reconnecting: {names}")
+            unready_after = time.perf_counter() - killed
+            assert scrape_line(config, 'lksup_rooms{state="reconnecting"}') == "5.0"
+            # ...then the SDK gives up and every room's connection actor restarts...
             await run.wait_for(r"\[phoenix-\d\] left", count=len(rooms), timeout=OUTAGE_SECONDS)
             # ...and keeps failing while the server stays down.
             await anyio.sleep(OUTAGE_SECONDS - (time.perf_counter() - killed))
@@ -419,11 +444,12 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
                     await anyio.sleep(0.2)
             back_after = time.perf_counter() - restarted
             assert back == set(rooms), f"not back within {BACK_WITHIN_SECONDS} s: {set(rooms) - back}"
+            await readiness(config, 200, f"ready: {len(rooms)} of {len(rooms)} room(s) running")
             await assert_rooms_echo(server, rooms)
             assert run.process.returncode is None
         quarantined = run.matches(r"/rooms/(phoenix-\d) crashed .*RestartIntensityError")
         assert not quarantined, f"the outage quarantined {[m[1] for m in quarantined]}"
-        print(f"\nLiveKit server down {OUTAGE_SECONDS:g} s: all 5 rooms' bots back "
-              f"{back_after:.2f} s after it answered again")
+        print(f"\nLiveKit server down {OUTAGE_SECONDS:g} s: /readyz 503 {unready_after:.2f} s "
+              f"after the kill; all 5 rooms' bots back {back_after:.2f} s after it answered again")
     finally:
         await anyio.to_thread.run_sync(server.stop)

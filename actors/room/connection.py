@@ -41,6 +41,7 @@ from actors.room.frames import (
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 
@@ -48,9 +49,9 @@ log = logging.getLogger("actors.room")
 
 
 CONNECT_RETRY_SECONDS = 0.5
+"""How often a join is tried again while the server refuses connections (restarting)."""
 ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
-"""How often a join is tried again while the server refuses connections (restarting)."""
 
 
 class ConnectionLostError(ConnectionError):
@@ -125,7 +126,9 @@ class ConnectionActor(Actor):
     async def lifespan(self) -> AsyncIterator[None]:
         events = self.sibling("events")
         room = rtc.Room()
-        self._wire(room, events.tell_nowait)
+        senders = SenderAttribution(self.settings.room, events.tell_nowait, self._unattributed)
+        self._wire(room, events.tell_nowait, senders)
+        self._set_state("connecting")
         options = rtc.RoomOptions(auto_subscribe=True)
         if self.settings.e2ee_key is not None:
             options.encryption = rtc.E2EEOptions(
@@ -134,6 +137,7 @@ class ConnectionActor(Actor):
         try:
             async with self.settings.server_api() as server:
                 self._server = server
+                self.tasks.start_soon(senders.serve, self._who_is_here)
                 started = time.perf_counter()
                 with anyio.fail_after(self.settings.connect_timeout):
                     await self._connect(room, options, server)
@@ -143,12 +147,14 @@ class ConnectionActor(Actor):
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()
                 self.room = room
+                self._set_state("connected")
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
                 yield
         finally:
             self._leaving = True
+            self._set_state("disconnected")
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await room.disconnect()
             if self.room is not None:
@@ -194,8 +200,31 @@ class ConnectionActor(Actor):
                          self.settings.url)
             await anyio.sleep(CONNECT_RETRY_SECONDS)
 
-    def _wire(self, room: rtc.Room, tell: Callable[[Frame], None]) -> None:
-        """Forward every rtc callback we care about as a typed frame."""
+    def _set_state(self, state: str) -> None:
+        if self.stats is not None:
+            self.stats.connection = state
+
+    async def _who_is_here(self) -> set[str]:
+        assert self._server is not None
+        listing = await self._server.room.list_participants(
+            api.ListParticipantsRequest(room=self.settings.room)
+        )
+        return {p.identity for p in listing.participants}
+
+    def _unattributed(self) -> None:
+        if self.stats is not None:
+            self.stats.data_unattributed += 1
+
+    def _wire(
+        self, room: rtc.Room, tell: Callable[[Frame], None], senders: SenderAttribution
+    ) -> None:
+        """Forward every rtc callback we care about as a typed frame.
+
+        Data and DTMF go through `senders`, which names the sender the SDK left out.
+        """
+
+        def announced() -> set[str]:
+            return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
             tell(ParticipantJoinedFrame(p.identity, p.name, p.metadata))
@@ -231,11 +260,11 @@ class ConnectionActor(Actor):
         def data(packet: rtc.DataPacket) -> None:
             sender = packet.participant.identity if packet.participant else None
             reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
-            tell(DataReceivedFrame(packet.data, sender, packet.topic, reliable))
+            senders.received(DataReceivedFrame(packet.data, sender, packet.topic, reliable), announced)
 
         def dtmf(event: rtc.SipDTMF) -> None:
             sender = event.participant.identity if event.participant else None
-            tell(DtmfReceivedFrame(event.code, event.digit, sender))
+            senders.received(DtmfReceivedFrame(event.code, event.digit, sender), announced)
 
         def speakers(active: list[rtc.Participant]) -> None:
             if active:  # the SDK lists changed speakers, quietest first
@@ -245,8 +274,17 @@ class ConnectionActor(Actor):
             if p is not room.local_participant:  # the SDK reports the bot's own too
                 tell(ParticipantMetadataChangedFrame(p.identity, new))
 
+        def reconnecting() -> None:
+            log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.room)
+            self._set_state("reconnecting")
+
+        def reconnected() -> None:
+            log.info("[%s] reconnected", self.settings.room)
+            self._set_state("connected")
+
         def disconnected(reason: Any) -> None:
             if not self._leaving:
+                self._set_state("disconnected")
                 name = _reason_name(reason)
                 tell(RoomDisconnectedFrame(name))
                 self.ref.tell_nowait(RoomDisconnectedFrame(name))
@@ -261,6 +299,8 @@ class ConnectionActor(Actor):
         room.on("sip_dtmf_received", dtmf)
         room.on("active_speakers_changed", speakers)
         room.on("participant_metadata_changed", metadata)
+        room.on("reconnecting", reconnecting)
+        room.on("reconnected", reconnected)
         room.on("disconnected", disconnected)
 
     async def receive(self, frame: Frame) -> Any:

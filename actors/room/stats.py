@@ -13,10 +13,17 @@ import attrs
 from actors.room.timing import BucketCounts, connect_buckets, latency_buckets
 
 
+CONNECTION_STATES = ("connecting", "connected", "reconnecting", "disconnected")
+"""Where the room's rtc connection is: joining (or rejoining after the SDK gave up),
+joined, resuming a lost link (the SDK's `reconnecting`), or left."""
+
+
 @attrs.define
 class RoomStats:
     """What happened in one room since the supervisor started it."""
 
+    connection: str = "connecting"
+    """One of `CONNECTION_STATES`; the connection actor keeps it."""
     participants: set[str] = attrs.field(factory=set)
     joins: int = 0
     leaves: int = 0
@@ -25,6 +32,8 @@ class RoomStats:
     """Not UTF-8, not JSON, or JSON that is not an object: delivered as raw bytes only."""
     data_oversized: int = 0
     """Larger than the room's limit: refused with a log line, not delivered."""
+    data_unattributed: int = 0
+    """Without a sender the server could name (see `actors.room.senders`): dropped."""
     data_out: int = 0
     data_out_lossy: int = 0
     """Of `data_out`, those sent lossy (`send_message_urgent`)."""

@@ -29,8 +29,8 @@ def reply_for(frame: LiveKitInputTransportMessageFrame) -> Frame:
 
     A message with `"urgent": true` is answered urgent (lossy), so a sender can ask
     for either channel and check which one the answer came on. A message without a
-    known sender (`participant_id` None: sent by a server SDK, or by a participant
-    the server has not announced yet) is answered to the whole room.
+    sender (`participant_id` None: sent by a server SDK, not by a participant; see
+    `actors.room.senders`) is answered to the whole room.
     """
     message: Any = frame.message
     reply = {"reply_to": message, "from": frame.participant_id}
