@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from supervisor.livekit_server import free_port
 
@@ -129,6 +130,11 @@ class Prometheus:
 
 
 # --- the dashboard and the rules, as a test reads them ------------------------------------
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every rule of grafana/alerts.yml, as written."""
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
 
 
 def dashboard() -> dict[str, Any]:

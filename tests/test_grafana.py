@@ -21,6 +21,7 @@ from tests.prometheus import (
     DASHBOARD,
     GRAFANA,
     ROOT,
+    alert_rules,
     dashboard,
     panels,
     run_tool,
@@ -42,7 +43,7 @@ LINTED_TYPES = {"stat", "singlestat", "graph", "table", "timeseries", "gauge"}
 def test_alert_rules_are_valid() -> None:
     result = run_tool("promtool", "check", "rules", str(ALERTS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:
