@@ -93,7 +93,8 @@ async def _serve(
     async with livekit_credentials(config.livekit) as credentials:
         room_set = RoomSet(config, credentials)
         async with (
-            serving_metrics(config.metrics, room_set),  # /metrics, /healthz, /readyz
+            # /metrics, /healthz, /readyz; the loop watchdog
+            serving_metrics(config.metrics, config.watchdog, room_set),
             open_actor(room_set.supervisor_spec()) as rooms,
         ):
             log.info(
@@ -121,8 +122,11 @@ async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) 
     except ConfigError as err:
         log.error("reload refused, keeping the running rooms: %s", err)
         return
-    if new.livekit != room_set.config.livekit or new.metrics != room_set.config.metrics:
-        log.warning("reload: [livekit] and [metrics] changes take effect at the next start")
+    old = room_set.config
+    if (new.livekit, new.metrics, new.watchdog) != (old.livekit, old.metrics, old.watchdog):
+        log.warning(
+            "reload: [livekit], [metrics] and [watchdog] changes take effect at the next start"
+        )
     started, stopped = await room_set.reload(rooms, new)
     log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
 

@@ -79,6 +79,15 @@ class MetricsConfig:
 
 
 @attrs.frozen
+class WatchdogConfig:
+    stall_seconds: float = 2.0
+    """The event loop running no task for this long is a stall: logged with the stack and
+    the room whose code runs, counted, and `/healthz` answers 503 while it lasts..."""
+    restart_after_seconds: float = 10.0
+    """...and with `--workers N` the parent kills and restarts a worker stalled this long."""
+
+
+@attrs.frozen
 class LimitsConfig:
     max_rooms: int = 1000
     join_concurrency: int = 16
@@ -99,6 +108,7 @@ class Config:
     metrics: MetricsConfig
     limits: LimitsConfig
     rooms: tuple[RoomConfig, ...]
+    watchdog: WatchdogConfig = WatchdogConfig()
 
 
 class _Table:
@@ -219,7 +229,9 @@ _BOT_KEYS = (
 def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
     """Check every key of a parsed TOML document; raise `ConfigError` at the first bad one."""
     environ = dict(os.environ) if environ is None else environ
-    top = _Table(doc, "", ("livekit", "bot", "supervision", "metrics", "limits", "rooms"))
+    top = _Table(
+        doc, "", ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "rooms")
+    )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
                 ("url", "api_key_env", "api_secret_env", "embedded_server"))
@@ -260,6 +272,19 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         max_room_series=mt.count("max_room_series", dm.max_room_series, 0),
     )
 
+    wd = _Table(top.get("watchdog", dict, "a [watchdog] table", {}), "watchdog",
+                tuple(f.name for f in attrs.fields(WatchdogConfig)))
+    dw = WatchdogConfig()
+    watchdog = WatchdogConfig(
+        stall_seconds=wd.seconds("stall_seconds", dw.stall_seconds),
+        restart_after_seconds=wd.seconds("restart_after_seconds", dw.restart_after_seconds),
+    )
+    if watchdog.restart_after_seconds <= watchdog.stall_seconds:
+        raise ConfigError(
+            f"watchdog.restart_after_seconds = {watchdog.restart_after_seconds!r}: expected "
+            f"more than stall_seconds ({watchdog.stall_seconds!r})"
+        )
+
     lm = _Table(top.get("limits", dict, "a [limits] table", {}), "limits",
                 ("max_rooms", "join_concurrency"))
     limits = LimitsConfig(
@@ -284,7 +309,7 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         if "bot" in table.value:
             room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
         rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
-    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms))
+    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog)
 
 
 def _e2ee_key(table: _Table, environ: dict[str, str]) -> bytes | None:

@@ -1,49 +1,98 @@
 """The metrics listener: `/metrics`, `/healthz` and `/readyz` on `[metrics] listen`.
 
-An aiohttp server on the supervisor's own event loop (no thread, no thread per
-request): a scrape reads the actor tree between two frames of any actor, so it sees
-a consistent state without locks, and `/healthz` answering at all proves the loop
-runs. Bound to loopback by default; expose it deliberately (`listen = "0.0.0.0:9464"`)
-or through a Prometheus agent on the same host.
+An aiohttp server on an event loop of its own, in a thread, so that it answers while
+bot code blocks the supervisor's loop (see `supervisor.watchdog`): `/healthz` is the
+watchdog's verdict, read in the listener's thread, and turns 503 within
+`watchdog.stall_seconds` of a stall. `/metrics` and `/readyz` read the actor tree,
+which only the supervisor's loop may do (between two frames of any actor, a
+consistent state without locks): the listener hands them to that loop and waits up to
+`stall_seconds`; while the loop is stalled they answer at once from the listener's
+thread, `/metrics` with what can be read there (the stall gauge and counter, the
+process and loop-lag series), `/readyz` with 503. Bound to loopback by default;
+expose it deliberately (`listen = "0.0.0.0:9464"`) or through a Prometheus agent on
+the same host.
 
 - `/metrics`: Prometheus text format, or OpenMetrics when the scraper asks for it.
-- `/healthz`: 200 while the event loop runs tasks (the lag probe woke up recently).
+- `/healthz`: 200 while the event loop runs tasks; 503 while it is stalled.
 - `/readyz`: 200 once every configured room runs, 503 before, with how many do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio
 from aiohttp import web
 
-from supervisor.config import MetricsConfig
+from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.metrics import SupervisorMetrics
 from supervisor.rooms import RoomSet
+from supervisor.watchdog import LoopWatchdog
 
 log = logging.getLogger("supervisor")
+
+T = TypeVar("T")
 
 
 def _text(ok: bool, body: str) -> web.Response:
     return web.Response(status=200 if ok else 503, text=body + "\n")
 
 
-def metrics_app(metrics: SupervisorMetrics) -> web.Application:
+class _OnLoop:
+    """Runs a function on the supervisor's loop for the listener's thread, or gives up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.timeout = timeout
+
+    async def __call__(self, function: Callable[[], T]) -> T:
+        """`function()` run on the supervisor's loop; TimeoutError past `timeout`."""
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if result.set_running_or_notify_cancel():  # False: the asker gave up
+                try:
+                    result.set_result(function())
+                except Exception as err:  # noqa: BLE001 - raised in the asker's thread
+                    result.set_exception(err)
+
+        self.loop.call_soon_threadsafe(run)
+        return await asyncio.wait_for(asyncio.wrap_future(result), self.timeout)
+
+
+def metrics_app(
+    metrics: SupervisorMetrics, watchdog: LoopWatchdog, on_loop: _OnLoop
+) -> web.Application:
     async def scrape(request: web.Request) -> web.Response:
-        body, content_type = metrics.render(request.headers.get("Accept"))
+        accept = request.headers.get("Accept")
+        try:
+            if watchdog.stalled_for():
+                raise TimeoutError
+            body, content_type = await on_loop(lambda: metrics.render(accept))
+        except TimeoutError:
+            body, content_type = metrics.render(accept, stalled=True)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression(web.ContentCoding.gzip)
         return response
 
     async def healthz(request: web.Request) -> web.Response:
-        return _text(*metrics.health())
+        return _text(*watchdog.health())
 
     async def readyz(request: web.Request) -> web.Response:
-        ready, detail = metrics.readiness()
+        try:
+            if watchdog.stalled_for():
+                raise TimeoutError
+            ready, detail = await on_loop(metrics.readiness)
+        except TimeoutError:
+            ready, detail = False, watchdog.health()[1]
         return _text(ready, ("ready: " if ready else "not ready: ") + detail)
 
     async def index(request: web.Request) -> web.Response:
@@ -57,30 +106,67 @@ def metrics_app(metrics: SupervisorMetrics) -> web.Application:
     return app
 
 
+class _Listener:
+    """The aiohttp server, run by its own thread on its own event loop."""
+
+    def __init__(self, config: MetricsConfig, app: web.Application) -> None:
+        self.config = config
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="metrics-listener", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as err:  # noqa: BLE001 - the start's failure, for the owner
+            if not self.started.done():
+                self.started.set_exception(err)
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            try:
+                await site.start()
+            except OSError as err:  # say which setting to change
+                raise OSError(err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}") from err
+            self.started.set_result(None)
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: it ended already
+            self.loop.call_soon_threadsafe(self._stop.set)
+
+
 @asynccontextmanager
-async def serving_metrics(config: MetricsConfig, room_set: RoomSet) -> AsyncIterator[SupervisorMetrics]:
-    """Serve the endpoints (and run the event-loop lag probe) for the block's duration.
+async def serving_metrics(
+    config: MetricsConfig, watchdog_config: WatchdogConfig, room_set: RoomSet
+) -> AsyncIterator[SupervisorMetrics]:
+    """Serve the endpoints, run the loop watchdog and the lag probe, for the block's duration.
 
     A port already in use fails here, at start, with the OSError the CLI reports.
     """
-    metrics = SupervisorMetrics(room_set, config)
-    runner = web.AppRunner(
-        metrics_app(metrics), access_log=None, handle_signals=False, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.host, config.port)
+    watchdog = LoopWatchdog(watchdog_config)
+    metrics = SupervisorMetrics(room_set, config, watchdog)
+    on_loop = _OnLoop(asyncio.get_running_loop(), watchdog_config.stall_seconds)
+    listener = _Listener(config, metrics_app(metrics, watchdog, on_loop))
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(watchdog.run)
+        tasks.start_soon(metrics.watch_event_loop)
+        listener.thread.start()
         try:
-            await site.start()
-        except OSError as err:  # say which setting to change
-            raise OSError(err.errno, f"metrics.listen = {config.listen!r}: {err.strerror}") from err
-        log.info("metrics on http://%s/metrics (and /healthz, /readyz)", config.listen)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(metrics.watch_event_loop)
-            try:
-                yield metrics
-            finally:
-                tasks.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
+            await asyncio.wrap_future(listener.started)
+            log.info("metrics on http://%s/metrics (and /healthz, /readyz)", config.listen)
+            yield metrics
+        finally:
+            listener.stop()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(listener.thread.join)
+            tasks.cancel_scope.cancel()

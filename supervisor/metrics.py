@@ -51,8 +51,9 @@ from actors.room.stats import RoomStats
 from actors.room.timing import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts
 from actors.supervision import Supervisor
 from supervisor import __version__
-from supervisor.config import MetricsConfig
+from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.rooms import RoomSet
+from supervisor.watchdog import LoopWatchdog
 
 PREFIX = "lksup"
 ROOM_STATES = ("starting", "running", "reconnecting", "backoff", "failed", "stopping")
@@ -74,8 +75,6 @@ ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipelin
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LOOP_LAG_INTERVAL = 0.1
 """The lag probe sleeps this long and records how late it wakes up."""
-HEALTHY_TICK_SECONDS = 5.0
-"""/healthz fails when the lag probe has not woken up for this long."""
 
 
 def children_of(supervisor: Supervisor | None) -> list[ActorCell]:
@@ -440,23 +439,71 @@ class RoomSetCollector(Collector):
         )
 
 
-class SupervisorMetrics:
-    """The process's registry: the room set, the event-loop lag probe, the process."""
+class LoopWatchdogCollector(Collector):
+    """The loop watchdog's stalls; safe to collect off the loop, as the stall answer
+    does (`rooms` None: without the per-room series, which read the room set)."""
 
-    def __init__(self, room_set: RoomSet, config: MetricsConfig) -> None:
+    def __init__(self, watchdog: LoopWatchdog, rooms: RoomSetCollector | None) -> None:
+        self.watchdog = watchdog
+        self.rooms = rooms
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.watchdog.counts()
+        yield CounterMetricFamily(
+            f"{PREFIX}_event_loop_stalls",
+            "Times the event loop ran no task for watchdog.stall_seconds (code blocking it).",
+            value=sum(counts.values()),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_stalled",
+            "1 while the event loop is stalled (answered off the loop), else 0.",
+            value=int(bool(self.watchdog.stalled_for())),
+        )
+        labelled = list(self.rooms._labelled) if self.rooms is not None else []
+        if labelled:
+            per_room = CounterMetricFamily(
+                f"{PREFIX}_room_event_loop_stalls",
+                "Event loop stalls caught while the room's code (its bot) was running.",
+                labels=["room"],
+            )
+            for name in labelled:
+                per_room.add_metric([name], counts.get(name, 0))
+            yield per_room
+
+
+class SupervisorMetrics:
+    """The process's registry: the room set, the event loop's lag and stalls, the process.
+
+    `registry` is scraped on the loop; `stall_registry`, its parts that are safe to
+    read from another thread, answers a scrape while the loop is stalled.
+    """
+
+    def __init__(
+        self, room_set: RoomSet, config: MetricsConfig, watchdog: LoopWatchdog | None = None
+    ) -> None:
+        self.watchdog = watchdog or LoopWatchdog(WatchdogConfig())
         self.registry = CollectorRegistry(auto_describe=False)
+        self.stall_registry = CollectorRegistry(auto_describe=False)
         self.rooms = RoomSetCollector(room_set, config)
         self.registry.register(self.rooms)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        self.registry.register(LoopWatchdogCollector(self.watchdog, self.rooms))
+        self.stall_registry.register(LoopWatchdogCollector(self.watchdog, None))
         self.loop_lag = Histogram(
             f"{PREFIX}_event_loop_lag_seconds",
             f"How late the event loop ran a task due after {LOOP_LAG_INTERVAL:g} s of sleep.",
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
-        self._last_tick = time.monotonic()
+        for collector in (
+            ProcessCollector(registry=self.registry),
+            PlatformCollector(registry=self.registry),
+            GCCollector(registry=self.registry),
+            self.loop_lag,
+        ):
+            self.stall_registry.register(collector)
 
     async def watch_event_loop(self) -> None:
         """Sleep, wake, record the overshoot; forever. A busy loop wakes late."""
@@ -464,19 +511,12 @@ class SupervisorMetrics:
             start = time.perf_counter()
             await anyio.sleep(LOOP_LAG_INTERVAL)
             self.loop_lag.observe(max(0.0, time.perf_counter() - start - LOOP_LAG_INTERVAL))
-            self._last_tick = time.monotonic()
 
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The exposition in the format the scraper asked for (text or OpenMetrics)."""
+    def render(self, accept: str | None, *, stalled: bool = False) -> tuple[bytes, str]:
+        """The exposition in the format the scraper asked for (text or OpenMetrics);
+        `stalled`: only what can be read off the loop."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
-
-    def health(self) -> tuple[bool, str]:
-        """Alive when the lag probe woke up recently: the event loop runs tasks."""
-        silent = time.monotonic() - self._last_tick
-        if silent > HEALTHY_TICK_SECONDS:
-            return False, f"event loop stalled: no tick for {silent:.1f} s"
-        return True, "ok"
+        return encoder(self.stall_registry if stalled else self.registry), content_type
 
     def readiness(self) -> tuple[bool, str]:
         return self.rooms.readiness()

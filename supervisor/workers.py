@@ -12,7 +12,10 @@ applies) and hands its credentials to the workers through the environment variab
 the config names, in the child's environment only: never on a command line, never in
 a log. A worker then finds the server listening and uses it instead of starting its
 own. The parent restarts a worker that dies (any exit it did not ask for) with
-exponential backoff and jitter, and the new worker rejoins its rooms; SIGINT/SIGTERM
+exponential backoff and jitter, and the new worker rejoins its rooms; it polls each
+worker's `/healthz` (answered off the worker's event loop) and kills a worker whose
+loop stays stalled for `[watchdog] restart_after_seconds`, which is then restarted
+like any dead worker, while the other workers' rooms go on; SIGINT/SIGTERM
 are forwarded (the workers drain; past the shutdown timeout plus a margin they are
 killed), a second one kills them at once, and SIGHUP is forwarded (each worker reloads
 and keeps its shard). Workers run in their own sessions, so a terminal's Ctrl-C
@@ -36,9 +39,11 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import anyio
 import attrs
 from anyio.abc import Process, TaskGroup
+from yarl import URL
 
 from actors import Backoff
 from supervisor.access import Credentials
@@ -56,6 +61,11 @@ MIN_RESTART_DELAY_SECONDS = 0.5
 """A worker that crashes at start must not respawn in a tight loop, whatever the config."""
 PARENT_POLL_SECONDS = 0.5
 """How soon a worker notices that its parent is gone."""
+HEALTH_POLL_SECONDS = 1.0
+"""At most this long between two polls of a worker's /healthz (less for a short stall limit)."""
+HEALTH_TIMEOUT_SECONDS = 2.0
+"""A worker's /healthz unanswered this long counts as stalled: something holds its
+interpreter (a C call that keeps the GIL), not only its event loop."""
 
 
 def shard_of(room: str, count: int) -> int:
@@ -185,6 +195,20 @@ def describe_exit(code: int) -> str:
         return f"killed by signal {-code}"
 
 
+async def _stalled(session: aiohttp.ClientSession, url: URL) -> str | None:
+    """What a worker's /healthz says is wrong with its event loop; None: nothing (or
+    nobody listening yet)."""
+    try:
+        async with session.get(url) as response:
+            if response.status == 503:
+                return (await response.text()).strip()
+            return None
+    except TimeoutError:
+        return f"{url} did not answer within {HEALTH_TIMEOUT_SECONDS:g} s"
+    except aiohttp.ClientError:
+        return None
+
+
 def _send(process: Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signum)
@@ -220,8 +244,10 @@ class WorkerPool:
         attempt = 0
         while not self.stopping.is_set():
             started = anyio.current_time()
-            async with self._worker(shard) as process:
+            async with self._worker(shard) as process, anyio.create_task_group() as watch:
+                watch.start_soon(self._kill_when_stalled, shard, process)
                 code = await process.wait()
+                watch.cancel_scope.cancel()
             if self.stopping.is_set():
                 level = logging.INFO if code in (0, -self.stop_signal) else logging.WARNING
                 log.log(level, "worker %d (pid %d) stopped: %s", index, process.pid, describe_exit(code))
@@ -235,6 +261,41 @@ class WorkerPool:
             )  # fmt: skip
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
+
+    async def _kill_when_stalled(self, shard: Shard, process: Process) -> None:
+        """SIGKILL the worker once its event loop has been stalled `restart_after_seconds`.
+
+        Its /healthz turns 503 `stall_seconds` into a stall, so the stall is counted from
+        that long before the first 503 seen. A refused connection (a worker still
+        starting) is not a stall.
+        """
+        watchdog = self.config.watchdog
+        metrics = shard.metrics(self.config.metrics)
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(metrics.host, metrics.host)
+        url = URL.build(scheme="http", host=host, port=metrics.port, path="/healthz")
+        poll = min(watchdog.stall_seconds / 2, HEALTH_POLL_SECONDS)
+        stalled_since: float | None = None
+        timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self.stopping.is_set():
+                await anyio.sleep(poll)
+                detail = await _stalled(session, url)
+                if detail is None:
+                    stalled_since = None
+                    continue
+                now = anyio.current_time()
+                if stalled_since is None:
+                    stalled_since = now - watchdog.stall_seconds
+                    log.warning("worker %d (pid %d) is stalled: %s", shard.index, process.pid, detail)
+                if now - stalled_since >= watchdog.restart_after_seconds:
+                    log.error(
+                        "worker %d (pid %d) stalled for %.1f s (watchdog.restart_after_seconds = "
+                        "%g): killing it; %s",
+                        shard.index, process.pid, now - stalled_since,
+                        watchdog.restart_after_seconds, detail,
+                    )  # fmt: skip
+                    _send(process, signal.SIGKILL)
+                    return
 
     @contextlib.asynccontextmanager
     async def _worker(self, shard: Shard) -> AsyncIterator[Process]:

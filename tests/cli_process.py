@@ -159,6 +159,7 @@ class SupervisorConfig:
     rooms: tuple[str, ...]
     bot: str = ECHO_BOT
     supervision: Mapping[str, float] = attrs.field(factory=dict)
+    watchdog: Mapping[str, float] = attrs.field(factory=dict)
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
@@ -174,6 +175,8 @@ class SupervisorConfig:
             f'listen = "127.0.0.1:{self.metrics_port}"',
             "[supervision]",
             *(f"{key} = {value}" for key, value in self.supervision.items()),
+            "[watchdog]",
+            *(f"{key} = {value}" for key, value in self.watchdog.items()),
         ]
         for room in self.rooms:
             lines += ["[[rooms]]", f'name = "{room}"']

@@ -6,6 +6,7 @@ End to end (a real supervisor, a real Prometheus) is tests/test_observability.py
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -17,11 +18,14 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import timing
+from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
-from supervisor.config import ConfigError, parse_config
+from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.access import Credentials
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
+from supervisor.watchdog import LoopWatchdog
+from tests.probes import wait_until
 
 
 def test_bucket_counts_put_a_bound_in_its_own_bucket() -> None:
@@ -216,18 +220,66 @@ def test_metrics_keys_default_to_bounded_per_room_series() -> None:
 # --- the event loop probe ---------------------------------------------------------------
 
 
-@pytest.mark.anyio
-async def test_lag_probe_ticks_and_health_follows_it() -> None:
+def watchdog_metrics() -> SupervisorMetrics:
     room_set = RoomSet(config(0), Credentials("ws://x", "k", "s"))
-    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    watchdog = LoopWatchdog(WatchdogConfig(stall_seconds=0.2, restart_after_seconds=1.0))
+    return SupervisorMetrics(room_set, room_set.config.metrics, watchdog)
+
+
+BLOCK_SECONDS = 1.0
+"""How long the tests below block the loop: well past the 0.2 s threshold, so the
+watchdog's thread (which checks every 0.02 s) sees the stall on a busy machine too."""
+
+
+@pytest.mark.anyio
+async def test_lag_probe_ticks_and_the_watchdog_sees_the_loop_stall() -> None:
+    metrics = watchdog_metrics()
+    watchdog = metrics.watchdog
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(metrics.watch_event_loop)
-        await anyio.sleep(0.35)
+        await tasks.start(watchdog.run)
+        assert watchdog.health() == (True, "ok")
+        time.sleep(BLOCK_SECONDS)  # blocks the loop: what the watchdog is there for
+        healthy, detail = watchdog.health()
+        assert not healthy and detail.startswith("event loop stalled for 1."), detail
+        assert "outside any room, at " in detail and "test_metrics.py" in detail, detail
+        assert scrape_stalled(metrics)["lksup_event_loop_stalled", ()] == 1
+        await wait_until(lambda: watchdog.health() == (True, "ok"))
+        await wait_until(lambda: scrape(metrics)["lksup_event_loop_lag_seconds_count", ()] >= 2)
         tasks.cancel_scope.cancel()
     samples = scrape(metrics)
-    assert samples["lksup_event_loop_lag_seconds_count", ()] >= 2
-    assert metrics.health() == (True, "ok")
+    assert samples["lksup_event_loop_stalls_total", ()] == 1
+    assert samples["lksup_event_loop_stalled", ()] == 0
     assert metrics.readiness() == (True, "0 of 0 room(s) running")
-    metrics._last_tick -= 10  # as if the loop had not run the probe for 10 s
-    healthy, detail = metrics.health()
-    assert not healthy and detail.startswith("event loop stalled")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_watchdog_names_the_room_whose_task_blocks(anyio_backend: str) -> None:
+    metrics = watchdog_metrics()
+
+    async def bot_step() -> None:
+        time.sleep(BLOCK_SECONDS)
+
+    async def room_code() -> None:
+        CURRENT_ROOM.set("lobby")  # as a room's supervisor does for its whole tree
+        async with anyio.create_task_group() as tree:
+            tree.start_soon(bot_step)  # a task of the tree inherits its room
+
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(metrics.watchdog.run)
+        await room_code()
+        stall = metrics.watchdog.stall
+        tasks.cancel_scope.cancel()
+    assert stall is not None and stall.room == "lobby"
+    assert stall.where.startswith(f"{__file__}:") and stall.where.endswith(" in bot_step")
+    assert metrics.watchdog.counts() == {"lobby": 1}
+
+
+def scrape_stalled(metrics: SupervisorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What /metrics answers while the loop is stalled (read off the loop)."""
+    text = metrics.render(None, stalled=True)[0].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -15,6 +15,9 @@ pipeline's mailbox).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Any
+
 from actors.mailbox import MailboxSpec, Overflow
 from actors.room.audio_in import AudioInActor
 from actors.room.audio_out import AudioOutActor
@@ -36,6 +39,16 @@ AUDIO_LANE = MailboxSpec(capacity=16, overflow=Overflow.DROP_OLDEST)
 """The pipeline's data lane: 16 frames of 20 ms; a lagging bot skips stale audio."""
 OUTPUT_LANE = MailboxSpec(capacity=8, overflow=Overflow.BLOCK, send_timeout=2.0)
 """The audio-out lane: small and blocking, so it paces the bot to real time."""
+CURRENT_ROOM: ContextVar[str] = ContextVar("current_room")
+"""The room whose tree the running code belongs to. Set once per incarnation in the
+room supervisor's own task, it is inherited by every task and callback the tree starts
+(the bot's pipecat tasks too): how the loop watchdog names the room whose code blocks
+the event loop, at no cost per frame."""
+
+
+def _room_supervisor(room: str, children: list[ChildSpec], **options: Any) -> Supervisor:
+    CURRENT_ROOM.set(room)  # called by the room slot's task, to build its incarnation
+    return Supervisor(children, strategy=Strategy.REST_FOR_ONE, **options)
 
 
 def room_spec(
@@ -56,9 +69,7 @@ def room_spec(
     ]
     return ChildSpec(
         settings.room,
-        lambda: Supervisor(
-            children, strategy=Strategy.REST_FOR_ONE, intensity=intensity, backoff=backoff
-        ),
+        lambda: _room_supervisor(settings.room, children, intensity=intensity, backoff=backoff),
         restart=restart,
         shutdown_timeout=None,
     )
