@@ -148,6 +148,9 @@ def check(config: Config) -> None:
         else "no per-room series"
     )
     print(f"  metrics: http://{mt.listen}/metrics (and /healthz, /readyz), {per_room}")
+    wd = config.watchdog
+    print(f"  watchdog: a loop stalled {wd.stall_seconds:g} s is logged and fails /healthz; "
+          f"with --workers, a worker stalled {wd.restart_after_seconds:g} s is restarted")
     for room in config.rooms:
         extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
         extras += ["end-to-end encrypted"] if room.e2ee_key else []

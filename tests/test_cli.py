@@ -129,6 +129,17 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "environment variable SUPERVISOR_TEST_MISSING (named by rooms[1].e2ee_key_env) "
             "is not set",
         ),
+        (
+            "[bot]",
+            "[watchdog]\nstall_seconds = 0\n[bot]",
+            "watchdog.stall_seconds = 0: expected a number of seconds > 0",
+        ),
+        (
+            "[bot]",
+            "[watchdog]\nstall_seconds = 5\nrestart_after_seconds = 5\n[bot]",
+            "watchdog.restart_after_seconds = 5.0: expected more than stall_seconds (5.0)",
+        ),
+        ("[bot]", "[watchdog]\nstall_second = 1\n[bot]", "watchdog.stall_second is not a known key"),
     ],
     ids=[
         "missing-key",
@@ -150,6 +161,9 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "max-rooms-exceeded",
         "bad-metrics-address",
         "missing-e2ee-key-variable",
+        "zero-stall-threshold",
+        "restart-within-the-stall-threshold",
+        "unknown-watchdog-key",
     ],
 )
 def test_bad_config_exits_2_with_one_line(
@@ -182,6 +196,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
+    assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
     assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
     assert not port_answers(port), "check started a server"
 
@@ -192,7 +207,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
         f"supervisor: error: {bad}: bots is not a known key: expected one of "
-        "livekit, bot, supervision, metrics, limits, rooms"
+        "livekit, bot, supervision, metrics, watchdog, limits, rooms"
     )
 
 
