@@ -67,13 +67,13 @@ class _OnLoop:
         return await asyncio.wait_for(asyncio.wrap_future(result), self.timeout)
 
 
-def metrics_app(
-    metrics: SupervisorMetrics, watchdog: LoopWatchdog, on_loop: _OnLoop
-) -> web.Application:
+def metrics_app(metrics: SupervisorMetrics, on_loop: _OnLoop) -> web.Application:
+    watchdog = metrics.watchdog
+
     async def scrape(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept")
         try:
-            if watchdog.stalled_for():
+            if watchdog.stall is not None:
                 raise TimeoutError
             body, content_type = await on_loop(lambda: metrics.render(accept))
         except TimeoutError:
@@ -88,7 +88,7 @@ def metrics_app(
 
     async def readyz(request: web.Request) -> web.Response:
         try:
-            if watchdog.stalled_for():
+            if watchdog.stall is not None:
                 raise TimeoutError
             ready, detail = await on_loop(metrics.readiness)
         except TimeoutError:
@@ -156,10 +156,10 @@ async def serving_metrics(
     watchdog = LoopWatchdog(watchdog_config)
     metrics = SupervisorMetrics(room_set, config, watchdog)
     on_loop = _OnLoop(asyncio.get_running_loop(), watchdog_config.stall_seconds)
-    listener = _Listener(config, metrics_app(metrics, watchdog, on_loop))
     async with anyio.create_task_group() as tasks:
         await tasks.start(watchdog.run)
         tasks.start_soon(metrics.watch_event_loop)
+        listener = _Listener(config, metrics_app(metrics, on_loop))
         listener.thread.start()
         try:
             await asyncio.wrap_future(listener.started)

@@ -460,7 +460,7 @@ class LoopWatchdogCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_event_loop_stalled",
             "1 while the event loop is stalled (answered off the loop), else 0.",
-            value=int(bool(self.watchdog.stalled_for())),
+            value=int(self.watchdog.stall is not None),
         )
         labelled = list(self.rooms._labelled) if self.rooms is not None else []
         if labelled:

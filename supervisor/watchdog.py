@@ -3,19 +3,26 @@
 Every room of a process shares one event loop, so a bot that blocks it (a synchronous
 HTTP client, `time.sleep`, a CPU-heavy step) silences every other room of the process.
 A heartbeat task on the loop stamps the time every `BEAT_SECONDS`; a thread off the
-loop checks the stamp. A stamp older than `[watchdog] stall_seconds` is a stall: the
-thread logs the loop thread's stack and the room whose code is running, counts the
-stall for that room, and `health()` (answered off the loop, see `supervisor.http`)
-fails until the heartbeat runs again. With `--workers N` the parent reads that health
-and restarts a worker stalled past `restart_after_seconds` (`supervisor.workers`).
+loop checks the stamp. A stamp older than `[watchdog] stall_seconds`, with the loop
+thread inside one and the same task step or callback on two checks in a row, is a
+stall: the thread logs the loop thread's stack and the room whose code is running,
+counts the stall for that room, and `health()` (answered off the loop, see
+`supervisor.http`) fails until the heartbeat runs again. With `--workers N` the parent
+reads that health and restarts a worker stalled past `restart_after_seconds`
+(`supervisor.workers`).
 
-The room comes from the stack at the stall, not from anything kept per frame: the
-loop runs each task step and callback through an `asyncio.Handle` whose context is the
+A late heartbeat alone is not a stall: a loop waiting in its selector while the
+process gets no CPU (a host with too much to do) runs no code, and the first handles
+it runs when it gets the CPU back are innocent; restarting the process would not
+help. That is what the loop-lag histogram shows.
+
+The room comes from the stack at the stall, not from anything kept per frame: asyncio
+runs each task step and callback through an `asyncio.Handle` whose context is the
 task's, and every task of a room's tree inherits `CURRENT_ROOM` from the room's own
 task (`actors.room.room`). The thread finds that `Handle._run` frame on the stack and
-reads the variable from its context.
+reads the variable from its context. (asyncio only, as the supervisor is.)
 
-A stall that ends within one check interval past the threshold can go unseen: the
+A stall that ends within two check intervals past the threshold can go unseen: the
 thread wakes `CHECKS_PER_THRESHOLD` times per threshold (at most every 0.25 s).
 """
 
@@ -43,6 +50,8 @@ BEAT_SECONDS = 0.05
 """How often the heartbeat task stamps the time while the loop runs."""
 CHECKS_PER_THRESHOLD = 10
 MAX_CHECK_SECONDS = 0.25
+STACK_FRAMES = 60
+"""The innermost frames of the stalled stack that the log shows."""
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
 
 
@@ -62,15 +71,20 @@ class Stall:
         return f"{f'room {self.room}' if self.room else 'outside any room'}, at {self.where}"
 
 
-def room_of(frame: FrameType | None) -> str | None:
-    """The room whose task or callback runs `frame`'s stack (read from its Handle)."""
+def running_handle(frame: FrameType | None) -> asyncio.Handle | None:
+    """The Handle (a task step or a callback) whose code runs `frame`'s stack; None when
+    the loop runs none (it waits in its selector, or runs its own bookkeeping)."""
     while frame is not None:
         if frame.f_code is _HANDLE_RUN:
             handle = frame.f_locals.get("self")
-            context = getattr(handle, "_context", None)
-            return context.get(CURRENT_ROOM) if context is not None else None
+            return handle if isinstance(handle, asyncio.Handle) else None
         frame = frame.f_back
     return None
+
+
+def room_of(handle: asyncio.Handle) -> str | None:
+    """The room whose tree started the task or callback `handle` runs."""
+    return handle._context.get(CURRENT_ROOM)
 
 
 class LoopWatchdog:
@@ -87,14 +101,13 @@ class LoopWatchdog:
         self._stalls: Counter[str | None] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = 0
+        """The ident of the thread that runs the loop (and `run`)."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Beat until cancelled, with the watching thread running alongside (started
         once the thread runs)."""
         self._loop_thread = threading.get_ident()
-        self.last_beat = time.monotonic()
-        self._stop.clear()
         thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         thread.start()
         task_status.started()
@@ -107,17 +120,15 @@ class LoopWatchdog:
             thread.join()  # it wakes at once: no need to leave the loop for this
 
     def stalled_for(self) -> float:
-        """Seconds the loop has run no task, once that is past the threshold; else 0."""
-        silent = time.monotonic() - self.last_beat
-        return silent if silent > self.config.stall_seconds else 0.0
+        """How long the stall under way has lasted; 0 when there is none."""
+        stall = self.stall
+        return time.monotonic() - stall.since if stall is not None else 0.0
 
     def health(self) -> tuple[bool, str]:
-        silent = self.stalled_for()
-        if not silent:
-            return True, "ok"
         stall = self.stall
-        where = f" ({stall.describe()})" if stall is not None else ""
-        return False, f"event loop stalled for {silent:.1f} s{where}"
+        if stall is None:
+            return True, "ok"
+        return False, f"event loop stalled for {self.stalled_for():.1f} s ({stall.describe()})"
 
     def counts(self) -> dict[str | None, int]:
         """Stalls so far, by room (None: outside any room)."""
@@ -127,24 +138,29 @@ class LoopWatchdog:
     def _watch(self) -> None:
         threshold = self.config.stall_seconds
         interval = min(threshold / CHECKS_PER_THRESHOLD, MAX_CHECK_SECONDS)
+        suspect: asyncio.Handle | None = None  # running at the last check, the beat late
         while not self._stop.wait(interval):
-            if self.stall is None and self.stalled_for():
-                self._caught()
-            elif self.stall is not None and not self.stalled_for():
-                stall, self.stall = self.stall, None
-                log.warning(
-                    "%sthe event loop runs again after a %.1f s stall",
-                    f"[{stall.room}] " if stall.room else "", self.last_beat - stall.since,
-                )  # fmt: skip
+            late = time.monotonic() - self.last_beat > threshold
+            if self.stall is not None:
+                if not late:
+                    stall, self.stall = self.stall, None
+                    log.warning(
+                        "%sthe event loop runs again after a %.1f s stall",
+                        _tag(stall.room), self.last_beat - stall.since,
+                    )  # fmt: skip
+                continue
+            frame = sys._current_frames().get(self._loop_thread) if late else None
+            handle = running_handle(frame)
+            if handle is not None and handle is suspect:
+                self._caught(frame, handle)
+            suspect = handle
+            del frame  # a frame of another thread: keep no reference past this check
 
-    def _caught(self) -> None:
-        since = self.last_beat
-        frame = sys._current_frames().get(self._loop_thread)
-        room = room_of(frame)
-        summary = traceback.extract_stack(frame) if frame is not None else traceback.StackSummary()
-        del frame  # a frame of another thread: keep no reference past this
-        inner = summary[-1] if summary else None
-        where = f"{inner.filename}:{inner.lineno} in {inner.name}" if inner else "unknown"
+    def _caught(self, frame: FrameType | None, handle: asyncio.Handle) -> None:
+        since, room = self.last_beat, room_of(handle)
+        summary = traceback.extract_stack(frame, STACK_FRAMES)
+        inner = summary[-1]
+        where = f"{inner.filename}:{inner.lineno} in {inner.name}"
         stall = Stall(room, where, "".join(traceback.format_list(summary)), since)
         with self._lock:
             self._stalls[room] += 1
@@ -152,5 +168,9 @@ class LoopWatchdog:
         log.error(
             "%sevent loop stalled for %.1f s at %s: bot code blocks every room of this "
             "process (it must not block the loop); the loop's stack:\n%s",
-            f"[{room}] " if room else "", time.monotonic() - since, where, stall.stack.rstrip(),
+            _tag(room), time.monotonic() - since, where, stall.stack.rstrip(),
         )  # fmt: skip
+
+
+def _tag(room: str | None) -> str:
+    return f"[{room}] " if room else ""

@@ -21,7 +21,6 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.config import load_config
 from supervisor.credentials import for_token
@@ -31,6 +30,7 @@ from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, writ
 from tests.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
 from tests.probes import wait_until
 from tests.prometheus import get
+from tests.test_observability import Samples
 from tests.test_supervisor_process import talking
 from tests.test_workers import (
     bot_sid_changed,
@@ -47,6 +47,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 BLOCKING_BOT = "tests.blocking_bot:create_bot"
 STALL_SECONDS = 0.5
 """The test configs' `watchdog.stall_seconds`: small, so the tests stay short."""
+OTHER_WORKER_SILENCE_MS = 500
+"""The longest silence allowed in the other worker's room while one worker is stalled
+for 3 s: well under the stall, over the gaps other sessions on this machine's two
+shared cores cause (up to ~350 ms seen, with a load average of 15)."""
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +109,6 @@ def polling_health(url: str, every: float = 0.05) -> Iterator[HealthLog]:
         thread.join()
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 async def fetch(url: str) -> tuple[int, str]:
     return await anyio.to_thread.run_sync(get, url)
 
@@ -127,9 +123,9 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     base = f"http://127.0.0.1:{config.metrics_port}"
     block_seconds = 4.0
     async with serving(tmp_path, config, env=blocking_env(tmp_path, room, block_seconds)) as (run, _):
-        before = samples((await fetch(base + "/metrics"))[1])
-        assert before["lksup_event_loop_stalls_total", ()] == 0
-        assert before["lksup_room_event_loop_stalls_total", (("room", room),)] == 0
+        before = Samples((await fetch(base + "/metrics"))[1])
+        assert before["lksup_event_loop_stalls_total"] == 0
+        assert before["lksup_room_event_loop_stalls_total", {"room": room}] == 0
         with polling_health(base + "/healthz") as health:
             async with join(livekit_server, room, "alice", timeout=30) as client, publishing_tone(client):
                 blocked = await run.wait_for(rf"\[{room}\] blocking the event loop")
@@ -137,23 +133,23 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
                     rf"\[{room}\] event loop stalled for [\d.]+ s at (.+):(\d+) in process_frame: "
                 )
                 # while it lasts (seconds more): the answers that need no loop
-                during = samples((await fetch(base + "/metrics"))[1])
+                during = Samples((await fetch(base + "/metrics"))[1])
                 ready = await fetch(base + "/readyz")
                 healthz = await fetch(base + "/healthz")
                 ended = await run.wait_for(r"the event loop runs again after a ([\d.]+) s stall")
                 await wait_until(lambda: health.first(200, after=logged_at(ended[0].string)), 10)
-        after = samples((await fetch(base + "/metrics"))[1])
+        after = Samples((await fetch(base + "/metrics"))[1])
 
     assert Path(caught[0][1]) == Path(blocking_bot.__file__)
     assert int(caught[0][2]) == blocking_line()
     stack = run.lines[run.lines.index(caught[0].string) + 1 :]
     assert any(blocking_bot.BLOCKING_CALL in line for line in stack[:80]), "no stack logged"
-    assert during["lksup_event_loop_stalled", ()] == 1
+    assert during["lksup_event_loop_stalled"] == 1
     assert ready[0] == 503 and "event loop stalled" in ready[1], ready
     assert healthz[0] == 503 and f"room {room}" in healthz[1], healthz
-    assert after["lksup_event_loop_stalls_total", ()] == 1
-    assert after["lksup_room_event_loop_stalls_total", (("room", room),)] == 1
-    assert after["lksup_event_loop_stalled", ()] == 0
+    assert after["lksup_event_loop_stalls_total"] == 1
+    assert after["lksup_room_event_loop_stalls_total", {"room": room}] == 1
+    assert after["lksup_event_loop_stalled"] == 0
 
     began, resumed = logged_at(blocked[0].string), logged_at(ended[0].string)
     assert health.first(200) is not None and health.first(200) < began, "healthy before"
@@ -215,7 +211,9 @@ async def test_a_stalled_worker_is_restarted_while_the_other_keeps_echoing(
     assert len(worker_pids(run)[1]) == 1, "the other worker was restarted too"
     assert level > SILENCE_RMS, f"{stalled_room} is silent after the restart (rms {level:.0f})"
     assert not other_bot_rejoined, f"{other_room}'s bot (worker 1) left and rejoined"
-    assert stall_silence_ms <= 200, f"{other_room} (worker 1) went silent for {stall_silence_ms} ms"
+    assert stall_silence_ms <= OTHER_WORKER_SILENCE_MS, (
+        f"{other_room} (worker 1) went silent for {stall_silence_ms} ms"
+    )
     began = logged_at(blocked[0].string)
     print(
         f"\n--workers 2, a {block_seconds:g} s block, restart_after_seconds = {restart_after:g}: "
