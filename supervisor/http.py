@@ -46,14 +46,18 @@ def _text(ok: bool, body: str) -> web.Response:
 
 
 class _OnLoop:
-    """Runs a function on the supervisor's loop for the listener's thread, or gives up."""
+    """Runs a function on the supervisor's loop for the listener's thread, unless that
+    loop is stalled."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, watchdog: LoopWatchdog) -> None:
         self.loop = loop
-        self.timeout = timeout
+        self.watchdog = watchdog
 
-    async def __call__(self, function: Callable[[], T]) -> T:
-        """`function()` run on the supervisor's loop; TimeoutError past `timeout`."""
+    async def __call__(self, function: Callable[[], T]) -> T | None:
+        """`function()` run on the supervisor's loop; None while the watchdog says the
+        loop is stalled, or when it does not answer within `stall_seconds`."""
+        if self.watchdog.stall is not None:
+            return None
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -64,35 +68,35 @@ class _OnLoop:
                     result.set_exception(err)
 
         self.loop.call_soon_threadsafe(run)
-        return await asyncio.wait_for(asyncio.wrap_future(result), self.timeout)
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(result), self.watchdog.config.stall_seconds
+            )
+        except TimeoutError:
+            return None
+
+    def why_not(self) -> str:
+        """Why the last call got no answer."""
+        healthy, detail = self.watchdog.health()
+        return "the event loop did not answer in time" if healthy else detail
 
 
 def metrics_app(metrics: SupervisorMetrics, on_loop: _OnLoop) -> web.Application:
-    watchdog = metrics.watchdog
-
     async def scrape(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept")
-        try:
-            if watchdog.stall is not None:
-                raise TimeoutError
-            body, content_type = await on_loop(lambda: metrics.render(accept))
-        except TimeoutError:
-            body, content_type = metrics.render(accept, stalled=True)
+        answer = await on_loop(lambda: metrics.render(accept))
+        body, content_type = answer or metrics.render(accept, stalled=True)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression(web.ContentCoding.gzip)
         return response
 
     async def healthz(request: web.Request) -> web.Response:
-        return _text(*watchdog.health())
+        return _text(*metrics.watchdog.health())
 
     async def readyz(request: web.Request) -> web.Response:
-        try:
-            if watchdog.stall is not None:
-                raise TimeoutError
-            ready, detail = await on_loop(metrics.readiness)
-        except TimeoutError:
-            ready, detail = False, watchdog.health()[1]
+        answer = await on_loop(metrics.readiness)
+        ready, detail = answer or (False, on_loop.why_not())
         return _text(ready, ("ready: " if ready else "not ready: ") + detail)
 
     async def index(request: web.Request) -> web.Response:
@@ -120,9 +124,11 @@ class _Listener:
     def _run(self) -> None:
         try:
             self.loop.run_until_complete(self._serve())
-        except BaseException as err:  # noqa: BLE001 - the start's failure, for the owner
-            if not self.started.done():
-                self.started.set_exception(err)
+        except BaseException as err:  # noqa: BLE001 - its owner is in another thread
+            if self.started.done():
+                log.error("the metrics listener failed: %r", err)
+            else:
+                self.started.set_exception(err)  # the start failed: serving_metrics raises it
         finally:
             self.loop.close()
 
@@ -155,7 +161,7 @@ async def serving_metrics(
     """
     watchdog = LoopWatchdog(watchdog_config)
     metrics = SupervisorMetrics(room_set, config, watchdog)
-    on_loop = _OnLoop(asyncio.get_running_loop(), watchdog_config.stall_seconds)
+    on_loop = _OnLoop(asyncio.get_running_loop(), watchdog)
     async with anyio.create_task_group() as tasks:
         await tasks.start(watchdog.run)
         tasks.start_soon(metrics.watch_event_loop)

@@ -50,6 +50,8 @@ BEAT_SECONDS = 0.05
 """How often the heartbeat task stamps the time while the loop runs."""
 CHECKS_PER_THRESHOLD = 10
 MAX_CHECK_SECONDS = 0.25
+"""The thread checks the heartbeat `CHECKS_PER_THRESHOLD` times per `stall_seconds`,
+at least every `MAX_CHECK_SECONDS`."""
 STACK_FRAMES = 60
 """The innermost frames of the stalled stack that the log shows."""
 _HANDLE_RUN = asyncio.events.Handle._run.__code__
@@ -166,8 +168,8 @@ class LoopWatchdog:
             self._stalls[room] += 1
         self.stall = stall
         log.error(
-            "%sevent loop stalled for %.1f s at %s: bot code blocks every room of this "
-            "process (it must not block the loop); the loop's stack:\n%s",
+            "%sevent loop stalled for %.1f s at %s: this call blocks every room of the "
+            "process (bot code must not block the loop); the loop's stack:\n%s",
             _tag(room), time.monotonic() - since, where, stall.stack.rstrip(),
         )  # fmt: skip
 
