@@ -155,16 +155,14 @@ class _Listener:
 async def serving_metrics(
     config: MetricsConfig, watchdog_config: WatchdogConfig, room_set: RoomSet
 ) -> AsyncIterator[SupervisorMetrics]:
-    """Serve the endpoints, run the loop watchdog and the lag probe, for the block's duration.
+    """Serve the endpoints and run the loop watchdog (the lag probe) for the block's duration.
 
     A port already in use fails here, at start, with the OSError the CLI reports.
     """
-    watchdog = LoopWatchdog(watchdog_config)
-    metrics = SupervisorMetrics(room_set, config, watchdog)
-    on_loop = _OnLoop(asyncio.get_running_loop(), watchdog)
+    metrics = SupervisorMetrics(room_set, config, watchdog_config)
+    on_loop = _OnLoop(asyncio.get_running_loop(), metrics.watchdog)
     async with anyio.create_task_group() as tasks:
-        await tasks.start(watchdog.run)
-        tasks.start_soon(metrics.watch_event_loop)
+        await tasks.start(metrics.watchdog.run)
         listener = _Listener(config, metrics_app(metrics, on_loop))
         listener.thread.start()
         try:

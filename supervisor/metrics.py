@@ -23,12 +23,10 @@ that only grow, as Prometheus expects of a counter.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import anyio
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -53,7 +51,7 @@ from actors.supervision import Supervisor
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.rooms import RoomSet
-from supervisor.watchdog import LoopWatchdog
+from supervisor.watchdog import BEAT_SECONDS, LoopWatchdog
 
 PREFIX = "lksup"
 ROOM_STATES = ("starting", "running", "reconnecting", "backoff", "failed", "stopping")
@@ -73,8 +71,6 @@ play (`late`, see `RoomSettings.passthrough_delay_ms`)."""
 ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipeline")
 """`room` is a room's own supervisor (its restarts are quarantine retries)."""
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-LOOP_LAG_INTERVAL = 0.1
-"""The lag probe sleeps this long and records how late it wakes up."""
 
 
 def children_of(supervisor: Supervisor | None) -> list[ActorCell]:
@@ -482,21 +478,25 @@ class SupervisorMetrics:
     """
 
     def __init__(
-        self, room_set: RoomSet, config: MetricsConfig, watchdog: LoopWatchdog | None = None
+        self,
+        room_set: RoomSet,
+        config: MetricsConfig,
+        watchdog_config: WatchdogConfig = WatchdogConfig(),
     ) -> None:
-        self.watchdog = watchdog or LoopWatchdog(WatchdogConfig())
         self.registry = CollectorRegistry(auto_describe=False)
         self.stall_registry = CollectorRegistry(auto_describe=False)
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            f"How late the event loop ran a task due after {BEAT_SECONDS:g} s of sleep.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.watchdog = LoopWatchdog(watchdog_config, on_beat=self.loop_lag.observe)
+        """Its heartbeat is the lag probe; `run` it for both."""
         self.rooms = RoomSetCollector(room_set, config)
         self.registry.register(self.rooms)
         self.registry.register(LoopWatchdogCollector(self.watchdog, self.rooms))
         self.stall_registry.register(LoopWatchdogCollector(self.watchdog, None))
-        self.loop_lag = Histogram(
-            f"{PREFIX}_event_loop_lag_seconds",
-            f"How late the event loop ran a task due after {LOOP_LAG_INTERVAL:g} s of sleep.",
-            buckets=LOOP_LAG_BUCKETS,
-            registry=self.registry,
-        )
         for collector in (
             ProcessCollector(registry=self.registry),
             PlatformCollector(registry=self.registry),
@@ -504,13 +504,6 @@ class SupervisorMetrics:
             self.loop_lag,
         ):
             self.stall_registry.register(collector)
-
-    async def watch_event_loop(self) -> None:
-        """Sleep, wake, record the overshoot; forever. A busy loop wakes late."""
-        while True:
-            start = time.perf_counter()
-            await anyio.sleep(LOOP_LAG_INTERVAL)
-            self.loop_lag.observe(max(0.0, time.perf_counter() - start - LOOP_LAG_INTERVAL))
 
     def render(self, accept: str | None, *, stalled: bool = False) -> tuple[bytes, str]:
         """The exposition in the format the scraper asked for (text or OpenMetrics);

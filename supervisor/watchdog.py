@@ -2,8 +2,8 @@
 
 Every room of a process shares one event loop, so a bot that blocks it (a synchronous
 HTTP client, `time.sleep`, a CPU-heavy step) silences every other room of the process.
-A heartbeat task on the loop stamps the time every `BEAT_SECONDS`; a thread off the
-loop checks the stamp. A stamp older than `[watchdog] stall_seconds`, with the loop
+A heartbeat task on the loop stamps the time every `BEAT_SECONDS` (and reports how late
+it woke: the loop-lag histogram); a thread off the loop checks the stamp. A stamp older than `[watchdog] stall_seconds`, with the loop
 thread inside one and the same task step or callback on two checks in a row, is a
 stall: the thread logs the loop thread's stack and the room whose code is running,
 counts the stall for that room, and `health()` (answered off the loop, see
@@ -35,6 +35,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from types import FrameType
 
 import anyio
@@ -46,7 +47,7 @@ from supervisor.config import WatchdogConfig
 
 log = logging.getLogger("supervisor")
 
-BEAT_SECONDS = 0.05
+BEAT_SECONDS = 0.1
 """How often the heartbeat task stamps the time while the loop runs."""
 CHECKS_PER_THRESHOLD = 10
 MAX_CHECK_SECONDS = 0.25
@@ -95,8 +96,12 @@ class LoopWatchdog:
     Read from any thread: `health()`, `stalled_for()`, `counts()`, `stall`.
     """
 
-    def __init__(self, config: WatchdogConfig) -> None:
+    def __init__(
+        self, config: WatchdogConfig, on_beat: Callable[[float], None] = lambda lag: None
+    ) -> None:
         self.config = config
+        self.on_beat = on_beat
+        """Called at each beat with how late it woke, in seconds."""
         self.last_beat = time.monotonic()
         self.stall: Stall | None = None
         """The stall under way, once the thread has seen it."""
@@ -117,6 +122,7 @@ class LoopWatchdog:
             while True:
                 self.last_beat = time.monotonic()
                 await anyio.sleep(BEAT_SECONDS)
+                self.on_beat(max(0.0, time.monotonic() - self.last_beat - BEAT_SECONDS))
         finally:
             self._stop.set()
             thread.join()  # it wakes at once: no need to leave the loop for this

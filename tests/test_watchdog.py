@@ -47,10 +47,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 BLOCKING_BOT = "tests.blocking_bot:create_bot"
 STALL_SECONDS = 0.5
 """The test configs' `watchdog.stall_seconds`: small, so the tests stay short."""
-OTHER_WORKER_SILENCE_MS = 500
+OTHER_WORKER_SILENCE_MS = 1000
 """The longest silence allowed in the other worker's room while one worker is stalled
-for 3 s: well under the stall, over the gaps other sessions on this machine's two
-shared cores cause (up to ~350 ms seen, with a load average of 15)."""
+for 3 s: a third of the stall (which the stalled worker's rooms hear all of), over the
+gaps other sessions on this machine's two shared cores cause (up to 560 ms measured,
+in the SIGHUP test too, with load averages of 8-15)."""
 
 
 @pytest.fixture(scope="module")
