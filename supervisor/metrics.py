@@ -450,7 +450,7 @@ class LoopWatchdogCollector(Collector):
         counts = self.watchdog.counts()
         yield CounterMetricFamily(
             f"{PREFIX}_event_loop_stalls",
-            "Times the event loop ran no task for watchdog.stall_seconds (code blocking it).",
+            "Stalls: code held the event loop past watchdog.stall_seconds, and every room waited.",
             value=sum(counts.values()),
         )
         yield GaugeMetricFamily(

@@ -25,6 +25,7 @@ import pytest
 from supervisor.config import load_config
 from supervisor.credentials import for_token
 from supervisor.livekit_server import LiveKitServer, free_port
+from supervisor.watchdog import STACK_FRAMES
 from tests import blocking_bot
 from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
 from tests.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
@@ -144,7 +145,7 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     assert Path(caught[0][1]) == Path(blocking_bot.__file__)
     assert int(caught[0][2]) == blocking_line()
     stack = run.lines[run.lines.index(caught[0].string) + 1 :]
-    assert any(blocking_bot.BLOCKING_CALL in line for line in stack[:80]), "no stack logged"
+    assert any(blocking_bot.BLOCKING_CALL in line for line in stack[: 2 * STACK_FRAMES]), "no stack"
     assert during["lksup_event_loop_stalled"] == 1
     assert ready[0] == 503 and "event loop stalled" in ready[1], ready
     assert healthz[0] == 503 and f"room {room}" in healthz[1], healthz
