@@ -81,7 +81,7 @@ class MetricsConfig:
 @attrs.frozen
 class WatchdogConfig:
     stall_seconds: float = 2.0
-    """The event loop running no task for this long is a stall: logged with the stack and
+    """Code holding the event loop this long is a stall: logged with the stack and
     the room whose code runs, counted, and `/healthz` answers 503 while it lasts..."""
     restart_after_seconds: float = 10.0
     """...and with `--workers N` the parent kills and restarts a worker stalled this long."""
