@@ -342,7 +342,13 @@ async def test_sighup_adds_and_removes_rooms_while_the_others_keep_echoing(
         silence_ms = keep.echo.longest_silence_ms()
         recorded_ms = keep.echo.since_onset_ms()
         touched = run.matches(r"\[(hup-keep|hup-quiet|hup-new-\d)\] (left|stopped|joined)")
-    assert silence_ms <= 200, f"hup-keep's echo went silent for {silence_ms} ms across the reloads"
+        restarts = scrape_line(config, 'lksup_room_restarts_total{room="hup-keep"}')
+    # Untouched means no actor of hup-keep restarted (a restarted pipeline or audio actor
+    # would leave a gap) and the echo never stopped: the gap allowed is what a busy
+    # two-core machine causes while five rooms join beside it (up to ~0.5 s seen),
+    # well short of the second or more a rejoin takes.
+    assert restarts == "0.0", f"hup-keep's actors restarted {restarts} times across the reloads"
+    assert silence_ms <= 1000, f"hup-keep's echo went silent for {silence_ms} ms across the reloads"
     assert sorted(m[0] for m in touched) == [
         "[hup-keep] joined",
         "[hup-new-1] joined",
