@@ -27,6 +27,7 @@ from supervisor.config import ConfigError, LiveKitConfig
 from supervisor.livekit_server import (
     LiveKitServer,
     LiveKitServerError,
+    PortTakenError,
     Ports,
     ServerSettings,
     free_port,
@@ -34,6 +35,9 @@ from supervisor.livekit_server import (
 from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
+
+RTC_PORT_ATTEMPTS = 3
+"""Starts of the embedded server, each on fresh RTC ports, before one taken is an error."""
 
 
 def embeddable_port(url: str) -> int | None:
@@ -102,6 +106,27 @@ def _clear_earlier_run(port: int) -> None:
     path.unlink(missing_ok=True)
 
 
+async def _start_embedded(port: int, log_path: Path) -> LiveKitServer:
+    """A started server on `port`, with RTC ports of its own.
+
+    The RTC ports are picked free, but another process can bind one before the server
+    does (on a busy host the rtc clients' ICE sockets take port after port): then the
+    start is tried again on others. The configured port taken is an error.
+    """
+    attempt = 1
+    while True:
+        ports = Ports(http=port, rtc_tcp=free_port(), rtc_udp=free_port(socket.SOCK_DGRAM))
+        server = LiveKitServer(ServerSettings.generate(ports), log_path=log_path)
+        try:
+            await anyio.to_thread.run_sync(server.start)
+            return server
+        except PortTakenError as err:
+            if err.port == port or attempt == RTC_PORT_ATTEMPTS:
+                raise
+            log.warning("livekit-server's RTC port %d was taken as it started: trying others", err.port)
+        attempt += 1
+
+
 @contextlib.asynccontextmanager
 async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credentials]:
     """Credentials for the configured server, starting the embedded one when it applies."""
@@ -114,18 +139,14 @@ async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credential
         log.info("a server already listens on %s: using it, not the embedded one", config.url)
         yield from_environment(config)
         return
-    settings = ServerSettings.generate(
-        Ports(http=port, rtc_tcp=free_port(), rtc_udp=free_port(socket.SOCK_DGRAM))
-    )
     # One fixed name per port: re-runs overwrite it instead of piling up temp files,
     # and it stays after a failure for the user to read.
     log_path = _runtime_file(port, "log")
     log_path.unlink(missing_ok=True)
     record_path = _record_path(port)
-    server = LiveKitServer(settings, log_path=log_path)
     log.info("nothing listens on %s: starting the embedded livekit-server", config.url)
+    server = await _start_embedded(port, log_path)
     try:
-        await anyio.to_thread.run_sync(server.start)
         started = ProcessId.of(server.pid or 0)
         if started is None:
             raise LiveKitServerError(f"livekit-server exited just after it started; log {log_path}")

@@ -43,6 +43,18 @@ class LiveKitServerError(RuntimeError):
     """The server binary could not be found, built, started or stopped."""
 
 
+class PortTakenError(LiveKitServerError):
+    """The server could not start: another process holds one of its ports."""
+
+    def __init__(self, message: str, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
+PORT_TAKEN = re.compile(r"listen (?:tcp|udp)[46]? \S*:(\d+): bind: address already in use")
+"""How the server's log says that it could not bind a port (it then exits with code 0)."""
+
+
 # --- finding and building the binary -------------------------------------------------
 
 
@@ -389,10 +401,11 @@ class LiveKitServer:
         while True:
             code = self._process.poll()
             if code is not None:
-                raise LiveKitServerError(
-                    f"livekit-server exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                tail = self.log_tail()
+                message = f"livekit-server exited with code {code} while starting; log {self.log_path}:\n{tail}"
+                if taken := PORT_TAKEN.search(tail):
+                    raise PortTakenError(message, int(taken[1]))
+                raise LiveKitServerError(message)
             try:
                 with urllib.request.urlopen(self.http_url + "/", timeout=1) as response:
                     answered = response.status == 200
