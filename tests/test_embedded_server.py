@@ -21,7 +21,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from supervisor import credentials
 from supervisor.config import load_config
 from supervisor.credentials import _record_path, _start_embedded, for_token
 from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
@@ -269,7 +268,6 @@ async def test_an_rtc_port_taken_before_the_server_binds_it_is_replaced(
 ) -> None:
     """The RTC ports are picked free and bound a second later by the server; on a busy
     host another process (an rtc client's ICE socket) can take one in between."""
-    real_free_port = credentials.free_port
     with socket.socket(socket.AF_INET, kind) as taken:
         taken.bind(("127.0.0.1", 0))
         if kind == socket.SOCK_STREAM:
@@ -281,10 +279,10 @@ async def test_an_rtc_port_taken_before_the_server_binds_it_is_replaced(
             if pick_kind == kind and not handed:
                 handed.append(held)
                 return held
-            return real_free_port(pick_kind)
+            return free_port(pick_kind)
 
-        monkeypatch.setattr(credentials, "free_port", first_pick_taken)
-        server = await _start_embedded(real_free_port(), tmp_path / "livekit.log")
+        monkeypatch.setattr("supervisor.credentials.free_port", first_pick_taken)
+        server = await _start_embedded(free_port(), tmp_path / "livekit.log")
     try:
         assert handed == [held]
         assert server.running
