@@ -27,17 +27,13 @@ from supervisor.config import ConfigError, LiveKitConfig
 from supervisor.livekit_server import (
     LiveKitServer,
     LiveKitServerError,
-    PortTakenError,
     Ports,
     ServerSettings,
-    free_port,
 )
 from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
 
-RTC_PORT_ATTEMPTS = 3
-"""Starts of the embedded server, each on fresh RTC ports, before one taken is an error."""
 
 
 def embeddable_port(url: str) -> int | None:
@@ -106,27 +102,6 @@ def _clear_earlier_run(port: int) -> None:
     path.unlink(missing_ok=True)
 
 
-async def _start_embedded(port: int, log_path: Path) -> LiveKitServer:
-    """A started server on `port`, with RTC ports of its own.
-
-    The RTC ports are picked free, but another process can bind one before the server
-    does (on a busy host the rtc clients' ICE sockets take port after port): then the
-    start is tried again on others. The configured port taken is an error.
-    """
-    attempt = 1
-    while True:
-        ports = Ports(http=port, rtc_tcp=free_port(), rtc_udp=free_port(socket.SOCK_DGRAM))
-        server = LiveKitServer(ServerSettings.generate(ports), log_path=log_path)
-        try:
-            await anyio.to_thread.run_sync(server.start)
-            return server
-        except PortTakenError as err:
-            if err.port == port or attempt == RTC_PORT_ATTEMPTS:
-                raise
-            log.warning("livekit-server's RTC port %d was taken as it started: trying others", err.port)
-        attempt += 1
-
-
 @contextlib.asynccontextmanager
 async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credentials]:
     """Credentials for the configured server, starting the embedded one when it applies."""
@@ -145,7 +120,8 @@ async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credential
     log_path.unlink(missing_ok=True)
     record_path = _record_path(port)
     log.info("nothing listens on %s: starting the embedded livekit-server", config.url)
-    server = await _start_embedded(port, log_path)
+    server = LiveKitServer(ServerSettings.generate(Ports.free(http=port)), log_path=log_path)
+    await anyio.to_thread.run_sync(server.start)
     try:
         started = ProcessId.of(server.pid or 0)
         if started is None:

@@ -46,13 +46,16 @@ class LiveKitServerError(RuntimeError):
 class PortTakenError(LiveKitServerError):
     """The server could not start: another process holds one of its ports."""
 
-    def __init__(self, message: str, port: int) -> None:
+    def __init__(self, message: str, protocol: str, port: int) -> None:
         super().__init__(message)
+        self.protocol = protocol
         self.port = port
 
 
-PORT_TAKEN = re.compile(r"listen (?:tcp|udp)[46]? \S*:(\d+): bind: address already in use")
+PORT_TAKEN = re.compile(r"listen (tcp|udp)[46]? \S*:(\d+): bind: address already in use")
 """How the server's log says that it could not bind a port (it then exits with code 0)."""
+RTC_PORT_ATTEMPTS = 3
+"""Starts, each on fresh RTC ports, before an RTC port taken is an error."""
 
 
 # --- finding and building the binary -------------------------------------------------
@@ -166,8 +169,9 @@ class Ports:
     rtc_udp: int
 
     @classmethod
-    def free(cls) -> Ports:
-        http = free_port()
+    def free(cls, http: int | None = None) -> Ports:
+        """Ports free right now; `http` pins the signal/HTTP port (the URL's)."""
+        http = http or free_port()
         rtc_tcp = free_port()
         while rtc_tcp == http:
             rtc_tcp = free_port()
@@ -356,9 +360,30 @@ class LiveKitServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the server and return once its HTTP port answers."""
+        """Start the server and return once its HTTP port answers.
+
+        The RTC ports were free when picked, but another process can bind one before
+        the server does, a second later (on a busy host, rtc clients' ICE sockets take
+        port after port): the server then starts on fresh ones, which clients learn
+        as they join. The HTTP port is the URL's: taken, it is an error.
+        """
         if self.running:
             raise LiveKitServerError(f"{self!r} is already running")
+        attempt = 1
+        while True:
+            try:
+                self._start_once(timeout)
+                return
+            except PortTakenError as err:
+                http_taken = (err.protocol, err.port) == ("tcp", self.settings.ports.http)
+                if http_taken or attempt == RTC_PORT_ATTEMPTS:
+                    raise
+                log.warning("livekit-server's RTC port %d was taken as it started: trying others", err.port)
+            ports = Ports.free(http=self.settings.ports.http)
+            self.settings = attrs.evolve(self.settings, ports=ports)
+            attempt += 1
+
+    def _start_once(self, timeout: float) -> None:
         binary = ensure_binary()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
@@ -404,7 +429,7 @@ class LiveKitServer:
                 tail = self.log_tail()
                 message = f"livekit-server exited with code {code} while starting; log {self.log_path}:\n{tail}"
                 if taken := PORT_TAKEN.search(tail):
-                    raise PortTakenError(message, int(taken[1]))
+                    raise PortTakenError(message, taken[1], int(taken[2]))
                 raise LiveKitServerError(message)
             try:
                 with urllib.request.urlopen(self.http_url + "/", timeout=1) as response:

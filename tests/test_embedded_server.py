@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 from supervisor.config import load_config
-from supervisor.credentials import _record_path, _start_embedded, for_token
+from supervisor.credentials import _record_path, for_token
 from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
 from supervisor.server_record import ProcessId, ServerRecord
 from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
@@ -261,32 +261,27 @@ async def test_a_recorded_pid_with_another_start_time_is_not_ours(
         _record_path(port).unlink(missing_ok=True)
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM], ids=["tcp", "udp"])
-async def test_an_rtc_port_taken_before_the_server_binds_it_is_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, kind: int
+def test_an_rtc_port_taken_before_the_server_binds_it_is_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: int
 ) -> None:
     """The RTC ports are picked free and bound a second later by the server; on a busy
-    host another process (an rtc client's ICE socket) can take one in between."""
+    host another process (an rtc client's ICE socket) can take one in between. The
+    HTTP port, the URL's, is kept."""
     with socket.socket(socket.AF_INET, kind) as taken:
         taken.bind(("127.0.0.1", 0))
         if kind == socket.SOCK_STREAM:
             taken.listen()
         held = taken.getsockname()[1]
-        handed: list[int] = []
-
-        def first_pick_taken(pick_kind: int = socket.SOCK_STREAM) -> int:
-            if pick_kind == kind and not handed:
-                handed.append(held)
-                return held
-            return free_port(pick_kind)
-
-        monkeypatch.setattr("supervisor.credentials.free_port", first_pick_taken)
-        server = await _start_embedded(free_port(), tmp_path / "livekit.log")
+        picks = Ports.free()
+        rtc_tcp, rtc_udp = (held, picks.rtc_udp) if kind == socket.SOCK_STREAM else (picks.rtc_tcp, held)
+        settings = ServerSettings.generate(Ports(picks.http, rtc_tcp, rtc_udp))
+        server = LiveKitServer(settings, log_path=tmp_path / "livekit.log")
+        server.start()
     try:
-        assert handed == [held]
         assert server.running
+        assert server.settings.ports.http == picks.http
         assert held not in (server.settings.ports.rtc_tcp, server.settings.ports.rtc_udp)
         assert f"RTC port {held} was taken as it started: trying others" in caplog.text
     finally:
-        await anyio.to_thread.run_sync(server.stop)
+        server.stop()
