@@ -24,16 +24,10 @@ import anyio
 
 from supervisor.access import Credentials
 from supervisor.config import ConfigError, LiveKitConfig
-from supervisor.livekit_server import (
-    LiveKitServer,
-    LiveKitServerError,
-    Ports,
-    ServerSettings,
-)
+from supervisor.livekit_server import LiveKitServer, LiveKitServerError, Ports, ServerSettings
 from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
-
 
 
 def embeddable_port(url: str) -> int | None:
