@@ -120,9 +120,12 @@ class ServerRecord:
     @classmethod
     def read(cls, path: Path) -> ServerRecord | None:
         """The record at `path`, or None: absent, unreadable, not a regular file of our
-        user, or not a record (such as the credentials-only file of older versions)."""
+        user, or not a record (such as the credentials-only file of older versions).
+
+        Opened without following a link or waiting on a pipe: the temp folder is shared.
+        """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         with os.fdopen(fd) as file:
