@@ -2,14 +2,16 @@
 embedded server the supervisor starts for a loopback URL with nothing listening.
 
 The embedded server's credentials are generated per run. So that `supervisor token`
-(another process) can mint tokens for it, they are written to a file only the user can
-read, next to the server's log, and removed when the server stops.
+(another process) can mint tokens for it, they go into the server's runtime record
+(`server_record`), a file only the user can read next to the server's log, removed
+when the server stops. The server dies with the supervisor however it ends; a record
+a killed supervisor could not remove names a server that is gone, and the next start
+removes it, or, should that server still run, stops it and starts a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -22,7 +24,8 @@ import anyio
 
 from supervisor.access import Credentials
 from supervisor.config import ConfigError, LiveKitConfig
-from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
+from supervisor.livekit_server import LiveKitServer, LiveKitServerError, Ports, ServerSettings
+from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
 
@@ -62,11 +65,35 @@ def for_token(config: LiveKitConfig) -> Credentials:
     """Credentials for minting a token: the running embedded server's, else the environment's."""
     port = embeddable_port(config.url)
     if config.embedded_server and port is not None:
-        path = _runtime_file(port, "credentials.json")
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            saved = json.loads(path.read_text())
-            return Credentials(config.url, saved["api_key"], saved["api_secret"])
+        record = ServerRecord.read(_record_path(port))
+        if record is not None and record.port == port and record.serving():
+            return Credentials(config.url, record.api_key, record.api_secret)
     return from_environment(config)
+
+
+def _record_path(port: int) -> Path:
+    return _runtime_file(port, "credentials.json")
+
+
+def _clear_earlier_run(port: int) -> None:
+    """Remove what an earlier embedded run on `port` left behind: its record, and its
+    server if that still runs (`server_record` says why it is stopped, not reused).
+
+    A record of a supervisor that still runs (the `--workers` parent's, found by its
+    workers) is left alone, as is anything not recorded as ours.
+    """
+    path = _record_path(port)
+    record = ServerRecord.read(path)
+    if record is None or record.owner.alive():
+        return
+    if record.port == port and record.serving():
+        log.warning(
+            "livekit-server pid %d was left behind on port %d by an earlier embedded run "
+            "(supervisor pid %d, gone): stopping it to start a fresh one",
+            record.server.pid, port, record.owner.pid,
+        )  # fmt: skip
+        record.stop_server()
+    path.unlink(missing_ok=True)
 
 
 @contextlib.asynccontextmanager
@@ -76,29 +103,28 @@ async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credential
     if not config.embedded_server or port is None:
         yield from_environment(config)
         return
+    await anyio.to_thread.run_sync(_clear_earlier_run, port)
     if _something_listens(port):
         log.info("a server already listens on %s: using it, not the embedded one", config.url)
         yield from_environment(config)
         return
-    settings = ServerSettings.generate(
-        Ports(http=port, rtc_tcp=free_port(), rtc_udp=free_port(socket.SOCK_DGRAM))
-    )
     # One fixed name per port: re-runs overwrite it instead of piling up temp files,
     # and it stays after a failure for the user to read.
     log_path = _runtime_file(port, "log")
     log_path.unlink(missing_ok=True)
-    secrets_path = _runtime_file(port, "credentials.json")
-    server = LiveKitServer(settings, log_path=log_path)
+    record_path = _record_path(port)
     log.info("nothing listens on %s: starting the embedded livekit-server", config.url)
+    server = LiveKitServer(ServerSettings.generate(Ports.free(http=port)), log_path=log_path)
+    await anyio.to_thread.run_sync(server.start)
     try:
-        await anyio.to_thread.run_sync(server.start)
-        credentials = Credentials(config.url, server.api_key, server.api_secret)
-        descriptor = os.open(secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            json.dump({"api_key": server.api_key, "api_secret": server.api_secret}, out)
-        yield credentials
+        started = ProcessId.of(server.pid or 0)
+        if started is None:
+            raise LiveKitServerError(f"livekit-server exited just after it started; log {log_path}")
+        record = ServerRecord(port, started, ProcessId.current(), server.api_key, server.api_secret)
+        record.write(record_path)
+        yield Credentials(config.url, server.api_key, server.api_secret)
     finally:
-        secrets_path.unlink(missing_ok=True)
+        record_path.unlink(missing_ok=True)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(server.stop)
         log.info("embedded livekit-server stopped (log: %s)", log_path)

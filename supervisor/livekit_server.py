@@ -8,7 +8,8 @@ server the same way and media over loopback works the same everywhere.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import concurrent.futures
+import ctypes
 import fcntl
 import json
 import logging
@@ -24,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -39,6 +41,21 @@ LOOPBACK = "127.0.0.1"
 
 class LiveKitServerError(RuntimeError):
     """The server binary could not be found, built, started or stopped."""
+
+
+class PortTakenError(LiveKitServerError):
+    """The server could not start: another process holds one of its ports."""
+
+    def __init__(self, message: str, protocol: str, port: int) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+        self.port = port
+
+
+PORT_TAKEN = re.compile(r"listen (tcp|udp)[46]? \S*:(\d+): bind: address already in use")
+"""How the server's log says that it could not bind a port (it then exits with code 0)."""
+RTC_PORT_ATTEMPTS = 3
+"""Starts, each on fresh RTC ports, before an RTC port taken is an error."""
 
 
 # --- finding and building the binary -------------------------------------------------
@@ -152,8 +169,9 @@ class Ports:
     rtc_udp: int
 
     @classmethod
-    def free(cls) -> Ports:
-        http = free_port()
+    def free(cls, http: int | None = None) -> Ports:
+        """Ports free right now; `http` pins the signal/HTTP port (the URL's)."""
+        http = http or free_port()
         rtc_tcp = free_port()
         while rtc_tcp == http:
             rtc_tcp = free_port()
@@ -217,13 +235,85 @@ class ServerSettings:
 
 # --- running it ----------------------------------------------------------------------
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when the thread that forked it exits."""
+
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="livekit-spawner")
+"""The one thread every server is forked from, so that each dies with this process.
+
+The kernel's parent-death signal fires when the *thread* that forked the child exits,
+not the process: forked from a caller's thread (an anyio worker thread, which exits
+once idle for a while), the server would be killed mid-run. This thread waits for
+work until the interpreter shuts down, so its exit is the process's end, and a process
+killed by SIGKILL takes the server with it; nothing in user space survives a SIGKILL
+to do that instead (a watchdog process can be killed too, and the Go server cannot
+watch a pipe).
+"""
+
+
+def _parent_death_kill() -> Callable[[], None] | None:
+    """A `preexec_fn` giving the child SIGKILL when its parent thread ends (Linux only).
+
+    A parent killed between the fork and the prctl would be missed, so the child then
+    checks that its parent is still the one that forked it, and exits if not.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    parent = os.getpid()
+
+    def in_child() -> None:
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
+
+
+def stop_in_order(
+    send: Callable[[int], None], exited: Callable[[float | None], bool], timeout: float
+) -> None:
+    """Stop a livekit-server: SIGTERM, a second SIGTERM, then SIGKILL after `timeout`.
+
+    LiveKit's first SIGTERM drains and waits for participants to leave (polling
+    every 5 s); its second forces the shutdown. Each step gets half the time left.
+    `send` signals the process and `exited(seconds)` waits up to that long (None:
+    for good) and says whether it has exited, so the same order serves a child of
+    ours and a server an earlier run left behind.
+    """
+    deadline = time.monotonic() + timeout
+    for sig in (signal.SIGTERM, signal.SIGTERM):
+        if exited(0):
+            return
+        send(sig)
+        if exited(max(0.1, (deadline - time.monotonic()) / 2)):
+            return
+    log.warning("livekit-server did not stop within %.0f s; killing it", timeout)
+    send(signal.SIGKILL)
+    exited(None)
+
+
+def _waiter(process: subprocess.Popen[bytes]) -> Callable[[float | None], bool]:
+    def exited(seconds: float | None) -> bool:
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    return exited
+
 
 class LiveKitServer:
-    """One livekit-server child process on loopback.
+    """One livekit-server child process on loopback, which never outlives this process.
 
     The config (with the secret) goes in through the LIVEKIT_CONFIG environment
     variable, which the server reads as `--config-body`: a command-line argument
-    would show the secret to anyone running `ps`.
+    would show the secret to anyone running `ps`. The server is forked from one
+    long-lived thread with a parent-death SIGKILL (see `_SPAWNER`), so `start()` may be
+    called from any thread and a SIGKILLed owner (an out-of-memory kill) leaves no
+    server holding the port.
     """
 
     def __init__(
@@ -270,13 +360,35 @@ class LiveKitServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start the server and return once its HTTP port answers."""
+        """Start the server and return once its HTTP port answers.
+
+        The RTC ports were free when picked, but another process can bind one before
+        the server does, a second later (on a busy host, rtc clients' ICE sockets take
+        port after port): the server then starts on fresh ones, which clients learn
+        as they join. The HTTP port is the URL's: taken, it is an error.
+        """
         if self.running:
             raise LiveKitServerError(f"{self!r} is already running")
+        attempt = 1
+        while True:
+            try:
+                self._start_once(timeout)
+                return
+            except PortTakenError as err:
+                http_taken = (err.protocol, err.port) == ("tcp", self.settings.ports.http)
+                if http_taken or attempt == RTC_PORT_ATTEMPTS:
+                    raise
+                log.warning("livekit-server's RTC port %d was taken as it started: trying others", err.port)
+            ports = Ports.free(http=self.settings.ports.http)
+            self.settings = attrs.evolve(self.settings, ports=ports)
+            attempt += 1
+
+    def _start_once(self, timeout: float) -> None:
         binary = ensure_binary()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
-            self._process = subprocess.Popen(
+            self._process = _SPAWNER.submit(
+                subprocess.Popen,
                 [str(binary)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -285,7 +397,8 @@ class LiveKitServer:
                 # Its own session: a Ctrl-C in the terminal reaches only our process,
                 # which then stops the server in order.
                 start_new_session=True,
-            )
+                preexec_fn=_parent_death_kill(),
+            ).result()
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -313,10 +426,11 @@ class LiveKitServer:
         while True:
             code = self._process.poll()
             if code is not None:
-                raise LiveKitServerError(
-                    f"livekit-server exited with code {code} while starting; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
+                tail = self.log_tail()
+                message = f"livekit-server exited with code {code} while starting; log {self.log_path}:\n{tail}"
+                if taken := PORT_TAKEN.search(tail):
+                    raise PortTakenError(message, taken[1], int(taken[2]))
+                raise LiveKitServerError(message)
             try:
                 with urllib.request.urlopen(self.http_url + "/", timeout=1) as response:
                     answered = response.status == 200
@@ -339,25 +453,11 @@ class LiveKitServer:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server: SIGTERM, a second SIGTERM, then SIGKILL after `timeout`.
-
-        LiveKit's first SIGTERM drains and waits for participants to leave (polling
-        every 5 s); its second forces the shutdown. Each step gets half the time left.
-        """
+        """Stop the server in order (`stop_in_order`): drain, force, kill after `timeout`."""
         process = self._process
         if process is None:
             return
-        deadline = time.monotonic() + timeout
-        for sig in (signal.SIGTERM, signal.SIGTERM):
-            if process.poll() is not None:
-                break
-            process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.1, (deadline - time.monotonic()) / 2))
-        if process.poll() is None:
-            log.warning("livekit-server did not stop within %.0f s; killing it", timeout)
-            process.kill()
-            process.wait()
+        stop_in_order(process.send_signal, _waiter(process), timeout)
         self._process = None
 
     def kill(self) -> None:

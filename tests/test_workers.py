@@ -23,7 +23,7 @@ from livekit import rtc
 
 from supervisor.cli import main
 from supervisor.config import Config, ConfigError, RoomConfig, load_config, parse_config
-from supervisor.credentials import _runtime_file, for_token
+from supervisor.credentials import for_token
 from supervisor.livekit_server import free_port
 from supervisor.workers import Shard, shard_of
 from tests.participants import SILENCE_RMS, collect_audio, join, publishing_tone, rms, subscribed_audio_track
@@ -342,17 +342,18 @@ async def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path: Path) 
     async with supervisor_run(path, workers=2) as run:
         await run.wait_for(r"\[worker \d\] .* ready: 1 room\(s\)", count=2)
         workers = {pids[0] for pids in worker_pids(run).values()}
-        server = children(run.process.pid) - workers  # the embedded livekit-server
-        try:
-            run.process.kill()
-            await run.process.wait()
-            # The kernel's parent-death signal is a SIGTERM: the workers drain, they are not killed.
-            await run.wait_for(r"\[worker \d\] .* SIGTERM: draining", count=2, timeout=10)
-            await run.wait_for(r"\[worker \d\] .* \[workers-orphan-\d+\] left", count=2)
-            await wait_until(lambda: not any(is_worker(pid) for pid in workers), timeout=30)
-            assert not run.matches(r"\[worker \d\] .* again: stopping at once")
-        finally:
-            for pid in server:  # a SIGKILLed parent cannot stop its embedded server...
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            _runtime_file(port, "credentials.json").unlink(missing_ok=True)  # ...nor remove this
+        run.process.kill()
+        await run.process.wait()
+        # The embedded server goes with the parent (its parent-death signal is a SIGKILL)...
+        await wait_until(lambda: not port_answers(port), timeout=5)
+        # ...and the workers, which watch their parent, drain: they are not killed.
+        await run.wait_for(r"\[worker \d\] .* SIGTERM: draining", count=2, timeout=10)
+        await run.wait_for(r"\[worker \d\] .* \[workers-orphan-\d+\] left", count=2)
+        await wait_until(lambda: not any(is_worker(pid) for pid in workers), timeout=30)
+        assert not run.matches(r"\[worker \d\] .* again: stopping at once")
+
+    # A service manager restarting the supervisor finds the port free and serves again.
+    async with supervisor_run(path, workers=2) as run:
+        await run.wait_for(r"\[worker \d\] .* ready: 1 room\(s\)", count=2)
+        assert await stop(run, signal.SIGTERM) == 0
+    assert not port_answers(port)
