@@ -109,7 +109,7 @@ def build_binary() -> Path:
 
     The build lands in a temporary folder and is renamed into place, and a file lock
     serialises concurrent callers (parallel CI jobs, `make -j`), so nobody ever runs
-    a half-written binary and the two-minute build happens once.
+    a half-written binary and the build (minutes) happens once.
     """
     target = cached_binary_path()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def build_binary() -> Path:
             return target
         go = _go_tool()
         log.warning(
-            "building livekit-server v%s with `go install` into %s (about 2 minutes, once)",
+            "building livekit-server v%s with `go install` into %s (2-5 minutes, once)",
             VERSION,
             target.parent,
         )
