@@ -6,7 +6,8 @@ the source's buffer is full, the full lane then makes the pipeline's output wait
 so a bot that produces audio faster than real time (a TTS burst) is paced, not cut.
 Live audio passed through (the echo bot's) is the exception: it cannot get ahead of
 real time, only behind, so what would play later than `passthrough_delay_ms` after it
-arrived is dropped as `late` and the path catches up after a stall.
+arrived, behind audio already queued, is dropped as `late` and the path catches up
+after a stall.
 
 The source and its track exist only while someone else is in the room to hear them. A
 published audio track costs the rtc SDK two threads and about 2 % of a core even in
@@ -101,6 +102,17 @@ class AudioOutActor(Actor):
         if source is not None:
             await source.aclose()
 
+    def _late(self, frame: OutputAudioRawFrame, seconds: float, queued: float) -> bool:
+        """Whether passed-through audio would play too late to be worth playing.
+
+        Only while the source holds at least as much audio as the frame itself, i.e. a
+        backlog that the drop shortens: where the whole path is slow (a loaded
+        machine), every frame is old but none is behind another, and dropping them
+        would turn a late echo into silence.
+        """
+        age = arrival_age(frame)
+        return age is not None and queued >= seconds and age + queued > self._passthrough_delay
+
     async def receive(self, frame: Frame) -> Any:
         source = self._source
         if isinstance(frame, OutputAudioRawFrame):
@@ -110,8 +122,7 @@ class AudioOutActor(Actor):
             if source is None:
                 self.stats.audio_frames_dropped["unheard"] += 1
                 return None
-            age = arrival_age(frame)
-            if age is not None and age + source.queued_duration > self._passthrough_delay:
+            if self._late(frame, samples / frame.sample_rate, source.queued_duration):
                 self.stats.audio_frames_dropped["late"] += 1
                 return None
             await source.capture_frame(

@@ -51,9 +51,11 @@ class RoomSettings:
     passthrough_delay_ms: int = attrs.field(default=100, validator=v.ge(10))
     """Live audio the bot passes through (frames carrying their input's arrival stamp,
     as the echo bot's do) that would reach the output more than this long after it
-    arrived, counting what the audio source already holds, is dropped as `late`: in
-    and out run at the same real-time rate, so a backlog left by a stall would never
-    drain and every later word would be heard that much later."""
+    arrived, counting what the audio source already holds, is dropped as `late` while
+    the source holds at least a frame of it: in and out run at the same real-time rate,
+    so a backlog left by a stall would never drain and every later word would be heard
+    that much later. (On a path slow throughout, with nothing queued, it plays late
+    rather than not at all.)"""
 
     def __attrs_post_init__(self) -> None:
         if self.vad and self.audio_in_sample_rate not in VAD_SAMPLE_RATES:
