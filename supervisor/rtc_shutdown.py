@@ -45,10 +45,9 @@ async def end_room(room: rtc.Room, *media: Closable, timeout: float = LEAVE_TIME
     """Close `media` in the order given (streams, then sources), then leave `room`.
 
     What reads and feeds the room goes before the connection, as in the room's actor
-    tree. Shielded, so an owner being
-    cancelled still leaves (a room left open keeps its native tasks calling back until
-    the process ends), and bounded by `timeout` as a whole, so a server that stopped
-    answering cannot hold the owner.
+    tree. Shielded, so an owner being cancelled still leaves (a room left open keeps its
+    native tasks calling back until the process ends), and bounded by `timeout` as a
+    whole, so a server that stopped answering cannot hold the owner.
     """
     with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
         for closable in media:
