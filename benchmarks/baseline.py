@@ -21,6 +21,7 @@ import anyio
 import attrs
 
 from supervisor.access import Credentials, join_token
+from supervisor.rtc_shutdown import release_rtc
 
 IDENTITY = "bot"
 """The identity the load generator listens for, as the supervisor's default bot has."""
@@ -77,7 +78,12 @@ def main(
     parser.add_argument("--queue-ms", type=int, default=200)
     args = parser.parse_args(argv)
     options = BaselineOptions(tuple(args.rooms.split(",")), args.sample_rate, args.queue_ms)
-    anyio.run(_until_signalled, serve, credentials_from_environment(), options, backend="asyncio")
+    try:
+        anyio.run(
+            _until_signalled, serve, credentials_from_environment(), options, backend="asyncio"
+        )
+    finally:
+        release_rtc()  # as `supervisor` does: the interpreter's exit would otherwise abort
 
 
 async def _until_signalled(

@@ -17,6 +17,7 @@ from livekit import rtc
 
 from benchmarks.baseline import BaselineOptions, Readiness, bot_token, main
 from supervisor.access import Credentials
+from supervisor.rtc_shutdown import end_room
 
 FRAME_MS = 20
 
@@ -51,9 +52,7 @@ async def serve_room(
             readiness.one_joined()
             await anyio.sleep_forever()
     finally:
-        with anyio.CancelScope(shield=True):
-            await room.disconnect()
-            await source.aclose()
+        await end_room(room, source)  # each echo task closed its stream when cancelled
 
 
 async def serve(credentials: Credentials, options: BaselineOptions) -> None:

@@ -29,6 +29,7 @@ from livekit import rtc
 from supervisor.access import Credentials, join_token
 from supervisor.config import Config, ConfigError
 from supervisor.credentials import for_token
+from supervisor.rtc_shutdown import Closable, end_room
 
 SAMPLE_RATE = 48_000
 SEND_FRAME_MS = 20
@@ -209,12 +210,14 @@ async def bench_room(
     for a room's own failure (it is recorded), so one bad room does not end the run."""
     result = RoomResult(room_name)
     room = rtc.Room()
+    media: list[Closable] = []  # what feeds and reads the room, in the order it is closed
     try:
         began = anyio.current_time()
         with anyio.fail_after(JOIN_TIMEOUT):
             await room.connect(credentials.url, join_token(credentials, room_name, IDENTITY))
         result.join_s = anyio.current_time() - began
         source = rtc.AudioSource(SAMPLE_RATE, 1)
+        media.append(source)
         track = rtc.LocalAudioTrack.create_audio_track("bench-mic", source)
         publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await room.local_participant.publish_track(track, publish)
@@ -226,16 +229,12 @@ async def bench_room(
         stream = rtc.AudioStream(
             bot_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
         )
-        try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_listen, stream, result)
-                await _send_bursts(source, result, options.seconds)
-                await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
-                tasks.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
-                await source.aclose()
+        media.insert(0, stream)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_listen, stream, result)
+            await _send_bursts(source, result, options.seconds)
+            await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
+            tasks.cancel_scope.cancel()
     except TimeoutError:
         bot = options.bot_identities.get(room_name, "bot")
         step = "connect" if result.join_s is None else f"the bot {bot!r}'s audio track"
@@ -243,8 +242,7 @@ async def bench_room(
     except Exception as err:  # noqa: BLE001 - a room's failure is a measurement, not a crash
         result.error = f"{type(err).__name__}: {err}"
     finally:
-        with anyio.CancelScope(shield=True):
-            await room.disconnect()
+        await end_room(room, *media)
     return result
 
 

@@ -32,6 +32,7 @@ from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.rooms import RoomSet  # noqa: E402
+from supervisor.rtc_shutdown import release_rtc  # noqa: E402
 from supervisor.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
 
 log = logging.getLogger("supervisor")
@@ -288,5 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def entry() -> int:
+    """The `supervisor` process: `main`, then the rtc SDK's native runtime released
+    before the interpreter exits, which it would otherwise abort (see
+    `supervisor.rtc_shutdown`). Tests call `main` in their own process, whose runtime
+    must live on."""
+    try:
+        return main()
+    finally:
+        release_rtc()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

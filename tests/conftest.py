@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from supervisor.livekit_server import LiveKitServer
+from supervisor.rtc_shutdown import release_rtc
 
 _SERVER_KEY = pytest.StashKey[LiveKitServer]()
 
@@ -50,3 +51,9 @@ def pytest_terminal_summary(
     terminalreporter.section("livekit-server log")
     terminalreporter.write_line(f"full log: {server.log_path}")
     terminalreporter.write_line(server.log_tail(40))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every test's rtc rooms are left and its event loop closed: release the SDK's
+    native runtime before the interpreter exits, as `supervisor` does."""
+    release_rtc()

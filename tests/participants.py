@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 from livekit import api, rtc
 
+from supervisor.rtc_shutdown import end_room
+
 SAMPLE_RATE = 48_000
 SILENCE_RMS = 100.0
 """Below this a frame is silence: a 0.3-amplitude tone is ~6950, Opus comfort noise far below."""
@@ -81,7 +83,7 @@ async def join(
         )
         yield client
     finally:
-        await client.disconnect()
+        await end_room(client)
 
 
 def sine(frequency: float, samples: int, start: int = 0, amplitude: float = 0.3) -> np.ndarray:

@@ -39,20 +39,27 @@ def test_each_onset_answers_one_burst_within_the_lost_window() -> None:
     assert percentile([], 50) is None and percentile([3.0, 1.0, 2.0], 50) == 2.0
 
 
+async def run_bench(
+    config: SupervisorConfig, path: Path, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """`supervisor bench PATH ARGS` against `config`'s deployment, as a user runs it."""
+    with anyio.fail_after(60):
+        return await anyio.run_process(
+            supervisor_command("bench", str(path), *args),
+            cwd=REPO_ROOT,
+            env={**os.environ, **config.env()},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+
 @pytest.mark.anyio
 @pytest.mark.livekit
 async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_path: Path) -> None:
     config = SupervisorConfig(livekit_server, ROOMS)
     async with serving(tmp_path, config) as (_, path):
         out = tmp_path / "out.json"
-        with anyio.fail_after(60):
-            done = await anyio.run_process(
-                supervisor_command("bench", str(path), "--seconds", str(SECONDS), "--json", str(out)),
-                cwd=REPO_ROOT,
-                env={**os.environ, **config.env()},
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
+        done = await run_bench(config, path, "--seconds", str(SECONDS), "--json", str(out))
     table = done.stdout.decode()
     assert done.returncode == 0, f"{table}\n{done.stderr.decode()[-3000:]}"
     print(f"\n{table}")
@@ -70,6 +77,29 @@ async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_pa
     assert {"p50", "max"} <= set(summary["join_s"])
     assert summary["generator_lag_ms"]["max"] is not None
     assert "echo ms" in table and ROOMS[0] in table
+
+
+MANY_ROOMS = tuple(f"bench-exit-{index}" for index in range(12))
+RUNS = 3
+
+
+@pytest.mark.anyio
+@pytest.mark.livekit
+async def test_repeated_runs_on_many_rooms_exit_cleanly(
+    livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    """Each run leaves its rooms and then exits 0: the rtc SDK's native runtime calls
+    back into Python while the rooms' connections close, and a callback that met the
+    interpreter's finalization used to abort the process (SIGABRT, exit -6) after the
+    results were printed (see `supervisor.rtc_shutdown`)."""
+    config = SupervisorConfig(livekit_server, MANY_ROOMS)
+    async with serving(tmp_path, config) as (_, path):
+        for run in range(RUNS):
+            done = await run_bench(config, path, "--seconds", "2")
+            table, log = done.stdout.decode(), done.stderr.decode()
+            assert done.returncode == 0, f"run {run}: exit {done.returncode}\n{table}\n{log[-3000:]}"
+            assert f"rooms {len(MANY_ROOMS)} (joined {len(MANY_ROOMS)})" in table, table
+            assert "panicked" not in log, log[-3000:]
 
 
 @pytest.mark.anyio

@@ -25,6 +25,7 @@ import pytest
 from livekit import api, rtc
 
 from supervisor.livekit_server import LiveKitServer
+from supervisor.rtc_shutdown import end_room
 from tests.cli_process import (
     REPO_ROOT,
     SupervisorConfig,
@@ -384,7 +385,7 @@ async def test_token_from_the_cli_joins_the_server(
         assert client.name == "token-room"
         assert client.local_participant.identity == "carol"
     finally:
-        await client.disconnect()
+        await end_room(client)
 
 
 async def rooms_with_bot(server: ServerCredentials, rooms: Sequence[str]) -> set[str]:
