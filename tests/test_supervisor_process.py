@@ -34,7 +34,6 @@ from tests.cli_process import (
     write_config,
 )
 from tests.goodbye_bot import GOODBYE_SECONDS_ENV
-from tests.prometheus import get
 from tests.participants import (
     SAMPLE_RATE,
     ServerCredentials,
@@ -44,6 +43,7 @@ from tests.participants import (
     rms,
     subscribed_audio_track,
 )
+from tests.prometheus import get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 

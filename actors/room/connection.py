@@ -43,7 +43,7 @@ from actors.room.frames import (
 )
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
-from actors.room.stats import RoomStats
+from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
 
@@ -200,7 +200,7 @@ class ConnectionActor(Actor):
                          self.settings.url)
             await anyio.sleep(CONNECT_RETRY_SECONDS)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ConnectionState) -> None:
         if self.stats is not None:
             self.stats.connection = state
 
@@ -260,7 +260,8 @@ class ConnectionActor(Actor):
         def data(packet: rtc.DataPacket) -> None:
             sender = packet.participant.identity if packet.participant else None
             reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
-            senders.received(DataReceivedFrame(packet.data, sender, packet.topic, reliable), announced)
+            frame = DataReceivedFrame(packet.data, sender, packet.topic, reliable)
+            senders.received(frame, announced)
 
         def dtmf(event: rtc.SipDTMF) -> None:
             sender = event.participant.identity if event.participant else None

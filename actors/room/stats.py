@@ -7,13 +7,14 @@ read. That keeps the hot path free of locks and label lookups.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
 import attrs
 
 from actors.room.timing import BucketCounts, connect_buckets, latency_buckets
 
 
-CONNECTION_STATES = ("connecting", "connected", "reconnecting", "disconnected")
+ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnected"]
 """Where the room's rtc connection is: joining (or rejoining after the SDK gave up),
 joined, resuming a lost link (the SDK's `reconnecting`), or left."""
 
@@ -22,8 +23,8 @@ joined, resuming a lost link (the SDK's `reconnecting`), or left."""
 class RoomStats:
     """What happened in one room since the supervisor started it."""
 
-    connection: str = "connecting"
-    """One of `CONNECTION_STATES`; the connection actor keeps it."""
+    connection: ConnectionState = "connecting"
+    """The connection actor keeps it."""
     participants: set[str] = attrs.field(factory=set)
     joins: int = 0
     leaves: int = 0
