@@ -26,15 +26,8 @@ from actors.frames import (
 from actors.mailbox import MailboxSpec, MailboxStats, Overflow
 from actors.ref import ActorRef
 from actors.root import open_actor
-from actors.supervision import (
-    Backoff,
-    ChildInfo,
-    ChildSpec,
-    Restart,
-    RestartIntensity,
-    Strategy,
-    Supervisor,
-)
+from actors.specs import Backoff, ChildInfo, ChildSpec, Restart, RestartIntensity, Strategy
+from actors.supervision import Supervisor
 
 __all__ = [
     "Actor",

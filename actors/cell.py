@@ -24,10 +24,10 @@ from actors.errors import (
 )
 from actors.mailbox import STOP, Mailbox, Request
 from actors.ref import ActorRef
+from actors.specs import ChildSpec
 
 if TYPE_CHECKING:
     from actors.actor import Actor
-    from actors.supervision import ChildSpec
 
 log = logging.getLogger("actors")
 

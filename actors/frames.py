@@ -8,12 +8,10 @@ control, not content.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pipecat.frames.frames import SystemFrame
 
-if TYPE_CHECKING:
-    from actors.supervision import ChildSpec
+from actors.specs import ChildSpec
 
 
 @dataclass

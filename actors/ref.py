@@ -86,7 +86,8 @@ class ActorRef:
     async def ask(self, frame: Frame, timeout: float = 5.0) -> Any:
         """Send a frame and wait for the actor's answer, within `timeout` seconds.
 
-        Raises `ActorStoppedError` at once for a stopped actor, `ActorCrashedError` if
+        Raises `ActorStoppedError` at once for a stopped actor, `MailboxFullError` if
+        a blocking data lane stayed full for its `send_timeout`, `ActorCrashedError` if
         the actor crashed on this frame, `AskTimeoutError` if no answer came in time
         (the time spent waiting for room in a full lane counts), and whatever the
         handler raised as `Refused`.

@@ -17,7 +17,7 @@ from anyio.abc import TaskStatus
 from actors.cell import ActorCell
 from actors.errors import single_errors
 from actors.ref import ActorRef
-from actors.supervision import ChildSpec
+from actors.specs import ChildSpec
 
 
 @asynccontextmanager

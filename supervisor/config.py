@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from actors.room.settings import VAD_SAMPLE_RATES, BotFactory
+from actors.room.settings import SAMPLE_RATES, VAD_RATES_TEXT, VAD_SAMPLE_RATES, BotFactory
 from supervisor.bots import BotLoadError, load_bot
 
-SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MISSING = object()
 
@@ -211,7 +210,7 @@ def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
     if config.vad and config.audio_in_sample_rate not in VAD_SAMPLE_RATES:
         raise ConfigError(
             f"{table._key(table.path, 'audio_in_sample_rate')} = {config.audio_in_sample_rate!r}: "
-            "expected 8000 or 16000 with vad = true (Silero's rates)"
+            f"expected {VAD_RATES_TEXT} with vad = true (Silero's rates)"
         )
     return config
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import attrs
 
-from actors import ActorRef, ActorState, WhichChildrenFrame, open_actor
+from actors import ActorRef, ActorState, Backoff, RestartIntensity, WhichChildrenFrame, open_actor
 from actors.room import BotFactory, RoomSettings, RoomStats, room_spec
-from actors.supervision import Backoff, RestartIntensity
 from supervisor.bots.echo import create_bot as echo_bot
 from tests.participants import ServerCredentials
 from tests.probes import wait_until

@@ -205,6 +205,8 @@ async def test_blocking_lane_pushes_back_on_a_slow_consumer() -> None:
         await ref.tell(Note(2))
         with pytest.raises(MailboxFullError):
             await ref.tell(Note(3))
+        with pytest.raises(MailboxFullError):  # an ask waits for room the same way
+            await ref.ask(Note("asked"), timeout=5.0)
         hold.release.set()
         await ref.tell(Note(4))
         assert await ref.ask(Note("end")) == "end"

@@ -21,10 +21,9 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, UserAudioRawFrame
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from actors import ChildInfo, RestartIntensityError, WhichChildrenFrame
+from actors import Backoff, ChildInfo, RestartIntensity, RestartIntensityError, WhichChildrenFrame
 from actors.room.pipeline import BotCrashedError
 from actors.room.transport import RoomTransport
-from actors.supervision import Backoff, RestartIntensity
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
 from supervisor.livekit_server import LiveKitServer

@@ -105,7 +105,7 @@ def present_state(room: rtc.Room) -> list[Frame]:
     if room.isconnected():
         state.append(RoomConnectedFrame(room.local_participant.identity))
     for p in room.remote_participants.values():
-        state.append(ParticipantJoinedFrame(p.identity, p.name, p.metadata))
+        state.append(ParticipantJoinedFrame(p.identity))
         for pub in p.track_publications.values():
             if _audio_for_bot(room, pub) and pub.subscribed and pub.track is not None:
                 state.append(AudioTrackSubscribedFrame(p.identity, pub.sid, pub.track))
@@ -227,7 +227,7 @@ class ConnectionActor(Actor):
             return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
-            tell(ParticipantJoinedFrame(p.identity, p.name, p.metadata))
+            tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
             tell(ParticipantLeftFrame(p.identity, _reason_name(p.disconnect_reason)))

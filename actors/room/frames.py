@@ -30,11 +30,12 @@ class RoomDisconnectedFrame(SystemFrame):
 
 @dataclass
 class ParticipantJoinedFrame(SystemFrame):
-    """A remote participant is in the room (joined, or was there when the bot came)."""
+    """A remote participant is in the room (joined, or was there when the bot came).
+
+    Its name and metadata are read from the room when asked for
+    (`GetParticipantMetadataFrame`), so they are never stale."""
 
     participant_id: str
-    display_name: str = ""
-    participant_metadata: str = ""
 
 
 @dataclass

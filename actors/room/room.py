@@ -26,14 +26,8 @@ from actors.room.events import EventActor
 from actors.room.pipeline import PipelineActor
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
-from actors.supervision import (
-    Backoff,
-    ChildSpec,
-    Restart,
-    RestartIntensity,
-    Strategy,
-    Supervisor,
-)
+from actors.specs import Backoff, ChildSpec, Restart, RestartIntensity, Strategy
+from actors.supervision import Supervisor
 
 AUDIO_LANE = MailboxSpec(capacity=16, overflow=Overflow.DROP_OLDEST)
 """The pipeline's data lane: 16 frames of 20 ms; a lagging bot skips stale audio."""

@@ -18,9 +18,11 @@ BotFactory = Callable[[Any], Any]
 """`factory(transport)`: returns a pipecat worker (PipelineTask) to run, or runs the
 bot itself (an async function that returns when the bot ends), as pipecat bots do."""
 
-_SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+SAMPLE_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
+"""The pipeline rates a room accepts, in and out (the rtc SDK resamples to them)."""
 VAD_SAMPLE_RATES = (8000, 16000)
 """Silero, pipecat's shipped VAD model, runs at these input rates only."""
+VAD_RATES_TEXT = " or ".join(map(str, VAD_SAMPLE_RATES))
 
 
 @attrs.frozen
@@ -34,8 +36,8 @@ class RoomSettings:
     bot: BotFactory = attrs.field(validator=v.is_callable())
     identity: str = "bot"
     name: str = "bot"
-    audio_in_sample_rate: int = attrs.field(default=16000, validator=v.in_(_SAMPLE_RATES))
-    audio_out_sample_rate: int = attrs.field(default=24000, validator=v.in_(_SAMPLE_RATES))
+    audio_in_sample_rate: int = attrs.field(default=16000, validator=v.in_(SAMPLE_RATES))
+    audio_out_sample_rate: int = attrs.field(default=24000, validator=v.in_(SAMPLE_RATES))
     audio_in_user_tracks: bool = True
     """Each participant's audio as its own `UserAudioRawFrame` stream (pipecat's
     default), or one mixed `InputAudioRawFrame` stream when False."""
@@ -60,7 +62,7 @@ class RoomSettings:
     def __attrs_post_init__(self) -> None:
         if self.vad and self.audio_in_sample_rate not in VAD_SAMPLE_RATES:
             raise ValueError(
-                f"vad needs audio_in_sample_rate 8000 or 16000 (Silero's rates), "
+                f"vad needs audio_in_sample_rate {VAD_RATES_TEXT} (Silero's rates), "
                 f"got {self.audio_in_sample_rate}"
             )
 

@@ -1,7 +1,9 @@
 """Per-room counters the room's actors keep, for tests, logs and the metrics exporter.
 
-Plain integers updated in place by the one actor that owns each field; readers only
-read. That keeps the hot path free of locks and label lookups.
+Plain values updated in place by the room's actors, on the event loop's thread (most
+fields by one actor; `participants` is cleared by the connection on each join and kept
+by the events actor, `audio_frames_dropped` counted by the transport and audio-out);
+readers only read. That keeps the hot path free of locks and label lookups.
 """
 
 from __future__ import annotations

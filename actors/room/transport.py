@@ -159,7 +159,10 @@ class RoomInputTransport(BaseInputTransport):
 
     @property
     def audio_backlog(self) -> int:
-        """Audio frames waiting for the input's own audio task (VAD, filters)."""
+        """Audio frames waiting for the input's own audio task (VAD, filters).
+
+        pipecat has no public view of that queue: this reads two of its internals,
+        pinned with pipecat's minor version (tests/test_pipecat_internals.py)."""
         return self._audio_in_queue.qsize() if self._audio_task else 0
 
     async def push_app_message(self, message: Any, sender: str | None) -> None:
