@@ -15,6 +15,7 @@ from actors.errors import (
     MailboxFullError,
     Refused,
     RestartIntensityError,
+    single_errors,
 )
 from actors.frames import (
     ChildExitedFrame,
@@ -26,7 +27,15 @@ from actors.frames import (
 from actors.mailbox import MailboxSpec, MailboxStats, Overflow
 from actors.ref import ActorRef
 from actors.root import open_actor
-from actors.specs import Backoff, ChildInfo, ChildSpec, Restart, RestartIntensity, Strategy
+from actors.specs import (
+    Backoff,
+    ChildInfo,
+    ChildSpec,
+    ChildStatistics,
+    Restart,
+    RestartIntensity,
+    Strategy,
+)
 from actors.supervision import Supervisor
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "ChildExitedFrame",
     "ChildInfo",
     "ChildSpec",
+    "ChildStatistics",
     "FrameDroppedError",
     "MailboxFullError",
     "MailboxSpec",
@@ -57,4 +67,5 @@ __all__ = [
     "Supervisor",
     "WhichChildrenFrame",
     "open_actor",
+    "single_errors",
 ]

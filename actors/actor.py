@@ -21,6 +21,7 @@ from actors.errors import Refused
 if TYPE_CHECKING:
     from actors.cell import ActorCell
     from actors.ref import ActorRef
+    from actors.specs import ChildStatistics
 
 
 class Actor:
@@ -61,7 +62,12 @@ class Actor:
 
     def stop(self) -> None:
         """Stop this actor once its queued control frames are served: a normal exit."""
-        self.ref._cell.mailbox.request_stop()
+        assert self._cell is not None, f"{type(self).__name__} is not running"
+        self._cell.mailbox.request_stop()
+
+    def children(self) -> tuple[ChildStatistics, ...]:
+        """The slots below this actor, read in place: none, but for a supervisor."""
+        return ()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

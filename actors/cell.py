@@ -8,6 +8,7 @@ Supervisors drive slots; the kernel's root (`open_actor`) drives one slot alone.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,14 @@ from actors.errors import (
 )
 from actors.mailbox import STOP, Mailbox, Request
 from actors.ref import ActorRef
-from actors.specs import ChildSpec
+from actors.specs import ChildSpec, ChildStatistics
 
 if TYPE_CHECKING:
     from actors.actor import Actor
 
 log = logging.getLogger("actors")
+
+_slots = itertools.count(1)
 
 
 class ActorState(enum.Enum):
@@ -69,8 +72,19 @@ class ActorCell:
         self.restarts = 0
         self.last_error: BaseException | None = None
         self.stop_requested = False
+        self.slot = next(_slots)
+        self.actor: Actor | None = None
+        """The running incarnation's actor; None between incarnations."""
         self._scope: anyio.CancelScope | None = None
         self._exited: anyio.Event | None = None
+
+    def statistics(self) -> ChildStatistics:
+        """This slot now, with the slots below it (see `Actor.children`)."""
+        return ChildStatistics(
+            self.spec.name, self.slot, self.state, self.incarnation, self.restarts,
+            self.last_error, self.mailbox.stats,
+            self.actor.children() if self.actor is not None else (),
+        )  # fmt: skip
 
     async def live(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -111,16 +125,20 @@ class ActorCell:
 
     async def _run(self, started: Any) -> None:
         actor: Actor = self.spec.factory()
-        async with anyio.create_task_group() as tasks:
-            actor._attach(self, tasks)
-            try:
-                async with actor.lifespan():
-                    self.state = ActorState.RUNNING
-                    started()
-                    await self._serve(actor)
-                    self.state = ActorState.STOPPING
-            finally:
-                tasks.cancel_scope.cancel()
+        self.actor = actor
+        try:
+            async with anyio.create_task_group() as tasks:
+                actor._attach(self, tasks)
+                try:
+                    async with actor.lifespan():
+                        self.state = ActorState.RUNNING
+                        started()
+                        await self._serve(actor)
+                        self.state = ActorState.STOPPING
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            self.actor = None
 
     async def _serve(self, actor: Actor) -> None:
         get = self.mailbox.get

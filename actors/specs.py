@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import validators as v
 
-from actors.mailbox import MailboxSpec
+from actors.mailbox import MailboxSpec, MailboxStats
 
 if TYPE_CHECKING:
     from actors.actor import Actor
@@ -121,3 +121,24 @@ class ChildInfo:
     incarnation: int
     restarts: int
     last_error: BaseException | None
+
+
+@attrs.frozen
+class ChildStatistics:
+    """One child slot as it is now, read in place (`Supervisor.children()`), for a
+    metrics exporter or a status page: no message, no wait, no reference into the tree.
+
+    `slot` tells slots apart for the life of the process: a child rebuilt after its
+    parent's restart, or removed and added again, is a new slot whose counters
+    (`restarts`, the mailbox's drops) start again from 0. `children` are the slots
+    below it when the child is itself a supervisor (empty while it is not running).
+    """
+
+    name: str
+    slot: int
+    state: ActorState
+    incarnation: int
+    restarts: int
+    last_error: BaseException | None
+    mailbox: MailboxStats
+    children: tuple[ChildStatistics, ...] = ()

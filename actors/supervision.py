@@ -33,7 +33,15 @@ from actors.frames import (
     WhichChildrenFrame,
 )
 from actors.mailbox import Mailbox
-from actors.specs import Backoff, ChildInfo, ChildSpec, Restart, RestartIntensity, Strategy
+from actors.specs import (
+    Backoff,
+    ChildInfo,
+    ChildSpec,
+    ChildStatistics,
+    Restart,
+    RestartIntensity,
+    Strategy,
+)
 
 log = logging.getLogger("actors")
 
@@ -117,9 +125,16 @@ class Supervisor(Actor):
             return await super().receive(frame)
         return None
 
+    def children(self) -> tuple[ChildStatistics, ...]:
+        """Every child slot as it is now, synchronously and without a message: for
+        readers on the event loop's thread that must not wait for this supervisor (busy
+        starting a room, it answers no `WhichChildrenFrame` until it is done)."""
+        return tuple(cell.statistics() for cell in self._children.values())
+
     @property
     def _own_mailbox(self) -> Mailbox:
-        return self.ref._cell.mailbox
+        assert self._cell is not None
+        return self._cell.mailbox
 
     def _adopt(self, spec: ChildSpec) -> ActorCell:
         cell = ActorCell(spec, self.ref.path, siblings=self._children)

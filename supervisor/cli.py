@@ -23,8 +23,7 @@ import anyio  # noqa: E402
 from anyio.abc import ObjectReceiveStream  # noqa: E402
 from livekit import api  # noqa: E402
 
-from actors import ActorRef, open_actor  # noqa: E402
-from actors.errors import single_errors  # noqa: E402
+from actors import ActorRef, open_actor, single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.access import join_token  # noqa: E402
 from supervisor.config import Config, ConfigError, load_config  # noqa: E402

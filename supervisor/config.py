@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from actors.room.settings import SAMPLE_RATES, VAD_RATES_TEXT, VAD_SAMPLE_RATES, BotFactory
+from actors.room import SAMPLE_RATES, VAD_RATES_TEXT, VAD_SAMPLE_RATES, BotFactory
 from supervisor.bots import BotLoadError, load_bot
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -2,11 +2,11 @@
 
 Nothing on the audio path touches prometheus-client: the actors keep plain counters
 and pre-bucketed arrays in each room's `RoomStats` (see `actors.room.timing`), and the
-supervisors keep their children's state, restarts and mailboxes anyway. A scrape runs
-on the event loop, between two frames of any actor, and reads all of it in place: a
-consistent snapshot without a lock and without asking an actor a question (a
-supervisor busy joining a room answers none until it is done, and a scrape must not
-wait for that).
+supervisors keep their children's state, restarts and mailboxes anyway
+(`Supervisor.children()`). A scrape runs on the event loop, between two frames of any
+actor, and reads all of it in place: a consistent snapshot without a lock and without
+asking an actor a question (a supervisor busy joining a room answers none until it is
+done, and a scrape must not wait for that).
 
 Names follow Prometheus conventions under one prefix, `lksup_`: base units,
 `_seconds`, `_total` for counters, help text on each. Process totals carry no room
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -43,11 +42,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from actors import ActorState, RestartIntensityError
-from actors.cell import ActorCell
-from actors.room.stats import RoomStats
-from actors.room.timing import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts
-from actors.supervision import Supervisor
+from actors import ActorState, ChildStatistics, RestartIntensityError
+from actors.room import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts, RoomStats
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.rooms import RoomSet
@@ -73,18 +69,7 @@ ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipelin
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-def children_of(supervisor: Supervisor | None) -> list[ActorCell]:
-    """A supervisor's child slots, read in place.
-
-    The same fields `WhichChildrenFrame` copies out, without the round trip through
-    its mailbox (see the module docstring); read-only, on the event loop's thread.
-    """
-    if supervisor is None:
-        return []
-    return list(supervisor._children.values())
-
-
-def room_state(cell: ActorCell | None, stats: RoomStats | None) -> str:
+def room_state(cell: ChildStatistics | None, stats: RoomStats | None) -> str:
     """A room's state for `lksup_rooms` and `/readyz` (see `ROOM_STATES`), from its slot
     (None: not built yet) and its connection.
 
@@ -108,25 +93,25 @@ def room_state(cell: ActorCell | None, stats: RoomStats | None) -> str:
 class _Accumulator:
     """Process totals from counters that restart with their slot.
 
-    Each scrape reports every slot's current value under a key that identifies the
-    slot (the cell object itself); the growth since the last scrape is added to the
-    totals. Slots not reported any more are forgotten. What a slot counted after the
-    last scrape and before it was replaced is lost: a rebuilt room's last moments.
+    Each scrape reports every slot's current value under the slot's number
+    (`ChildStatistics.slot`, unique for the process's life); the growth since the last
+    scrape is added to the totals. Slots not reported any more are forgotten. What a
+    slot counted after the last scrape and before it was replaced is lost: a rebuilt
+    room's last moments.
     """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[int, str], tuple[Any, int]] = {}
-        self._seen: dict[tuple[int, str], tuple[Any, int]] = {}
+        self._last: dict[tuple[int, str], int] = {}
+        self._seen: dict[tuple[int, str], int] = {}
         self.totals: Counter[tuple[str, ...]] = Counter()
 
     def begin(self) -> None:
         self._seen = {}
 
-    def report(self, slot: Any, field: str, value: int, *totals: tuple[str, ...]) -> None:
-        key = (id(slot), field)
-        previous = self._last.get(key)
-        before = previous[1] if previous is not None and previous[0] is slot else 0
-        self._seen[key] = (slot, value)  # the slot is kept alive, so its id stays unique
+    def report(self, slot: int, field: str, value: int, *totals: tuple[str, ...]) -> None:
+        key = (slot, field)
+        before = self._last.get(key, 0)
+        self._seen[key] = value
         if value > before:
             for total in totals:
                 self.totals[total] += value - before
@@ -167,7 +152,7 @@ class RoomSetCollector(Collector):
     def readiness(self) -> tuple[bool, str]:
         """Ready while every configured room runs (its tree started, its connection
         joined); otherwise which rooms are in which state, a few names each."""
-        cells = {cell.spec.name: cell for cell in children_of(self.room_set.supervisor)}
+        cells = self._room_slots()
         by_state: dict[str, list[str]] = {}
         for room in self.room_set.config.rooms:
             state = room_state(cells.get(room.name), self.room_set.stats.get(room.name))
@@ -184,13 +169,19 @@ class RoomSetCollector(Collector):
 
     # --- the scrape ------------------------------------------------------------------
 
+    def _room_slots(self) -> dict[str, ChildStatistics]:
+        """Every room's slot, with the slots of its tree, read in place (see the module
+        docstring)."""
+        supervisor = self.room_set.supervisor
+        return {room.name: room for room in supervisor.children()} if supervisor else {}
+
     def describe(self) -> list[Metric]:
         return []  # names are fixed, but a describe must not read a half-built tree
 
     def collect(self) -> Iterator[Metric]:
         room_set = self.room_set
         configured = [room.name for room in room_set.config.rooms]
-        room_cells = {cell.spec.name: cell for cell in children_of(room_set.supervisor)}
+        room_cells = self._room_slots()
         labelled = self._labelled_rooms(configured)
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
 
@@ -214,7 +205,7 @@ class RoomSetCollector(Collector):
 
     def _rooms(
         self,
-        cells: dict[str, ActorCell],
+        cells: dict[str, ChildStatistics],
         stats: dict[str, RoomStats],
         configured: list[str],
         labelled: list[str],
@@ -338,7 +329,7 @@ class RoomSetCollector(Collector):
                 frames_out.add_metric([name], s.audio_frames_out)
             yield from (participants, frames_in, frames_out)
 
-    def _scan_slots(self, rooms: dict[str, ActorCell]) -> tuple[Counter[str], Counter[str]]:
+    def _scan_slots(self, rooms: dict[str, ChildStatistics]) -> tuple[Counter[str], Counter[str]]:
         """Every room's slots: mailbox depth now (sum and max by kind); drops, dead
         letters and restarts into the accumulated totals."""
         depth: Counter[str] = Counter()
@@ -346,16 +337,13 @@ class RoomSetCollector(Collector):
         acc = self._slots_acc
         acc.begin()
         for name, room in rooms.items():
-            cells = [("room", room)]
-            supervisor = self.room_set.room_supervisors.get(name)
-            cells += [(cell.spec.name, cell) for cell in children_of(supervisor)]
-            for kind, cell in cells:
-                mailbox = cell.mailbox.stats
+            for kind, slot in [("room", room), *((child.name, child) for child in room.children)]:
+                mailbox = slot.mailbox
                 depth[kind] += mailbox.depth
                 deepest[kind] = max(deepest[kind], mailbox.depth)
-                acc.report(cell, "dropped", mailbox.dropped, ("dropped", kind))
-                acc.report(cell, "dead", mailbox.dead_letters, ("dead", kind))
-                acc.report(cell, "restarts", cell.restarts, ("restarts", kind), ("room", name))
+                acc.report(slot.slot, "dropped", mailbox.dropped, ("dropped", kind))
+                acc.report(slot.slot, "dead", mailbox.dead_letters, ("dead", kind))
+                acc.report(slot.slot, "restarts", slot.restarts, ("restarts", kind), ("room", name))
         acc.end()
         return depth, deepest
 
@@ -442,6 +430,12 @@ class LoopWatchdogCollector(Collector):
     def __init__(self, watchdog: LoopWatchdog, rooms: RoomSetCollector | None) -> None:
         self.watchdog = watchdog
         self.rooms = rooms
+
+    def _room_slots(self) -> dict[str, ChildStatistics]:
+        """Every room's slot, with the slots of its tree, read in place (see the module
+        docstring)."""
+        supervisor = self.room_set.supervisor
+        return {room.name: room for room in supervisor.children()} if supervisor else {}
 
     def describe(self) -> list[Metric]:
         return []

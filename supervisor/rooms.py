@@ -57,31 +57,19 @@ class RoomSet:
     credentials: Credentials
     stats: dict[str, RoomStats] = attrs.field(factory=dict)
     supervisor: Supervisor | None = None
-    room_supervisors: dict[str, Supervisor] = attrs.field(factory=dict)
-    """The live supervisor of the set and of each room, kept as each is built: the
-    metrics exporter reads their children at scrape time without asking them (a
-    supervisor busy starting a room answers no question until it is done)."""
-
-    def _tracked(self, spec: ChildSpec, *, top: bool = False) -> ChildSpec:
-        def build() -> Supervisor:
-            supervisor = spec.factory()
-            if top:
-                self.supervisor = supervisor
-            else:
-                self.room_supervisors[spec.name] = supervisor
-            return supervisor
-
-        return attrs.evolve(spec, factory=build)
+    """The live room supervisor, kept as it is built: the metrics exporter reads its
+    children in place (`Supervisor.children()`) without asking it anything (busy
+    starting a room, it answers no question until it is done)."""
 
     def room_spec(self, room: RoomConfig) -> ChildSpec:
         sv = self.config.supervision
         stats = self.stats.setdefault(room.name, RoomStats())
-        return self._tracked(room_spec(
+        return room_spec(
             room_settings(room, self.credentials),
             stats,
             intensity=RestartIntensity(sv.max_restarts, sv.within_seconds),
             backoff=Backoff(initial=sv.backoff_initial_seconds, maximum=sv.backoff_max_seconds),
-        ))
+        )
 
     def supervisor_spec(self) -> ChildSpec:
         sv = self.config.supervision
@@ -89,16 +77,17 @@ class RoomSet:
         quarantine = Backoff(
             initial=sv.quarantine_seconds, maximum=sv.quarantine_seconds * 10, jitter=0.2
         )
-        return self._tracked(ChildSpec(
-            ROOMS,
-            lambda: Supervisor(
+
+        def build() -> Supervisor:
+            self.supervisor = Supervisor(
                 children,
                 intensity=RestartIntensity(None, within_seconds=sv.quarantine_seconds * 20),
                 backoff=quarantine,
                 concurrency=self.config.limits.join_concurrency,
-            ),
-            shutdown_timeout=sv.shutdown_timeout_seconds,
-        ), top=True)
+            )
+            return self.supervisor
+
+        return ChildSpec(ROOMS, build, shutdown_timeout=sv.shutdown_timeout_seconds)
 
     async def reload(self, rooms: ActorRef, new: Config) -> tuple[list[str], list[str]]:
         """Move the running rooms to `new`: start added rooms, stop removed ones, restart
@@ -110,7 +99,6 @@ class RoomSet:
         self.config = new
         for name in stopped:
             await rooms.ask(StopChildFrame(name), timeout=new.supervision.shutdown_timeout_seconds + 5)
-            self.room_supervisors.pop(name, None)
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
             await rooms.ask(StartChildFrame(self.room_spec(wanted[name])), timeout=60)

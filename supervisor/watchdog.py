@@ -42,7 +42,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from actors.room.room import CURRENT_ROOM
+from actors.room import CURRENT_ROOM
 from supervisor.config import WatchdogConfig
 
 log = logging.getLogger("supervisor")

@@ -1,8 +1,28 @@
 """One LiveKit room as an actor tree, and the pipecat transport a bot sees of it."""
 
-from actors.room.room import room_spec
-from actors.room.settings import BotFactory, RoomSettings
+from actors.room.room import CURRENT_ROOM, room_spec
+from actors.room.settings import (
+    SAMPLE_RATES,
+    VAD_RATES_TEXT,
+    VAD_SAMPLE_RATES,
+    BotFactory,
+    RoomSettings,
+)
 from actors.room.stats import RoomStats
+from actors.room.timing import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts
 from actors.room.transport import RoomTransport
 
-__all__ = ["BotFactory", "RoomSettings", "RoomStats", "RoomTransport", "room_spec"]
+__all__ = [
+    "CONNECT_BUCKETS",
+    "CURRENT_ROOM",
+    "LATENCY_BUCKETS",
+    "SAMPLE_RATES",
+    "VAD_RATES_TEXT",
+    "VAD_SAMPLE_RATES",
+    "BotFactory",
+    "BucketCounts",
+    "RoomSettings",
+    "RoomStats",
+    "RoomTransport",
+    "room_spec",
+]

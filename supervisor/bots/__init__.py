@@ -8,8 +8,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 
-from actors.room.settings import BotFactory
-from actors.room.transport import RoomTransport
+from actors.room import BotFactory, RoomTransport
 
 
 class BotLoadError(Exception):

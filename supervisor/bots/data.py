@@ -20,7 +20,7 @@ from pipecat.transports.livekit.transport import (
     LiveKitOutputTransportMessageUrgentFrame,
 )
 
-from actors.room.transport import RoomTransport
+from actors.room import RoomTransport
 from supervisor.bots import room_pipeline
 
 

@@ -11,7 +11,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from actors.room.transport import RoomTransport
+from actors.room import RoomTransport
 from supervisor.bots import room_pipeline
 
 
