@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+import anyio
 import numpy as np
 from livekit import api, rtc
 
@@ -239,6 +240,31 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> f
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(samples.size)))
     spectrum[0] = 0.0
     return float(np.fft.rfftfreq(samples.size, 1 / sample_rate)[int(np.argmax(spectrum))])
+
+
+def is_tone(samples: np.ndarray, frequency: float, sample_rate: int = SAMPLE_RATE) -> bool:
+    """Audible, and `frequency` is its strongest component."""
+    return (
+        rms(samples) > SILENCE_RMS
+        and abs(dominant_frequency(samples, sample_rate) - frequency) < 10.0
+    )
+
+
+async def listen_for_tone(
+    track: rtc.Track, frequency: float, *, seconds: float = 1.0, timeout: float = 15.0
+) -> np.ndarray:
+    """`seconds` of `track`, after 0.5 s for the jitter buffer to settle: the first such
+    window that is the tone `frequency`, else the last one heard within `timeout`.
+
+    On a busy machine one window can come out choppy (a loop of the sender, the server
+    or the listener ran late), which is not what a test of "the tone comes through"
+    judges; a tone that never comes through still fails it."""
+    await collect_audio(track, 0.5)
+    heard = await collect_audio(track, seconds)
+    with anyio.move_on_after(timeout):
+        while not is_tone(heard, frequency):
+            heard = await collect_audio(track, seconds)
+    return heard
 
 
 def longest_silent_run(levels: Sequence[float], start: int = 0) -> int:

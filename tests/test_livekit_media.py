@@ -8,9 +8,9 @@ from livekit import api
 from supervisor.livekit_server import LiveKitServer
 from tests.participants import (
     SILENCE_RMS,
-    collect_audio,
     dominant_frequency,
     join,
+    listen_for_tone,
     media_paths,
     publishing_tone,
     rms,
@@ -33,9 +33,7 @@ async def test_tone_from_one_participant_reaches_another(livekit_server: LiveKit
         publishing_tone(alice, 440.0),
     ):
         track = await subscribed_audio_track(bob, "alice")
-        # The first frames after subscribing are jitter-buffer warm-up; skip them.
-        await collect_audio(track, 0.5)
-        heard = await collect_audio(track, 1.0)
+        heard = await listen_for_tone(track, 440.0)  # past the jitter buffer's warm-up
         paths = {"alice": await media_paths(alice), "bob": await media_paths(bob)}
 
     # UDP to the server's loopback address, not an ICE-TCP fallback (see ServerSettings).

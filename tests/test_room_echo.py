@@ -28,6 +28,7 @@ from tests.participants import (
     collect_audio,
     dominant_frequency,
     join,
+    listen_for_tone,
     publishing_tone,
     rms,
     sine,
@@ -60,8 +61,7 @@ async def test_participant_hears_its_own_tone_back(
         publishing_tone(alice, 440.0),
     ):
         track = await subscribed_audio_track(alice, "bot")
-        await collect_audio(track, 0.5)
-        heard = await collect_audio(track, 1.0)
+        heard = await listen_for_tone(track, 440.0)
     assert rms(heard) > SILENCE_RMS, f"alice heard silence (rms {rms(heard):.1f})"
     assert abs(dominant_frequency(heard) - 440.0) < 10.0
     assert tree.stats.audio_frames_in > 0 and tree.stats.audio_frames_out > 0
@@ -139,8 +139,7 @@ async def test_a_bot_that_runs_itself_is_hosted_unchanged(livekit_server: LiveKi
         publishing_tone(alice, 660.0),
     ):
         track = await subscribed_audio_track(alice, "bot")
-        await collect_audio(track, 0.5)
-        heard = await collect_audio(track, 1.0)
+        heard = await listen_for_tone(track, 660.0)
     assert rms(heard) > SILENCE_RMS
     assert abs(dominant_frequency(heard) - 660.0) < 10.0
 
@@ -195,8 +194,7 @@ async def test_the_bot_publishes_its_track_only_while_someone_listens(
                 unheard = tree.stats.audio_frames_dropped["unheard"]
                 async with publishing_tone(visitor, 440.0):
                     track = await subscribed_audio_track(visitor, "bot")
-                    await collect_audio(track, 0.5)
-                    heard = await collect_audio(track, 1.0)
+                    heard = await listen_for_tone(track, 440.0)
                 assert abs(dominant_frequency(heard) - 440.0) < 10.0, f"visit {visit}"
                 assert tree.stats.audio_frames_dropped["unheard"] == unheard, (
                     f"visit {visit}: audio dropped as unheard while someone listened"

@@ -32,7 +32,9 @@ from tests.participants import (
     SILENCE_RMS,
     collect_audio,
     dominant_frequency,
+    is_tone,
     join,
+    listen_for_tone,
     longest_silent_run,
     publishing_tone,
     rms,
@@ -148,23 +150,10 @@ async def hear(room: rtc.Room, identity: str = "bot", seconds: float = 1.0) -> n
 async def hear_tone(
     room: rtc.Room, frequency: float, identity: str = "bot", timeout: float = 15.0
 ) -> np.ndarray:
-    """What `hear` gets, listening again until it is the tone `frequency`, for at most
-    `timeout`: on a busy machine one window can come out choppy (the bot's, the
-    server's or the listener's loop ran late), which is not what the tests judge; an
-    echo that never comes back still fails them."""
-    heard = await hear(room, identity)
-    with anyio.move_on_after(timeout):
-        while not is_tone(heard, frequency):
-            heard = await hear(room, identity)
-    return heard
-
-
-def is_tone(samples: np.ndarray, frequency: float, sample_rate: int = SAMPLE_RATE) -> bool:
-    """Audible, and `frequency` is its strongest component."""
-    return (
-        rms(samples) > SILENCE_RMS
-        and abs(dominant_frequency(samples, sample_rate) - frequency) < 10.0
-    )
+    """What `room` hears from `identity`, listened to until it is the tone `frequency`
+    (`listen_for_tone`)."""
+    track = await subscribed_audio_track(room, identity)
+    return await listen_for_tone(track, frequency, timeout=timeout)
 
 
 def peak_share(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
