@@ -431,12 +431,6 @@ class LoopWatchdogCollector(Collector):
         self.watchdog = watchdog
         self.rooms = rooms
 
-    def _room_slots(self) -> dict[str, ChildStatistics]:
-        """Every room's slot, with the slots of its tree, read in place (see the module
-        docstring)."""
-        supervisor = self.room_set.supervisor
-        return {room.name: room for room in supervisor.children()} if supervisor else {}
-
     def describe(self) -> list[Metric]:
         return []
 
