@@ -415,3 +415,40 @@ async def test_a_stopping_child_can_still_tell_a_sibling_stopped_before_it() -> 
         target = (await children(sup))["target"].ref
     assert target.stats.dead_letters == 1
     assert journal.frames["target"] == []
+
+
+async def test_children_reads_every_slot_in_place_and_a_rebuilt_subtree_has_new_slots() -> None:
+    """`Supervisor.children()`: the whole subtree, synchronously; a restarted child keeps
+    its slot (and counts the restart), a subtree rebuilt by its parent gets new slots."""
+    journal = Journal()
+    built: list[Supervisor] = []
+    inner = supervisor(
+        [probe_spec(journal, "a"), probe_spec(journal, "b")],
+        name="inner", strategy=Strategy.ONE_FOR_ALL, intensity=RestartIntensity(0, 60),
+    )  # fmt: skip
+
+    def top() -> Supervisor:
+        built.append(Supervisor([inner, probe_spec(journal, "c")], backoff=QUICK, seed=1))
+        return built[-1]
+
+    async with open_actor(ChildSpec("top", top, shutdown_timeout=None)) as sup:
+        first_inner, first_c = built[0].children()
+        assert (first_inner.name, first_c.name) == ("inner", "c")
+        assert [grandchild.name for grandchild in first_inner.children] == ["a", "b"]
+        assert first_c.children == () and first_c.mailbox.depth == 0
+        assert {s.state for s in (first_inner, first_c, *first_inner.children)} == {ActorState.RUNNING}
+
+        await crash_and_wait(sup, "c", 2)
+        c = built[0].children()[1]
+        assert (c.slot, c.incarnation, c.restarts) == (first_c.slot, 2, 1)
+
+        # a crash in `inner` exceeds its intensity of 0: `top` rebuilds the whole subtree
+        a_ref = (await children((await children(sup))["inner"].ref))["a"].ref
+        await a_ref.tell(Crash())
+        await wait_until(lambda: built[0].children()[0].incarnation == 2
+                         and built[0].children()[0].state is ActorState.RUNNING)
+        rebuilt = built[0].children()[0]
+        assert (rebuilt.slot, rebuilt.restarts) == (first_inner.slot, 1)
+        old_slots = {g.slot for g in first_inner.children}
+        assert [g.name for g in rebuilt.children] == ["a", "b"]
+        assert not old_slots & {g.slot for g in rebuilt.children}
