@@ -147,10 +147,6 @@ class ServerRecord:
         """Whether the recorded server still runs."""
         return self.server.is_our_livekit_server()
 
-    def left_behind(self) -> bool:
-        """Whether the recorded server runs while the supervisor that started it is gone."""
-        return not self.owner.alive() and self.serving()
-
     def stop_server(self, timeout: float = 5.0) -> None:
         """Stop the recorded server in order (it is not our child: no wait() for it).
 
