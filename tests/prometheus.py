@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.livekit_server import free_port
 
@@ -58,6 +59,23 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+class Samples:
+    """One scrape, parsed: `samples["name", {"label": "value"}]` is a sample's value."""
+
+    def __init__(self, text: str) -> None:
+        self.values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.values[sample.name, frozenset(sample.labels.items())] = sample.value
+
+    def __getitem__(self, key: tuple[str, dict[str, str]] | str) -> float:
+        name, labels = (key, {}) if isinstance(key, str) else key
+        return self.values[name, frozenset(labels.items())]
+
+    def label_values(self, name: str, label: str) -> set[str]:
+        return {dict(labels)[label] for sample, labels in self.values if sample == name}
 
 
 class Prometheus:

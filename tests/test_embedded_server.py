@@ -28,6 +28,7 @@ from supervisor.server_record import ProcessId, ServerRecord
 from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
 from tests.participants import ServerCredentials, join
 from tests.probes import wait_until
+from tests.prometheus import get
 
 pytestmark = pytest.mark.livekit
 
@@ -70,8 +71,7 @@ async def running(path: Path, env: dict[str, str] | None = None) -> AsyncIterato
 
 
 def readyz(path: Path) -> int:
-    with urllib.request.urlopen(f"http://{load_config(path).metrics.listen}/readyz", timeout=5) as answer:
-        return int(answer.status)
+    return get(f"http://{load_config(path).metrics.listen}/readyz")[0]
 
 
 async def assert_serving(

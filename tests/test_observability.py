@@ -27,7 +27,6 @@ from typing import Any
 
 import attrs
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.workers import shard_of
@@ -38,6 +37,7 @@ from tests.prometheus import (
     JOB,
     ROOT,
     Prometheus,
+    Samples,
     alert_query,
     alert_rules,
     dashboard,
@@ -202,23 +202,6 @@ class SupervisorProcess:
         status, body = get(self.url(worker) + "/metrics")
         assert status == 200, body
         return Samples(body)
-
-
-class Samples:
-    """One scrape, parsed: `samples["name", {"label": "value"}]` is a sample's value."""
-
-    def __init__(self, text: str) -> None:
-        self.values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                self.values[sample.name, frozenset(sample.labels.items())] = sample.value
-
-    def __getitem__(self, key: tuple[str, dict[str, str]] | str) -> float:
-        name, labels = (key, {}) if isinstance(key, str) else key
-        return self.values[name, frozenset(labels.items())]
-
-    def label_values(self, name: str, label: str) -> set[str]:
-        return {dict(labels)[label] for sample, labels in self.values if sample == name}
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ from tests.participants import (
     rms,
     subscribed_audio_track,
 )
-from tests.prometheus import get
+from tests.prometheus import Samples, get
 
 pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
 
@@ -343,12 +343,12 @@ async def test_sighup_adds_and_removes_rooms_while_the_others_keep_echoing(
         silence_ms = keep.echo.longest_silence_ms()
         recorded_ms = keep.echo.since_onset_ms()
         touched = run.matches(r"\[(hup-keep|hup-quiet|hup-new-\d)\] (left|stopped|joined)")
-        restarts = scrape_line(config, 'lksup_room_restarts_total{room="hup-keep"}')
+        restarts = scrape(config)["lksup_room_restarts_total", {"room": "hup-keep"}]
     # Untouched means no actor of hup-keep restarted (a restarted pipeline or audio actor
     # would leave a gap) and the echo never stopped: the gap allowed is what a busy
     # two-core machine causes while five rooms join beside it (up to ~0.5 s seen),
     # well short of the second or more a rejoin takes.
-    assert restarts == "0.0", f"hup-keep's actors restarted {restarts} times across the reloads"
+    assert restarts == 0, f"hup-keep's actors restarted {restarts} times across the reloads"
     assert silence_ms <= 1000, f"hup-keep's echo went silent for {silence_ms} ms across the reloads"
     assert sorted(m[0] for m in touched) == [
         "[hup-keep] joined",
@@ -411,10 +411,9 @@ async def readiness(config: SupervisorConfig, status: int, body: str, timeout: f
     raise AssertionError(f"/readyz answered {answer}, not {status} {body!r}, for {timeout} s")
 
 
-def scrape_line(config: SupervisorConfig, series: str) -> str | None:
-    """The value of one exact series in the supervisor's /metrics, if it is there."""
-    _, text = get(f"http://127.0.0.1:{config.metrics_port}/metrics")
-    return next((line.split()[-1] for line in text.splitlines() if line.startswith(series + " ")), None)
+def scrape(config: SupervisorConfig) -> Samples:
+    """The supervisor's /metrics now, parsed."""
+    return Samples(get(f"http://127.0.0.1:{config.metrics_port}/metrics")[1])
 
 
 OUTAGE_SECONDS = 40.0
@@ -438,7 +437,7 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
             names = ", ".join(rooms)
             await readiness(config, 503, f"not ready: 0 of 5 room(s) running; reconnecting: {names}")
             unready_after = time.perf_counter() - killed
-            assert scrape_line(config, 'lksup_rooms{state="reconnecting"}') == "5.0"
+            assert scrape(config)["lksup_rooms", {"state": "reconnecting"}] == 5
             # ...then the SDK gives up and every room's connection actor restarts...
             await run.wait_for(r"\[phoenix-\d\] left", count=len(rooms), timeout=OUTAGE_SECONDS)
             # ...and keeps failing while the server stays down.

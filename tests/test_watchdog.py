@@ -30,8 +30,7 @@ from tests import blocking_bot
 from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
 from tests.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
 from tests.probes import wait_until
-from tests.prometheus import get
-from tests.test_observability import Samples
+from tests.prometheus import Samples, get
 from tests.test_supervisor_process import talking
 from tests.test_workers import (
     bot_sid_changed,
