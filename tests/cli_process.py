@@ -26,6 +26,7 @@ import attrs
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
+from supervisor.config import config_toml
 from supervisor.livekit_server import free_port
 from tests.participants import ServerCredentials
 
@@ -163,24 +164,21 @@ class SupervisorConfig:
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
-        lines = [
-            "[livekit]",
-            f'url = "{self.server.url}"',
-            f'api_key_env = "{KEY_ENV}"',
-            f'api_secret_env = "{SECRET_ENV}"',
-            "embedded_server = false",
-            "[bot]",
-            f'factory = "{self.bot}"',
-            "[metrics]",
-            f'listen = "127.0.0.1:{self.metrics_port}"',
-            "[supervision]",
-            *(f"{key} = {value}" for key, value in self.supervision.items()),
-            "[watchdog]",
-            *(f"{key} = {value}" for key, value in self.watchdog.items()),
-        ]
-        for room in self.rooms:
-            lines += ["[[rooms]]", f'name = "{room}"']
-        return "\n".join(lines) + "\n"
+        return config_toml(
+            {
+                "livekit": {
+                    "url": self.server.url,
+                    "api_key_env": KEY_ENV,
+                    "api_secret_env": SECRET_ENV,
+                    "embedded_server": False,
+                },
+                "bot": {"factory": self.bot},
+                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+                "supervision": dict(self.supervision),
+                "watchdog": dict(self.watchdog),
+                "rooms": [{"name": room} for room in self.rooms],
+            }
+        )
 
     def env(self) -> dict[str, str]:
         """The credentials, in the variables the config names: the child's env only."""
