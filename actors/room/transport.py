@@ -49,7 +49,6 @@ from pipecat.transports.livekit.transport import (
 
 from actors.errors import ActorError, MailboxFullError
 from actors.ref import ActorRef
-from actors.room.connection import present_state
 from actors.room.frames import (
     ActiveSpeakerChangedFrame,
     AudioMarkFrame,
@@ -68,6 +67,7 @@ from actors.room.frames import (
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.room_view import present_state
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 from actors.room.timing import StampCarrier
