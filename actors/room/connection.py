@@ -34,13 +34,13 @@ from actors.room.frames import (
     ParticipantJoinedFrame,
     ParticipantLeftFrame,
     ParticipantMetadataChangedFrame,
-    RoomConnectedFrame,
     RoomDisconnectedFrame,
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
 from actors.room.stats import ConnectionState, RoomStats
@@ -58,13 +58,6 @@ class ConnectionLostError(ConnectionError):
     """The SDK gave up on the room; the supervisor rejoins."""
 
 
-def _reason_name(reason: Any) -> str:
-    try:
-        return rtc.DisconnectReason.Name(reason).lower()
-    except (ValueError, TypeError, AttributeError):
-        return str(reason)
-
-
 async def _accepts_connections(url: str) -> bool:
     """Whether anything listens at the URL's host and port (a TCP connect, no more)."""
     parts = urlsplit(url)
@@ -76,40 +69,6 @@ async def _accepts_connections(url: str) -> bool:
         return False
     await stream.aclose()
     return True
-
-
-def _audio(publication: rtc.TrackPublication) -> bool:
-    return publication.kind == rtc.TrackKind.KIND_AUDIO
-
-
-def _audio_for_bot(room: rtc.Room, publication: rtc.TrackPublication) -> bool:
-    """An audio track the bot may hear: in an encrypted room, only an encrypted one.
-
-    The SDK decrypts the tracks published encrypted and plays the others as they
-    are, so without this check a participant without the key would still be heard
-    by the bot of an encrypted room (and, through an echo, by everyone in it).
-    """
-    return _audio(publication) and (
-        not room.e2ee_manager.enabled
-        or publication.encryption_type != rtc.EncryptionType.NONE
-    )
-
-
-def present_state(room: rtc.Room) -> list[Frame]:
-    """The room as events: who is there and which audio the bot already receives.
-
-    Participants and tracks present when the bot joins (or when a restarted bot
-    starts) raise the same events as those that come later, as in pipecat.
-    """
-    state: list[Frame] = []
-    if room.isconnected():
-        state.append(RoomConnectedFrame(room.local_participant.identity))
-    for p in room.remote_participants.values():
-        state.append(ParticipantJoinedFrame(p.identity))
-        for pub in p.track_publications.values():
-            if _audio_for_bot(room, pub) and pub.subscribed and pub.track is not None:
-                state.append(AudioTrackSubscribedFrame(p.identity, pub.sid, pub.track))
-    return state
 
 
 class ConnectionActor(Actor):
@@ -230,14 +189,14 @@ class ConnectionActor(Actor):
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
-            tell(ParticipantLeftFrame(p.identity, _reason_name(p.disconnect_reason)))
+            tell(ParticipantLeftFrame(p.identity, reason_name(p.disconnect_reason)))
 
         def subscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio_for_bot(room, pub):
+            if audio_for_bot(room, pub):
                 tell(AudioTrackSubscribedFrame(p.identity, pub.sid, track))
-            elif _audio(pub):
+            elif is_audio(pub):
                 log.warning(
                     "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
                     self.settings.room,
@@ -248,7 +207,7 @@ class ConnectionActor(Actor):
         def unsubscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio(pub):
+            if is_audio(pub):
                 tell(AudioTrackUnsubscribedFrame(p.identity, pub.sid))
 
         def muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
@@ -286,7 +245,7 @@ class ConnectionActor(Actor):
         def disconnected(reason: Any) -> None:
             if not self._leaving:
                 self._set_state("disconnected")
-                name = _reason_name(reason)
+                name = reason_name(reason)
                 tell(RoomDisconnectedFrame(name))
                 self.ref.tell_nowait(RoomDisconnectedFrame(name))
 
@@ -342,7 +301,7 @@ class ConnectionActor(Actor):
             raise Refused(f"[{self.settings.room}] no participant {participant_id!r}")
         assert self._server is not None
         for pub in p.track_publications.values():
-            if _audio(pub):
+            if is_audio(pub):
                 await self._server.room.mute_published_track(
                     api.MuteRoomTrackRequest(
                         room=self.settings.room,
