@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,14 +37,6 @@ def write_config(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def supervisor_command(*args: str) -> list[str]:
