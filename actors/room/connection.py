@@ -3,8 +3,10 @@
 It joins with a token minted from the room's settings, turns every rtc callback into
 a typed event frame for the event actor, and executes commands (send data, set
 metadata, mute) one at a time from its mailbox. The SDK resumes short network losses
-by itself; when it gives up and reports `disconnected`, this actor crashes on purpose
-so its supervisor rejoins with backoff and restarts what depends on the connection.
+by itself; when it gives up and reports `disconnected`, or when the server stops
+reading this connection's requests (`actors.room.signalling`), this actor crashes on
+purpose so its supervisor rejoins with backoff and restarts what depends on the
+connection.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from actors.room.frames import (
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
+from actors.room.signalling import watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
@@ -80,6 +83,7 @@ class ConnectionActor(Actor):
         self.room: rtc.Room | None = None
         self._server: api.LiveKitAPI | None = None
         self._leaving = False
+        self._undelivered: set[str] = set()  # without stats: `RoomStats.undelivered`
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -110,6 +114,8 @@ class ConnectionActor(Actor):
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
+                undelivered = self._undelivered if self.stats is None else self.stats.undelivered
+                self.tasks.start_soon(watch_subscriptions, self.settings.room, room, undelivered)
                 yield
         finally:
             self._leaving = True
