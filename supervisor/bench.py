@@ -26,6 +26,7 @@ import anyio
 import attrs
 import numpy as np
 from livekit import rtc
+from livekit.rtc.participant import PublishTrackError
 
 from supervisor.access import Credentials, join_token
 from supervisor.config import Config, ConfigError
@@ -163,7 +164,8 @@ def _burst_frames() -> tuple[list[rtc.AudioFrame], list[rtc.AudioFrame]]:
 
 
 class SignallingLostError(Exception):
-    """The bot's track is listed and this participant never gets it (`SUBSCRIBE_GRACE`)."""
+    """The server stopped acting on this participant's requests: the bot's track is
+    listed and never delivered (`SUBSCRIBE_GRACE`), or publishing got no answer."""
 
 
 async def _bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
@@ -301,7 +303,10 @@ async def _bench_session(
         media.append(source)
         track = rtc.LocalAudioTrack.create_audio_track("bench-mic", source)
         publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await room.local_participant.publish_track(track, publish)
+        try:
+            await room.local_participant.publish_track(track, publish)
+        except PublishTrackError as err:  # the server did not answer: the same lost session
+            raise SignallingLostError(f"publishing the microphone: {err}") from err
         joined = anyio.current_time()
         try:
             with anyio.fail_after(JOIN_TIMEOUT):
