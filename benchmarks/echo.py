@@ -52,6 +52,7 @@ from anyio.streams.text import TextReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.process_tree import cpu_seconds, rss_bytes
+from supervisor.bench import ALL_SENDING, JOIN_TIMEOUT, SUBSCRIBE_GRACE
 from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 
@@ -241,6 +242,15 @@ def settle_seconds(rooms: int) -> float:
     return min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_SECONDS_PER_ROOM * rooms))
 
 
+async def _all_sending(log: Path) -> None:
+    """Wait until the load generator says every room sends (or it cannot: a room whose
+    bot never came), so the warm-up and the window start with every room talking
+    however long the joins took on a busy machine."""
+    with anyio.move_on_after(JOIN_TIMEOUT + SUBSCRIBE_GRACE):
+        while ALL_SENDING not in log.read_text(errors="replace"):
+            await anyio.sleep(0.1)
+
+
 def _cpu_readings(processes: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process tree, and by the bot's Python
     loops alone (`bot_loop`)."""
@@ -312,6 +322,7 @@ async def _under_load(
     processes = {"bot": pid, "generator": generator.pid, "server": server.pid}
     result: dict[str, Any] = {}
     try:
+        await _all_sending(log)
         await anyio.sleep(options.warmup)
         before, started = _cpu_readings(processes), time.perf_counter()
         latency_before = await scrape_latency(metrics_ports) if system.is_supervisor else {}

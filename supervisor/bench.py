@@ -7,8 +7,8 @@ first sample sent to the first loud frame heard back (energy onset) is the end-t
 echo latency: network, server, the supervisor's audio path and the bot together.
 Judging by energy rather than samples is what survives Opus and the jitter buffer.
 
-The run is bounded: every participant sends for `seconds`, listens a little longer so
-the last burst can come back, and leaves. All rooms run in one task group, so nothing
+The run is bounded: every participant sends until all of them have sent together for
+`seconds`, listens a little longer so the last burst can come back, and leaves. All rooms run in one task group, so nothing
 outlives the run.
 """
 
@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,8 +223,10 @@ def _bot_seen(room: rtc.Room, identity: str) -> str:
     )
 
 
-async def _send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: float) -> None:
-    """Tone bursts paced against the clock, as a microphone delivers them.
+async def _send_bursts(
+    source: rtc.AudioSource, result: RoomResult, done: Callable[[], bool]
+) -> None:
+    """Tone bursts paced against the clock, as a microphone delivers them, until `done`.
 
     A burst is sent when its first sample leaves the source's queue for the encoder: the
     queue is the generator's, not the deployment's. After a stall (a busy event loop)
@@ -233,8 +235,8 @@ async def _send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: flo
     """
     tone, silence = _burst_frames()
     frame_seconds = SEND_FRAME_MS / 1000
-    started = next_at = anyio.current_time()
-    while anyio.current_time() - started < seconds:
+    next_at = anyio.current_time()
+    while not done():
         for index, frame in enumerate([*tone, *silence]):
             if index == 0:
                 result.sent.append(anyio.current_time() + source.queued_duration)
@@ -256,16 +258,51 @@ async def _listen(stream: rtc.AudioStream, result: RoomResult) -> None:
             last_loud = now
 
 
+@attrs.define
+class Together:
+    """When every room of a run sends: each sends `seconds` from then, so all of them
+    talk at once for that long however spread out their joins were (seconds apart on a
+    busy machine), and a harness measuring the deployment can start then."""
+
+    rooms: int
+    settled: set[str] = attrs.field(factory=set)
+    """Rooms sending, or done without ever sending (their bot never came)."""
+    since: float | None = None
+
+    def settle(self, room: str) -> None:
+        self.settled.add(room)
+        if self.since is None and len(self.settled) >= self.rooms:
+            self.since = anyio.current_time()
+            log.info("%s (%d rooms)", ALL_SENDING, self.rooms)
+
+    def over(self, seconds: float) -> bool:
+        return self.since is not None and anyio.current_time() - self.since >= seconds
+
+
 async def bench_room(
-    credentials: Credentials, room_name: str, options: BenchOptions
+    credentials: Credentials,
+    room_name: str,
+    options: BenchOptions,
+    together: Together | None = None,
 ) -> RoomResult:
-    """Join, find the bot, send and listen for `options.seconds`, leave; never raises
-    for a room's own failure (it is recorded), so one bad room does not end the run."""
+    """Join, find the bot, send and listen for `options.seconds` (from when every room
+    of `together` sends; alone by default), leave; never raises for a room's own failure
+    (it is recorded), so one bad room does not end the run."""
+    together = together or Together(1)
+    try:
+        return await _bench_room(credentials, room_name, options, together)
+    finally:
+        together.settle(room_name)
+
+
+async def _bench_room(
+    credentials: Credentials, room_name: str, options: BenchOptions, together: Together
+) -> RoomResult:
     result = RoomResult(room_name)
     bot = options.bot_identities.get(room_name, "bot")
     for join in range(JOINS):
         try:
-            await _bench_session(credentials, room_name, bot, options, result)
+            await _bench_session(credentials, room_name, bot, options, result, together)
             return result
         except SignallingLostError as err:
             if join + 1 == JOINS:
@@ -287,8 +324,12 @@ async def bench_room(
 
 
 async def _bench_session(
-    credentials: Credentials, room_name: str, bot: str, options: BenchOptions,
+    credentials: Credentials,
+    room_name: str,
+    bot: str,
+    options: BenchOptions,
     result: RoomResult,
+    together: Together,
 ) -> None:
     """One participant's session: join, find the bot, send and listen, leave."""
     room = rtc.Room()
@@ -323,7 +364,8 @@ async def _bench_session(
         media.insert(0, stream)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_listen, stream, result)
-            await _send_bursts(source, result, options.seconds)
+            together.settle(room_name)
+            await _send_bursts(source, result, lambda: together.over(options.seconds))
             await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
             tasks.cancel_scope.cancel()
     except TimeoutError:
@@ -335,6 +377,7 @@ async def _bench_session(
 
 
 LAG_TICK = 0.01
+ALL_SENDING = "every room is sending"
 
 
 async def _measure_lag(lags: list[float]) -> None:
@@ -350,11 +393,13 @@ async def bench(
     credentials: Credentials, options: BenchOptions, lags: list[float] | None = None
 ) -> list[RoomResult]:
     """All rooms at once, in one task group: the load a deployment sees when they all talk.
-    `lags` collects the generator's own event-loop lag meanwhile, in seconds."""
+    `lags` collects the generator's own event-loop lag meanwhile, in seconds. Once every
+    room sends, it logs `ALL_SENDING` (see `Together`)."""
     results: list[RoomResult | None] = [None] * len(options.rooms)
+    together = Together(len(options.rooms))
 
     async def one(index: int, name: str) -> None:
-        results[index] = await bench_room(credentials, name, options)
+        results[index] = await bench_room(credentials, name, options, together)
 
     async with anyio.create_task_group() as tasks:
         async with anyio.create_task_group() as rooms:
