@@ -165,7 +165,12 @@ class RoomSetCollector(Collector):
                 more = len(names) - READINESS_NAMES
                 listed = ", ".join(names[:READINESS_NAMES]) + (f" (+{more} more)" if more > 0 else "")
                 detail += f"; {state}: {listed}"
-        return not by_state, detail
+        worker = self.room_set.worker
+        if worker is None:
+            return not by_state, detail
+        dispatch = "draining" if worker.draining else "registered" if worker.registered else "not registered"
+        detail += f"; agent worker {dispatch}, {len(self.room_set.dispatched)} dispatched room(s)"
+        return not by_state and worker.registered and not worker.draining, detail
 
     # --- the scrape ------------------------------------------------------------------
 
@@ -180,7 +185,7 @@ class RoomSetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         room_set = self.room_set
-        configured = [room.name for room in room_set.config.rooms]
+        configured = room_set.served()
         room_cells = self._room_slots()
         labelled = self._labelled_rooms(configured)
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
@@ -414,7 +419,7 @@ class RoomSetCollector(Collector):
             f"{PREFIX}_metrics_rooms_unlabelled",
             "Configured rooms without per-room series (metrics.max_room_series reached, "
             "or metrics.per_room_labels off); they still count in every total.",
-            value=len(self.room_set.config.rooms) - len(self._labelled),
+            value=len(self.room_set.served()) - len(self._labelled),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_metrics_room_series_refused",

@@ -22,7 +22,7 @@ from actors import (
     StopChildFrame,
     Supervisor,
 )
-from actors.room import RoomSettings, RoomStats, room_spec
+from actors.room import Job, RoomSettings, RoomStats, room_spec
 from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
 
@@ -47,6 +47,14 @@ def room_settings(room: RoomConfig, credentials: Credentials) -> RoomSettings:
         vad=bot.vad,
         e2ee_key=room.e2ee_key,
     )
+
+
+@attrs.define
+class WorkerState:
+    """The agent worker's state as `/readyz` reads it (`supervisor.agent_worker` keeps it)."""
+
+    registered: bool = False
+    draining: bool = False
 
 
 @attrs.define

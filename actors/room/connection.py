@@ -54,6 +54,13 @@ ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
 
 
+FINAL_REASONS = frozenset(
+    {"room_deleted", "room_closed", "participant_removed", "duplicate_identity"}
+)
+"""Disconnect reasons that end a dispatched room's session: rejoining would recreate a
+room that was closed (and dispatch it again), or take a bot's place from the server."""
+
+
 class ConnectionLostError(ConnectionError):
     """The SDK gave up on the room; the supervisor rejoins."""
 
@@ -167,10 +174,11 @@ class ConnectionActor(Actor):
         """Make sure the room exists, then join; while nothing even accepts connections
         at the server, try again.
 
-        The room is created (a no-op when it exists) with long idle timeouts: LiveKit
-        does not count an agent as a participant, so a room with only the bot in it
-        would otherwise close 20 s after the last person left, kicking the bot. A room
-        a restarted server lost is created again the same way.
+        A configured room is created (a no-op when it exists) with long idle timeouts:
+        LiveKit does not count an agent as a participant, so a room with only the bot
+        in it would otherwise close 20 s after the last person left, kicking the bot. A
+        room a restarted server lost is created again the same way. A dispatched room
+        (`settings.job`) is the server's: it keeps the timeouts its creator chose.
 
         A restarting LiveKit server refuses connections for as long as it is down.
         Failing at once, each restart would follow the last within its backoff step,
@@ -182,13 +190,14 @@ class ConnectionActor(Actor):
         waiting = False
         while True:
             try:
-                await server.room.create_room(
-                    api.CreateRoomRequest(
-                        name=self.settings.room,
-                        empty_timeout=ROOM_IDLE_SECONDS,
-                        departure_timeout=ROOM_IDLE_SECONDS,
+                if self.settings.job is None:
+                    await server.room.create_room(
+                        api.CreateRoomRequest(
+                            name=self.settings.room,
+                            empty_timeout=ROOM_IDLE_SECONDS,
+                            departure_timeout=ROOM_IDLE_SECONDS,
+                        )
                     )
-                )
                 await room.connect(self.settings.url, self.settings.token(), options)
                 return
             except (rtc.ConnectError, aiohttp.ClientConnectionError):
@@ -310,6 +319,12 @@ class ConnectionActor(Actor):
         if isinstance(frame, GetRoomFrame):
             return room
         if isinstance(frame, RoomDisconnectedFrame):
+            if self.settings.job is not None and frame.reason in FINAL_REASONS:
+                log.info("[%s] the server ended the session (%s): not rejoining",
+                         self.settings.room, frame.reason)
+                if self.stats is not None:
+                    self.stats.ended = frame.reason
+                return None
             raise ConnectionLostError(f"[{self.settings.room}] disconnected: {frame.reason}")
         if isinstance(frame, GetParticipantMetadataFrame):
             p = room.remote_participants.get(frame.participant_id)

@@ -14,6 +14,8 @@ import attrs
 from attrs import validators as v
 from livekit import api
 
+from actors.room.job import Job
+
 BotFactory = Callable[[Any], Any]
 """`factory(transport)`: returns a pipecat worker (PipelineTask) to run, or runs the
 bot itself (an async function that returns when the bot ends), as pipecat bots do."""
@@ -45,6 +47,11 @@ class RoomSettings:
     """Run Silero VAD (shipped inside pipecat) on the input."""
     e2ee_key: bytes | None = attrs.field(default=None, repr=False)
     """Shared end-to-end encryption key; None joins unencrypted."""
+    join_token: str | None = attrs.field(default=None, repr=False)
+    """A token to join with instead of minting one: a dispatched room's, from its job
+    assignment (the server decides the bot's identity and grants)."""
+    job: Job | None = None
+    """The agent job a dispatched room serves; None for a configured room."""
     connect_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
     max_data_bytes: int = attrs.field(default=64 * 1024, validator=v.ge(1))
     """Larger incoming data messages are refused (and counted)."""
@@ -67,7 +74,10 @@ class RoomSettings:
             )
 
     def token(self, ttl: timedelta = timedelta(hours=6)) -> str:
-        """A join token for the bot, minted here so no token needs distributing."""
+        """A join token for the bot, minted here so no token needs distributing
+        (unless the server handed one over: `join_token`)."""
+        if self.join_token is not None:
+            return self.join_token
         grants = api.VideoGrants(
             room_join=True,
             room=self.room,

@@ -28,6 +28,9 @@ class RoomStats:
     connection: ConnectionState = "connecting"
     """The connection actor keeps it."""
     participants: set[str] = attrs.field(factory=set)
+    ended: str | None = None
+    """Why the server ended a dispatched room's session for good (its connection then
+    does not rejoin): the room closed or deleted, the bot removed. Its job is over."""
     joins: int = 0
     leaves: int = 0
     data_in: int = 0

@@ -68,6 +68,7 @@ from actors.room.frames import (
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.job import Job
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 from actors.room.timing import StampCarrier
@@ -251,6 +252,12 @@ class RoomTransport(BaseTransport):
             self._register_event_handler(event, sync=event == "on_before_disconnect")
 
     # --- pipecat's transport API --------------------------------------------------
+
+    @property
+    def job(self) -> Job | None:
+        """The agent job of a dispatched room (id, room, metadata, dispatch metadata);
+        None in a configured room."""
+        return self.settings.job
 
     def input(self) -> RoomInputTransport:
         if self._input is None:
