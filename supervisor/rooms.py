@@ -69,11 +69,37 @@ class RoomSet:
     children in place (`Supervisor.children()`) without asking it anything (busy
     starting a room, it answers no question until it is done)."""
 
+    dispatched: dict[str, Job] = attrs.field(factory=dict)
+    """The rooms running for an agent job (`supervisor.jobs`), by room name."""
+    worker: WorkerState | None = None
+    """The agent worker's state while `[dispatch]` is enabled."""
+
+    def served(self) -> list[str]:
+        """Every room this process serves now: the configured, then the dispatched."""
+        return [room.name for room in self.config.rooms] + list(self.dispatched)
+
     def room_spec(self, room: RoomConfig) -> ChildSpec:
+        return self._spec(room_settings(room, self.credentials))
+
+    def job_spec(self, job: Job, token: str, url: str, identity: str) -> ChildSpec:
+        """A dispatched room's tree: the config's bot, joined with the job assignment's
+        token (which names the bot `identity`); counted as served until `job_ended`."""
+        static = room_settings(RoomConfig(job.room, self.config.bot), self.credentials)
+        settings = attrs.evolve(
+            static, url=url, join_token=token, job=job, identity=identity, name=identity
+        )
+        self.dispatched[job.room] = job
+        return self._spec(settings)
+
+    def job_ended(self, job: Job) -> None:
+        self.dispatched.pop(job.room, None)
+
+    def _spec(self, settings: RoomSettings) -> ChildSpec:
         sv = self.config.supervision
-        stats = self.stats.setdefault(room.name, RoomStats())
+        stats = self.stats.setdefault(settings.room, RoomStats())
+        stats.ended = None  # a room name used again by a later job
         return room_spec(
-            room_settings(room, self.credentials),
+            settings,
             stats,
             intensity=RestartIntensity(sv.max_restarts, sv.within_seconds),
             backoff=Backoff(initial=sv.backoff_initial_seconds, maximum=sv.backoff_max_seconds),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -160,6 +161,8 @@ class SupervisorConfig:
     bot: str = ECHO_BOT
     supervision: Mapping[str, float] = attrs.field(factory=dict)
     watchdog: Mapping[str, float] = attrs.field(factory=dict)
+    dispatch: Mapping[str, str | float | bool] = attrs.field(factory=dict)
+    """A `[dispatch]` table's keys; none: no table (dispatch off)."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
@@ -178,6 +181,8 @@ class SupervisorConfig:
             "[watchdog]",
             *(f"{key} = {value}" for key, value in self.watchdog.items()),
         ]
+        if self.dispatch:  # JSON's strings, numbers and booleans are TOML's
+            lines += ["[dispatch]", *(f"{k} = {json.dumps(v)}" for k, v in self.dispatch.items())]
         for room in self.rooms:
             lines += ["[[rooms]]", f'name = "{room}"']
         return "\n".join(lines) + "\n"

@@ -1,0 +1,279 @@
+"""Agent dispatch against the real livekit-server: `supervisor run` as a registered worker.
+
+Each test runs `supervisor run` with a `[dispatch]` table and no `[[rooms]]` as a child
+process, and participants (the rtc SDK in the test process) create rooms by joining
+them, as callers would; the server offers each new room to the worker, whose bot must
+arrive and echo. Explicit dispatch (an agent name in the token's room configuration,
+or `CreateDispatch`), admission, the ends of a job, a server restart and a drain are
+proven the same way. Waits are for log lines and conditions, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import anyio
+import attrs
+import pytest
+from livekit import api, rtc
+from livekit.protocol import agent
+
+from supervisor.livekit_server import LiveKitServer
+from tests.cli_process import SupervisorConfig, SupervisorProcess, serving
+from tests.participants import (
+    ServerCredentials,
+    is_tone,
+    join,
+    listen_for_tone,
+    publishing_tone,
+    subscribed_audio_track,
+)
+
+pytestmark = [pytest.mark.livekit]
+
+REGISTERED = r"\[dispatch\] registered as worker"
+DISPATCH_BOT = "tests.dispatch_bot:create_bot"
+"""The echo bot, which also tells the room which job it serves (see the module)."""
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def dispatch_worker(
+    tmp_path: Path,
+    server: ServerCredentials,
+    name: str = "config.toml",
+    bot: str = DISPATCH_BOT,
+    **dispatch: str | float | bool,
+) -> AsyncIterator[SupervisorProcess]:
+    """`supervisor run` with `[dispatch]` on and no configured room, once registered.
+
+    The bot leaves 1 s after it is alone, unless a test says otherwise: a worker's
+    drain, as the block ends, waits for its jobs."""
+    dispatch = {"enabled": True, "idle_timeout_seconds": 1, **dispatch}
+    config = SupervisorConfig(server, rooms=(), bot=bot, dispatch=dispatch)
+    folder = tmp_path / name.removesuffix(".toml")
+    folder.mkdir()
+    async with serving(folder, config) as (run, _):
+        await run.wait_for(REGISTERED, timeout=30)
+        yield run
+
+
+def token_with_dispatch(
+    server: ServerCredentials, room: str, identity: str, agent_name: str, metadata: str
+) -> str:
+    """A participant's token whose room configuration asks for an agent by name."""
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
+    return (
+        api.AccessToken(server.api_key, server.api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+        .with_room_config(
+            api.RoomConfiguration(
+                agents=[api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)]
+            )
+        )
+        .to_jwt()
+    )
+
+
+async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> float:
+    """Publish a tone; the seconds until the bot's track was subscribed, once its echo is heard."""
+    started = time.perf_counter()
+    async with publishing_tone(room, 440.0):
+        track = await subscribed_audio_track(room, bot, timeout=timeout)
+        arrived = time.perf_counter() - started
+        heard = await listen_for_tone(track, 440.0)
+    assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
+    return arrived
+
+
+@pytest.mark.anyio
+async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server) as run:
+        async with join(livekit_server, "auto-1", "caller") as room:
+            arrived = await hears_echo(room)
+        await run.wait_for(r"\[auto-1\] job \S+ accepted")
+        await run.wait_for(r"\[auto-1\] joined as bot")
+        print(f"dispatch: participant joined -> bot track subscribed in {arrived:.2f} s")
+
+
+def server_api(server: ServerCredentials) -> api.LiveKitAPI:
+    return api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+
+
+def bot_job(room: rtc.Room, bot: str = "bot") -> dict[str, str]:
+    """The job the bot says it serves (tests/dispatch_bot.py sets it as its metadata)."""
+    return json.loads(room.remote_participants[bot].metadata or "{}")
+
+
+async def bot_leaves(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> None:
+    with anyio.fail_after(timeout):
+        while bot in room.remote_participants:
+            await anyio.sleep(0.05)
+
+
+async def server_ended_job(server: LiveKitServer, run: SupervisorProcess, room: str) -> str:
+    """Once the supervisor logged that its job in `room` ended, the server's own word on
+    it (its log's "job ended" line for that job id), e.g. `JS_SUCCESS`.
+
+    The server's dispatch listing is no help: v1.13.5 keeps each job there as it was
+    assigned (`JS_RUNNING`) whatever the worker reports later."""
+    (ended,) = await run.wait_for(rf"\[{room}\] job (\S+) ends")
+    pattern = re.compile(rf'job ended\t.*"jobID": "{ended[1]}", "status": "(\w+)"')
+    with anyio.move_on_after(10):
+        while not (found := pattern.findall(server.log_path.read_text(errors="replace"))):
+            await anyio.sleep(0.1)
+        return found[0]
+    raise AssertionError(f"the server never logged the end of job {ended[1]}")
+
+
+@pytest.mark.anyio
+async def test_explicit_dispatch_by_token_and_a_worker_of_another_name_gets_nothing(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "named.toml", agent_name="echo-agent") as named,
+        dispatch_worker(tmp_path, livekit_server, "other.toml", agent_name="other-agent") as other,
+    ):
+        token = token_with_dispatch(
+            livekit_server, "named-1", "caller", "echo-agent", '{"lang": "fr"}'
+        )
+        room = rtc.Room()
+        await room.connect(livekit_server.url, token)
+        try:
+            await hears_echo(room)
+            job = bot_job(room)
+            assert job["room"] == "named-1" and job["metadata"] == '{"lang": "fr"}', job
+        finally:
+            await room.disconnect()
+        await named.wait_for(r"\[named-1\] job \S+ ends \(JS_SUCCESS\)")
+    assert not other.matches(r"job \S+ (accepted|declined|rejected)"), other.tail()
+
+
+@pytest.mark.anyio
+async def test_create_dispatch_with_metadata_then_delete_dispatch_stops_the_bot(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with (
+        dispatch_worker(tmp_path, livekit_server, agent_name="api-agent") as run,
+        server_api(livekit_server) as lk,
+    ):
+        await lk.room.create_room(api.CreateRoomRequest(name="api-1"))
+        dispatch = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="api-agent", room="api-1", metadata="vip")
+        )
+        async with join(livekit_server, "api-1", "caller") as room:
+            await hears_echo(room)
+            job = bot_job(room)
+            assert job["metadata"] == "vip", job
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, "api-1")
+            await bot_leaves(room)
+        await run.wait_for(rf"\[api-1\] job {job['job']} ends \(JS_SUCCESS\): terminated by the server")
+
+
+@pytest.mark.anyio
+async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_only_that_job(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(
+        tmp_path, livekit_server, accept="tests.dispatch_hooks:choosy"
+    ) as run:
+        for name, why in [
+            ("private-1", "private rooms get no bot"),
+            ("raise-1", "the accept hook raised"),
+            ("hang-1", "the accept hook timed out"),
+        ]:
+            async with join(livekit_server, name, "caller"):
+                await run.wait_for(rf"\[{name}\] job \S+ rejected: {why}")
+        assert run.matches(r"\[raise-1\] .*RuntimeError\(.the hook's backend is down")
+        async with join(livekit_server, "fine-1", "caller") as room:
+            await hears_echo(room, bot="helper")
+            attributes = room.remote_participants["helper"].attributes
+            assert attributes.get("role") == "echo", attributes
+        assert not run.matches(r"\[(private|raise|hang)-1\] joined"), run.tail()
+
+
+@pytest.mark.anyio
+async def test_a_blocking_sync_hook_holds_a_thread_not_the_loop(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(
+        tmp_path, livekit_server, accept="tests.dispatch_hooks:blocking"
+    ) as run:
+        async with join(livekit_server, "sync-hang-1", "caller"):
+            await run.wait_for(r"\[sync-hang-1\] job \S+ rejected: the accept hook timed out")
+        async with join(livekit_server, "sync-fine-1", "caller") as room:
+            await hears_echo(room)
+
+
+@pytest.mark.anyio
+async def test_a_full_worker_declines_and_the_next_room_goes_to_a_second_process(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, "first.toml", max_rooms=1) as first:
+        async with join(livekit_server, "full-1", "caller") as room_1:
+            await hears_echo(room_1)
+            await first.wait_for(r"\[dispatch\] full: max_rooms \(1\) reached")
+            async with (
+                dispatch_worker(tmp_path, livekit_server, "second.toml") as second,
+                join(livekit_server, "full-2", "caller") as room_2,
+            ):
+                await hears_echo(room_2)
+                await second.wait_for(r"\[full-2\] job \S+ accepted")
+            assert not first.matches(r"\[full-2\] job \S+ accepted"), first.tail()
+
+
+@pytest.mark.anyio
+async def test_idle_timeout_ends_the_job_as_succeeded(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, idle_timeout_seconds=1) as run:
+        async with join(livekit_server, "idle-1", "caller") as room:
+            await hears_echo(room)
+        await run.wait_for(r"\[idle-1\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
+        assert await server_ended_job(livekit_server, run, "idle-1") == "JS_SUCCESS"
+        await run.wait_for(r"\[idle-1\] left")
+
+
+@pytest.mark.anyio
+async def test_max_duration_ends_the_job_while_the_caller_stays(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, max_duration_seconds=3) as run:
+        async with join(livekit_server, "short-1", "caller") as room:
+            await hears_echo(room)
+            await bot_leaves(room)
+            assert await server_ended_job(livekit_server, run, "short-1") == "JS_SUCCESS"
+        await run.wait_for(r"\[short-1\] job \S+ ends \(JS_SUCCESS\): max_duration_seconds \(3\)")
+
+
+@pytest.mark.anyio
+async def test_drain_takes_no_new_job_and_lets_the_running_one_finish(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, idle_timeout_seconds=1) as run:
+        async with join(livekit_server, "drain-1", "caller") as room:
+            await hears_echo(room)
+            run.send_signal(signal.SIGTERM)
+            await run.wait_for(r"\[dispatch\] draining: no new jobs; 1 running job")
+            async with join(livekit_server, "drain-2", "caller") as late:
+                # the server is told at once; give it a moment to offer the room anyway
+                with anyio.move_on_after(3):
+                    await subscribed_audio_track(late, "bot", timeout=10)
+                    raise AssertionError("a draining worker's bot came to a new room")
+            await hears_echo(room)  # the running job goes on
+        assert await run.wait(timeout=30) == 0
+    await run.wait_for(r"\[drain-1\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
+    assert not run.matches(r"\[drain-2\] job \S+ accepted"), run.tail()
