@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError
 from livekit import api
 from livekit.protocol import agent, models
 
-from actors import ActorRef, Backoff
+from actors import ActorRef, Backoff, single_errors
 from supervisor import __version__
 from supervisor.access import Credentials
 from supervisor.admission import Admission, Reject
@@ -134,7 +134,8 @@ class AgentWorker:
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
-                    await self._session(http)
+                    with single_errors():
+                        await self._session(http)
                 except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
                     reason = str(err) or type(err).__name__
                 else:
@@ -173,7 +174,7 @@ class AgentWorker:
             self._outbox, self._status = send, None
             self.state.registered = True
             try:
-                async with anyio.create_task_group() as tasks, outgoing:
+                async with outgoing, anyio.create_task_group() as tasks:
                     tasks.start_soon(self._send_all, ws, outgoing)
                     tasks.start_soon(self._report_status)
                     tasks.start_soon(self._ping)

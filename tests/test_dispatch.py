@@ -277,3 +277,38 @@ async def test_drain_takes_no_new_job_and_lets_the_running_one_finish(
         assert await run.wait(timeout=30) == 0
     await run.wait_for(r"\[drain-1\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
     assert not run.matches(r"\[drain-2\] job \S+ accepted"), run.tail()
+
+
+@pytest.mark.anyio
+async def test_after_a_server_restart_the_worker_registers_again_and_rooms_have_their_bot(
+    tmp_path: Path,
+) -> None:
+    server = LiveKitServer(log_path=tmp_path / "livekit-1.log")
+    await anyio.to_thread.run_sync(server.start)
+    rooms = ("phoenix-1", "phoenix-2")
+    try:
+        async with dispatch_worker(
+            tmp_path, server, idle_timeout_seconds=30, drain_seconds=1
+        ) as run:
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:
+                    await hears_echo(await callers.enter_async_context(join(server, name, "caller")))
+                server.kill()
+                killed = time.perf_counter()
+                await run.wait_for(r"\[dispatch\] not registered")
+                server = LiveKitServer(server.settings, log_path=tmp_path / "livekit-2.log")
+                await anyio.to_thread.run_sync(server.start)
+                await run.wait_for(REGISTERED, count=2, timeout=30)
+                registered = time.perf_counter() - killed
+            back: dict[str, float] = {}
+            for name in rooms:  # the callers come back, as their apps would
+                async with join(server, name, "caller") as room:
+                    back[name] = await hears_echo(room, timeout=60)
+            assert run.process.returncode is None
+        print("\n".join(line for line in run.lines if "phoenix" in line or "dispatch]" in line))
+        assert not run.matches(r"quarantined|RestartIntensityError"), run.tail()
+        print(f"\nregistered again {registered:.2f} s after the kill; bot track within "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in back.items())
+              + " of the caller's rejoin")
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
