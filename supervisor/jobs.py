@@ -37,8 +37,8 @@ ASSIGNMENT_TIMEOUT_SECONDS = 10.0
 """livekit-server sends the assignment at once after a yes, or gives up after 10 s."""
 WATCH_SECONDS = 0.25
 """How often a job looks at its room: idle and duration limits are this precise."""
-START_TIMEOUT_SECONDS = 60.0
-"""The room supervisor answers a start once the room joined (or failed to)."""
+START_TIMEOUT_SECONDS = 30.0
+"""The room supervisor answers a start at once, unless busy stopping another room."""
 
 
 def job_of(job: agent.Job) -> Job:
@@ -168,7 +168,8 @@ class Jobs:
         try:
             log.info("[%s] job %s assigned: joining", job.room, job.id)
             try:
-                ref = await self.rooms.ask(StartChildFrame(spec), timeout=START_TIMEOUT_SECONDS)
+                # joins beside the other rooms' (up to `limits.join_concurrency`)
+                ref = await self.rooms.ask(StartChildFrame(spec, wait=False), timeout=START_TIMEOUT_SECONDS)
             except ActorError as err:
                 self._report(job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}"))
                 return
