@@ -135,6 +135,10 @@ class RoomSet:
             await rooms.ask(StopChildFrame(name), timeout=new.supervision.shutdown_timeout_seconds + 5)
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
+            if name in self.dispatched:  # one tree per room name
+                log.warning("[%s] not started: a dispatched job serves the room; reload "
+                            "again once it ended", name)
+                continue
             await rooms.ask(StartChildFrame(self.room_spec(wanted[name])), timeout=60)
             log.info("[%s] started", name)
         return started, stopped

@@ -25,7 +25,8 @@ from livekit import api, rtc
 from livekit.protocol import agent
 
 from supervisor.livekit_server import LiveKitServer
-from tests.cli_process import SupervisorConfig, SupervisorProcess, serving
+from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, supervisor_process, write_config
+from tests.prometheus import Samples, get
 from tests.participants import (
     ServerCredentials,
     is_tone,
@@ -47,23 +48,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def dispatch_config(
+    server: ServerCredentials, rooms: tuple[str, ...] = (), **dispatch: str | float | bool
+) -> SupervisorConfig:
+    """`[dispatch]` on, with the test bot. It leaves 1 s after it is alone, unless a
+    test says otherwise: a worker's drain, as a test ends, waits for its jobs."""
+    dispatch = {"enabled": True, "idle_timeout_seconds": 1, **dispatch}
+    return SupervisorConfig(server, rooms=rooms, bot=DISPATCH_BOT, dispatch=dispatch)
+
+
 @contextlib.asynccontextmanager
 async def dispatch_worker(
     tmp_path: Path,
     server: ServerCredentials,
-    name: str = "config.toml",
-    bot: str = DISPATCH_BOT,
+    name: str = "config",
+    config: SupervisorConfig | None = None,
     **dispatch: str | float | bool,
 ) -> AsyncIterator[SupervisorProcess]:
-    """`supervisor run` with `[dispatch]` on and no configured room, once registered.
-
-    The bot leaves 1 s after it is alone, unless a test says otherwise: a worker's
-    drain, as the block ends, waits for its jobs."""
-    dispatch = {"enabled": True, "idle_timeout_seconds": 1, **dispatch}
-    config = SupervisorConfig(server, rooms=(), bot=bot, dispatch=dispatch)
-    folder = tmp_path / name.removesuffix(".toml")
+    """`supervisor run` on `config` (default: `dispatch_config`, no `[[rooms]]`), once
+    its worker registered."""
+    folder = tmp_path / name
     folder.mkdir()
-    async with serving(folder, config) as (run, _):
+    async with serving(folder, config or dispatch_config(server, **dispatch)) as (run, _):
         await run.wait_for(REGISTERED, timeout=30)
         yield run
 
@@ -101,9 +107,21 @@ async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) ->
 async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    async with dispatch_worker(tmp_path, livekit_server) as run:
+    """...beside a configured room, with the same metrics and readiness."""
+    config = dispatch_config(livekit_server, rooms=("static-side",))
+    metrics = f"http://127.0.0.1:{config.metrics_port}"
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
         async with join(livekit_server, "auto-1", "caller") as room:
             arrived = await hears_echo(room)
+            assert bot_job(room)["room"] == "auto-1"
+            samples = Samples(get(metrics + "/metrics")[1])
+            assert samples["lksup_room_participants", {"room": "auto-1"}] == 1
+            assert samples["lksup_rooms", {"state": "running"}] == 2
+            assert get(metrics + "/readyz") == (
+                200, "ready: 1 of 1 room(s) running; agent worker registered, 1 dispatched room(s)\n"
+            )
+        async with join(livekit_server, "static-side", "caller") as room:
+            await hears_echo(room)
         await run.wait_for(r"\[auto-1\] job \S+ accepted")
         await run.wait_for(r"\[auto-1\] joined as bot")
         print(f"dispatch: participant joined -> bot track subscribed in {arrived:.2f} s")
@@ -144,8 +162,8 @@ async def test_explicit_dispatch_by_token_and_a_worker_of_another_name_gets_noth
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     async with (
-        dispatch_worker(tmp_path, livekit_server, "named.toml", agent_name="echo-agent") as named,
-        dispatch_worker(tmp_path, livekit_server, "other.toml", agent_name="other-agent") as other,
+        dispatch_worker(tmp_path, livekit_server, "named", agent_name="echo-agent") as named,
+        dispatch_worker(tmp_path, livekit_server, "other", agent_name="other-agent") as other,
     ):
         token = token_with_dispatch(
             livekit_server, "named-1", "caller", "echo-agent", '{"lang": "fr"}'
@@ -222,12 +240,12 @@ async def test_a_blocking_sync_hook_holds_a_thread_not_the_loop(
 async def test_a_full_worker_declines_and_the_next_room_goes_to_a_second_process(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    async with dispatch_worker(tmp_path, livekit_server, "first.toml", max_rooms=1) as first:
+    async with dispatch_worker(tmp_path, livekit_server, "first", max_rooms=1) as first:
         async with join(livekit_server, "full-1", "caller") as room_1:
             await hears_echo(room_1)
             await first.wait_for(r"\[dispatch\] full: max_rooms \(1\) reached")
             async with (
-                dispatch_worker(tmp_path, livekit_server, "second.toml") as second,
+                dispatch_worker(tmp_path, livekit_server, "second") as second,
                 join(livekit_server, "full-2", "caller") as room_2,
             ):
                 await hears_echo(room_2)
@@ -312,3 +330,20 @@ async def test_after_a_server_restart_the_worker_registers_again_and_rooms_have_
               + " of the caller's rejoin")
     finally:
         await anyio.to_thread.run_sync(server.stop)
+
+
+@pytest.mark.anyio
+async def test_each_worker_process_registers_on_its_own(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = dispatch_config(livekit_server)
+    path = write_config(tmp_path, config.text())
+    async with supervisor_process("run", str(path), "--workers", "2", env=config.env()) as run:
+        await run.wait_for(r"\[worker 0\] .*" + REGISTERED, timeout=60)
+        await run.wait_for(r"\[worker 1\] .*" + REGISTERED, timeout=60)
+        ids = {m[1] for m in run.matches(r"registered as worker (\S+)")}
+        assert len(ids) == 2, run.tail()
+        async with join(livekit_server, "workers-1", "caller") as room:
+            await hears_echo(room)
+        run.send_signal(signal.SIGTERM)
+        assert await run.wait(timeout=60) == 0
