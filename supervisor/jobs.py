@@ -6,7 +6,7 @@ forgotten), then a room tree under the process's room supervisor, like a configu
 room's, joined with the assignment's token. Its task watches the tree and the room and
 decides how the job ends:
 
-- succeeded: the bot was alone for `idle_timeout_seconds`, the job ran
+- succeeded: the bot was alone (or with other agents only) for `idle_timeout_seconds`, the job ran
   `max_duration_seconds`, the server ended the room (closed, deleted, the bot removed),
   the server terminated the job (a dispatch deleted), or the worker drained;
 - failed, with the error: the room tree was quarantined (past its restart intensity).
@@ -210,7 +210,7 @@ class Jobs:
                 return Outcome(agent.JobStatus.JS_SUCCESS,
                                f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached")
             if joined:
-                if stats.participants:
+                if stats.participants - stats.agents:
                     alone_since = None
                 elif alone_since is None:
                     alone_since = now

@@ -85,6 +85,10 @@ async def _accepts_connections(url: str) -> bool:
     return True
 
 
+def _agent(participant: rtc.RemoteParticipant) -> bool:
+    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+
+
 def _audio(publication: rtc.TrackPublication) -> bool:
     return publication.kind == rtc.TrackKind.KIND_AUDIO
 
@@ -153,6 +157,7 @@ class ConnectionActor(Actor):
                     # a new connection is a new view of the room: present_state below
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()
+                    self.stats.agents = {p.identity for p in room.remote_participants.values() if _agent(p)}
                 self.room = room
                 self._set_state("connected")
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
@@ -236,9 +241,13 @@ class ConnectionActor(Actor):
             return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
+            if _agent(p) and self.stats is not None:
+                self.stats.agents.add(p.identity)
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
+            if self.stats is not None:
+                self.stats.agents.discard(p.identity)
             tell(ParticipantLeftFrame(p.identity, _reason_name(p.disconnect_reason)))
 
         def subscribed(
