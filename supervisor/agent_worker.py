@@ -43,7 +43,7 @@ from livekit.protocol import agent, models
 from actors import ActorRef, Backoff, single_errors
 from supervisor import __version__
 from supervisor.access import Credentials
-from supervisor.admission import Admission, Reject
+from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
 from supervisor.jobs import Jobs, job_of
 from supervisor.rooms import RoomSet, WorkerState
@@ -262,9 +262,13 @@ class AgentWorker:
             self.send(agent.WorkerMessage(availability=answer))
             return
         self.jobs.reserve(job)
-        decision = await self.admission.decide(job)
+        decision: Accept | Reject = Reject("the session ended")
+        try:
+            decision = await self.admission.decide(job)
+        finally:
+            if isinstance(decision, Reject):
+                self.jobs.release(job.id)  # rejected, or the session ended meanwhile
         if isinstance(decision, Reject):
-            self.jobs.release(job.id)
             log.info("[%s] job %s rejected: %s", job.room, job.id, decision.reason)
             self.send(agent.WorkerMessage(availability=answer))
             return

@@ -330,3 +330,21 @@ async def test_the_accept_hook_decides_and_a_bad_one_rejects(
     monkeypatch.setattr(admission, "HOOK_TIMEOUT_SECONDS", 0.2)
     gate = Admission(DispatchConfig(enabled=True, accept="tests:hook", accept_hook=hook))
     assert await gate.decide(Job(id="AJ_1", room="r")) == answer
+
+
+@pytest.mark.anyio
+async def test_an_offer_pending_when_the_socket_drops_is_not_counted_any_more() -> None:
+    async with fake_server() as server:
+        rooms = room_set(server.port, accept="tests.dispatch_hooks:choosy")
+        async with running_worker(rooms) as worker:
+            assert worker.jobs is not None
+            session = await server.next_session()
+            await session.register()
+            job = agent.Job(id="AJ_h", type=agent.JobType.JT_ROOM, room=models.Room(name="hang-2"))
+            await session.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
+            with anyio.fail_after(5):
+                while "AJ_h" not in worker.jobs.starting:
+                    await anyio.sleep(0.01)
+            session.done.set()  # the hook still deciding
+            await (await server.next_session()).register()
+            assert not worker.jobs.starting
