@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any, cast
 
 import anyio
@@ -24,7 +25,7 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from actors import ActorRef
-from actors.room import Job
+from actors.room import Job, RoomSettings
 from supervisor import admission, agent_worker, jobs
 from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, ProcessLoad, Reject
@@ -348,3 +349,31 @@ async def test_an_offer_pending_when_the_socket_drops_is_not_counted_any_more() 
             session.done.set()  # the hook still deciding
             await (await server.next_session()).register()
             assert not worker.jobs.starting
+
+
+# --- a job's token ----------------------------------------------------------------
+
+
+def _assignment_token(ttl: timedelta) -> str:
+    """A token as livekit-server builds one for a job (protocol's BuildAgentToken)."""
+    grants = api.VideoGrants(room_join=True, room="call-1", agent=True, can_publish=True)
+    return (
+        api.AccessToken(KEY, SECRET).with_identity("helper").with_name("Helper")
+        .with_kind("agent").with_attributes({"lk.agent_name": "unit"})
+        .with_grants(grants).with_ttl(ttl).to_jwt()
+    )  # fmt: skip
+
+
+def test_a_dispatched_room_joins_with_the_assignment_token_then_renews_it() -> None:
+    settings = RoomSettings(room="call-1", url="ws://x", api_key=KEY, api_secret=SECRET,
+                            bot=lambda transport: None)  # fmt: skip
+    fresh = _assignment_token(timedelta(hours=1))
+    assert attrs.evolve(settings, join_token=fresh).token() == fresh
+    renewed = attrs.evolve(settings, join_token=_assignment_token(timedelta(seconds=-5))).token()
+    claims = api.TokenVerifier(KEY, SECRET).verify(renewed)  # valid again
+    assert (claims.identity, claims.name, claims.kind) == ("helper", "Helper", "agent")
+    assert claims.video.agent and claims.video.room == "call-1"
+    assert claims.attributes == {"lk.agent_name": "unit"}
+    assert SECRET not in repr(attrs.evolve(settings, join_token=fresh)) and fresh not in repr(
+        attrs.evolve(settings, join_token=fresh)
+    )
