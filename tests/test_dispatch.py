@@ -364,3 +364,20 @@ async def test_each_worker_process_registers_on_its_own(
             await hears_echo(room)
         run.send_signal(signal.SIGTERM)
         assert await run.wait(timeout=60) == 0
+
+
+@pytest.mark.anyio
+async def test_a_quarantined_room_ends_its_job_as_failed_with_the_error(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = attrs.evolve(
+        dispatch_config(livekit_server),
+        bot="tests.crashing_bot:failing_bot",
+        supervision={"max_restarts": 1, "backoff_initial_seconds": 0.05},
+    )
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
+        async with join(livekit_server, "fail-1", "caller"):
+            await run.wait_for(
+                r"\[fail-1\] job \S+ ends \(JS_FAILED\): the room was quarantined: .*this bot never starts"
+            )
+            assert await server_ended_job(livekit_server, run, "fail-1") == "JS_FAILED"
