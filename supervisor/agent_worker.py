@@ -156,14 +156,17 @@ class AgentWorker:
         )
         url = agent_url(self.credentials.url)
         async with http.ws_connect(
-            url, headers={"Authorization": f"Bearer {token}"}, timeout=aiohttp.ClientWSTimeout(ws_close=2)
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientWSTimeout(ws_close=2),
         ) as ws:
             await ws.send_bytes(self._register().SerializeToString())
             with anyio.fail_after(REGISTER_TIMEOUT_SECONDS):
                 while (first := await self._next(ws)) is None:
                     pass
             if first.WhichOneof("message") != "register":
-                raise SessionEnded(f"the server answered the registration with {first.WhichOneof('message')}")
+                answer = first.WhichOneof("message")
+                raise SessionEnded(f"the server answered the registration with {answer}")
             self.worker_id = first.register.worker_id
             info = first.register.server_info
             log.info("[dispatch] registered as worker %s with %s (livekit-server %s, agent "
@@ -237,7 +240,9 @@ class AgentWorker:
                 log.warning("[dispatch] unexpected server message %s, ignored",
                             which or "(none this worker knows)")
 
-    async def _send_all(self, ws: aiohttp.ClientWebSocketResponse, outgoing: AsyncIterator[agent.WorkerMessage]) -> None:
+    async def _send_all(
+        self, ws: aiohttp.ClientWebSocketResponse, outgoing: AsyncIterator[agent.WorkerMessage]
+    ) -> None:
         async for message in outgoing:
             await ws.send_bytes(message.SerializeToString())
 
@@ -257,8 +262,10 @@ class AgentWorker:
         answer = agent.AvailabilityResponse(job_id=job.id)
         why_not = self._why_not(job.room)
         if why_not is not None:
-            answer.terminate = self.jobs.serves(job.room)
-            log.info("[%s] job %s declined: %s", job.room, job.id, why_not)
+            kind, reason = why_not
+            answer.terminate = kind == "served"
+            self.state.offers[kind] += 1
+            log.info("[%s] job %s declined: %s", job.room, job.id, reason)
             self.send(agent.WorkerMessage(availability=answer))
             return
         self.jobs.reserve(job)
@@ -269,6 +276,7 @@ class AgentWorker:
             if isinstance(decision, Reject):
                 self.jobs.release(job.id)  # rejected, or the session ended meanwhile
         if isinstance(decision, Reject):
+            self.state.offers["rejected"] += 1
             log.info("[%s] job %s rejected: %s", job.room, job.id, decision.reason)
             self.send(agent.WorkerMessage(availability=answer))
             return
@@ -279,16 +287,19 @@ class AgentWorker:
         answer.participant_metadata = decision.metadata
         answer.participant_attributes.update(decision.attributes)
         self.jobs.accept(job, decision)
+        self.state.offers["accepted"] += 1
         log.info("[%s] job %s accepted (dispatch %s)", job.room, job.id, job.dispatch_id or "-")
         self.send(agent.WorkerMessage(availability=answer))
 
-    def _why_not(self, room: str) -> str | None:
+    def _why_not(self, room: str) -> tuple[str, str] | None:
+        """Why an offer for `room` is declined: one of `OFFER_ANSWERS`, and the reason."""
         assert self.jobs is not None
         if self.state.draining:
-            return "the worker is draining"
+            return "draining", "the worker is draining"
         if self.jobs.serves(room):
-            return "this process already serves the room"
-        return self.admission.full(len(self.jobs.running), len(self.jobs.starting))
+            return "served", "this process already serves the room"
+        full = self.admission.full(len(self.jobs.running), len(self.jobs.starting))
+        return None if full is None else ("full", full)
 
     def nudge(self) -> None:
         """The jobs changed (or the worker drains): report the status now if it changed."""
@@ -308,6 +319,7 @@ class AgentWorker:
                 if status != self._status and self._status is not None:
                     log.info("[dispatch] %s", f"full: {full}" if full else "available again")
                 self._status, sent_at = status, now
+                self.state.full, self.state.load = bool(full), min(load, 1.0)
                 update = agent.UpdateWorkerStatus(
                     status=status,
                     load=min(load, 1.0),

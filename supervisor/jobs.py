@@ -36,7 +36,9 @@ log = logging.getLogger("supervisor.dispatch")
 ASSIGNMENT_TIMEOUT_SECONDS = 10.0
 """livekit-server sends the assignment at once after a yes, or gives up after 10 s."""
 WATCH_SECONDS = 0.25
-"""How often a job looks at its room: idle and duration limits are this precise."""
+"""How often a job looks at its room: idle and duration limits are this precise..."""
+JOIN_WATCH_SECONDS = 0.05
+"""...and until the bot joined, this often (the join time is a metric)."""
 START_TIMEOUT_SECONDS = 30.0
 """The room supervisor answers a start at once, unless busy stopping another room."""
 
@@ -65,6 +67,7 @@ class Outcome:
 @attrs.define
 class _Running:
     job: Job
+    accepted_at: float
     ended: anyio.Event = attrs.field(factory=anyio.Event)
     reason: str = ""
 
@@ -94,24 +97,25 @@ class Jobs:
         self.tasks = tasks
         self.report = report
         self.on_change = on_change
-        self.starting: dict[str, tuple[Job, Accept]] = {}
+        self.starting: dict[str, tuple[Job, Accept, float]] = {}
+        """By job id: the job, the hook's answer, when it was accepted."""
         self.running: dict[str, _Running] = {}
         self._changed_event = anyio.Event()
 
     def serves(self, room: str) -> bool:
         """Whether a bot of this process is in `room` or on its way there."""
         return room in self.room_set.served() or any(
-            job.room == room for job, _ in self.starting.values()
+            job.room == room for job, _, _ in self.starting.values()
         )
 
     def reserve(self, job: Job) -> None:
         """Count `job` as starting while the accept hook decides."""
-        self.starting[job.id] = (job, Accept())
+        self.starting[job.id] = (job, Accept(), anyio.current_time())
         self._changed()
 
     def accept(self, job: Job, accept: Accept) -> None:
         """The yes is on its way to the server: expect the assignment."""
-        self.starting[job.id] = (job, accept)
+        self.starting[job.id] = (job, accept, anyio.current_time())
         self.tasks.start_soon(self._expire, job.id)
 
     def release(self, job_id: str) -> None:
@@ -125,8 +129,8 @@ class Jobs:
             log.warning("[%s] assignment for job %s, which this worker did not accept: ignored",
                         assignment.job.room.name, assignment.job.id)
             return
-        job, accept = entry
-        running = _Running(job)
+        job, accept, accepted_at = entry
+        running = _Running(job, accepted_at)
         self.running[job.id] = running
         url = assignment.url or self.url
         identity = accept.identity or identity_default
@@ -159,7 +163,7 @@ class Jobs:
     async def _expire(self, job_id: str) -> None:
         await anyio.sleep(ASSIGNMENT_TIMEOUT_SECONDS)
         if job_id in self.starting:
-            job, _ = self.starting[job_id]
+            job = self.starting[job_id][0]
             log.warning("[%s] job %s accepted but never assigned: forgotten", job.room, job_id)
             self.release(job_id)
 
@@ -169,7 +173,8 @@ class Jobs:
             log.info("[%s] job %s assigned: joining", job.room, job.id)
             try:
                 # joins beside the other rooms' (up to `limits.join_concurrency`)
-                ref = await self.rooms.ask(StartChildFrame(spec, wait=False), timeout=START_TIMEOUT_SECONDS)
+                start = StartChildFrame(spec, wait=False)
+                ref = await self.rooms.ask(start, timeout=START_TIMEOUT_SECONDS)
             except ActorError as err:
                 self._report(job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}"))
                 return
@@ -205,6 +210,8 @@ class Jobs:
             if not joined and ref.state is ActorState.RUNNING and stats.connection == "connected":
                 joined = True
                 alone_since = now
+                if self.room_set.worker is not None:
+                    self.room_set.worker.join_time.observe(now - running.accepted_at)
                 self._report(job, Outcome(agent.JobStatus.JS_RUNNING, ""))
             if dispatch.max_duration_seconds and now - started >= dispatch.max_duration_seconds:
                 return Outcome(agent.JobStatus.JS_SUCCESS,
@@ -215,9 +222,9 @@ class Jobs:
                 elif alone_since is None:
                     alone_since = now
                 elif now - alone_since >= dispatch.idle_timeout_seconds:
-                    return Outcome(agent.JobStatus.JS_SUCCESS,
-                                   f"alone for idle_timeout_seconds ({dispatch.idle_timeout_seconds:g})")
-            with anyio.move_on_after(WATCH_SECONDS):
+                    limit = dispatch.idle_timeout_seconds
+                    return Outcome(agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})")
+            with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
                 await running.ended.wait()
         return Outcome(agent.JobStatus.JS_SUCCESS, running.reason)
 
@@ -229,6 +236,9 @@ class Jobs:
         return "the room was quarantined"
 
     def _report(self, job: Job, outcome: Outcome) -> None:
+        worker = self.room_set.worker
+        if worker is not None and outcome.status != agent.JobStatus.JS_RUNNING:
+            worker.ended["failed" if outcome.status == agent.JobStatus.JS_FAILED else "succeeded"] += 1
         update = agent.UpdateJobStatus(job_id=job.id, status=outcome.status)
         if outcome.status == agent.JobStatus.JS_FAILED:
             update.error = outcome.reason

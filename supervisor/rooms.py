@@ -10,6 +10,7 @@ on. Rooms join and stop `join_concurrency` at a time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import attrs
 
@@ -22,7 +23,7 @@ from actors import (
     StopChildFrame,
     Supervisor,
 )
-from actors.room import Job, RoomSettings, RoomStats, room_spec
+from actors.room import CONNECT_BUCKETS, BucketCounts, Job, RoomSettings, RoomStats, room_spec
 from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
 
@@ -49,12 +50,29 @@ def room_settings(room: RoomConfig, credentials: Credentials) -> RoomSettings:
     )
 
 
+OFFER_ANSWERS = ("accepted", "rejected", "full", "draining", "served")
+"""How the worker answered an offer: accepted; rejected by the accept hook; declined
+because the worker was full, draining, or already serving the room."""
+JOB_ENDS = ("succeeded", "failed")
+
+
 @attrs.define
 class WorkerState:
-    """The agent worker's state as `/readyz` reads it (`supervisor.agent_worker` keeps it)."""
+    """The agent worker's state for `/readyz` and the metrics (`supervisor.agent_worker`
+    and `supervisor.jobs` keep it)."""
 
     registered: bool = False
     draining: bool = False
+    full: bool = False
+    """As last reported to the server (WS_FULL)."""
+    load: float = 0.0
+    """As last reported to the server."""
+    offers: Counter[str] = attrs.field(factory=Counter)
+    """By answer, one of `OFFER_ANSWERS`."""
+    ended: Counter[str] = attrs.field(factory=Counter)
+    """Jobs ended, by status, one of `JOB_ENDS`."""
+    join_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(CONNECT_BUCKETS))
+    """From an offer accepted to the bot joined in the room."""
 
 
 @attrs.define

@@ -118,6 +118,10 @@ async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
             samples = Samples(get(metrics + "/metrics")[1])
             assert samples["lksup_room_participants", {"room": "auto-1"}] == 1
             assert samples["lksup_rooms", {"state": "running"}] == 2
+            assert samples["lksup_dispatch_registered"] == 1
+            assert samples["lksup_dispatch_rooms"] == 1
+            assert samples["lksup_dispatch_offers_total", {"answer": "accepted"}] == 1
+            assert samples["lksup_dispatch_join_seconds_count"] == 1
             assert get(metrics + "/readyz") == (
                 200, "ready: 1 of 1 room(s) running; agent worker registered, 1 dispatched room(s)\n"
             )
@@ -206,9 +210,8 @@ async def test_create_dispatch_with_metadata_then_delete_dispatch_stops_the_bot(
 async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_only_that_job(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    async with dispatch_worker(
-        tmp_path, livekit_server, accept="tests.dispatch_hooks:choosy"
-    ) as run:
+    config = dispatch_config(livekit_server, accept="tests.dispatch_hooks:choosy")
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
         for name, why in [
             ("private-1", "private rooms get no bot"),
             ("raise-1", "the accept hook raised"),
@@ -222,6 +225,8 @@ async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_onl
             attributes = room.remote_participants["helper"].attributes
             assert attributes.get("role") == "echo", attributes
         assert not run.matches(r"\[(private|raise|hang)-1\] joined"), run.tail()
+        samples = Samples(get(f"http://127.0.0.1:{config.metrics_port}/metrics")[1])
+        assert samples["lksup_dispatch_offers_total", {"answer": "rejected"}] == 3
 
 
 @pytest.mark.anyio
