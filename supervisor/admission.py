@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import attrs
+from attrs import validators as v
 
 from actors.room import Job
 from supervisor.config import DispatchConfig
@@ -41,16 +42,23 @@ STARTING_JOB_LOAD = 0.02
 room runs to measure it by (a talking echo room costs about 4 % of one of 2 cores)."""
 
 
+def _frozen_strings(value: Mapping[str, str]) -> Mapping[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(value).items()):
+        raise TypeError(f"attributes must map strings to strings, got {value!r}")
+    return MappingProxyType(dict(value))
+
+
 @attrs.frozen
 class Accept:
-    """The hook's yes, optionally with who the bot is in that room (default: `[bot] identity`)."""
+    """The hook's yes, optionally with who the bot is in that room (default: `[bot] identity`).
 
-    identity: str | None = None
-    name: str | None = None
-    metadata: str = ""
-    attributes: Mapping[str, str] = attrs.field(
-        factory=dict, converter=lambda value: MappingProxyType(dict(value))
-    )
+    Checked as it is built, so a hook that builds a bad one fails there (and rejects
+    its job) rather than the worker when it answers the server."""
+
+    identity: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    name: str | None = attrs.field(default=None, validator=v.optional(v.instance_of(str)))
+    metadata: str = attrs.field(default="", validator=v.instance_of(str))
+    attributes: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_strings)
 
 
 @attrs.frozen

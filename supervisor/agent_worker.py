@@ -131,13 +131,17 @@ class AgentWorker:
     async def run(self) -> None:
         """Register, serve the session, and register again after it ends, for ever."""
         attempt = 0
-        async with aiohttp.ClientSession() as http:
+        handshake = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_SECONDS)
+        async with aiohttp.ClientSession(timeout=handshake) as http:
             while True:
                 try:
                     with single_errors():
                         await self._session(http)
                 except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
                     reason = str(err) or type(err).__name__
+                except Exception as err:  # noqa: BLE001 - a defect here must not end the rooms
+                    log.exception("[dispatch] the session failed")
+                    reason = repr(err)
                 else:
                     reason = "the session ended"
                 if self.state.registered:

@@ -64,6 +64,15 @@ class Outcome:
     reason: str
 
 
+@attrs.frozen
+class _Starting:
+    """A job accepted (or being decided on) and not yet assigned."""
+
+    job: Job
+    accept: Accept
+    since: float
+
+
 @attrs.define
 class _Running:
     job: Job
@@ -97,25 +106,24 @@ class Jobs:
         self.tasks = tasks
         self.report = report
         self.on_change = on_change
-        self.starting: dict[str, tuple[Job, Accept, float]] = {}
-        """By job id: the job, the hook's answer, when it was accepted."""
+        self.starting: dict[str, _Starting] = {}
         self.running: dict[str, _Running] = {}
         self._changed_event = anyio.Event()
 
     def serves(self, room: str) -> bool:
         """Whether a bot of this process is in `room` or on its way there."""
         return room in self.room_set.served() or any(
-            job.room == room for job, _, _ in self.starting.values()
+            entry.job.room == room for entry in self.starting.values()
         )
 
     def reserve(self, job: Job) -> None:
         """Count `job` as starting while the accept hook decides."""
-        self.starting[job.id] = (job, Accept(), anyio.current_time())
+        self.starting[job.id] = _Starting(job, Accept(), anyio.current_time())
         self._changed()
 
     def accept(self, job: Job, accept: Accept) -> None:
         """The yes is on its way to the server: expect the assignment."""
-        self.starting[job.id] = (job, accept, anyio.current_time())
+        self.starting[job.id] = _Starting(job, accept, anyio.current_time())
         self.tasks.start_soon(self._expire, job.id)
 
     def release(self, job_id: str) -> None:
@@ -129,11 +137,11 @@ class Jobs:
             log.warning("[%s] assignment for job %s, which this worker did not accept: ignored",
                         assignment.job.room.name, assignment.job.id)
             return
-        job, accept, accepted_at = entry
-        running = _Running(job, accepted_at)
+        job = entry.job
+        running = _Running(job, entry.since)
         self.running[job.id] = running
         url = assignment.url or self.url
-        identity = accept.identity or identity_default
+        identity = entry.accept.identity or identity_default
         spec = self.room_set.job_spec(job, assignment.token, url, identity)
         self.tasks.start_soon(self._serve, running, spec)
 
@@ -163,7 +171,7 @@ class Jobs:
     async def _expire(self, job_id: str) -> None:
         await anyio.sleep(ASSIGNMENT_TIMEOUT_SECONDS)
         if job_id in self.starting:
-            job = self.starting[job_id][0]
+            job = self.starting[job_id].job
             log.warning("[%s] job %s accepted but never assigned: forgotten", job.room, job_id)
             self.release(job_id)
 

@@ -312,6 +312,10 @@ async def _named(job: Job) -> Accept:
     return Accept(identity=f"bot-{job.room}")
 
 
+def _bad_attributes(job: Job) -> Accept:
+    return Accept(attributes={"seats": 3})  # type: ignore[dict-item]
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("hook", "answer"),
@@ -321,6 +325,7 @@ async def _named(job: Job) -> Accept:
         (_named, Accept(identity="bot-r")),
         (lambda job: "yes", Reject("the accept hook gave no answer")),
         (_raising, Reject("the accept hook raised")),
+        (_bad_attributes, Reject("the accept hook raised")),
         (_hanging, Reject("the accept hook timed out")),
         (_blocking, Reject("the accept hook timed out")),
     ],
