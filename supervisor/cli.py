@@ -127,9 +127,11 @@ async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) 
         log.error("reload refused, keeping the running rooms: %s", err)
         return
     old = room_set.config
-    if (new.livekit, new.metrics, new.watchdog) != (old.livekit, old.metrics, old.watchdog):
+    fixed = (new.livekit, new.metrics, new.watchdog, new.dispatch)
+    if fixed != (old.livekit, old.metrics, old.watchdog, old.dispatch):
         log.warning(
-            "reload: [livekit], [metrics] and [watchdog] changes take effect at the next start"
+            "reload: [livekit], [metrics], [watchdog] and [dispatch] changes take effect at "
+            "the next start"
         )
     started, stopped = await room_set.reload(rooms, new)
     log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
