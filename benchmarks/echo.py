@@ -52,6 +52,7 @@ from anyio.streams.text import TextReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.process_tree import cpu_seconds, rss_bytes
+from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,24 +119,24 @@ class Options:
 
 def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
     """The supervisor's config; the load generator reads its rooms and the bot identity."""
-    lines = [
-        "[livekit]",
-        f'url = "{server.url}"',
-        f'api_key_env = "{KEY_ENV}"',
-        f'api_secret_env = "{SECRET_ENV}"',
-        "embedded_server = false",
-        "[bot]",
-        'factory = "supervisor.bots.echo:create_bot"',
-        f"audio_in_sample_rate = {SAMPLE_RATE}",
-        f"audio_out_sample_rate = {SAMPLE_RATE}",
-        "[metrics]",
-        f'listen = "127.0.0.1:{metrics_port}"',
-        "[limits]",
-        f"max_rooms = {max(1000, len(rooms))}",
-    ]
-    for room in rooms:
-        lines += ["[[rooms]]", f'name = "{room}"']
-    return "\n".join(lines) + "\n"
+    return config_toml(
+        {
+            "livekit": {
+                "url": server.url,
+                "api_key_env": KEY_ENV,
+                "api_secret_env": SECRET_ENV,
+                "embedded_server": False,
+            },
+            "bot": {
+                "factory": "supervisor.bots.echo:create_bot",
+                "audio_in_sample_rate": SAMPLE_RATE,
+                "audio_out_sample_rate": SAMPLE_RATE,
+            },
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+            "limits": {"max_rooms": max(1000, len(rooms))},
+            "rooms": [{"name": room} for room in rooms],
+        }
+    )
 
 
 @attrs.define

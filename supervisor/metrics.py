@@ -259,6 +259,12 @@ class RoomSetCollector(Collector):
             value=sum(s.leaves for s in everything),
         )
         yield CounterMetricFamily(
+            f"{PREFIX}_signalling_lost",
+            "Rejoins because the server stopped reading a bot's signalling: a participant's "
+            "audio track listed and never delivered to the bot.",
+            value=sum(len(s.undelivered) for s in everything),
+        )
+        yield CounterMetricFamily(
             f"{PREFIX}_audio_frames_in", "Audio frames (20 ms) read from participants' tracks.",
             value=sum(s.audio_frames_in for s in everything),
         )

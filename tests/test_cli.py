@@ -14,8 +14,8 @@ import pytest
 
 from supervisor import __version__
 from supervisor.cli import main
-from supervisor.livekit_server import free_port
-from tests.cli_process import REPO_ROOT, port_answers, supervisor_command, write_config
+from supervisor.livekit_server import free_port, listening
+from tests.cli_process import REPO_ROOT, supervisor_command, write_config
 
 GOOD_CONFIG = """
 [livekit]
@@ -215,7 +215,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
     assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
     assert "  dispatch: off\n" in result.stdout
-    assert not port_answers(port), "check started a server"
+    assert not listening(port), "check started a server"
 
     result = subprocess.run(
         supervisor_command("check", str(bad)), capture_output=True, text=True, cwd=REPO_ROOT
@@ -290,11 +290,11 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     try:
         log = read_until(process, "ready:", timeout=60)
         assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
-        assert port_answers(port)
+        assert listening(port)
 
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0
-        assert not port_answers(port), "the embedded livekit-server outlived the supervisor"
+        assert not listening(port), "the embedded livekit-server outlived the supervisor"
     finally:
         if process.poll() is None:
             # SIGTERM first: a SIGKILLed supervisor would leave its server running.

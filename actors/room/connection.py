@@ -3,8 +3,10 @@
 It joins with a token minted from the room's settings, turns every rtc callback into
 a typed event frame for the event actor, and executes commands (send data, set
 metadata, mute) one at a time from its mailbox. The SDK resumes short network losses
-by itself; when it gives up and reports `disconnected`, this actor crashes on purpose
-so its supervisor rejoins with backoff and restarts what depends on the connection.
+by itself; when it gives up and reports `disconnected`, or when the server stops
+reading this connection's requests (`actors.room.signalling`), this actor crashes on
+purpose so its supervisor rejoins with backoff and restarts what depends on the
+connection.
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ from actors.room.frames import (
     ParticipantJoinedFrame,
     ParticipantLeftFrame,
     ParticipantMetadataChangedFrame,
-    RoomConnectedFrame,
     RoomDisconnectedFrame,
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
+from actors.room.signalling import watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
@@ -65,13 +68,6 @@ class ConnectionLostError(ConnectionError):
     """The SDK gave up on the room; the supervisor rejoins."""
 
 
-def _reason_name(reason: Any) -> str:
-    try:
-        return rtc.DisconnectReason.Name(reason).lower()
-    except (ValueError, TypeError, AttributeError):
-        return str(reason)
-
-
 async def _accepts_connections(url: str) -> bool:
     """Whether anything listens at the URL's host and port (a TCP connect, no more)."""
     parts = urlsplit(url)
@@ -89,40 +85,6 @@ def _agent(participant: rtc.RemoteParticipant) -> bool:
     return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
-def _audio(publication: rtc.TrackPublication) -> bool:
-    return publication.kind == rtc.TrackKind.KIND_AUDIO
-
-
-def _audio_for_bot(room: rtc.Room, publication: rtc.TrackPublication) -> bool:
-    """An audio track the bot may hear: in an encrypted room, only an encrypted one.
-
-    The SDK decrypts the tracks published encrypted and plays the others as they
-    are, so without this check a participant without the key would still be heard
-    by the bot of an encrypted room (and, through an echo, by everyone in it).
-    """
-    return _audio(publication) and (
-        not room.e2ee_manager.enabled
-        or publication.encryption_type != rtc.EncryptionType.NONE
-    )
-
-
-def present_state(room: rtc.Room) -> list[Frame]:
-    """The room as events: who is there and which audio the bot already receives.
-
-    Participants and tracks present when the bot joins (or when a restarted bot
-    starts) raise the same events as those that come later, as in pipecat.
-    """
-    state: list[Frame] = []
-    if room.isconnected():
-        state.append(RoomConnectedFrame(room.local_participant.identity))
-    for p in room.remote_participants.values():
-        state.append(ParticipantJoinedFrame(p.identity))
-        for pub in p.track_publications.values():
-            if _audio_for_bot(room, pub) and pub.subscribed and pub.track is not None:
-                state.append(AudioTrackSubscribedFrame(p.identity, pub.sid, pub.track))
-    return state
-
-
 class ConnectionActor(Actor):
     """Owns the `rtc.Room`: joins, reports events, executes commands."""
 
@@ -132,6 +94,7 @@ class ConnectionActor(Actor):
         self.room: rtc.Room | None = None
         self._server: api.LiveKitAPI | None = None
         self._leaving = False
+        self._undelivered: set[str] = set()  # without stats: `RoomStats.undelivered`
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -163,6 +126,8 @@ class ConnectionActor(Actor):
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
+                undelivered = self._undelivered if self.stats is None else self.stats.undelivered
+                self.tasks.start_soon(watch_subscriptions, self.settings.room, room, undelivered)
                 yield
         finally:
             self._leaving = True
@@ -248,14 +213,14 @@ class ConnectionActor(Actor):
         def left(p: rtc.RemoteParticipant) -> None:
             if self.stats is not None:
                 self.stats.agents.discard(p.identity)
-            tell(ParticipantLeftFrame(p.identity, _reason_name(p.disconnect_reason)))
+            tell(ParticipantLeftFrame(p.identity, reason_name(p.disconnect_reason)))
 
         def subscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio_for_bot(room, pub):
+            if audio_for_bot(room, pub):
                 tell(AudioTrackSubscribedFrame(p.identity, pub.sid, track))
-            elif _audio(pub):
+            elif is_audio(pub):
                 log.warning(
                     "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
                     self.settings.room,
@@ -266,7 +231,7 @@ class ConnectionActor(Actor):
         def unsubscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio(pub):
+            if is_audio(pub):
                 tell(AudioTrackUnsubscribedFrame(p.identity, pub.sid))
 
         def muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
@@ -304,7 +269,7 @@ class ConnectionActor(Actor):
         def disconnected(reason: Any) -> None:
             if not self._leaving:
                 self._set_state("disconnected")
-                name = _reason_name(reason)
+                name = reason_name(reason)
                 tell(RoomDisconnectedFrame(name))
                 self.ref.tell_nowait(RoomDisconnectedFrame(name))
 
@@ -366,7 +331,7 @@ class ConnectionActor(Actor):
             raise Refused(f"[{self.settings.room}] no participant {participant_id!r}")
         assert self._server is not None
         for pub in p.track_publications.values():
-            if _audio(pub):
+            if is_audio(pub):
                 await self._server.room.mute_published_track(
                     api.MuteRoomTrackRequest(
                         room=self.settings.room,

@@ -57,3 +57,6 @@ class RoomStats:
     """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
     connect_time: BucketCounts = attrs.field(factory=connect_buckets)
     """How long each successful `rtc.Room.connect` took."""
+    undelivered: set[str] = attrs.field(factory=set)
+    """Audio tracks listed and never delivered to the bot, each the cause of one rejoin
+    (`actors.room.signalling`); kept by the connection actor across its restarts."""
