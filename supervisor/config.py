@@ -95,6 +95,30 @@ class LimitsConfig:
 
 
 @attrs.frozen
+class DispatchConfig:
+    """The supervisor as a LiveKit agent worker: rooms on demand (see `supervisor.agent_worker`)."""
+
+    enabled: bool = False
+    agent_name: str = ""
+    """Empty: every new room is offered (automatic dispatch); set: only dispatches naming it."""
+    max_rooms: int = 100
+    """At most this many dispatched rooms at once, counting those accepted and not yet
+    running; then the worker reports itself full."""
+    load_threshold: float = 0.75
+    """The process's CPU load (per core available, over a short window, plus an estimate
+    for the jobs accepted and not yet running) at which the worker reports itself full."""
+    accept: str = ""
+    """An optional `module:function` that accepts or rejects each job (`supervisor.admission`)."""
+    accept_hook: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
+    idle_timeout_seconds: float = 30.0
+    """The bot leaves this long after the last participant left; the job succeeded."""
+    max_duration_seconds: float = 0.0
+    """A job's hard limit; 0: none."""
+    drain_seconds: float = 600.0
+    """On SIGTERM, how long running jobs may go on before their bots leave."""
+
+
+@attrs.frozen
 class RoomConfig:
     name: str
     bot: BotConfig
@@ -110,6 +134,7 @@ class Config:
     limits: LimitsConfig
     rooms: tuple[RoomConfig, ...]
     watchdog: WatchdogConfig = WatchdogConfig()
+    dispatch: DispatchConfig = DispatchConfig()
 
 
 class _Table:
@@ -231,7 +256,9 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
     """Check every key of a parsed TOML document; raise `ConfigError` at the first bad one."""
     environ = dict(os.environ) if environ is None else environ
     top = _Table(
-        doc, "", ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "rooms")
+        doc,
+        "",
+        ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "rooms"),
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
@@ -310,7 +337,39 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         if "bot" in table.value:
             room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
         rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
-    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog)
+    dispatch = _read_dispatch(_Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch",
+                                     tuple(f.name for f in attrs.fields(DispatchConfig)
+                                           if f.name != "accept_hook")))
+    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch)
+
+
+def _read_dispatch(table: _Table) -> DispatchConfig:
+    d = DispatchConfig()
+    accept = table.get("accept", str, "'' or 'module:function'", d.accept,
+                       lambda v: v == "" or v.count(":") == 1)
+    hook = None
+    if accept:
+        try:
+            hook = load_bot(accept)  # the same import rules as a bot factory
+        except BotLoadError as err:
+            raise ConfigError(f"dispatch.accept = {accept!r}: {err}") from err
+    return DispatchConfig(
+        enabled=table.flag("enabled", d.enabled),
+        agent_name=table.get("agent_name", str, "an agent name ('' for automatic dispatch)",
+                             d.agent_name, lambda v: v == v.strip()),
+        max_rooms=table.count("max_rooms", d.max_rooms, 1),
+        load_threshold=float(table.get(
+            "load_threshold", (int, float), "a number > 0 and <= 1", d.load_threshold,
+            lambda v: 0 < v <= 1,
+        )),
+        accept=accept,
+        accept_hook=hook,
+        idle_timeout_seconds=table.seconds("idle_timeout_seconds", d.idle_timeout_seconds),
+        max_duration_seconds=table.seconds(
+            "max_duration_seconds", d.max_duration_seconds, allow_zero=True
+        ),
+        drain_seconds=table.seconds("drain_seconds", d.drain_seconds, allow_zero=True),
+    )
 
 
 def _e2ee_key(table: _Table, environ: dict[str, str]) -> bytes | None:

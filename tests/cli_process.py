@@ -152,6 +152,8 @@ class SupervisorConfig:
     bot: str = ECHO_BOT
     supervision: Mapping[str, float] = attrs.field(factory=dict)
     watchdog: Mapping[str, float] = attrs.field(factory=dict)
+    dispatch: Mapping[str, str | float | bool] = attrs.field(factory=dict)
+    """A `[dispatch]` table's keys; none: no table (dispatch off)."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
@@ -167,6 +169,7 @@ class SupervisorConfig:
                 "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
                 "supervision": dict(self.supervision),
                 "watchdog": dict(self.watchdog),
+                **({"dispatch": dict(self.dispatch)} if self.dispatch else {}),
                 "rooms": [{"name": room} for room in self.rooms],
             }
         )

@@ -57,6 +57,13 @@ ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
 
 
+FINAL_REASONS = frozenset(
+    {"room_deleted", "room_closed", "participant_removed", "duplicate_identity"}
+)
+"""Disconnect reasons that end a dispatched room's session: rejoining would recreate a
+room that was closed (and dispatch it again), or take a bot's place from the server."""
+
+
 class ConnectionLostError(ConnectionError):
     """The SDK gave up on the room; the supervisor rejoins."""
 
@@ -72,6 +79,10 @@ async def _accepts_connections(url: str) -> bool:
         return False
     await stream.aclose()
     return True
+
+
+def _agent(participant: rtc.RemoteParticipant) -> bool:
+    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
 class ConnectionActor(Actor):
@@ -109,6 +120,7 @@ class ConnectionActor(Actor):
                     # a new connection is a new view of the room: present_state below
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()
+                    self.stats.agents = {p.identity for p in room.remote_participants.values() if _agent(p)}
                 self.room = room
                 self._set_state("connected")
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
@@ -132,10 +144,11 @@ class ConnectionActor(Actor):
         """Make sure the room exists, then join; while nothing even accepts connections
         at the server, try again.
 
-        The room is created (a no-op when it exists) with long idle timeouts: LiveKit
-        does not count an agent as a participant, so a room with only the bot in it
-        would otherwise close 20 s after the last person left, kicking the bot. A room
-        a restarted server lost is created again the same way.
+        A configured room is created (a no-op when it exists) with long idle timeouts:
+        LiveKit does not count an agent as a participant, so a room with only the bot
+        in it would otherwise close 20 s after the last person left, kicking the bot. A
+        room a restarted server lost is created again the same way. A dispatched room
+        (`settings.job`) is the server's: it keeps the timeouts its creator chose.
 
         A restarting LiveKit server refuses connections for as long as it is down.
         Failing at once, each restart would follow the last within its backoff step,
@@ -147,13 +160,14 @@ class ConnectionActor(Actor):
         waiting = False
         while True:
             try:
-                await server.room.create_room(
-                    api.CreateRoomRequest(
-                        name=self.settings.room,
-                        empty_timeout=ROOM_IDLE_SECONDS,
-                        departure_timeout=ROOM_IDLE_SECONDS,
+                if self.settings.job is None:
+                    await server.room.create_room(
+                        api.CreateRoomRequest(
+                            name=self.settings.room,
+                            empty_timeout=ROOM_IDLE_SECONDS,
+                            departure_timeout=ROOM_IDLE_SECONDS,
+                        )
                     )
-                )
                 await room.connect(self.settings.url, self.settings.token(), options)
                 return
             except (rtc.ConnectError, aiohttp.ClientConnectionError):
@@ -192,9 +206,13 @@ class ConnectionActor(Actor):
             return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
+            if _agent(p) and self.stats is not None:
+                self.stats.agents.add(p.identity)
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
+            if self.stats is not None:
+                self.stats.agents.discard(p.identity)
             tell(ParticipantLeftFrame(p.identity, reason_name(p.disconnect_reason)))
 
         def subscribed(
@@ -275,6 +293,12 @@ class ConnectionActor(Actor):
         if isinstance(frame, GetRoomFrame):
             return room
         if isinstance(frame, RoomDisconnectedFrame):
+            if self.settings.job is not None and frame.reason in FINAL_REASONS:
+                log.info("[%s] the server ended the session (%s): not rejoining",
+                         self.settings.room, frame.reason)
+                if self.stats is not None:
+                    self.stats.ended = frame.reason
+                return None
             raise ConnectionLostError(f"[{self.settings.room}] disconnected: {frame.reason}")
         if isinstance(frame, GetParticipantMetadataFrame):
             p = room.remote_participants.get(frame.participant_id)

@@ -28,6 +28,12 @@ class RoomStats:
     connection: ConnectionState = "connecting"
     """The connection actor keeps it."""
     participants: set[str] = attrs.field(factory=set)
+    agents: set[str] = attrs.field(factory=set)
+    """Of `participants`, the agents (other bots), which the connection names: a
+    dispatched room's bot is alone when only agents are left."""
+    ended: str | None = None
+    """Why the server ended a dispatched room's session for good (its connection then
+    does not rejoin): the room closed or deleted, the bot removed. Its job is over."""
     joins: int = 0
     leaves: int = 0
     data_in: int = 0

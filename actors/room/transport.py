@@ -54,6 +54,7 @@ from actors.room.frames import (
     SetMetadataFrame,
     SetParticipantMutedFrame,
 )
+from actors.room.job import Job
 from actors.room.pacing import InputPacer
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
@@ -226,6 +227,12 @@ class RoomTransport(BaseTransport):
             self._register_event_handler(event, sync=event == "on_before_disconnect")
 
     # --- pipecat's transport API --------------------------------------------------
+
+    @property
+    def job(self) -> Job | None:
+        """The agent job of a dispatched room (id, room, metadata, dispatch metadata);
+        None in a configured room."""
+        return self.settings.job
 
     def input(self) -> RoomInputTransport:
         if self._input is None:
