@@ -192,7 +192,7 @@ class RoomSetCollector(Collector):
 
         yield from self._identity(len(configured))
         yield from self._rooms(room_cells, room_set.stats, configured, labelled)
-        yield from self._stats(room_set.stats, configured, labelled)
+        yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
         yield from self._slots(depth, deepest, labelled)
         yield from self._cardinality()
 
@@ -239,11 +239,15 @@ class RoomSetCollector(Collector):
             yield running
 
     def _stats(
-        self, stats: dict[str, RoomStats], configured: list[str], labelled: list[str]
+        self,
+        stats: dict[str, RoomStats],
+        retired: RoomStats,
+        configured: list[str],
+        labelled: list[str],
     ) -> Iterator[Metric]:
         # Counters sum over every room ever served (a removed room's counts stay in the
-        # totals); gauges over the rooms configured now.
-        everything = list(stats.values())
+        # totals, an ended job's in `retired`); gauges over the rooms served now.
+        everything = [*stats.values(), retired]
         current = [stats[name] for name in configured if name in stats]
 
         yield GaugeMetricFamily(

@@ -82,6 +82,8 @@ class RoomSet:
     config: Config
     credentials: Credentials
     stats: dict[str, RoomStats] = attrs.field(factory=dict)
+    retired: RoomStats = attrs.field(factory=RoomStats)
+    """The counts of dispatched rooms whose jobs ended, added up (`job_ended`)."""
     supervisor: Supervisor | None = None
     """The live room supervisor, kept as it is built: the metrics exporter reads its
     children in place (`Supervisor.children()`) without asking it anything (busy
@@ -110,7 +112,13 @@ class RoomSet:
         return self._spec(settings)
 
     def job_ended(self, job: Job) -> None:
+        """The job's room is stopped: its counts join `retired` (a static room of the
+        same name keeps its own)."""
         self.dispatched.pop(job.room, None)
+        if all(room.name != job.room for room in self.config.rooms):
+            ended = self.stats.pop(job.room, None)
+            if ended is not None:
+                self.retired.absorb(ended)
 
     def _spec(self, settings: RoomSettings) -> ChildSpec:
         sv = self.config.supervision

@@ -60,3 +60,20 @@ class RoomStats:
     undelivered: set[str] = attrs.field(factory=set)
     """Audio tracks listed and never delivered to the bot, each the cause of one rejoin
     (`actors.room.signalling`); kept by the connection actor across its restarts."""
+
+    def absorb(self, ended: RoomStats) -> None:
+        """Add a room's counts, now it is over, into these totals (of rooms gone): so a
+        process serving dispatched rooms under ever new names keeps one `RoomStats` for
+        all of those that ended, and its counters stay monotonic."""
+        for field in _COUNTS:
+            setattr(self, field, getattr(self, field) + getattr(ended, field))
+        self.audio_frames_dropped.update(ended.audio_frames_dropped)
+        self.undelivered |= ended.undelivered
+        self.audio_latency.absorb(ended.audio_latency)
+        self.connect_time.absorb(ended.connect_time)
+
+
+_COUNTS = tuple(
+    field.name for field in attrs.fields(RoomStats) if field.type in ("int", int)
+)
+"""The plain counters of `RoomStats`, which `absorb` adds up."""
