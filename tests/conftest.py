@@ -17,8 +17,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every `@pytest.mark.anyio` test runs on both backends: the kernel must not
     depend on asyncio.
 
-    The livekit rtc SDK is asyncio-only, so LiveKit test modules override this in
-    the module: `@pytest.fixture(scope="module") def anyio_backend(): return "asyncio"`.
+    The livekit rtc SDK is asyncio-only: `tests/livekit/conftest.py` overrides this
+    for every LiveKit test, and a single asyncio-only test elsewhere parametrizes it:
+    `@pytest.mark.parametrize("anyio_backend", ["asyncio"])`.
     """
     return str(request.param)
 

@@ -1,7 +1,7 @@
 """`grafana/`: alert rules (promtool), the dashboard (Grafana's linter rules), provisioning.
 
 That every panel query and alert expression returns data from a real supervisor is
-tests/test_observability.py; here are the checks that need no supervisor.
+tests/livekit/test_observability.py; here are the checks that need no supervisor.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.prometheus import (
+from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
     GRAFANA,

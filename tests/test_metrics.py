@@ -1,7 +1,7 @@
 """The metrics' parts alone: histograms, arrival stamps through pipecat's re-chunking,
 monotonic totals, the per-room cap, and the [metrics] config keys.
 
-End to end (a real supervisor, a real Prometheus) is tests/test_observability.py.
+End to end (a real supervisor, a real Prometheus) is tests/livekit/test_observability.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from supervisor.access import Credentials
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
 from supervisor.watchdog import BEAT_SECONDS
-from tests.probes import wait_until
+from tests.helpers.probes import wait_until
 
 
 def test_bucket_counts_put_a_bound_in_its_own_bucket() -> None:

@@ -1,6 +1,6 @@
 """`SenderAttribution` alone, with a fake server listing: order, the three outcomes, failures.
 
-The real-server case (a newcomer's first messages) is in tests/test_room_data.py.
+The real-server case (a newcomer's first messages) is in tests/livekit/test_room_data.py.
 """
 
 from __future__ import annotations

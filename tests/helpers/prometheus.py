@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.livekit_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "lksup.json"
 ALERTS = GRAFANA / "alerts.yml"

@@ -1,6 +1,6 @@
 """The loop watchdog: a bot that blocks the event loop is named, counted and bounded.
 
-`supervisor run` as a subprocess with `tests/blocking_bot.py`, which calls
+`supervisor run` as a subprocess with `tests/helpers/blocking_bot.py`, which calls
 `time.sleep` on the loop at the first audio it hears in one room. Alone, the process
 logs that room and the blocking line, counts the stall, and answers `/healthz` 503
 (from a thread: the loop cannot answer) while it lasts and 200 after. With
@@ -26,13 +26,13 @@ from supervisor.config import load_config
 from supervisor.credentials import for_token
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.watchdog import STACK_FRAMES
-from tests import blocking_bot
-from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
-from tests.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
-from tests.probes import wait_until
-from tests.prometheus import Samples, get
-from tests.test_supervisor_process import talking
-from tests.test_workers import (
+from tests.helpers import blocking_bot
+from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
+from tests.helpers.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
+from tests.helpers.probes import wait_until
+from tests.helpers.prometheus import Samples, get
+from tests.helpers.echo import talking
+from tests.helpers.workers import (
     bot_sid_changed,
     config_text,
     echo_level,
@@ -42,9 +42,9 @@ from tests.test_workers import (
     worker_pids,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
-BLOCKING_BOT = "tests.blocking_bot:create_bot"
+BLOCKING_BOT = "tests.helpers.blocking_bot:create_bot"
 STALL_SECONDS = 0.5
 """The test configs' `watchdog.stall_seconds`: small, so the tests stay short."""
 OTHER_WORKER_SILENCE_MS = 1000
@@ -54,13 +54,8 @@ gaps other sessions on this machine's two shared cores cause (up to 560 ms measu
 in the SIGHUP test too, with load averages of 8-15)."""
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def blocking_line() -> int:
-    """The line of `tests/blocking_bot.py` that blocks the loop."""
+    """The line of `tests/helpers/blocking_bot.py` that blocks the loop."""
     source = Path(blocking_bot.__file__).read_text().splitlines()
     return next(i for i, line in enumerate(source, 1) if line.strip() == blocking_bot.BLOCKING_CALL)
 

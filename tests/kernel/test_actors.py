@@ -22,7 +22,7 @@ from actors import (
     Refused,
     open_actor,
 )
-from tests.probes import Crash, Exit, Hold, Journal, Note, Sleep, Urgent, probe_spec, running_tasks, wait_until
+from tests.helpers.probes import Crash, Exit, Hold, Journal, Note, Sleep, Urgent, probe_spec, running_tasks, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -34,20 +34,15 @@ from actors.room import RoomStats
 from actors.room.transport import RoomTransport
 from supervisor.bots.data import create_bot as data_bot
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import data_inbox, join
-from tests.probes import wait_until
-from tests.rooms import RoomUnderTest, running_room
+from tests.helpers.participants import data_inbox, join
+from tests.helpers.probes import wait_until
+from tests.helpers.rooms import RoomUnderTest, running_room
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
 RELIABLE = rtc.DataPacketKind.KIND_RELIABLE
 LOSSY = rtc.DataPacketKind.KIND_LOSSY
 TIMEOUT = 15.0
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @dataclass

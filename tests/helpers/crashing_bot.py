@@ -1,6 +1,6 @@
 """Test bots for a real `supervisor run`: they fail when and how a test says.
 
-Named in a test's config.toml (`tests.crashing_bot:create_bot`), so they run inside
+Named in a test's config.toml (`tests.helpers.crashing_bot:create_bot`), so they run inside
 the supervisor process, where a test cannot reach in: the trigger is a data message.
 
 - `create_bot`: echoes audio, answers data messages (as the data bot does), and

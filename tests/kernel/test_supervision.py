@@ -29,7 +29,7 @@ from actors import (
     open_actor,
 )
 from actors.ref import ActorRef
-from tests.probes import Crash, Exit, Journal, Note, probe_spec, running_tasks, wait_until
+from tests.helpers.probes import Crash, Exit, Journal, Note, probe_spec, running_tasks, wait_until
 
 pytestmark = pytest.mark.anyio
 

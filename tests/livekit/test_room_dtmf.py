@@ -21,18 +21,13 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from actors.room import RoomTransport
 from supervisor.bots import room_pipeline
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import join
-from tests.rooms import running_room
+from tests.helpers.participants import join
+from tests.helpers.rooms import running_room
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
 # pipecat's DTMF codes: digits are their value, then * and #
 CODES = {"1": 1, "5": 5, "9": 9, "*": 10, "#": 11}
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class KeypadRecorder(FrameProcessor):

@@ -1,5 +1,5 @@
 """An echo bot that blocks the event loop once, for the loop watchdog's tests: named in
-a config as `tests.blocking_bot:create_bot` (the subprocess runs from the repository
+a config as `tests.helpers.blocking_bot:create_bot` (the subprocess runs from the repository
 root) and steered through the child's environment.
 
 In the room `TEST_BOT_BLOCK_ROOM` names, the first audio the bot hears makes it call
@@ -23,7 +23,7 @@ from actors.room.transport import RoomTransport
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
 
-log = logging.getLogger("tests.blocking_bot")
+log = logging.getLogger("tests.helpers.blocking_bot")
 
 ROOM_ENV = "TEST_BOT_BLOCK_ROOM"
 SECONDS_ENV = "TEST_BOT_BLOCK_SECONDS"

@@ -36,7 +36,7 @@ from actors.room.transport import EVENTS
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import (
+from tests.helpers.participants import (
     SAMPLE_RATE,
     SILENCE_RMS,
     collect_audio,
@@ -46,18 +46,13 @@ from tests.participants import (
     rms,
     subscribed_audio_track,
 )
-from tests.rooms import running_room
+from tests.helpers.rooms import running_room
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
 TIMEOUT = 15.0
 
 Args = tuple[Any, ...]
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = TIMEOUT) -> Any:

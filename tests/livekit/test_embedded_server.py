@@ -25,23 +25,17 @@ from supervisor.config import load_config
 from supervisor.credentials import _record_path, for_token
 from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
 from supervisor.server_record import ProcessId, ServerRecord
-from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
-from tests.participants import ServerCredentials, join
-from tests.probes import wait_until
-from tests.prometheus import get
+from tests.helpers.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
+from tests.helpers.participants import ServerCredentials, join
+from tests.helpers.probes import wait_until
+from tests.helpers.prometheus import get
 
-pytestmark = pytest.mark.livekit
 
 KEY_ENV = "SUPERVISOR_EMBEDDED_TEST_KEY"
 SECRET_ENV = "SUPERVISOR_EMBEDDED_TEST_SECRET"
 ROOMS = ("embedded-a", "embedded-b")
 FREED_WITHIN_SECONDS = 5.0
 """The issue's promise: a SIGKILLed supervisor's port is free again within this."""
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def embedded_config(tmp_path: Path, url: str) -> Path:

@@ -1,5 +1,5 @@
 """Bots for tests that run the supervisor as a subprocess (named in config as
-`tests.bots:NAME`; the subprocess imports them from the repository root)."""
+`tests.helpers.bots:NAME`; the subprocess imports them from the repository root)."""
 
 from __future__ import annotations
 

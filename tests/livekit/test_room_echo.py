@@ -22,7 +22,7 @@ from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
 from supervisor.bots.echo import create_bot as echo_bot
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import (
+from tests.helpers.participants import (
     SAMPLE_RATE,
     SILENCE_RMS,
     collect_audio,
@@ -34,16 +34,10 @@ from tests.participants import (
     sine,
     subscribed_audio_track,
 )
-from tests.probes import wait_until
-from tests.rooms import running_room
+from tests.helpers.probes import wait_until
+from tests.helpers.rooms import running_room
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
-
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
+pytestmark = pytest.mark.anyio
 
 
 @pytest.mark.parametrize(

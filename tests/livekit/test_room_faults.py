@@ -27,7 +27,7 @@ from actors.room.transport import RoomTransport
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import (
+from tests.helpers.participants import (
     SAMPLE_RATE,
     SILENCE_RMS,
     collect_audio,
@@ -40,18 +40,13 @@ from tests.participants import (
     rms,
     subscribed_audio_track,
 )
-from tests.probes import wait_until
-from tests.rooms import RoomUnderTest, running_room
+from tests.helpers.probes import wait_until
+from tests.helpers.rooms import RoomUnderTest, running_room
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
 FRAME_MS = 20
 MAX_GAP_MS = 200
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # --- bots ----------------------------------------------------------------------------

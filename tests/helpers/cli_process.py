@@ -28,10 +28,10 @@ from anyio.streams.text import TextReceiveStream
 
 from supervisor.config import config_toml
 from supervisor.livekit_server import free_port
-from tests.participants import ServerCredentials
+from tests.helpers.participants import ServerCredentials
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-"""The child runs here, so a config can name test bots as `tests.bots:...`."""
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The child runs here, so a config can name test bots as `tests.helpers.bots:...`."""
 
 
 def write_config(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -149,6 +149,24 @@ async def supervisor_process(
 KEY_ENV = "SUPERVISOR_TEST_KEY"
 SECRET_ENV = "SUPERVISOR_TEST_SECRET"
 ECHO_BOT = "supervisor.bots.echo:create_bot"
+
+GOOD_CONFIG = """
+[livekit]
+url = "ws://127.0.0.1:{port}"
+api_key_env = "SUPERVISOR_TEST_KEY"
+api_secret_env = "SUPERVISOR_TEST_SECRET"
+embedded_server = true
+
+[bot]
+factory = "supervisor.bots.echo:create_bot"
+
+[[rooms]]
+name = "lobby"
+[[rooms]]
+name = "support"
+"""
+"""A valid config for the CLI tests: two rooms with the echo bot on an embedded server
+(format it with its `port`)."""
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ import pytest
 from livekit import api
 
 from supervisor.livekit_server import LiveKitServer
-from tests.participants import (
+from tests.helpers.participants import (
     SILENCE_RMS,
     dominant_frequency,
     join,
@@ -17,13 +17,7 @@ from tests.participants import (
     subscribed_audio_track,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """The livekit rtc SDK is asyncio-only, so this module opts out of trio."""
-    return "asyncio"
+pytestmark = pytest.mark.anyio
 
 
 async def test_tone_from_one_participant_reaches_another(livekit_server: LiveKitServer) -> None:

@@ -2,7 +2,7 @@
 
 Two supervisors serve rooms on the session's livekit-server, as a user would run
 them: `a` serves three rooms with a bot that echoes, answers data messages and
-crashes on request (tests/crashing_bot.py), with per-room series capped at two rooms;
+crashes on request (tests/helpers/crashing_bot.py), with per-room series capped at two rooms;
 `b` runs `--workers 2`, one worker with an echo room and one with a room whose bot
 never starts, so it ends quarantined. A Prometheus scrapes the three endpoints every
 second and evaluates grafana/alerts.yml. Simulated participants make the load; every
@@ -30,10 +30,10 @@ import pytest
 
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.workers import shard_of
-from tests.cli_process import supervisor_command
-from tests.crashing_bot import CRASH
-from tests.participants import collect_audio, data_inbox, join, publishing_tone, subscribed_audio_track
-from tests.prometheus import (
+from tests.helpers.cli_process import supervisor_command
+from tests.helpers.crashing_bot import CRASH
+from tests.helpers.participants import collect_audio, data_inbox, join, publishing_tone, subscribed_audio_track
+from tests.helpers.prometheus import (
     JOB,
     ROOT,
     Prometheus,
@@ -47,7 +47,7 @@ from tests.prometheus import (
     variables,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.livekit]
+pytestmark = pytest.mark.anyio
 
 KEY_ENV, SECRET_ENV = "OBSERVABILITY_TEST_KEY", "OBSERVABILITY_TEST_SECRET"
 A_ROOMS = ("obs-a", "obs-b", "obs-c")
@@ -58,11 +58,6 @@ OK_WORKER, BROKEN_WORKER = shard_of("obs-ok", 2), shard_of(B_BROKEN, 2)
 assert OK_WORKER != BROKEN_WORKER, "b's rooms must land on different workers"
 RATE_INTERVAL = "10s"
 """What `$__rate_interval` stands for here: a few of the test's 1 s scrapes."""
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # --- supervisors under test -------------------------------------------------------------
@@ -86,7 +81,7 @@ def config_text(server: LiveKitServer, port: int, metrics: str, body: str) -> st
 
 A_CONFIG = """
     [bot]
-    factory = "tests.crashing_bot:create_bot"
+    factory = "tests.helpers.crashing_bot:create_bot"
 
     [supervision]
     backoff_initial_seconds = 0.1
@@ -107,7 +102,7 @@ B_CONFIG = f"""
 
     [[rooms]]
     name = "{B_BROKEN}"
-    bot = {{ factory = "tests.crashing_bot:failing_bot" }}
+    bot = {{ factory = "tests.helpers.crashing_bot:failing_bot" }}
 """
 
 

@@ -1,5 +1,5 @@
 """An echo bot with a slow goodbye, for the drain tests that run the supervisor as a
-subprocess: named in a config as `tests.goodbye_bot:slow_goodbye_bot` (the subprocess
+subprocess: named in a config as `tests.helpers.goodbye_bot:slow_goodbye_bot` (the subprocess
 runs from the repository root).
 """
 
@@ -17,7 +17,7 @@ from actors.room.transport import RoomTransport
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
 
-log = logging.getLogger("tests.goodbye_bot")
+log = logging.getLogger("tests.helpers.goodbye_bot")
 
 GOODBYE_SECONDS_ENV = "TEST_BOT_GOODBYE_SECONDS"
 """How long the bot holds the EndFrame; the test sets it in the child's environment."""

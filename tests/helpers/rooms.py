@@ -11,8 +11,8 @@ import attrs
 from actors import ActorRef, ActorState, Backoff, RestartIntensity, WhichChildrenFrame, open_actor
 from actors.room import BotFactory, RoomSettings, RoomStats, room_spec
 from supervisor.bots.echo import create_bot as echo_bot
-from tests.participants import ServerCredentials
-from tests.probes import wait_until
+from tests.helpers.participants import ServerCredentials
+from tests.helpers.probes import wait_until
 
 
 @attrs.frozen
