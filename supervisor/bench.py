@@ -455,5 +455,7 @@ async def run_bench(config: Config, options: BenchOptions, json_path: Path | Non
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     print(format_table(summary), flush=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        await anyio.Path(json_path).write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
     return 1 if any(result.error for result in results) else 0

@@ -120,7 +120,9 @@ class _Accumulator:
         self._last = self._seen
 
 
-def _histogram(name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int) -> Metric:
+def _histogram(
+    name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int
+) -> Metric:
     cumulative, running = [], 0
     for bound, n in zip(bounds, counts, strict=False):
         running += n
@@ -129,7 +131,9 @@ def _histogram(name: str, doc: str, bounds: Sequence[float], counts: list[int], 
     return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=sum_ns / 1e9)
 
 
-def _sum_histograms(histograms: Iterable[BucketCounts], bounds: Sequence[float]) -> tuple[list[int], int]:
+def _sum_histograms(
+    histograms: Iterable[BucketCounts], bounds: Sequence[float]
+) -> tuple[list[int], int]:
     counts, total_ns = [0] * (len(bounds) + 1), 0
     for histogram in histograms:
         total_ns += histogram.add_to(counts)
@@ -163,7 +167,9 @@ class RoomSetCollector(Collector):
             names = by_state.get(state, [])
             if names:
                 more = len(names) - READINESS_NAMES
-                listed = ", ".join(names[:READINESS_NAMES]) + (f" (+{more} more)" if more > 0 else "")
+                listed = ", ".join(names[:READINESS_NAMES])
+                if more > 0:
+                    listed += f" (+{more} more)"
                 detail += f"; {state}: {listed}"
         return not by_state, detail
 
@@ -362,7 +368,8 @@ class RoomSetCollector(Collector):
         )
         overflow = CounterMetricFamily(
             f"{PREFIX}_mailbox_dropped",
-            "Frames a full drop-oldest mailbox dropped (overflow), by actor kind.", labels=["actor"],
+            "Frames a full drop-oldest mailbox dropped (overflow), by actor kind.",
+            labels=["actor"],
         )
         dead = CounterMetricFamily(
             f"{PREFIX}_mailbox_dead_letters",

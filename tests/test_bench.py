@@ -23,8 +23,10 @@ def test_each_onset_answers_one_burst_within_the_lost_window() -> None:
     assert result.latencies() == [pytest.approx(0.2), pytest.approx(0.7), None, pytest.approx(0.0)]
     summary = result.summary(late_after=0.5)
     assert (summary["bursts_heard"], summary["lost"], summary["late"]) == (3, 1, 1)
-    assert summary["latency_ms"]["p50"] == 200.0 and summary["latency_ms"]["p99"] == 700.0
-    assert percentile([], 50) is None and percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert summary["latency_ms"]["p50"] == 200.0
+    assert summary["latency_ms"]["p99"] == 700.0
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
 
 
 class _Publication:

@@ -11,7 +11,14 @@ import pytest
 from supervisor import __version__
 from supervisor.cli import main
 from supervisor.livekit_server import free_port
-from tests.helpers.cli_process import GOOD_CONFIG, REPO_ROOT, port_answers, supervisor_command, write_config
+from tests.helpers.cli_process import (
+    GOOD_CONFIG,
+    REPO_ROOT,
+    port_answers,
+    supervisor_command,
+    write_config,
+)
+
 
 def test_console_script_prints_version() -> None:
     script = Path(sys.executable).with_name("supervisor")
@@ -25,7 +32,8 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "run" in out and "Exit codes" in out
+    assert "run" in out
+    assert "Exit codes" in out
 
 
 @pytest.mark.parametrize(
@@ -57,7 +65,8 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         (
             '"supervisor.bots.echo:create_bot"',
             '"supervisor.bots.echo:nope"',
-            "bot.factory = 'supervisor.bots.echo:nope': module 'supervisor.bots.echo' has no callable 'nope'",
+            "bot.factory = 'supervisor.bots.echo:nope': "
+            "module 'supervisor.bots.echo' has no callable 'nope'",
         ),
         (
             '"supervisor.bots.echo:create_bot"',
@@ -118,7 +127,11 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "[watchdog]\nstall_seconds = 5\nrestart_after_seconds = 5\n[bot]",
             "watchdog.restart_after_seconds = 5.0: expected more than stall_seconds (5.0)",
         ),
-        ("[bot]", "[watchdog]\nstall_second = 1\n[bot]", "watchdog.stall_second is not a known key"),
+        (
+            "[bot]",
+            "[watchdog]\nstall_second = 1\n[bot]",
+            "watchdog.stall_second is not a known key",
+        ),
     ],
     ids=[
         "missing-key",
@@ -169,14 +182,16 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     """`supervisor check` as a user runs it: the rooms on stdout, an error on stderr."""
     port = free_port()
     good = write_config(tmp_path, GOOD_CONFIG.format(port=port))
-    bad = write_config(tmp_path, GOOD_CONFIG.replace("[bot]", "[bots]").format(port=port), "bad.toml")
+    bad_text = GOOD_CONFIG.replace("[bot]", "[bots]").format(port=port)
+    bad = write_config(tmp_path, bad_text, "bad.toml")
     result = subprocess.run(
         supervisor_command("check", str(good)), capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stderr
     assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
     assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
-    assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
+    assert "  room lobby\n" in result.stdout
+    assert "  room support\n" in result.stdout
     assert not port_answers(port), "check started a server"
 
     result = subprocess.run(

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.room import timing
 from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
-from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.access import Credentials
+from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
 from supervisor.watchdog import BEAT_SECONDS
@@ -117,7 +117,8 @@ async def test_stamps_realign_after_the_bot_paused(clock: list[int]) -> None:
     for index in range(100, 120):
         clock[0] += 20_000_000
         stamps += await output.send(frame(index))
-    assert stamps and all(stamp is not None and stamp >= 100 for stamp in stamps), stamps
+    assert stamps, stamps
+    assert all(stamp is not None and stamp >= 100 for stamp in stamps), stamps
     assert stamps[0] <= 105, "the new talk spurt's first chunks were matched to old frames"
 
 
@@ -128,7 +129,8 @@ def test_frames_without_a_stamp_are_not_timed() -> None:
     assert histogram.count == 0
     timing.stamp(unstamped)
     timing.observe_latency(unstamped, histogram)
-    assert histogram.count == 1 and histogram.counts[0] == 1  # well within 1 ms
+    assert histogram.count == 1
+    assert histogram.counts[0] == 1  # well within 1 ms
 
 
 # --- process totals and the per-room cap ------------------------------------------------
@@ -182,7 +184,10 @@ def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
     assert samples["lksup_metrics_room_series_refused_total", ()] == 1
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 1
     assert samples["lksup_rooms", (("state", "starting"),)] == 3  # no tree built yet
-    assert metrics.readiness() == (False, "0 of 3 room(s) running; starting: room-0, room-1, room-2")
+    assert metrics.readiness() == (
+        False,
+        "0 of 3 room(s) running; starting: room-0, room-1, room-2",
+    )
 
     # a reload removes room-0: room-2 takes its place, and the refusal stays counted
     room_set.config = attrs.evolve(room_set.config, rooms=room_set.config.rooms[1:])
@@ -244,10 +249,12 @@ async def test_lag_probe_ticks_and_the_watchdog_sees_the_loop_stall(anyio_backen
     async with anyio.create_task_group() as tasks:
         await tasks.start(watchdog.run)
         assert watchdog.health() == (True, "ok")
-        time.sleep(BLOCK_SECONDS)  # blocks the loop: what the watchdog is there for
+        time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 - blocks the loop: what the watchdog is there for
         healthy, detail = watchdog.health()
-        assert not healthy and detail.startswith("event loop stalled for 1."), detail
-        assert "outside any room, at " in detail and "test_metrics.py" in detail, detail
+        assert not healthy, detail
+        assert detail.startswith("event loop stalled for 1."), detail
+        assert "outside any room, at " in detail, detail
+        assert "test_metrics.py" in detail, detail
         assert scrape(metrics, stalled=True)["lksup_event_loop_stalled", ()] == 1
         await wait_until(lambda: watchdog.health() == (True, "ok"))
         await wait_until(lambda: scrape(metrics)["lksup_event_loop_lag_seconds_count", ()] >= 2)
@@ -265,7 +272,7 @@ async def test_the_watchdog_names_the_room_whose_task_blocks(anyio_backend: str)
     metrics = watchdog_metrics()
 
     async def bot_step() -> None:
-        time.sleep(BLOCK_SECONDS)
+        time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 - a bot that blocks the loop
 
     async def room_code() -> None:
         CURRENT_ROOM.set("lobby")  # as a room's supervisor does for its whole tree
@@ -277,8 +284,10 @@ async def test_the_watchdog_names_the_room_whose_task_blocks(anyio_backend: str)
         await room_code()
         stall = metrics.watchdog.stall
         tasks.cancel_scope.cancel()
-    assert stall is not None and stall.room == "lobby"
-    assert stall.where.startswith(f"{__file__}:") and stall.where.endswith(" in bot_step")
+    assert stall is not None
+    assert stall.room == "lobby"
+    assert stall.where.startswith(f"{__file__}:")
+    assert stall.where.endswith(" in bot_step")
     assert metrics.watchdog.counts() == {"lobby": 1}
 
 

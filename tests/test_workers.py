@@ -25,7 +25,10 @@ from tests.helpers.workers import config_text
 
 def base_config() -> Config:
     return parse_config(
-        {"livekit": {"url": "ws://127.0.0.1:7880"}, "bot": {"factory": "supervisor.bots.echo:create_bot"}}
+        {
+            "livekit": {"url": "ws://127.0.0.1:7880"},
+            "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        }
     )
 
 
@@ -65,8 +68,9 @@ def test_every_room_is_in_exactly_one_shard_whatever_the_order(
 def test_metrics_port_past_65535_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ConfigError, match="metrics.listen"):
-        Shard(3, 4).of(attrs.evolve(BASE, metrics=attrs.evolve(BASE.metrics, listen="127.0.0.1:65534")))
+    metrics = attrs.evolve(BASE.metrics, listen="127.0.0.1:65534")
+    with pytest.raises(ConfigError, match=r"metrics\.listen"):
+        Shard(3, 4).of(attrs.evolve(BASE, metrics=metrics))
     path = write_config(tmp_path, config_text(free_port(), ["lobby"], metrics_port=65535))
     assert main(["run", str(path), "--workers", "2"]) == 2
     assert "metrics.listen = '127.0.0.1:65535'" in capsys.readouterr().err

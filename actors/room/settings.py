@@ -29,7 +29,7 @@ VAD_RATES_TEXT = " or ".join(map(str, VAD_SAMPLE_RATES))
 class RoomSettings:
     """One room: where it is, who the bot is there, and how audio crosses the boundary."""
 
-    room: str = attrs.field(validator=[v.instance_of(str), v.min_len(1)])
+    room: str = attrs.field(validator=v.and_(v.instance_of(str), v.min_len(1)))
     url: str = attrs.field(validator=v.instance_of(str))
     api_key: str = attrs.field(validator=v.instance_of(str))
     api_secret: str = attrs.field(repr=False, validator=v.instance_of(str))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -77,7 +78,7 @@ class Echo:
         assert self.onset is not None, "the echo never started"
         longest = longest_silent_run(self.levels, self.onset)
         times = [*self.arrivals[self.onset :], time.monotonic()]
-        stalled = max(later - earlier for earlier, later in zip(times, times[1:]))
+        stalled = max(later - earlier for earlier, later in itertools.pairwise(times))
         return max(longest * FRAME_MS, round(stalled * 1000))
 
     def since_onset_ms(self) -> int:

@@ -39,16 +39,25 @@ def tool(name: str) -> str:
     """The path of a command-line tool; skip the test (fail under CI) without it."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed: `make test` installs Debian's prometheus package as root"
+        message = (
+            f"{name} is not installed: `make test` installs Debian's prometheus package as root"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
 
 
-def run_tool(*args: str, cwd: Path = GRAFANA, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    *args: str, cwd: Path = GRAFANA, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [tool(args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        [tool(args[0]), *args[1:]],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -103,7 +112,9 @@ class Prometheus:
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log_path.open("wb")
-        self._process = subprocess.Popen(self._args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            self._args, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -130,7 +141,8 @@ class Prometheus:
         query = urllib.parse.urlencode(params)
         status, body = get(f"{self.url}/api/v1/{path}?{query}")
         answer = json.loads(body)
-        assert status == 200 and answer["status"] == "success", f"{path} {params}: {body}"
+        assert status == 200, f"{path} {params}: {body}"
+        assert answer["status"] == "success", f"{path} {params}: {body}"
         return answer["data"]
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -152,7 +164,8 @@ class Prometheus:
 
 def alert_rules() -> list[dict[str, Any]]:
     """Every rule of grafana/alerts.yml, as written."""
-    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
 
 
 def dashboard() -> dict[str, Any]:
@@ -188,7 +201,9 @@ def substitute(expr: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 
 
-COMPARISON = re.compile(r"^(?P<query>.+?)\s*(?:>|<|==|!=|>=|<=)\s*(?P<threshold>[-+0-9.e]+)\s*$", re.S)
+COMPARISON = re.compile(
+    r"^(?P<query>.+?)\s*(?:>|<|==|!=|>=|<=)\s*(?P<threshold>[-+0-9.e]+)\s*$", re.S
+)
 
 
 def alert_query(expr: str) -> str:

@@ -22,7 +22,18 @@ from actors import (
     Refused,
     open_actor,
 )
-from tests.helpers.probes import Crash, Exit, Hold, Journal, Note, Sleep, Urgent, probe_spec, running_tasks, wait_until
+from tests.helpers.probes import (
+    Crash,
+    Exit,
+    Hold,
+    Journal,
+    Note,
+    Sleep,
+    Urgent,
+    probe_spec,
+    running_tasks,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +69,8 @@ async def test_ask_times_out_with_a_clear_error() -> None:
 async def test_ask_a_crashing_handler_raises_crashed_with_cause() -> None:
     journal = Journal()
     spec = probe_spec(journal, "p")
-    with pytest.raises(RuntimeError, match="kaput"):
+    # the root's crash leaves through the actor block's exit, after every statement in it
+    with pytest.raises(RuntimeError, match="kaput"):  # noqa: PT012
         async with open_actor(spec) as ref:
             with pytest.raises(ActorCrashedError) as caught:
                 await ref.ask(Crash("kaput"))
@@ -109,14 +121,13 @@ async def test_asks_queued_when_an_actor_stops_for_good_fail_instead_of_hanging(
             await ref.ask(Note("queued"), timeout=5)
         failures.append(caught.value)
 
-    async with anyio.create_task_group() as tg:
-        async with open_actor(probe_spec(journal, "p")) as ref:
-            await ref.tell(hold)
-            await hold.held.wait()
-            tg.start_soon(ask_queued, ref)
-            await wait_until(lambda: ref.stats.depth == 1)
-            hold.release.set()
-            # leaving the block stops the actor: the stop is served before queued data
+    async with anyio.create_task_group() as tg, open_actor(probe_spec(journal, "p")) as ref:
+        await ref.tell(hold)
+        await hold.held.wait()
+        tg.start_soon(ask_queued, ref)
+        await wait_until(lambda: ref.stats.depth == 1)
+        hold.release.set()
+        # leaving the block stops the actor: the stop is served before queued data
     assert len(failures) == 1
     assert journal.frames["p"] == []
 

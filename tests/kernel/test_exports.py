@@ -22,10 +22,16 @@ def kernel_imports(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line, module, names) of every import of an `actors` module in `path`."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "actors":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "actors"
+        ):
             found.append((node.lineno, node.module, [alias.name for alias in node.names]))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name, []) for a in node.names if a.name.split(".")[0] == "actors"]
+            found += [
+                (node.lineno, a.name, []) for a in node.names if a.name.split(".")[0] == "actors"
+            ]
     return found
 
 

@@ -17,7 +17,9 @@ from actors.mailbox import STOP, Mailbox, Reply, Request
 pytestmark = pytest.mark.anyio
 
 
-def mailbox(capacity: int = 4, overflow: Overflow = Overflow.BLOCK, timeout: float = 5.0) -> Mailbox:
+def mailbox(
+    capacity: int = 4, overflow: Overflow = Overflow.BLOCK, timeout: float = 5.0
+) -> Mailbox:
     return Mailbox(MailboxSpec(capacity, overflow, timeout), "/test")
 
 
@@ -139,9 +141,9 @@ async def test_close_releases_a_blocked_sender() -> None:
 
 
 def test_spec_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'capacity' must be >= 1"):
         MailboxSpec(capacity=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'send_timeout' must be > 0"):
         MailboxSpec(send_timeout=0)
     with pytest.raises(TypeError):
         MailboxSpec(overflow="drop")  # type: ignore[arg-type]

@@ -41,7 +41,16 @@ from actors import (
     open_actor,
 )
 from actors.ref import ActorRef
-from tests.helpers.probes import Crash, Hold, Journal, Note, Urgent, probe_spec, running_tasks, wait_until
+from tests.helpers.probes import (
+    Crash,
+    Hold,
+    Journal,
+    Note,
+    Urgent,
+    probe_spec,
+    running_tasks,
+    wait_until,
+)
 
 CAPACITY = 8
 MAX_RESTARTS = 3

@@ -47,10 +47,12 @@ async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_pa
     assert done.returncode == 0, f"{table}\n{done.stderr.decode()[-3000:]}"
     print(f"\n{table}")
     summary = json.loads(out.read_text())
-    assert summary["rooms"] == len(ROOMS) and summary["joined"] == len(ROOMS)
+    assert summary["rooms"] == len(ROOMS)
+    assert summary["joined"] == len(ROOMS)
     assert sorted(room["room"] for room in summary["per_room"]) == sorted(ROOMS)
     for room in summary["per_room"]:
-        assert room["joined"] and room["error"] is None, room
+        assert room["joined"], room
+        assert room["error"] is None, room
         assert room["bursts_sent"] >= SECONDS, room
         assert room["bursts_heard"] >= 1, room
         assert all(0 < latency < 2000 for latency in room["latencies_ms"]), room
@@ -59,7 +61,8 @@ async def test_bench_hears_each_rooms_echo(livekit_server: LiveKitServer, tmp_pa
     assert {"p50", "p95", "p99"} <= set(summary["latency_ms"])
     assert {"p50", "max"} <= set(summary["join_s"])
     assert summary["generator_lag_ms"]["max"] is not None
-    assert "echo ms" in table and ROOMS[0] in table
+    assert "echo ms" in table
+    assert ROOMS[0] in table
 
 
 MANY_ROOMS = tuple(f"bench-exit-{index}" for index in range(12))
@@ -79,7 +82,8 @@ async def test_repeated_runs_on_many_rooms_exit_cleanly(
         for run in range(RUNS):
             done = await run_bench(config, path, "--seconds", "2")
             table, log = done.stdout.decode(), done.stderr.decode()
-            assert done.returncode == 0, f"run {run}: exit {done.returncode}\n{table}\n{log[-3000:]}"
+            failure = f"run {run}: exit {done.returncode}\n{table}\n{log[-3000:]}"
+            assert done.returncode == 0, failure
             assert f"rooms {len(MANY_ROOMS)} (joined {len(MANY_ROOMS)})" in table, table
             assert "panicked" not in log, log[-3000:]
 
@@ -96,15 +100,19 @@ async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_
         with anyio.fail_after(90):
             result = await measure(SYSTEMS[name], 2, livekit_server, options, tmp_path)
         print(result)
-        assert result["join_all_s"] > 0 and result["ready_from_spawn_s"] >= result["join_all_s"]
-        assert result["cpu_per_room"] > 0 and result["idle_cpu_per_room"] > 0, result
+        assert result["join_all_s"] > 0
+        assert result["ready_from_spawn_s"] >= result["join_all_s"]
+        assert result["cpu_per_room"] > 0, result
+        assert result["idle_cpu_per_room"] > 0, result
         assert result["rss_mb"] > 10, result
         assert result["lost"] < result["bursts_sent"], result  # the bot echoed
         assert 0 < result["echo_p50_ms"] <= result["echo_p99_ms"] < 1000, result
-        assert result["generator_cores"] > 0 and result["server_cores"] > 0, result
+        assert result["generator_cores"] > 0, result
+        assert result["server_cores"] > 0, result
         results.append(result)
     supervisor = results[-1]
-    assert supervisor["internal_p50_ms"] is not None and supervisor["internal_p99_ms"] is not None
+    assert supervisor["internal_p50_ms"] is not None
+    assert supervisor["internal_p99_ms"] is not None
     table = format_markdown(results)
     print(table)
     assert table.count("| supervisor | 2 |") == 2  # its figures and its ratios

@@ -62,7 +62,8 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     )
     try:
         log = read_until(process, "ready:", timeout=60)
-        assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
+        assert "[lobby] joined as bot" in log
+        assert "[support] joined as bot" in log
         assert port_answers(port)
 
         process.send_signal(stop_signal)

@@ -25,11 +25,15 @@ from supervisor.config import load_config
 from supervisor.credentials import _record_path, for_token
 from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
 from supervisor.server_record import ProcessId, ServerRecord
-from tests.helpers.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
+from tests.helpers.cli_process import (
+    SupervisorProcess,
+    port_answers,
+    supervisor_process,
+    write_config,
+)
 from tests.helpers.participants import ServerCredentials, join
 from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import get
-
 
 KEY_ENV = "SUPERVISOR_EMBEDDED_TEST_KEY"
 SECRET_ENV = "SUPERVISOR_EMBEDDED_TEST_SECRET"
@@ -58,7 +62,9 @@ listen = "127.0.0.1:{free_port()}"
 
 
 @contextlib.asynccontextmanager
-async def running(path: Path, env: dict[str, str] | None = None) -> AsyncIterator[SupervisorProcess]:
+async def running(
+    path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[SupervisorProcess]:
     """`supervisor run` on `path`, without the credentials variables unless `env` has them."""
     async with supervisor_process("run", str(path), env=env, unset=(KEY_ENV, SECRET_ENV)) as run:
         yield run
@@ -156,7 +162,8 @@ async def test_a_killed_supervisor_takes_its_server_along_and_the_next_start_ser
     async with running(path) as run:
         await run.wait_for(rf"ready: {len(ROOMS)} room\(s\)", timeout=90)
         first = ServerRecord.read(_record_path(port))
-        assert first is not None and first.serving()
+        assert first is not None
+        assert first.serving()
         run.process.kill()
         await run.process.wait()
         killed = time.perf_counter()
@@ -189,7 +196,9 @@ async def test_a_server_left_behind_by_an_earlier_run_is_stopped_and_replaced(
     await anyio.to_thread.run_sync(leftover.start)
     try:
         server = live_process(leftover.pid)
-        record = ServerRecord(port, server, await ended_process(), leftover.api_key, leftover.api_secret)
+        record = ServerRecord(
+            port, server, await ended_process(), leftover.api_key, leftover.api_secret
+        )
         record.write(_record_path(port))
         path = embedded_config(tmp_path, leftover.url)
 
@@ -209,7 +218,9 @@ async def test_a_server_left_behind_by_an_earlier_run_is_stopped_and_replaced(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("recorded", [False, True], ids=["no-record", "recorded-as-another-program"])
+@pytest.mark.parametrize(
+    "recorded", [False, True], ids=["no-record", "recorded-as-another-program"]
+)
 async def test_a_foreign_listener_is_never_killed(tmp_path: Path, recorded: bool) -> None:
     """Whatever a record claims, a process that is not our livekit-server keeps the port,
     and the supervisor takes the path of a server it did not start, with its clear error."""
@@ -217,14 +228,16 @@ async def test_a_foreign_listener_is_never_killed(tmp_path: Path, recorded: bool
     path = embedded_config(tmp_path, f"ws://127.0.0.1:{port}")
     with foreign_listener(port) as listener:
         if recorded:  # its true pid and start time, a supervisor that is gone: all but the exe
-            ServerRecord(port, live_process(listener.pid), await ended_process(), "key", "secret").write(
-                _record_path(port)
-            )
+            ServerRecord(
+                port, live_process(listener.pid), await ended_process(), "key", "secret"
+            ).write(_record_path(port))
         try:
             async with running(path) as run:
                 assert await run.wait(30) == 2
                 await run.wait_for(rf"a server already listens on ws://127.0.0.1:{port}: using it")
-                await run.wait_for(rf"environment variable {KEY_ENV} \(named by livekit.api_key_env\) is not set")
+                await run.wait_for(
+                    rf"environment variable {KEY_ENV} \(named by livekit.api_key_env\) is not set"
+                )
             assert listener.poll() is None, "the supervisor killed a process that is not its server"
             assert port_answers(port)
             assert not _record_path(port).exists(), "a record naming no server of ours was kept"
@@ -268,7 +281,10 @@ def test_an_rtc_port_taken_before_the_server_binds_it_is_replaced(
             taken.listen()
         held = taken.getsockname()[1]
         picks = Ports.free()
-        rtc_tcp, rtc_udp = (held, picks.rtc_udp) if kind == socket.SOCK_STREAM else (picks.rtc_tcp, held)
+        if kind == socket.SOCK_STREAM:
+            rtc_tcp, rtc_udp = held, picks.rtc_udp
+        else:
+            rtc_tcp, rtc_udp = picks.rtc_tcp, held
         settings = ServerSettings.generate(Ports(picks.http, rtc_tcp, rtc_udp))
         server = LiveKitServer(settings, log_path=tmp_path / "livekit.log")
         server.start()

@@ -32,7 +32,13 @@ from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.workers import shard_of
 from tests.helpers.cli_process import supervisor_command
 from tests.helpers.crashing_bot import CRASH
-from tests.helpers.participants import collect_audio, data_inbox, join, publishing_tone, subscribed_audio_track
+from tests.helpers.participants import (
+    collect_audio,
+    data_inbox,
+    join,
+    publishing_tone,
+    subscribed_audio_track,
+)
 from tests.helpers.prometheus import (
     JOB,
     ROOT,
@@ -168,7 +174,8 @@ class SupervisorProcess:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            assert self.process is not None, self.log_tail()
+            assert self.process.poll() is None, self.log_tail()
             try:
                 answer, text = get(self.url(worker) + path, timeout=2)
             except OSError as err:
@@ -178,7 +185,9 @@ class SupervisorProcess:
                     return text
                 last = (answer, text)
             time.sleep(0.1)
-        raise AssertionError(f"{self.name}{path}: not {status} within {timeout} s ({last})\n{self.log_tail()}")
+        raise AssertionError(
+            f"{self.name}{path}: not {status} within {timeout} s ({last})\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -210,7 +219,9 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(
+    livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
     workdir = tmp_path_factory.mktemp("observability")
     a = SupervisorProcess("a", workdir, livekit_server, A_CONFIG, "max_room_series = 2")
     b = SupervisorProcess("b", workdir, livekit_server, B_CONFIG, workers=2)
@@ -229,7 +240,9 @@ def fleet(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactor
         prometheus.stop()
 
 
-async def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], what: str, timeout: float = 30.0) -> Any:
+async def eventually(
+    probe: Callable[[], Any], check: Callable[[Any], bool], what: str, timeout: float = 30.0
+) -> Any:
     """Poll `probe()` until `check` accepts its value; that value."""
     deadline = time.monotonic() + timeout
     value = None
@@ -243,7 +256,8 @@ async def eventually(probe: Callable[[], Any], check: Callable[[Any], bool], wha
 
 def on(process: SupervisorProcess, selector: str = "") -> str:
     """Label matchers for one supervisor's series, plus `selector`."""
-    return "{" + ", ".join(filter(None, [f'job="{JOB}"', f'instance="{process.instance()}"', selector])) + "}"
+    matchers = [f'job="{JOB}"', f'instance="{process.instance()}"', selector]
+    return "{" + ", ".join(filter(None, matchers)) + "}"
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -252,12 +266,15 @@ def on(process: SupervisorProcess, selector: str = "") -> str:
 async def test_health_and_readiness_endpoints(fleet: Fleet) -> None:
     a, b = fleet.a, fleet.b
     assert get(a.url() + "/healthz") == (200, "ok\n")
-    assert get(a.url() + "/readyz") == (200, f"ready: {len(A_ROOMS)} of {len(A_ROOMS)} room(s) running\n")
+    ready = f"ready: {len(A_ROOMS)} of {len(A_ROOMS)} room(s) running\n"
+    assert get(a.url() + "/readyz") == (200, ready)
     # each worker of b answers for its own rooms: the broken one exceeds its restart
     # intensity and is quarantined, so its worker is never ready; the other one is
     assert get(b.url(OK_WORKER) + "/readyz") == (200, "ready: 1 of 1 room(s) running\n")
     await eventually(
-        lambda: b.scrape(BROKEN_WORKER)["lksup_rooms", {"state": "failed"}], lambda v: v == 1, "failed"
+        lambda: b.scrape(BROKEN_WORKER)["lksup_rooms", {"state": "failed"}],
+        lambda v: v == 1,
+        "failed",
     )
     assert get(b.url(BROKEN_WORKER) + "/readyz") == (
         503, f"not ready: 0 of 1 room(s) running; failed: {B_BROKEN}\n",
@@ -270,7 +287,9 @@ def test_a_taken_metrics_port_stops_the_start_with_its_setting_named(
     fleet: Fleet, livekit_server: LiveKitServer
 ) -> None:
     """Two supervisors cannot share a metrics address: the second one says which key."""
-    second = SupervisorProcess("a-again", fleet.a.workdir, livekit_server, A_CONFIG, port=fleet.a.port)
+    second = SupervisorProcess(
+        "a-again", fleet.a.workdir, livekit_server, A_CONFIG, port=fleet.a.port
+    )
     second.start()
     assert second.process is not None
     assert second.process.wait(timeout=60) == 1
@@ -282,7 +301,8 @@ def test_metrics_speak_openmetrics_to_who_asks(fleet: Fleet) -> None:
     import urllib.request
 
     request = urllib.request.Request(
-        fleet.a.url() + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        fleet.a.url() + "/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         body = response.read().decode()
@@ -353,10 +373,17 @@ async def test_latency_histogram_counts_the_echoed_frames(
         if name == "lksup_audio_latency_seconds_bucket"
     )
     p50, p99 = (next(le for le, n in buckets if n >= q * timed) for q in (0.5, 0.99))
-    print(f"\naudio latency through the supervisor: p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms "
-          f"({timed:.0f} frames; mean {delta('lksup_audio_latency_seconds_sum') / timed * 1000:.1f} ms)")
+    mean_ms = delta("lksup_audio_latency_seconds_sum") / timed * 1000
+    print(
+        f"\naudio latency through the supervisor: p50 <= {p50 * 1000:g} ms, "
+        f"p99 <= {p99 * 1000:g} ms ({timed:.0f} frames; mean {mean_ms:.1f} ms)"
+    )
     seen = f"sum(lksup_audio_latency_seconds_count{on(fleet.a)})"
-    await eventually(lambda: fleet.value(seen), lambda v: v is not None and v >= after["lksup_audio_latency_seconds_count"], "latency count in Prometheus")
+    await eventually(
+        lambda: fleet.value(seen),
+        lambda v: v is not None and v >= after["lksup_audio_latency_seconds_count"],
+        "latency count in Prometheus",
+    )
 
 
 async def test_data_messages_and_a_bot_crash_show_in_prometheus(
@@ -409,7 +436,9 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
         track = await subscribed_audio_track(room, "bot")
         await collect_audio(track, 0.5)
         frames = f"sum(rate(lksup_audio_frames_out_total{on(fleet.a)}[{RATE_INTERVAL}]))"
-        await eventually(lambda: fleet.value(frames), lambda v: v is not None and v > 10, "echo rate")
+        await eventually(
+            lambda: fleet.value(frames), lambda v: v is not None and v > 10, "echo rate"
+        )
 
         empty = [
             (title, expr) for title, expr in targets(board)
@@ -420,7 +449,8 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
         for name, var in variables(board).items():
             if var["type"] != "query":
                 continue
-            metric, label = substitute(var["query"], values)[len("label_values(") : -1].rsplit(", ", 1)
+            query = substitute(var["query"], values)
+            metric, label = query[len("label_values(") : -1].rsplit(", ", 1)
             found = {s[label] for s in prometheus.api("series", **{"match[]": metric})}
             assert found, f"template variable {name}: no values"
         assert {*fleet.a.instances, *fleet.b.instances} <= {
@@ -446,9 +476,10 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
     # b's quarantined room is what LksupRoomsFailing is for: it is pending (for: 2m)
     pending = await eventually(
         lambda: [
-            a["labels"] for a in prometheus.api("alerts")["alerts"]
+            a["labels"]
+            for a in prometheus.api("alerts")["alerts"]
             if a["labels"]["alertname"] == "LksupRoomsFailing"
-        ],  # fmt: skip
+        ],
         bool,
         "LksupRoomsFailing",
     )

@@ -126,7 +126,8 @@ async def expect_packet(
         f"got {packet.data[:200]!r} ({rtc.DataPacketKind.Name(packet.kind)}), "
         f"wanted {data[:200]!r} ({rtc.DataPacketKind.Name(kind)})"
     )
-    assert packet.participant is not None and packet.participant.identity == "bot"
+    assert packet.participant is not None
+    assert packet.participant.identity == "bot"
 
 
 async def expect_packets(
@@ -209,7 +210,7 @@ async def test_targeted_and_broadcast_messages(livekit_server: LiveKitServer) ->
         # reliable packets from the bot keep their order: each participant's next
         # packets show which of the earlier targeted ones reached it (none for the other)
         everyone = json.dumps({"to": "everyone", "ü": "ñ"}, ensure_ascii=False).encode("utf-8")
-        plain = "plain text, ünïcode".encode("utf-8")
+        plain = "plain text, ünïcode".encode()
         await expect_packet(alice.inbox, everyone)
         await expect_packet(alice.inbox, plain)
         await expect_packet(bob.inbox, b"for bob only")
@@ -320,4 +321,5 @@ async def test_oversized_message_is_refused_with_a_log_line(
         if r.name == "actors.room" and r.levelno >= logging.WARNING and "refused" in r.getMessage()
     ]
     assert len(refusals) == 1, refusals
-    assert room in refusals[0] and str(len(big)) in refusals[0]
+    assert room in refusals[0]
+    assert str(len(big)) in refusals[0]

@@ -58,7 +58,8 @@ async def test_participant_hears_its_own_tone_back(
         heard = await listen_for_tone(track, 440.0)
     assert rms(heard) > SILENCE_RMS, f"alice heard silence (rms {rms(heard):.1f})"
     assert abs(dominant_frequency(heard) - 440.0) < 10.0
-    assert tree.stats.audio_frames_in > 0 and tree.stats.audio_frames_out > 0
+    assert tree.stats.audio_frames_in > 0
+    assert tree.stats.audio_frames_out > 0
 
 
 async def onset_delay(alice: rtc.Room, *, bursts: int = 5, frame_ms: int = 20) -> list[float]:
@@ -142,11 +143,13 @@ async def test_the_bot_keeps_its_room_open_when_alone(livekit_server: LiveKitSer
     """LiveKit does not count an agent as a participant: the room must be created with
     long idle timeouts, or the server closes it (and kicks the bot) 20 s after the last
     person leaves."""
-    async with running_room(livekit_server, "echo-alone"):
-        async with api.LiveKitAPI(
+    async with (
+        running_room(livekit_server, "echo-alone"),
+        api.LiveKitAPI(
             livekit_server.url, livekit_server.api_key, livekit_server.api_secret
-        ) as server:
-            listed = await server.room.list_rooms(api.ListRoomsRequest(names=["echo-alone"]))
+        ) as server,
+    ):
+        listed = await server.room.list_rooms(api.ListRoomsRequest(names=["echo-alone"]))
     (room,) = listed.rooms
     assert room.empty_timeout == ROOM_IDLE_SECONDS
     assert room.departure_timeout == ROOM_IDLE_SECONDS

@@ -99,7 +99,11 @@ async def assert_rooms_echo(server: ServerCredentials, rooms: Sequence[str]) -> 
     problems = await asyncio.gather(
         *(echo_problem(server, room, tone_for(i), turns) for i, room in enumerate(rooms))
     )
-    wrong = {room: problem for room, problem in zip(rooms, problems) if problem is not None}
+    wrong = {
+        room: problem
+        for room, problem in zip(rooms, problems, strict=True)
+        if problem is not None
+    }
     assert not wrong, f"rooms that did not echo their own participant: {wrong}"
 
 
@@ -221,7 +225,8 @@ async def test_sighup_adds_and_removes_rooms_while_the_others_keep_echoing(
         await keep.echo.heard(0.3)
         bot_sid = keep.room.remote_participants[BOT].sid
 
-        write_config(path.parent, attrs.evolve(config, rooms=("hup-keep", "hup-quiet", *added)).text())
+        reloaded = attrs.evolve(config, rooms=("hup-keep", "hup-quiet", *added))
+        write_config(path.parent, reloaded.text())
         run.send_signal(signal.SIGHUP)
         await run.wait_for(r"reloaded: 2 started, 1 stopped, 4 rooms", timeout=60)
         await assert_bot_left({"hup-gone": gone_left}, timeout=10)
@@ -270,7 +275,8 @@ async def test_token_from_the_cli_joins_the_server(
     assert livekit_server.api_secret not in out + result.stderr.decode()
     url = re.search(r"^url:\s+(\S+)$", out, re.MULTILINE)
     token = re.search(r"^token:\s+(\S+)$", out, re.MULTILINE)
-    assert url and token, out
+    assert url, out
+    assert token, out
     assert url[1] == livekit_server.url
     client = rtc.Room()
     try:
@@ -294,7 +300,9 @@ async def rooms_with_bot(server: ServerCredentials, rooms: Sequence[str]) -> set
     return present
 
 
-async def readiness(config: SupervisorConfig, status: int, body: str, timeout: float = 30.0) -> None:
+async def readiness(
+    config: SupervisorConfig, status: int, body: str, timeout: float = 30.0
+) -> None:
     """Wait until the supervisor's `/readyz` answers `status` with `body`."""
     url = f"http://127.0.0.1:{config.metrics_port}/readyz"
     answer = None
@@ -329,7 +337,9 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
             killed = time.perf_counter()
             # Not ready as soon as the SDK notices: every room is reconnecting...
             names = ", ".join(rooms)
-            await readiness(config, 503, f"not ready: 0 of 5 room(s) running; reconnecting: {names}")
+            await readiness(
+                config, 503, f"not ready: 0 of 5 room(s) running; reconnecting: {names}"
+            )
             unready_after = time.perf_counter() - killed
             assert scrape(config)["lksup_rooms", {"state": "reconnecting"}] == 5
             # ...then the SDK gives up and every room's connection actor restarts...
@@ -343,7 +353,8 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
                 while (back := await rooms_with_bot(server, rooms)) != set(rooms):
                     await anyio.sleep(0.2)
             back_after = time.perf_counter() - restarted
-            assert back == set(rooms), f"not back within {BACK_WITHIN_SECONDS} s: {set(rooms) - back}"
+            missing = set(rooms) - back
+            assert back == set(rooms), f"not back within {BACK_WITHIN_SECONDS} s: {missing}"
             await readiness(config, 200, f"ready: {len(rooms)} of {len(rooms)} room(s) running")
             await assert_rooms_echo(server, rooms)
             assert run.process.returncode is None

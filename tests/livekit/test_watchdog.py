@@ -28,10 +28,10 @@ from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.watchdog import STACK_FRAMES
 from tests.helpers import blocking_bot
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
+from tests.helpers.echo import talking
 from tests.helpers.participants import SILENCE_RMS, join, publishing_tone, subscribed_audio_track
 from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import Samples, get
-from tests.helpers.echo import talking
 from tests.helpers.workers import (
     bot_sid_changed,
     config_text,
@@ -118,12 +118,16 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     )
     base = f"http://127.0.0.1:{config.metrics_port}"
     block_seconds = 4.0
-    async with serving(tmp_path, config, env=blocking_env(tmp_path, room, block_seconds)) as (run, _):
+    env = blocking_env(tmp_path, room, block_seconds)
+    async with serving(tmp_path, config, env=env) as (run, _):
         before = Samples((await fetch(base + "/metrics"))[1])
         assert before["lksup_event_loop_stalls_total"] == 0
         assert before["lksup_room_event_loop_stalls_total", {"room": room}] == 0
         with polling_health(base + "/healthz") as health:
-            async with join(livekit_server, room, "alice", timeout=30) as client, publishing_tone(client):
+            async with (
+                join(livekit_server, room, "alice", timeout=30) as client,
+                publishing_tone(client),
+            ):
                 blocked = await run.wait_for(rf"\[{room}\] blocking the event loop")
                 caught = await run.wait_for(
                     rf"\[{room}\] event loop stalled for [\d.]+ s at (.+):(\d+) in process_frame: "
@@ -141,16 +145,20 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     stack = run.lines[run.lines.index(caught[0].string) + 1 :]
     assert any(blocking_bot.BLOCKING_CALL in line for line in stack[: 2 * STACK_FRAMES]), "no stack"
     assert during["lksup_event_loop_stalled"] == 1
-    assert ready[0] == 503 and "event loop stalled" in ready[1], ready
-    assert healthz[0] == 503 and f"room {room}" in healthz[1], healthz
+    assert ready[0] == 503, ready
+    assert "event loop stalled" in ready[1], ready
+    assert healthz[0] == 503, healthz
+    assert f"room {room}" in healthz[1], healthz
     assert after["lksup_event_loop_stalls_total"] == 1
     assert after["lksup_room_event_loop_stalls_total", {"room": room}] == 1
     assert after["lksup_event_loop_stalled"] == 0
 
     began, resumed = logged_at(blocked[0].string), logged_at(ended[0].string)
-    assert health.first(200) is not None and health.first(200) < began, "healthy before"
+    assert health.first(200) is not None, "healthy before"
+    assert health.first(200) < began, "healthy before"
     failing = health.first(503, after=began)
-    assert failing is not None and failing < resumed, "/healthz never answered 503 in the stall"
+    assert failing is not None, "/healthz never answered 503 in the stall"
+    assert failing < resumed, "/healthz never answered 503 in the stall"
     print(
         f"\na {block_seconds:g} s block with stall_seconds = {STALL_SECONDS:g}: /healthz 503 "
         f"{failing - began:.2f} s after it began, stall logged as {ended[0][1]} s, "
@@ -168,7 +176,9 @@ async def test_a_stalled_worker_is_restarted_while_the_other_keeps_echoing(
     (stalled_room,), (other_room,) = rooms_by_shard("stall-w", count=2, per_shard=1)
     restart_after, block_seconds = 3.0, 10.0
     text = config_text(free_port(), [stalled_room, other_room], free_port_pair(), bot=BLOCKING_BOT)
-    text += f"[watchdog]\nstall_seconds = {STALL_SECONDS}\nrestart_after_seconds = {restart_after}\n"
+    text += (
+        f"[watchdog]\nstall_seconds = {STALL_SECONDS}\nrestart_after_seconds = {restart_after}\n"
+    )
     path = write_config(tmp_path, text)
     for name, value in blocking_env(tmp_path, stalled_room, block_seconds).items():
         monkeypatch.setenv(name, value)  # the workers inherit the parent's environment
@@ -186,16 +196,22 @@ async def test_a_stalled_worker_is_restarted_while_the_other_keeps_echoing(
             await subscribed_audio_track(client, "bot", timeout=30)
             old_bot = client.remote_participants["bot"].sid
             async with publishing_tone(client):
-                blocked = await run.wait_for(rf"\[worker 0\] .* \[{stalled_room}\] blocking the event loop")
+                blocked = await run.wait_for(
+                    rf"\[worker 0\] .* \[{stalled_room}\] blocking the event loop"
+                )
                 caught = await run.wait_for(
-                    rf"\[worker 0\] .* \[{stalled_room}\] event loop stalled for [\d.]+ s at (.+):(\d+) "
+                    rf"\[worker 0\] .* \[{stalled_room}\] "
+                    rf"event loop stalled for [\d.]+ s at (.+):(\d+) "
                 )
                 killed = await run.wait_for(
                     rf"supervisor: worker 0 \(pid {pids[0][0]}\) stalled for ([\d.]+) s "
                     rf"\(watchdog.restart_after_seconds = 3\): killing it; event loop stalled"
                 )
-                stall_silence_ms = other.echo.longest_silence_ms()  # from before the stall to its end
-                await run.wait_for(rf"worker 0 \(pid {pids[0][0]}\) died after .* \(killed by SIGKILL\)")
+                # from before the stall to its end
+                stall_silence_ms = other.echo.longest_silence_ms()
+                await run.wait_for(
+                    rf"worker 0 \(pid {pids[0][0]}\) died after .* \(killed by SIGKILL\)"
+                )
                 await wait_until(lambda: worker_restarted(run, 0, pids[0][0]), timeout=30)
                 await wait_until(bot_sid_changed(client, old_bot), timeout=60)
                 level = await echo_level(client)  # the new worker's bot echoes the room again

@@ -54,7 +54,11 @@ def children(pid: int) -> set[int]:
 
 async def assert_everyone_hears_echo(participants: dict[str, rtc.Room]) -> None:
     levels = await asyncio.gather(*(echo_level(p) for p in participants.values()))
-    quiet = {room: level for room, level in zip(participants, levels, strict=True) if level <= SILENCE_RMS}
+    quiet = {
+        room: level
+        for room, level in zip(participants, levels, strict=True)
+        if level <= SILENCE_RMS
+    }
     assert not quiet, f"silence (rms) in {quiet}"
 
 
@@ -77,19 +81,23 @@ async def test_two_workers_echo_and_a_killed_worker_rejoins_its_rooms(tmp_path: 
             assert served[0][1].split(", ") == shard
             assert int(served[0][2]) == metrics_port + index
         await run.wait_for(r"\[worker \d\] .* ready: 2 room\(s\)", count=2)
-        assert port_answers(metrics_port) and port_answers(metrics_port + 1)
+        assert port_answers(metrics_port)
+        assert port_answers(metrics_port + 1)
         pids = worker_pids(run)
         assert set(pids) == {0, 1}
         assert {pids[0][0], pids[1][0]} <= children(run.process.pid)
 
         credentials = for_token(load_config(path).livekit)
         for pid in (pids[0][0], pids[1][0]):
-            assert credentials.api_secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmdline = await anyio.Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert credentials.api_secret.encode() not in cmdline
 
         async with contextlib.AsyncExitStack() as stack:
             participants: dict[str, rtc.Room] = {}
             for room in rooms:
-                participants[room] = await stack.enter_async_context(join(credentials, room, "alice"))
+                participants[room] = await stack.enter_async_context(
+                    join(credentials, room, "alice")
+                )
                 await stack.enter_async_context(publishing_tone(participants[room]))
             await assert_everyone_hears_echo(participants)
             before = bot_sids(participants)
@@ -104,7 +112,9 @@ async def test_two_workers_echo_and_a_killed_worker_rejoins_its_rooms(tmp_path: 
                 await wait_until(bot_sid_changed(participants[room], before[room]), timeout=60)
             await assert_everyone_hears_echo(participants)
             after = bot_sids(participants)
-            assert {room: after[room] for room in shards[1]} == {room: before[room] for room in shards[1]}
+            assert {room: after[room] for room in shards[1]} == {
+                room: before[room] for room in shards[1]
+            }
             assert len(worker_pids(run)[1]) == 1, "the other worker was restarted too"
 
         assert await stop(run, signal.SIGTERM) == 0
@@ -133,7 +143,8 @@ async def test_sighup_reaches_every_worker_and_each_keeps_its_shard(tmp_path: Pa
         await run.wait_for(rf"\[worker 1\] .* \[{re.escape(added)}\] joined as bot")
         await run.wait_for(r"\[worker 1\] .* reloaded: 1 started, 0 stopped, 2 rooms")
         await run.wait_for(r"\[worker 0\] .* reloaded: 0 started, 0 stopped, 1 rooms")
-        assert not run.matches(rf"\[worker 0\] .*\[{re.escape(added)}\]"), "worker 0 took worker 1's room"
+        took = run.matches(rf"\[worker 0\] .*\[{re.escape(added)}\]")
+        assert not took, "worker 0 took worker 1's room"
         assert len(worker_pids(run)[0]) == len(worker_pids(run)[1]) == 1, "a worker restarted"
 
 
@@ -159,7 +170,9 @@ async def test_workers_that_do_not_drain_are_killed(tmp_path: Path, second_signa
             with anyio.fail_after(30):
                 assert await run.process.wait() == 1
             await run.wait_for(r"supervisor: 2 worker\(s\) still draining after 6 s: killing them")
-        killed = await run.wait_for(r"supervisor: worker (\d) \(pid \d+\) stopped: killed by SIGKILL", count=2)
+        killed = await run.wait_for(
+            r"supervisor: worker (\d) \(pid \d+\) stopped: killed by SIGKILL", count=2
+        )
         assert sorted(m[1] for m in killed) == ["0", "1"]
         assert not [pid for pid in pids if is_worker(pid)]
         assert not port_answers(port), "the embedded livekit-server outlived the supervisor"
