@@ -104,6 +104,11 @@ class SupervisorProcess:
             return await self.process.wait()
         raise AssertionError(f"still running after {timeout} s; log tail:\n{self.tail()}")
 
+    async def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `signum` (a drain, by default) and wait for the exit code."""
+        self.send_signal(signum)
+        return await self.wait(timeout)
+
 
 @contextlib.asynccontextmanager
 async def supervisor_process(

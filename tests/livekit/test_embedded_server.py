@@ -9,7 +9,6 @@ case that matters: the port must be free again and the next start must serve.
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import subprocess
 import threading
@@ -86,11 +85,6 @@ async def assert_serving(
         async with join(credentials, room, "alice", timeout=30) as person:
             await wait_until(lambda: "bot" in person.remote_participants, timeout=30)
     return credentials
-
-
-async def stop(run: SupervisorProcess) -> int:
-    run.send_signal(signal.SIGTERM)
-    return await run.wait(30)
 
 
 def live_process(pid: int | None) -> ProcessId:
@@ -177,7 +171,7 @@ async def test_a_killed_supervisor_takes_its_server_along_and_the_next_start_ser
         credentials = await assert_serving(run, path)
         assert credentials.api_key != first.api_key
         assert not run.matches("left behind")
-        assert await stop(run) == 0
+        assert await run.stop() == 0
     assert not port_answers(port)
     assert not _record_path(port).exists()
     print(f"\nSIGKILLed supervisor: its server's port free {freed_after * 1000:.0f} ms later")
@@ -210,7 +204,7 @@ async def test_a_server_left_behind_by_an_earlier_run_is_stopped_and_replaced(
             credentials = await assert_serving(run, path)
             assert credentials.api_key != leftover.api_key, "the leftover's credentials were reused"
             assert not leftover.running
-            assert await stop(run) == 0
+            assert await run.stop() == 0
         assert not port_answers(port)
     finally:
         await anyio.to_thread.run_sync(leftover.stop)
@@ -262,7 +256,7 @@ async def test_a_recorded_pid_with_another_start_time_is_not_ours(
             await assert_serving(run, path, livekit_server)
             assert run.matches(rf"a server already listens on {livekit_server.url}: using it")
             assert not run.matches("left behind")
-            assert await stop(run) == 0
+            assert await run.stop() == 0
         assert livekit_server.running
     finally:
         _record_path(port).unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from livekit import rtc
 from supervisor.config import load_config
 from supervisor.credentials import for_token
 from supervisor.livekit_server import free_port
-from tests.helpers.cli_process import SupervisorProcess, port_answers, write_config
+from tests.helpers.cli_process import port_answers, write_config
 from tests.helpers.participants import SILENCE_RMS, join, publishing_tone
 from tests.helpers.probes import wait_until
 from tests.helpers.workers import (
@@ -34,14 +34,6 @@ from tests.helpers.workers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-# --- the CLI with workers against the embedded server ---------------------------------
-
-
-async def stop(run: SupervisorProcess, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
-    run.send_signal(signum)
-    return await run.wait(timeout)
 
 
 def children(pid: int) -> set[int]:
@@ -117,7 +109,7 @@ async def test_two_workers_echo_and_a_killed_worker_rejoins_its_rooms(tmp_path: 
             }
             assert len(worker_pids(run)[1]) == 1, "the other worker was restarted too"
 
-        assert await stop(run, signal.SIGTERM) == 0
+        assert await run.stop(signal.SIGTERM) == 0
         log = "\n".join(run.lines)
         assert credentials.api_secret not in log
         stopped = run.matches(r"supervisor: worker (\d) \(pid \d+\) stopped: exit code 0$")
@@ -164,7 +156,7 @@ async def test_workers_that_do_not_drain_are_killed(tmp_path: Path, second_signa
         run.process.send_signal(signal.SIGTERM)
         await run.wait_for(r"supervisor: SIGTERM: draining 2 worker\(s\)")
         if second_signal:
-            assert await stop(run, signal.SIGTERM, timeout=20) == 1
+            assert await run.stop(signal.SIGTERM, timeout=20) == 1
             await run.wait_for(r"supervisor: SIGTERM again: killing 2 worker\(s\)")
         else:
             with anyio.fail_after(30):
@@ -199,5 +191,5 @@ async def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path: Path) 
     # A service manager restarting the supervisor finds the port free and serves again.
     async with supervisor_run(path, workers=2) as run:
         await run.wait_for(r"\[worker \d\] .* ready: 1 room\(s\)", count=2)
-        assert await stop(run, signal.SIGTERM) == 0
+        assert await run.stop(signal.SIGTERM) == 0
     assert not port_answers(port)
