@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test livekit-server prometheus
+.PHONY: run lint test livekit-server prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,11 @@ prometheus:
 	else echo "prometheus/promtool missing and not root: install Debian's prometheus package" \
 		"(apt-get install prometheus) or the observability tests skip"; fi
 
-test: livekit-server prometheus
+# Lint and types (configured in pyproject.toml) before any test: ruff over everything,
+# mypy over the product (strict on actors/). A finding fails the build.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint livekit-server prometheus
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -111,7 +111,7 @@ class ActorCell:
         try:
             with anyio.CancelScope() as self._scope:
                 await self._run(started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a handler raises crashes the actor
             error = leaf_error(exc)
         finally:
             self._scope = None

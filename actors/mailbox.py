@@ -54,7 +54,7 @@ class MailboxStats:
 class Reply:
     """The one-shot answer slot of an `ask`."""
 
-    __slots__ = ("_done", "_value", "_error", "_event")
+    __slots__ = ("_done", "_error", "_event", "_value")
 
     def __init__(self) -> None:
         self._done = False
@@ -110,18 +110,18 @@ class Mailbox:
     """The two lanes of one actor slot, read by a single consumer: the actor's loop."""
 
     __slots__ = (
-        "path",
-        "_system",
-        "_data",
         "_capacity",
+        "_closed",
+        "_data",
         "_drop_oldest",
-        "_send_timeout",
         "_reader",
+        "_send_timeout",
         "_space",
         "_stop_requested",
-        "_closed",
-        "dropped",
+        "_system",
         "dead_letters",
+        "dropped",
+        "path",
     )
 
     def __init__(self, spec: MailboxSpec, path: str) -> None:

@@ -44,7 +44,7 @@ class Restart(enum.Enum):
     """Never; once it ends it is forgotten."""
 
 
-def _non_negative_number(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _non_negative_number(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
 
@@ -58,8 +58,10 @@ class RestartIntensity:
     longer and longer (its backoff) between attempts.
     """
 
+    # attrs' stubs type a field by its `default` (int here), not by its annotation
     max_restarts: int | None = attrs.field(
-        default=3, validator=v.optional([v.instance_of(int), v.ge(0)])
+        default=3,
+        validator=v.optional([v.instance_of(int), v.ge(0)]),  # type: ignore[arg-type]
     )
     within_seconds: float = attrs.field(default=5.0, validator=[_non_negative_number, v.gt(0)])
 
@@ -85,12 +87,12 @@ class Backoff:
         return base * (1.0 + self.jitter * (2.0 * uniform() - 1.0))
 
 
-def _valid_name(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _valid_name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str) or not value or "/" in value:
         raise ValueError(f"{attribute.name} must be a non-empty string without '/', got {value!r}")
 
 
-def _shutdown_timeout(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+def _shutdown_timeout(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         _non_negative_number(instance, attribute, value)
 

@@ -127,10 +127,10 @@ class Supervisor(Actor):
                 self.tasks.start_soon(self._start_beside, cell)
             return cell.ref
         elif isinstance(frame, StopChildFrame):
-            cell = self._children.get(frame.child)
-            if cell is None:
+            child = self._children.get(frame.child)
+            if child is None:
                 raise Refused(f"{self.ref.path}: no child named {frame.child!r}")
-            await self._retire(cell)
+            await self._retire(child)
         elif isinstance(frame, WhichChildrenFrame):
             return tuple(
                 ChildInfo(c.spec.name, c.ref, c.state, c.incarnation, c.restarts, c.last_error)

@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -187,9 +187,11 @@ async def bot_process(
             with anyio.fail_after(READY_TIMEOUT):
                 await bot.ready.wait()
             yield bot
-        except TimeoutError:
+        except TimeoutError as err:
             tail = "\n".join(bot.log[-20:])
-            raise RuntimeError(f"{system.name}: not ready after {READY_TIMEOUT:g} s:\n{tail}")
+            raise RuntimeError(
+                f"{system.name}: not ready after {READY_TIMEOUT:g} s:\n{tail}"
+            ) from err
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
@@ -220,7 +222,9 @@ async def scrape_latency(ports: Sequence[int]) -> dict[float, float]:
     return buckets
 
 
-def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+def bucket_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
     """The upper bound of the bucket holding quantile `q` of what was observed between two
     scrapes (inf when it is past the last bound), or None if nothing was."""
     deltas = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
@@ -247,7 +251,8 @@ async def _all_sending(log: Path) -> None:
     bot never came), so the warm-up and the window start with every room talking
     however long the joins took on a busy machine."""
     with anyio.move_on_after(JOIN_TIMEOUT + SUBSCRIBE_GRACE):
-        while ALL_SENDING not in log.read_text(errors="replace"):
+        # the generator is another process, writing to a file: nothing to wait on but it
+        while ALL_SENDING not in await anyio.Path(log).read_text(errors="replace"):  # noqa: ASYNC110
             await anyio.sleep(0.1)
 
 
@@ -281,7 +286,8 @@ async def measure(
     result: dict[str, Any] = {"system": system.name, "rooms": rooms}
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
-        assert bot.ready_at is not None and bot.joining is not None
+        assert bot.ready_at is not None
+        assert bot.joining is not None
         result["join_all_s"] = round(bot.ready_at - bot.joining, 3)
         result["ready_from_spawn_s"] = round(bot.ready_at - bot.spawned, 3)
         await anyio.sleep(settle_seconds(rooms) if options.settle is None else options.settle)
@@ -289,7 +295,8 @@ async def measure(
         idle_started = time.perf_counter()
         await anyio.sleep(options.idle)
         idle_used = cpu_seconds(pid) - idle_cpu
-        result["idle_cpu_per_room"] = _per_second(idle_used, time.perf_counter() - idle_started) / rooms
+        idle_seconds = time.perf_counter() - idle_started
+        result["idle_cpu_per_room"] = _per_second(idle_used, idle_seconds) / rooms
         result["idle_rss_mb"] = rss_bytes(pid) / 1e6
         if not options.idle_only:
             ports = [metrics_port + index for index in range(system.workers)]
@@ -378,7 +385,7 @@ def machine() -> dict[str, Any]:
     )
     memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": model,
         "cores": os.cpu_count(),
         "memory_gib": round(memory_kb / 2**20, 1),
@@ -453,7 +460,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
             f"{_ratio(r.get('echo_p50_ms'), floor.get('echo_p50_ms'))} |"
         )
     errors = [
-        f"- {r['system']} at {r['rooms']} rooms: {r['load_error']}" for r in results if "load_error" in r
+        f"- {r['system']} at {r['rooms']} rooms: {r['load_error']}"
+        for r in results
+        if "load_error" in r
     ]
     return "\n".join(
         rows
@@ -495,7 +504,7 @@ async def run(
                     results.append(result)
                     print(json.dumps(result), flush=True)
                     if json_path is not None:
-                        json_path.write_text(
+                        await anyio.Path(json_path).write_text(
                             json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
                         )
     print(format_markdown(results), flush=True)
@@ -521,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         systems = [SYSTEMS[name] for name in args.systems.split(",")]
     except KeyError as err:
-        raise SystemExit(f"--systems: unknown system {err}; expected some of {', '.join(SYSTEMS)}")
+        known = ", ".join(SYSTEMS)
+        raise SystemExit(f"--systems: unknown system {err}; expected some of {known}") from None
     rooms = [int(count) for count in args.rooms.split(",")]
     options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
     anyio.run(run, rooms, systems, options, args.json, backend="asyncio")

@@ -23,7 +23,15 @@ from typing import Any
 import anyio
 from pipecat.frames.frames import DataFrame
 
-from actors import Actor, ActorRef, ChildSpec, MailboxSpec, Supervisor, WhichChildrenFrame, open_actor
+from actors import (
+    Actor,
+    ActorRef,
+    ChildSpec,
+    MailboxSpec,
+    Supervisor,
+    WhichChildrenFrame,
+    open_actor,
+)
 
 
 @dataclass

@@ -7,6 +7,7 @@ beside it on the same machine. Linux only, like the benchmark's servers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -55,8 +56,6 @@ def rss_bytes(pid: int) -> int:
     """Resident memory of the tree under `pid` now (shared pages counted per process)."""
     total = 0
     for member in tree(pid):
-        try:
+        with contextlib.suppress(OSError, IndexError):
             total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * PAGE_BYTES
-        except (OSError, IndexError):
-            pass
     return total

@@ -127,12 +127,22 @@ class Admission:
             with anyio.fail_after(HOOK_TIMEOUT_SECONDS):
                 answer = await _call(hook, job)
         except TimeoutError:
-            log.error("[%s] job %s rejected: the accept hook %s took longer than %g s",
-                      job.room, job.id, self.config.accept, HOOK_TIMEOUT_SECONDS)
+            log.error(
+                "[%s] job %s rejected: the accept hook %s took longer than %g s",
+                job.room,
+                job.id,
+                self.config.accept,
+                HOOK_TIMEOUT_SECONDS,
+            )
             return Reject("the accept hook timed out")
         except Exception as err:  # noqa: BLE001 - the user's code: one job's problem
-            log.error("[%s] job %s rejected: the accept hook %s raised %r",
-                      job.room, job.id, self.config.accept, err)
+            log.error(
+                "[%s] job %s rejected: the accept hook %s raised %r",
+                job.room,
+                job.id,
+                self.config.accept,
+                err,
+            )
             return Reject("the accept hook raised")
         if answer is True:
             return Accept()
@@ -140,8 +150,14 @@ class Admission:
             return Reject()
         if isinstance(answer, Accept | Reject):
             return answer
-        log.error("[%s] job %s rejected: the accept hook %s returned %r, expected True, "
-                  "False, Accept or Reject", job.room, job.id, self.config.accept, answer)
+        log.error(
+            "[%s] job %s rejected: the accept hook %s returned %r, expected True, "
+            "False, Accept or Reject",
+            job.room,
+            job.id,
+            self.config.accept,
+            answer,
+        )
         return Reject("the accept hook gave no answer")
 
 

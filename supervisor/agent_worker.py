@@ -51,7 +51,8 @@ from supervisor.rooms import RoomSet, WorkerState
 log = logging.getLogger("supervisor.dispatch")
 
 STATUS_SECONDS = 2.5
-"""How often the worker's load and status are sent when nothing changes (livekit-agents' interval)."""
+"""How often the worker's load and status are sent when nothing changes (livekit-agents'
+interval)."""
 LOAD_SAMPLE_SECONDS = 0.5
 PING_SECONDS = 10.0
 SILENT_SECONDS = 30.0
@@ -96,7 +97,7 @@ class AgentWorker:
         self.worker_id = ""
         self._outbox: MemoryObjectSendStream[agent.WorkerMessage] | None = None
         self._heard_at = 0.0
-        self._status: agent.WorkerStatus.ValueType | None = None
+        self._status: agent.WorkerStatus | None = None
         self._nudged = anyio.Event()
 
     # --- what the jobs and the CLI call ----------------------------------------------
@@ -109,16 +110,21 @@ class AgentWorker:
         try:
             self._outbox.send_nowait(message)
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            log.warning("[dispatch] a %s message was dropped: the server does not read",
-                        message.WhichOneof("message"))
+            log.warning(
+                "[dispatch] a %s message was dropped: the server does not read",
+                message.WhichOneof("message"),
+            )
 
     async def drain(self) -> None:
         """No new jobs; the running ones may end by themselves within `drain_seconds`."""
         assert self.jobs is not None
         self.state.draining = True
         self.nudge()
-        log.info("[dispatch] draining: no new jobs; %d running job(s) may go on for %g s",
-                 len(self.jobs.running), self.dispatch.drain_seconds)
+        log.info(
+            "[dispatch] draining: no new jobs; %d running job(s) may go on for %g s",
+            len(self.jobs.running),
+            self.dispatch.drain_seconds,
+        )
         with anyio.move_on_after(self.dispatch.drain_seconds):
             await self.jobs.wait_idle()
         if self.jobs.running:
@@ -139,7 +145,7 @@ class AgentWorker:
                         await self._session(http)
                 except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
                     reason = str(err) or type(err).__name__
-                except Exception as err:  # noqa: BLE001 - a defect here must not end the rooms
+                except Exception as err:
                     log.exception("[dispatch] the session failed")
                     reason = repr(err)
                 else:
@@ -173,10 +179,17 @@ class AgentWorker:
                 raise SessionEnded(f"the server answered the registration with {answer}")
             self.worker_id = first.register.worker_id
             info = first.register.server_info
-            log.info("[dispatch] registered as worker %s with %s (livekit-server %s, agent "
-                     "protocol %d) for %s", self.worker_id, url, info.version, info.agent_protocol,
-                     f"agent {self.dispatch.agent_name!r}" if self.dispatch.agent_name
-                     else "every new room")
+            log.info(
+                "[dispatch] registered as worker %s with %s (livekit-server %s, agent "
+                "protocol %d) for %s",
+                self.worker_id,
+                url,
+                info.version,
+                info.agent_protocol,
+                f"agent {self.dispatch.agent_name!r}"
+                if self.dispatch.agent_name
+                else "every new room",
+            )
             send, outgoing = anyio.create_memory_object_stream[agent.WorkerMessage](OUTBOX)
             self._outbox, self._status = send, None
             self.state.registered = True
@@ -208,20 +221,29 @@ class AgentWorker:
     async def _next(self, ws: aiohttp.ClientWebSocketResponse) -> agent.ServerMessage | None:
         """The next server message; None for a frame that is not one (logged)."""
         frame = await ws.receive()
-        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                          aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+        if frame.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ):
             raise SessionEnded(f"the server closed the socket ({ws.close_code})")
         self._heard_at = time.monotonic()
         if frame.type is not aiohttp.WSMsgType.BINARY:
-            log.warning("[dispatch] unexpected %s frame from the server, ignored: %.*r",
-                        frame.type.name, DROPPED_TEXT, frame.data)
+            log.warning(
+                "[dispatch] unexpected %s frame from the server, ignored: %.*r",
+                frame.type.name,
+                DROPPED_TEXT,
+                frame.data,
+            )
             return None
         message = agent.ServerMessage()
         try:
             message.ParseFromString(frame.data)
         except DecodeError as err:
-            log.warning("[dispatch] malformed server message (%d bytes), ignored: %s",
-                        len(frame.data), err)
+            log.warning(
+                "[dispatch] malformed server message (%d bytes), ignored: %s", len(frame.data), err
+            )
             return None
         return message
 
@@ -241,8 +263,10 @@ class AgentWorker:
             elif which == "pong":
                 pass  # `_next` noted that the server is there
             else:
-                log.warning("[dispatch] unexpected server message %s, ignored",
-                            which or "(none this worker knows)")
+                log.warning(
+                    "[dispatch] unexpected server message %s, ignored",
+                    which or "(none this worker knows)",
+                )
 
     async def _send_all(
         self, ws: aiohttp.ClientWebSocketResponse, outgoing: AsyncIterator[agent.WorkerMessage]

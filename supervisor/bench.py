@@ -8,8 +8,8 @@ echo latency: network, server, the supervisor's audio path and the bot together.
 Judging by energy rather than samples is what survives Opus and the jitter buffer.
 
 The run is bounded: every participant sends until all of them have sent together for
-`seconds`, listens a little longer so the last burst can come back, and leaves. All rooms run in one task group, so nothing
-outlives the run.
+`seconds`, listens a little longer so the last burst can come back, and leaves. All
+rooms run in one task group, so nothing outlives the run.
 """
 
 from __future__ import annotations
@@ -505,5 +505,7 @@ async def run_bench(config: Config, options: BenchOptions, json_path: Path | Non
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     print(format_table(summary), flush=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        await anyio.Path(json_path).write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
     return 1 if any(result.error for result in results) else 0

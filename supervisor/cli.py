@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import signal
@@ -65,10 +66,9 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
                         log.info("SIGHUP: reloading %s", path)
-                        try:
+                        # a full stream: a reload is already pending; it will read the file
+                        with contextlib.suppress(anyio.WouldBlock):
                             reload_send.send_nowait(None)
-                        except anyio.WouldBlock:
-                            pass  # a reload is already pending; it will read the file
                     elif not draining.is_set():
                         log.info("%s: draining (a second signal stops at once)", name)
                         draining.set()
@@ -134,7 +134,9 @@ async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) 
             "the next start"
         )
     started, stopped = await room_set.reload(rooms, new)
-    log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
+    log.info(
+        "reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms)
+    )
 
 
 def check(config: Config) -> None:

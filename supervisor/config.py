@@ -162,7 +162,7 @@ class _Table:
         kind: type | tuple[type, ...],
         expected: str,
         default: Any = _MISSING,
-        check: Callable[[Any], bool] | None = None,
+        check: Callable[[Any], object] | None = None,  # truthy: valid (a regex's `match`)
     ) -> Any:
         where = self._key(self.path, key)
         if key not in self.value:
@@ -215,7 +215,10 @@ def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
         "factory", "'module:function'", default, lambda v: v.count(":") == 1
     )
     try:
-        load = load_bot(factory) if inherited is None or factory != inherited.factory else inherited.load
+        if inherited is None or factory != inherited.factory:
+            load = load_bot(factory)
+        else:
+            load = inherited.load
     except BotLoadError as err:
         raise ConfigError(f"{table._key(table.path, 'factory')} = {factory!r}: {err}") from err
     base = inherited or BotConfig(factory=factory, load=load)
@@ -281,7 +284,9 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         backoff_initial_seconds=sv.seconds(
             "backoff_initial_seconds", d.backoff_initial_seconds, allow_zero=True
         ),
-        backoff_max_seconds=sv.seconds("backoff_max_seconds", d.backoff_max_seconds, allow_zero=True),
+        backoff_max_seconds=sv.seconds(
+            "backoff_max_seconds", d.backoff_max_seconds, allow_zero=True
+        ),
         quarantine_seconds=sv.seconds("quarantine_seconds", d.quarantine_seconds),
         shutdown_timeout_seconds=sv.seconds("shutdown_timeout_seconds", d.shutdown_timeout_seconds),
     )
@@ -337,9 +342,10 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         if "bot" in table.value:
             room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
         rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
-    dispatch = _read_dispatch(_Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch",
-                                     tuple(f.name for f in attrs.fields(DispatchConfig)
-                                           if f.name != "accept_hook")))
+    dispatch_keys = tuple(f.name for f in attrs.fields(DispatchConfig) if f.name != "accept_hook")
+    dispatch = _read_dispatch(
+        _Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch", dispatch_keys)
+    )
     return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch)
 
 

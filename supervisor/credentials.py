@@ -49,7 +49,8 @@ def _runtime_file(port: int, suffix: str) -> Path:
 
 def from_environment(config: LiveKitConfig) -> Credentials:
     values = []
-    for role, name in (("api_key_env", config.api_key_env), ("api_secret_env", config.api_secret_env)):
+    roles = (("api_key_env", config.api_key_env), ("api_secret_env", config.api_secret_env))
+    for role, name in roles:
         value = os.environ.get(name)
         if not value:
             raise ConfigError(

@@ -133,14 +133,18 @@ class _Listener:
             self.loop.close()
 
     async def _serve(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
             try:
                 await site.start()
             except OSError as err:  # say which setting to change
-                raise OSError(err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}") from err
+                raise OSError(
+                    err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}"
+                ) from err
             self.started.set_result(None)
             await self._stop.wait()
         finally:

@@ -60,7 +60,7 @@ def job_of(job: agent.Job) -> Job:
 
 @attrs.frozen
 class Outcome:
-    status: agent.JobStatus.ValueType
+    status: agent.JobStatus
     reason: str
 
 
@@ -134,8 +134,11 @@ class Jobs:
         """Start the assigned job's room, joined with the assignment's token."""
         entry = self.starting.pop(assignment.job.id, None)
         if entry is None:
-            log.warning("[%s] assignment for job %s, which this worker did not accept: ignored",
-                        assignment.job.room.name, assignment.job.id)
+            log.warning(
+                "[%s] assignment for job %s, which this worker did not accept: ignored",
+                assignment.job.room.name,
+                assignment.job.id,
+            )
             return
         job = entry.job
         running = _Running(job, entry.since)
@@ -184,11 +187,18 @@ class Jobs:
                 start = StartChildFrame(spec, wait=False)
                 ref = await self.rooms.ask(start, timeout=START_TIMEOUT_SECONDS)
             except ActorError as err:
-                self._report(job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}"))
+                self._report(
+                    job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}")
+                )
                 return
             outcome = await self._watch(running, ref, self.room_set.stats[job.room])
-            log.info("[%s] job %s ends (%s): %s", job.room, job.id,
-                     agent.JobStatus.Name(outcome.status), outcome.reason)
+            log.info(
+                "[%s] job %s ends (%s): %s",
+                job.room,
+                job.id,
+                agent.JobStatus.Name(outcome.status),
+                outcome.reason,
+            )
             self._report(job, outcome)
             try:
                 await self.rooms.ask(
@@ -214,7 +224,9 @@ class Jobs:
             if ref.state is ActorState.BACKOFF:  # a room tree fails only past its intensity
                 return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.room))
             if stats.ended is not None:
-                return Outcome(agent.JobStatus.JS_SUCCESS, f"the server ended the room ({stats.ended})")
+                return Outcome(
+                    agent.JobStatus.JS_SUCCESS, f"the server ended the room ({stats.ended})"
+                )
             if not joined and ref.state is ActorState.RUNNING and stats.connection == "connected":
                 joined = True
                 alone_since = now
@@ -222,8 +234,10 @@ class Jobs:
                     self.room_set.worker.join_time.observe(now - running.accepted_at)
                 self._report(job, Outcome(agent.JobStatus.JS_RUNNING, ""))
             if dispatch.max_duration_seconds and now - started >= dispatch.max_duration_seconds:
-                return Outcome(agent.JobStatus.JS_SUCCESS,
-                               f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached")
+                return Outcome(
+                    agent.JobStatus.JS_SUCCESS,
+                    f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached",
+                )
             if joined:
                 if stats.participants - stats.agents:
                     alone_since = None
@@ -231,7 +245,9 @@ class Jobs:
                     alone_since = now
                 elif now - alone_since >= dispatch.idle_timeout_seconds:
                     limit = dispatch.idle_timeout_seconds
-                    return Outcome(agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})")
+                    return Outcome(
+                        agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})"
+                    )
             with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
                 await running.ended.wait()
         return Outcome(agent.JobStatus.JS_SUCCESS, running.reason)
@@ -246,7 +262,9 @@ class Jobs:
     def _report(self, job: Job, outcome: Outcome) -> None:
         worker = self.room_set.worker
         if worker is not None and outcome.status != agent.JobStatus.JS_RUNNING:
-            worker.ended["failed" if outcome.status == agent.JobStatus.JS_FAILED else "succeeded"] += 1
+            worker.ended[
+                "failed" if outcome.status == agent.JobStatus.JS_FAILED else "succeeded"
+            ] += 1
         update = agent.UpdateJobStatus(job_id=job.id, status=outcome.status)
         if outcome.status == agent.JobStatus.JS_FAILED:
             update.error = outcome.reason

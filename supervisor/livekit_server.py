@@ -246,7 +246,9 @@ class ServerSettings:
 PR_SET_PDEATHSIG = 1
 """prctl(2): the signal a process gets when the thread that forked it exits."""
 
-_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="livekit-spawner")
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="livekit-spawner"
+)
 """The one thread every server is forked from, so that each dies with this process.
 
 The kernel's parent-death signal fires when the *thread* that forked the child exits,
@@ -361,7 +363,7 @@ class LiveKitServer:
     @property
     def pid(self) -> int | None:
         """The server process's id while it runs (benchmarks read its CPU time)."""
-        return self._process.pid if self.running else None
+        return self._process.pid if self._process is not None and self.running else None
 
     @property
     def running(self) -> bool:
@@ -386,7 +388,10 @@ class LiveKitServer:
                 http_taken = (err.protocol, err.port) == ("tcp", self.settings.ports.http)
                 if http_taken or attempt == RTC_PORT_ATTEMPTS:
                     raise
-                log.warning("livekit-server's RTC port %d was taken as it started: trying others", err.port)
+                log.warning(
+                    "livekit-server's RTC port %d was taken as it started: trying others",
+                    err.port,
+                )
             ports = Ports.free(http=self.settings.ports.http)
             self.settings = attrs.evolve(self.settings, ports=ports)
             attempt += 1
@@ -435,7 +440,10 @@ class LiveKitServer:
             code = self._process.poll()
             if code is not None:
                 tail = self.log_tail()
-                message = f"livekit-server exited with code {code} while starting; log {self.log_path}:\n{tail}"
+                message = (
+                    f"livekit-server exited with code {code} while starting; "
+                    f"log {self.log_path}:\n{tail}"
+                )
                 if taken := PORT_TAKEN.search(tail):
                     raise PortTakenError(message, taken[1], int(taken[2]))
                 raise LiveKitServerError(message)

@@ -120,7 +120,9 @@ class _Accumulator:
         self._last = self._seen
 
 
-def _histogram(name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int) -> Metric:
+def _histogram(
+    name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int
+) -> Metric:
     cumulative, running = [], 0
     for bound, n in zip(bounds, counts, strict=False):
         running += n
@@ -129,7 +131,9 @@ def _histogram(name: str, doc: str, bounds: Sequence[float], counts: list[int], 
     return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=sum_ns / 1e9)
 
 
-def _sum_histograms(histograms: Iterable[BucketCounts], bounds: Sequence[float]) -> tuple[list[int], int]:
+def _sum_histograms(
+    histograms: Iterable[BucketCounts], bounds: Sequence[float]
+) -> tuple[list[int], int]:
     counts, total_ns = [0] * (len(bounds) + 1), 0
     for histogram in histograms:
         total_ns += histogram.add_to(counts)
@@ -163,12 +167,18 @@ class RoomSetCollector(Collector):
             names = by_state.get(state, [])
             if names:
                 more = len(names) - READINESS_NAMES
-                listed = ", ".join(names[:READINESS_NAMES]) + (f" (+{more} more)" if more > 0 else "")
+                listed = ", ".join(names[:READINESS_NAMES])
+                if more > 0:
+                    listed += f" (+{more} more)"
                 detail += f"; {state}: {listed}"
         worker = self.room_set.worker
         if worker is None:
             return not by_state, detail
-        dispatch = "draining" if worker.draining else "registered" if worker.registered else "not registered"
+        dispatch = (
+            "draining" if worker.draining
+            else "registered" if worker.registered
+            else "not registered"
+        )
         detail += f"; agent worker {dispatch}, {len(self.room_set.dispatched)} dispatched room(s)"
         return not by_state and worker.registered and not worker.draining, detail
 
@@ -377,7 +387,8 @@ class RoomSetCollector(Collector):
         )
         overflow = CounterMetricFamily(
             f"{PREFIX}_mailbox_dropped",
-            "Frames a full drop-oldest mailbox dropped (overflow), by actor kind.", labels=["actor"],
+            "Frames a full drop-oldest mailbox dropped (overflow), by actor kind.",
+            labels=["actor"],
         )
         dead = CounterMetricFamily(
             f"{PREFIX}_mailbox_dead_letters",
@@ -489,15 +500,18 @@ class DispatchCollector(Collector):
         if state is None:
             return
         yield GaugeMetricFamily(
-            f"{PREFIX}_dispatch_registered", "1 while the agent worker is registered with the server.",
+            f"{PREFIX}_dispatch_registered",
+            "1 while the agent worker is registered with the server.",
             value=int(state.registered),
         )
         yield GaugeMetricFamily(
-            f"{PREFIX}_dispatch_full", "1 while the worker reports itself full (or drains): no new job.",
+            f"{PREFIX}_dispatch_full",
+            "1 while the worker reports itself full (or drains): no new job.",
             value=int(state.full or state.draining),
         )
         yield GaugeMetricFamily(
-            f"{PREFIX}_dispatch_load", "The load last reported to the server (CPU per core, 0 to 1).",
+            f"{PREFIX}_dispatch_load",
+            "The load last reported to the server (CPU per core, 0 to 1).",
             value=state.load,
         )
         yield GaugeMetricFamily(
@@ -514,7 +528,8 @@ class DispatchCollector(Collector):
             offers.add_metric([answer], state.offers[answer])
         yield offers
         ended = CounterMetricFamily(
-            f"{PREFIX}_dispatch_jobs_ended", "Jobs ended, by the status reported: succeeded, failed.",
+            f"{PREFIX}_dispatch_jobs_ended",
+            "Jobs ended, by the status reported: succeeded, failed.",
             labels=["status"],
         )
         for status in JOB_ENDS:

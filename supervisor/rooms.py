@@ -158,7 +158,8 @@ class RoomSet:
         started = [name for name, room in wanted.items() if old.get(name) != room]
         self.config = new
         for name in stopped:
-            await rooms.ask(StopChildFrame(name), timeout=new.supervision.shutdown_timeout_seconds + 5)
+            timeout = new.supervision.shutdown_timeout_seconds + 5
+            await rooms.ask(StopChildFrame(name), timeout=timeout)
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
             if name in self.dispatched:  # one tree per room name

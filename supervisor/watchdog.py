@@ -3,13 +3,13 @@
 Every room of a process shares one event loop, so a bot that blocks it (a synchronous
 HTTP client, `time.sleep`, a CPU-heavy step) silences every other room of the process.
 A heartbeat task on the loop stamps the time every `BEAT_SECONDS` (and reports how late
-it woke: the loop-lag histogram); a thread off the loop checks the stamp. A stamp older than `[watchdog] stall_seconds`, with the loop
-thread inside one and the same task step or callback on two checks in a row, is a
-stall: the thread logs the loop thread's stack and the room whose code is running,
-counts the stall for that room, and `health()` (answered off the loop, see
-`supervisor.http`) fails until the heartbeat runs again. With `--workers N` the parent
-reads that health and restarts a worker stalled past `restart_after_seconds`
-(`supervisor.workers`).
+it woke: the loop-lag histogram); a thread off the loop checks the stamp. A stamp older
+than `[watchdog] stall_seconds`, with the loop thread inside one and the same task step
+or callback on two checks in a row, is a stall: the thread logs the loop thread's stack
+and the room whose code is running, counts the stall for that room, and `health()`
+(answered off the loop, see `supervisor.http`) fails until the heartbeat runs again.
+With `--workers N` the parent reads that health and restarts a worker stalled past
+`restart_after_seconds` (`supervisor.workers`).
 
 A late heartbeat alone is not a stall: a loop waiting in its selector while the
 process gets no CPU (a host with too much to do) runs no code, and the first handles
@@ -29,6 +29,7 @@ thread wakes `CHECKS_PER_THRESHOLD` times per threshold (at most every 0.25 s).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -87,7 +88,21 @@ def running_handle(frame: FrameType | None) -> asyncio.Handle | None:
 
 def room_of(handle: asyncio.Handle) -> str | None:
     """The room whose tree started the task or callback `handle` runs."""
-    return handle._context.get(CURRENT_ROOM)
+    return _context_of(handle).get(CURRENT_ROOM)
+
+
+if sys.version_info >= (3, 12):
+
+    def _context_of(handle: asyncio.Handle) -> contextvars.Context:
+        return handle.get_context()
+
+else:
+
+    def _context_of(handle: asyncio.Handle) -> contextvars.Context:
+        # Python 3.11 has no public accessor: this is the attribute 3.12's
+        # `Handle.get_context()` returns, which typeshed leaves out.
+        context: contextvars.Context = handle._context  # type: ignore[attr-defined]
+        return context
 
 
 class LoopWatchdog:

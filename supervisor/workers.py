@@ -165,7 +165,8 @@ def _die_with_parent() -> None:
 def worker_environment(livekit: LiveKitConfig, credentials: Credentials) -> dict[str, str]:
     """The workers' environment: ours plus the server's credentials under the names the
     config gives them (the embedded server's are generated, so only this carries them)."""
-    if livekit.api_key_env == livekit.api_secret_env and credentials.api_key != credentials.api_secret:
+    same_name = livekit.api_key_env == livekit.api_secret_env
+    if same_name and credentials.api_key != credentials.api_secret:
         raise ConfigError(
             f"livekit.api_secret_env = {livekit.api_secret_env!r}: expected a variable other "
             "than livekit.api_key_env, to hand the workers the embedded server's credentials"
@@ -209,7 +210,7 @@ async def _stalled(session: aiohttp.ClientSession, url: URL) -> str | None:
         return None
 
 
-def _send(process: Process, signum: int) -> None:
+def _send(process: Process, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signum)
 
@@ -225,7 +226,7 @@ class WorkerPool:
     env: dict[str, str] = attrs.field(repr=False)
     processes: dict[int, Process] = attrs.field(factory=dict)
     stopping: anyio.Event = attrs.field(factory=anyio.Event)
-    stop_signal: int = signal.SIGTERM
+    stop_signal: signal.Signals = signal.SIGTERM
     clean: bool = True
 
     @property
@@ -250,7 +251,9 @@ class WorkerPool:
                 watch.cancel_scope.cancel()
             if self.stopping.is_set():
                 level = logging.INFO if code in (0, -self.stop_signal) else logging.WARNING
-                log.log(level, "worker %d (pid %d) stopped: %s", index, process.pid, describe_exit(code))
+                log.log(
+                    level, "worker %d (pid %d) stopped: %s", index, process.pid, describe_exit(code)
+                )
                 return
             ran = anyio.current_time() - started
             attempt = 1 if ran > self.config.supervision.within_seconds else attempt + 1
@@ -286,7 +289,9 @@ class WorkerPool:
                 now = anyio.current_time()
                 if stalled_since is None:
                     stalled_since = now - watchdog.stall_seconds
-                    log.warning("worker %d (pid %d) is stalled: %s", shard.index, process.pid, detail)
+                    log.warning(
+                        "worker %d (pid %d) is stalled: %s", shard.index, process.pid, detail
+                    )
                 if now - stalled_since >= watchdog.restart_after_seconds:
                     log.error(
                         "worker %d (pid %d) stalled for %.1f s (watchdog.restart_after_seconds = "
@@ -323,15 +328,19 @@ class WorkerPool:
         finally:
             del self.processes[shard.index]
 
-    def send_all(self, signum: int) -> None:
+    def send_all(self, signum: signal.Signals) -> None:
         for process in list(self.processes.values()):
             _send(process, signum)
 
-    async def watch_signals(self, signals: AsyncIterator[int], tasks: TaskGroup) -> None:
+    async def watch_signals(self, signals: AsyncIterator[signal.Signals], tasks: TaskGroup) -> None:
         async for signum in signals:
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
-                log.info("SIGHUP: forwarded to %d worker(s); each reloads %s", len(self.processes), self.path)
+                log.info(
+                    "SIGHUP: forwarded to %d worker(s); each reloads %s",
+                    len(self.processes),
+                    self.path,
+                )
                 self.send_all(signum)
             elif not self.stopping.is_set():
                 deadline = self.config.supervision.shutdown_timeout_seconds + DRAIN_MARGIN_SECONDS
@@ -353,7 +362,11 @@ class WorkerPool:
     async def _kill_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
         if self.processes:
-            log.warning("%d worker(s) still draining after %g s: killing them", len(self.processes), seconds)
+            log.warning(
+                "%d worker(s) still draining after %g s: killing them",
+                len(self.processes),
+                seconds,
+            )
             self.clean = False
             self.send_all(signal.SIGKILL)
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from supervisor.livekit_server import LiveKitServer
 from supervisor.rtc_shutdown import release_rtc
 
 _SERVER_KEY = pytest.StashKey[LiveKitServer]()
+
+# No per-example time limit: CI shares a busy machine, where a wall-clock deadline
+# (hypothesis' default is 200 ms) fails examples that are merely slow, not wrong.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(params=["asyncio", "trio"], scope="module")
@@ -17,8 +23,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every `@pytest.mark.anyio` test runs on both backends: the kernel must not
     depend on asyncio.
 
-    The livekit rtc SDK is asyncio-only, so LiveKit test modules override this in
-    the module: `@pytest.fixture(scope="module") def anyio_backend(): return "asyncio"`.
+    The livekit rtc SDK is asyncio-only: `tests/livekit/conftest.py` overrides this
+    for every LiveKit test, and a single asyncio-only test elsewhere parametrizes it:
+    `@pytest.mark.parametrize("anyio_backend", ["asyncio"])`.
     """
     return str(request.param)
 

@@ -5,7 +5,7 @@ The fake server (aiohttp, in the test process) plays livekit-server's side of th
 worker protocol message by message, so these tests can send what the real server
 never would (garbage, text frames, messages this worker does not know, offers for
 rooms it already serves) and check every answer. The real server's side of the same
-exchanges is proven in `tests/test_dispatch.py`.
+exchanges is proven in `tests/livekit/test_dispatch.py`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from supervisor.agent_worker import AgentWorker, agent_url, dispatching
 from supervisor.config import DispatchConfig, MetricsConfig, parse_config
 from supervisor.livekit_server import free_port
 from supervisor.metrics import RoomSetCollector
-from supervisor.rooms import RoomSet, WorkerState
+from supervisor.rooms import RoomSet
 
 KEY, SECRET = "APIunit", "unit-secret-unit-secret-unit-secret"
 TOKEN = "an-assignment-token-never-logged"
@@ -68,7 +68,10 @@ class Session:
         """Once the worker reported `status` (at `seen[since]` or later): its index in `seen`."""
         for index in range(since, len(self.seen)):
             message = self.seen[index]
-            if message.WhichOneof("message") == "update_worker" and message.update_worker.status == status:
+            if (
+                message.WhichOneof("message") == "update_worker"
+                and message.update_worker.status == status
+            ):
                 return index
         while (await self.expect("update_worker")).update_worker.status != status:
             pass
@@ -84,8 +87,11 @@ class Session:
     async def register(self, worker_id: str = "AW_fake") -> agent.RegisterWorkerRequest:
         request = (await self.expect("register")).register
         info = models.ServerInfo(version="fake", agent_protocol=1)
-        await self.send(agent.ServerMessage(register=agent.RegisterWorkerResponse(
-            worker_id=worker_id, server_info=info)))
+        await self.send(
+            agent.ServerMessage(
+                register=agent.RegisterWorkerResponse(worker_id=worker_id, server_info=info)
+            )
+        )
         return request
 
     async def offer(self, job_id: str, room: str) -> agent.AvailabilityResponse:
@@ -133,12 +139,14 @@ async def fake_server() -> AsyncIterator[FakeAgentServer]:
 
 
 def room_set(port: int, **dispatch: Any) -> RoomSet:
-    config = parse_config({
-        "livekit": {"url": f"http://127.0.0.1:{port}", "embedded_server": False},
-        "bot": {"factory": "supervisor.bots.echo:create_bot"},
-        "dispatch": {"enabled": True, "agent_name": "unit", **dispatch},
-        "rooms": [{"name": "static-1"}],
-    })
+    config = parse_config(
+        {
+            "livekit": {"url": f"http://127.0.0.1:{port}", "embedded_server": False},
+            "bot": {"factory": "supervisor.bots.echo:create_bot"},
+            "dispatch": {"enabled": True, "agent_name": "unit", **dispatch},
+            "rooms": [{"name": "static-1"}],
+        }
+    )
     return RoomSet(config, Credentials(f"http://127.0.0.1:{port}", KEY, SECRET))
 
 
@@ -152,7 +160,9 @@ async def running_worker(rooms: RoomSet) -> AsyncIterator[AgentWorker]:
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent_worker, "RECONNECT", attrs.evolve(agent_worker.RECONNECT, initial=0.05))
+    monkeypatch.setattr(
+        agent_worker, "RECONNECT", attrs.evolve(agent_worker.RECONNECT, initial=0.05)
+    )
     monkeypatch.setattr(agent_worker, "PING_SECONDS", 0.1)
 
 
@@ -170,10 +180,12 @@ async def test_registers_as_a_room_worker_with_an_agent_token() -> None:
             request = await session.register()
             assert request.type == agent.JobType.JT_ROOM
             assert request.agent_name == "unit"
-            assert request.allowed_permissions.agent and request.allowed_permissions.can_publish
+            assert request.allowed_permissions.agent
+            assert request.allowed_permissions.can_publish
             scheme, _, jwt = session.headers["Authorization"].partition(" ")
             claims = api.TokenVerifier(KEY, SECRET).verify(jwt)
-            assert scheme == "Bearer" and claims.video.agent
+            assert scheme == "Bearer"
+            assert claims.video.agent
             status = (await session.expect("update_worker")).update_worker
             assert status.status == agent.WorkerStatus.WS_AVAILABLE
             await session.expect("ping")
@@ -196,10 +208,17 @@ async def test_malformed_and_unknown_messages_are_logged_and_survived(
             await session.send(agent.ServerMessage())  # no message this worker knows
             await session.send(b"\xfa\x06\x03abc")  # field 111, unknown to the schema
             await session.send(agent.ServerMessage(termination=agent.JobTermination(job_id="AJ_x")))
-            await session.send(agent.ServerMessage(assignment=agent.JobAssignment(
-                job=agent.Job(id="AJ_never_offered", room=models.Room(name="r")), token=TOKEN)))
+            await session.send(
+                agent.ServerMessage(
+                    assignment=agent.JobAssignment(
+                        job=agent.Job(id="AJ_never_offered", room=models.Room(name="r")),
+                        token=TOKEN,
+                    )
+                )
+            )
             answer = await session.offer("AJ_1", "unit-1")
-            assert answer.available and answer.participant_identity == "bot"
+            assert answer.available
+            assert answer.participant_identity == "bot"
             session.done.set()
     logged = caplog.text
     assert "malformed server message" in logged
@@ -212,13 +231,13 @@ async def test_malformed_and_unknown_messages_are_logged_and_survived(
 
 @pytest.mark.anyio
 async def test_a_room_already_served_is_declined_for_every_worker() -> None:
-    async with fake_server() as server:
-        async with running_worker(room_set(server.port)):
-            session = await server.next_session()
-            await session.register()
-            answer = await session.offer("AJ_s", "static-1")
-            assert not answer.available and answer.terminate
-            session.done.set()
+    async with fake_server() as server, running_worker(room_set(server.port)):
+        session = await server.next_session()
+        await session.register()
+        answer = await session.offer("AJ_s", "static-1")
+        assert not answer.available
+        assert answer.terminate
+        session.done.set()
 
 
 @pytest.mark.anyio
@@ -226,18 +245,22 @@ async def test_jobs_accepted_and_not_yet_assigned_count_until_they_expire(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(jobs, "ASSIGNMENT_TIMEOUT_SECONDS", 0.5)
-    async with fake_server() as server:
-        async with running_worker(room_set(server.port, max_rooms=1)):
-            session = await server.next_session()
-            await session.register()
-            since = len(session.seen)
-            first, second = await session.offer("AJ_a", "burst-1"), await session.offer("AJ_b", "burst-2")
-            assert first.available and not second.available and not second.terminate
-            full = await session.status(agent.WorkerStatus.WS_FULL, since)
-            # never assigned: forgotten, and the worker is available again
-            await session.status(agent.WorkerStatus.WS_AVAILABLE, full)
-            assert (await session.offer("AJ_c", "burst-3")).available
-            session.done.set()
+    async with fake_server() as server, running_worker(room_set(server.port, max_rooms=1)):
+        session = await server.next_session()
+        await session.register()
+        since = len(session.seen)
+        first, second = (
+            await session.offer("AJ_a", "burst-1"),
+            await session.offer("AJ_b", "burst-2"),
+        )
+        assert first.available
+        assert not second.available
+        assert not second.terminate
+        full = await session.status(agent.WorkerStatus.WS_FULL, since)
+        # never assigned: forgotten, and the worker is available again
+        await session.status(agent.WorkerStatus.WS_AVAILABLE, full)
+        assert (await session.offer("AJ_c", "burst-3")).available
+        session.done.set()
 
 
 @pytest.mark.anyio
@@ -247,7 +270,8 @@ async def test_a_dropped_socket_registers_again_and_readyz_follows() -> None:
         readiness = RoomSetCollector(rooms, MetricsConfig()).readiness
         async with running_worker(rooms) as worker:
             first = await server.next_session()
-            assert not readiness()[0] and "agent worker not registered" in readiness()[1]
+            assert not readiness()[0]
+            assert "agent worker not registered" in readiness()[1]
             await first.register("AW_1")
             with anyio.fail_after(5):
                 while not worker.state.registered:
@@ -341,7 +365,7 @@ async def test_the_accept_hook_decides_and_a_bad_one_rejects(
 @pytest.mark.anyio
 async def test_an_offer_pending_when_the_socket_drops_is_not_counted_any_more() -> None:
     async with fake_server() as server:
-        rooms = room_set(server.port, accept="tests.dispatch_hooks:choosy")
+        rooms = room_set(server.port, accept="tests.helpers.dispatch_hooks:choosy")
         async with running_worker(rooms) as worker:
             assert worker.jobs is not None
             session = await server.next_session()
@@ -377,8 +401,8 @@ def test_a_dispatched_room_joins_with_the_assignment_token_then_renews_it() -> N
     renewed = attrs.evolve(settings, join_token=_assignment_token(timedelta(seconds=-5))).token()
     claims = api.TokenVerifier(KEY, SECRET).verify(renewed)  # valid again
     assert (claims.identity, claims.name, claims.kind) == ("helper", "Helper", "agent")
-    assert claims.video.agent and claims.video.room == "call-1"
+    assert claims.video.agent
+    assert claims.video.room == "call-1"
     assert claims.attributes == {"lk.agent_name": "unit"}
-    assert SECRET not in repr(attrs.evolve(settings, join_token=fresh)) and fresh not in repr(
-        attrs.evolve(settings, join_token=fresh)
-    )
+    assert SECRET not in repr(attrs.evolve(settings, join_token=fresh))
+    assert fresh not in repr(attrs.evolve(settings, join_token=fresh))

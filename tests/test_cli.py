@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import queue
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,23 +11,12 @@ import pytest
 from supervisor import __version__
 from supervisor.cli import main
 from supervisor.livekit_server import free_port, listening
-from tests.cli_process import REPO_ROOT, supervisor_command, write_config
-
-GOOD_CONFIG = """
-[livekit]
-url = "ws://127.0.0.1:{port}"
-api_key_env = "SUPERVISOR_TEST_KEY"
-api_secret_env = "SUPERVISOR_TEST_SECRET"
-embedded_server = true
-
-[bot]
-factory = "supervisor.bots.echo:create_bot"
-
-[[rooms]]
-name = "lobby"
-[[rooms]]
-name = "support"
-"""
+from tests.helpers.cli_process import (
+    GOOD_CONFIG,
+    REPO_ROOT,
+    supervisor_command,
+    write_config,
+)
 
 
 def test_console_script_prints_version() -> None:
@@ -46,7 +31,8 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "run" in out and "Exit codes" in out
+    assert "run" in out
+    assert "Exit codes" in out
 
 
 @pytest.mark.parametrize(
@@ -78,7 +64,8 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         (
             '"supervisor.bots.echo:create_bot"',
             '"supervisor.bots.echo:nope"',
-            "bot.factory = 'supervisor.bots.echo:nope': module 'supervisor.bots.echo' has no callable 'nope'",
+            "bot.factory = 'supervisor.bots.echo:nope': "
+            "module 'supervisor.bots.echo' has no callable 'nope'",
         ),
         (
             '"supervisor.bots.echo:create_bot"',
@@ -139,7 +126,11 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "[watchdog]\nstall_seconds = 5\nrestart_after_seconds = 5\n[bot]",
             "watchdog.restart_after_seconds = 5.0: expected more than stall_seconds (5.0)",
         ),
-        ("[bot]", "[watchdog]\nstall_second = 1\n[bot]", "watchdog.stall_second is not a known key"),
+        (
+            "[bot]",
+            "[watchdog]\nstall_second = 1\n[bot]",
+            "watchdog.stall_second is not a known key",
+        ),
         (
             "[bot]",
             "[dispatch]\nload_threshold = 1.5\n[bot]",
@@ -150,7 +141,11 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             '[dispatch]\naccept = "nowhere:accept"\n[bot]',
             "dispatch.accept = 'nowhere:accept': cannot import module 'nowhere'",
         ),
-        ("[bot]", "[dispatch]\nmax_rooms = 0\n[bot]", "dispatch.max_rooms = 0: expected a whole number >= 1"),
+        (
+            "[bot]",
+            "[dispatch]\nmax_rooms = 0\n[bot]",
+            "dispatch.max_rooms = 0: expected a whole number >= 1",
+        ),
         ("[bot]", "[dispatch]\nagent = 'x'\n[bot]", "dispatch.agent is not a known key"),
     ],
     ids=[
@@ -206,14 +201,16 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     """`supervisor check` as a user runs it: the rooms on stdout, an error on stderr."""
     port = free_port()
     good = write_config(tmp_path, GOOD_CONFIG.format(port=port))
-    bad = write_config(tmp_path, GOOD_CONFIG.replace("[bot]", "[bots]").format(port=port), "bad.toml")
+    bad_text = GOOD_CONFIG.replace("[bot]", "[bots]").format(port=port)
+    bad = write_config(tmp_path, bad_text, "bad.toml")
     result = subprocess.run(
         supervisor_command("check", str(good)), capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stderr
     assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
     assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
-    assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
+    assert "  room lobby\n" in result.stdout
+    assert "  room support\n" in result.stdout
     assert "  dispatch: off\n" in result.stdout
     assert not listening(port), "check started a server"
 
@@ -242,70 +239,6 @@ def test_missing_credentials_env_var_exits_2(
     assert "environment variable SUPERVISOR_TEST_KEY" in capsys.readouterr().err
 
 
-def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    """The process's stderr up to the line containing `marker`.
-
-    A thread reads the pipe because a pipe read has no timeout of its own; an empty
-    string marks the end of the stream.
-    """
-    stream = process.stderr
-    assert stream is not None
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put("")
-
-    threading.Thread(target=pump, daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not seen or marker not in seen[-1]:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            line = ""
-        if not line:
-            raise AssertionError(
-                f"no {marker!r} within {timeout} s (exit code {process.poll()}); "
-                f"stderr so far:\n{''.join(seen)}"
-            )
-        seen.append(line)
-    return "".join(seen)
-
-
-@pytest.mark.livekit
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_run_starts_embedded_server_and_stops_cleanly(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
-    port = free_port()
-    path = write_config(tmp_path, GOOD_CONFIG.format(port=port))
-    process = subprocess.Popen(
-        supervisor_command("run", str(path)),
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        log = read_until(process, "ready:", timeout=60)
-        assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
-        assert listening(port)
-
-        process.send_signal(stop_signal)
-        assert process.wait(timeout=10) == 0
-        assert not listening(port), "the embedded livekit-server outlived the supervisor"
-    finally:
-        if process.poll() is None:
-            # SIGTERM first: a SIGKILLed supervisor would leave its server running.
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def test_check_reports_dispatch_and_accepts_a_config_without_rooms(tmp_path: Path) -> None:
     path = write_config(tmp_path, """
 [livekit]
@@ -316,7 +249,7 @@ factory = "supervisor.bots.echo:create_bot"
 enabled = true
 agent_name = "support-bot"
 max_rooms = 20
-accept = "tests.dispatch_hooks:choosy"
+accept = "tests.helpers.dispatch_hooks:choosy"
 max_duration_seconds = 600
 """)
     result = subprocess.run(
@@ -326,6 +259,6 @@ max_duration_seconds = 600
     assert "config OK: 0 room(s)" in result.stdout
     assert (
         "  dispatch: jobs for agent 'support-bot', up to 20 room(s) or load 0.75; accept hook "
-        "tests.dispatch_hooks:choosy; bot leaves 30 s after the last participant; max duration "
-        "600 s; drain 600 s\n"
+        "tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the last participant; "
+        "max duration 600 s; drain 600 s\n"
     ) in result.stdout

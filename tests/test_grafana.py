@@ -1,7 +1,7 @@
 """`grafana/`: alert rules (promtool), the dashboard (Grafana's linter rules), provisioning.
 
 That every panel query and alert expression returns data from a real supervisor is
-tests/test_observability.py; here are the checks that need no supervisor.
+tests/livekit/test_observability.py; here are the checks that need no supervisor.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.prometheus import (
+from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
     GRAFANA,
@@ -52,7 +52,8 @@ def test_alert_rule_unit_tests_can_fail(tmp_path: Path) -> None:
     )
     shutil.copy(GRAFANA / "alerts_test.yml", tmp_path)
     result = run_tool("promtool", "test", "rules", "alerts_test.yml", cwd=tmp_path)
-    assert result.returncode != 0 and "LksupRoomsFailing" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "LksupRoomsFailing" in result.stdout + result.stderr
 
 
 def test_example_prometheus_config_is_valid() -> None:
@@ -66,7 +67,8 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboard() -> None:
     assert source["type"] == variables(dashboard())["datasource"]["query"] == "prometheus"
     providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/lksup.yml").read_text())
     (provider,) = providers["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"]
     assert sorted(p.name for p in DASHBOARD.parent.glob("*.json")) == ["lksup.json"]
 
 

@@ -1,7 +1,7 @@
 """The metrics' parts alone: histograms, arrival stamps through pipecat's re-chunking,
 monotonic totals, the per-room cap, and the [metrics] config keys.
 
-End to end (a real supervisor, a real Prometheus) is tests/test_observability.py.
+End to end (a real supervisor, a real Prometheus) is tests/livekit/test_observability.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
 from supervisor.watchdog import BEAT_SECONDS
-from tests.probes import wait_until
+from tests.helpers.probes import wait_until
 
 
 def test_bucket_counts_put_a_bound_in_its_own_bucket() -> None:
@@ -118,7 +118,8 @@ async def test_stamps_realign_after_the_bot_paused(clock: list[int]) -> None:
     for index in range(100, 120):
         clock[0] += 20_000_000
         stamps += await output.send(frame(index))
-    assert stamps and all(stamp is not None and stamp >= 100 for stamp in stamps), stamps
+    assert stamps, stamps
+    assert all(stamp is not None and stamp >= 100 for stamp in stamps), stamps
     assert stamps[0] <= 105, "the new talk spurt's first chunks were matched to old frames"
 
 
@@ -129,7 +130,8 @@ def test_frames_without_a_stamp_are_not_timed() -> None:
     assert histogram.count == 0
     timing.stamp(unstamped)
     timing.observe_latency(unstamped, histogram)
-    assert histogram.count == 1 and histogram.counts[0] == 1  # well within 1 ms
+    assert histogram.count == 1
+    assert histogram.counts[0] == 1  # well within 1 ms
 
 
 # --- process totals and the per-room cap ------------------------------------------------
@@ -183,7 +185,10 @@ def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
     assert samples["lksup_metrics_room_series_refused_total", ()] == 1
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 1
     assert samples["lksup_rooms", (("state", "starting"),)] == 3  # no tree built yet
-    assert metrics.readiness() == (False, "0 of 3 room(s) running; starting: room-0, room-1, room-2")
+    assert metrics.readiness() == (
+        False,
+        "0 of 3 room(s) running; starting: room-0, room-1, room-2",
+    )
 
     # a reload removes room-0: room-2 takes its place, and the refusal stays counted
     room_set.config = attrs.evolve(room_set.config, rooms=room_set.config.rooms[1:])
@@ -267,10 +272,12 @@ async def test_lag_probe_ticks_and_the_watchdog_sees_the_loop_stall(anyio_backen
     async with anyio.create_task_group() as tasks:
         await tasks.start(watchdog.run)
         assert watchdog.health() == (True, "ok")
-        time.sleep(BLOCK_SECONDS)  # blocks the loop: what the watchdog is there for
+        time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 - blocks the loop: what the watchdog is there for
         healthy, detail = watchdog.health()
-        assert not healthy and detail.startswith("event loop stalled for 1."), detail
-        assert "outside any room, at " in detail and "test_metrics.py" in detail, detail
+        assert not healthy, detail
+        assert detail.startswith("event loop stalled for 1."), detail
+        assert "outside any room, at " in detail, detail
+        assert "test_metrics.py" in detail, detail
         assert scrape(metrics, stalled=True)["lksup_event_loop_stalled", ()] == 1
         await wait_until(lambda: watchdog.health() == (True, "ok"))
         await wait_until(lambda: scrape(metrics)["lksup_event_loop_lag_seconds_count", ()] >= 2)
@@ -288,7 +295,7 @@ async def test_the_watchdog_names_the_room_whose_task_blocks(anyio_backend: str)
     metrics = watchdog_metrics()
 
     async def bot_step() -> None:
-        time.sleep(BLOCK_SECONDS)
+        time.sleep(BLOCK_SECONDS)  # noqa: ASYNC251 - a bot that blocks the loop
 
     async def room_code() -> None:
         CURRENT_ROOM.set("lobby")  # as a room's supervisor does for its whole tree
@@ -300,8 +307,10 @@ async def test_the_watchdog_names_the_room_whose_task_blocks(anyio_backend: str)
         await room_code()
         stall = metrics.watchdog.stall
         tasks.cancel_scope.cancel()
-    assert stall is not None and stall.room == "lobby"
-    assert stall.where.startswith(f"{__file__}:") and stall.where.endswith(" in bot_step")
+    assert stall is not None
+    assert stall.room == "lobby"
+    assert stall.where.startswith(f"{__file__}:")
+    assert stall.where.endswith(" in bot_step")
     assert metrics.watchdog.counts() == {"lobby": 1}
 
 

@@ -3,7 +3,7 @@
 
 It relies on two private names of the SDK (`FfiClient._instance`, `_dispose`), the
 ones the SDK's own exit hook uses; an SDK release that renames them fails here first.
-The abort it prevents is timing-dependent and shown by `tests/test_bench.py`'s
+The abort it prevents is timing-dependent and shown by `tests/livekit/test_bench.py`'s
 repeated runs on many rooms.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.cli_process import REPO_ROOT
+from tests.helpers.cli_process import REPO_ROOT
 
 SCRIPT = """
 from livekit import rtc

@@ -1,6 +1,6 @@
 """`SenderAttribution` alone, with a fake server listing: order, the three outcomes, failures.
 
-The real-server case (a newcomer's first messages) is in tests/test_room_data.py.
+The real-server case (a newcomer's first messages) is in tests/livekit/test_room_data.py.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from actors.room.frames import DataReceivedFrame, DtmfReceivedFrame
@@ -37,7 +38,9 @@ class FakeRoom:
 
 
 @asynccontextmanager
-async def serving(room: FakeRoom) -> AsyncIterator[tuple[SenderAttribution, list[SenderFrame], list[int]]]:
+async def serving(
+    room: FakeRoom,
+) -> AsyncIterator[tuple[SenderAttribution, list[SenderFrame], list[int]]]:
     delivered: list[SenderFrame] = []
     dropped: list[int] = []
     senders = SenderAttribution("r", delivered.append, lambda: dropped.append(1))
@@ -54,7 +57,7 @@ def data(text: str, sender: str | None) -> DataReceivedFrame:
 async def settle(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(5):
         while not condition():
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
 
 async def test_frames_with_a_sender_pass_at_once_and_ask_nobody() -> None:

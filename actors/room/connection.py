@@ -120,7 +120,9 @@ class ConnectionActor(Actor):
                     # a new connection is a new view of the room: present_state below
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()
-                    self.stats.agents = {p.identity for p in room.remote_participants.values() if _agent(p)}
+                    self.stats.agents = {
+                        p.identity for p in room.remote_participants.values() if _agent(p)
+                    }
                 self.room = room
                 self._set_state("connected")
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)

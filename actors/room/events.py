@@ -71,9 +71,8 @@ class EventActor(Actor):
             if frame.participant_id == self._speaker:
                 return None
             self._speaker = frame.participant_id
-        elif isinstance(frame, DataReceivedFrame):
-            if not self._accept(frame):
-                return None
+        elif isinstance(frame, DataReceivedFrame) and not self._accept(frame):
+            return None
         await self.sibling("pipeline").tell(frame)
         return None
 

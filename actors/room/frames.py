@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
 from livekit import rtc
 from pipecat.frames.frames import DataFrame, SystemFrame
 

@@ -13,6 +13,10 @@ from types import MappingProxyType
 import attrs
 
 
+def _read_only(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
 @attrs.frozen
 class Job:
     """One job the LiveKit server offered or assigned; None for a static room."""
@@ -29,7 +33,5 @@ class Job:
     agent_name: str = ""
     participant: str | None = None
     """The participant's identity for a participant or publisher job; None for a room job."""
-    attributes: Mapping[str, str] = attrs.field(
-        factory=dict, converter=lambda value: MappingProxyType(dict(value))
-    )
+    attributes: Mapping[str, str] = attrs.field(factory=dict, converter=_read_only)
     """The dispatch's attributes."""

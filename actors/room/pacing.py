@@ -68,7 +68,8 @@ class InputPacer:
         """
         if self._pacing and self._lagging(input):
             with anyio.move_on_after(STALL_SECONDS):
-                while self._lagging(input):  # polled: only a lagging room pays for it
+                # polled (the input's backlog has no event): only a lagging room pays for it
+                while self._lagging(input):  # noqa: ASYNC110
                     await anyio.sleep(0.005)
             if self._lagging(input):
                 if self._through > 0:

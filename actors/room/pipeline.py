@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pipecat.frames.frames import AudioRawFrame, EndFrame, ErrorFrame, Frame, SystemFrame
+from pipecat.frames.frames import EndFrame, ErrorFrame, Frame, InputAudioRawFrame, SystemFrame
 from pipecat.utils.errors import ErrorCategory
 from pipecat.workers.runner import WorkerRunner
 
@@ -69,7 +69,11 @@ class PipelineActor(Actor):
         connection = self.sibling("connection")
         room = await connection.ask(GetRoomFrame())
         transport = RoomTransport(
-            self.settings, self.stats, room, connection=connection, audio_out=self.sibling("audio_out")
+            self.settings,
+            self.stats,
+            room,
+            connection=connection,
+            audio_out=self.sibling("audio_out"),
         )
         self.transport = transport
         self.tasks.start_soon(self._run_bot, transport)
@@ -83,7 +87,8 @@ class PipelineActor(Actor):
                 # incarnation's transport says goodbye itself (once; cleanup waits
                 # for the handlers).
                 await transport.dispatch(RoomDisconnectedFrame("client_initiated"))
-                await transport.cleanup()
+                # pipecat's BaseObject.cleanup is not annotated
+                await transport.cleanup()  # type: ignore[no-untyped-call]
 
     async def _run_bot(self, transport: RoomTransport) -> None:
         try:
@@ -117,7 +122,7 @@ class PipelineActor(Actor):
     async def receive(self, frame: Frame) -> Any:
         transport = self.transport
         assert transport is not None
-        if isinstance(frame, AudioRawFrame):
+        if isinstance(frame, InputAudioRawFrame):  # all the audio the audio-in actor sends
             await transport.push_audio(frame)
         elif isinstance(frame, BotFailedFrame):
             cause = frame.error.exception

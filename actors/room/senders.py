@@ -102,7 +102,7 @@ class SenderAttribution:
     async def _ask(self, who_is_here: Callable[[], Awaitable[set[str]]]) -> set[str] | None:
         try:
             return await who_is_here()
-        except Exception as exc:  # the server's API is down or refused: say so, go on
+        except Exception as exc:  # noqa: BLE001 - the server's API is down or refused: say so, go on
             log.warning("[%s] could not list the room's participants: %s", self.room, exc)
             return None
 

@@ -33,7 +33,7 @@ VAD_RATES_TEXT = " or ".join(map(str, VAD_SAMPLE_RATES))
 class RoomSettings:
     """One room: where it is, who the bot is there, and how audio crosses the boundary."""
 
-    room: str = attrs.field(validator=[v.instance_of(str), v.min_len(1)])
+    room: str = attrs.field(validator=v.and_(v.instance_of(str), v.min_len(1)))
     url: str = attrs.field(validator=v.instance_of(str))
     api_key: str = attrs.field(validator=v.instance_of(str))
     api_secret: str = attrs.field(repr=False, validator=v.instance_of(str))
@@ -105,14 +105,17 @@ class RoomSettings:
         expires = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
         if expires - time.time() > 60:
             return token
-        claims = api.TokenVerifier(self.api_key, self.api_secret, leeway=timedelta(days=3650)).verify(token)
+        verifier = api.TokenVerifier(self.api_key, self.api_secret, leeway=timedelta(days=3650))
+        claims = verifier.verify(token)
+        if claims.video is None:
+            raise ValueError(f"[{self.room}] the job's token grants no room access")
         return (
             api.AccessToken(self.api_key, self.api_secret)
             .with_identity(claims.identity)
             .with_name(claims.name)
-            .with_kind(claims.kind)
+            .with_kind("agent")  # what the server minted it as: an agent's job token
             .with_metadata(claims.metadata)
-            .with_attributes(claims.attributes)
+            .with_attributes(claims.attributes or {})
             .with_grants(claims.video)
             .with_ttl(ttl)
             .to_jwt()

@@ -15,7 +15,6 @@ import attrs
 
 from actors.room.timing import BucketCounts, connect_buckets, latency_buckets
 
-
 ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnected"]
 """Where the room's rtc connection is: joining (or rejoining after the SDK gave up),
 joined, resuming a lost link (the SDK's `reconnecting`), or left."""

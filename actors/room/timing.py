@@ -20,7 +20,10 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipecat.frames.frames import AudioRawFrame
 
 ARRIVAL = "lksup_arrival_ns"
 """`frame.metadata` key: `perf_counter_ns()` when the audio-in actor got the frame."""
@@ -42,7 +45,7 @@ class BucketCounts:
     slot counts what is above the largest bound (Prometheus' `+Inf`).
     """
 
-    __slots__ = ("bounds", "_bounds_ns", "counts", "sum_ns")
+    __slots__ = ("_bounds_ns", "bounds", "counts", "sum_ns")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         if list(bounds) != sorted(set(bounds)) or not bounds:
@@ -107,7 +110,7 @@ def arrival_age(frame: Any) -> float | None:
     return None if arrival is None else (perf_counter_ns() - arrival) / 1e9
 
 
-def _seconds(frame: Any) -> float:
+def _seconds(frame: AudioRawFrame) -> float:
     return len(frame.audio) / (2 * frame.num_channels * frame.sample_rate)
 
 
@@ -131,7 +134,7 @@ class StampCarrier:
     TOLERANCE = 0.001
     """Seconds of slack for the resampler's own delay."""
 
-    __slots__ = ("_pending", "_queued", "_written", "_last_seen")
+    __slots__ = ("_last_seen", "_pending", "_queued", "_written")
 
     def __init__(self) -> None:
         self._pending: deque[tuple[float, int]] = deque()

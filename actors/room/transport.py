@@ -255,7 +255,9 @@ class RoomTransport(BaseTransport):
 
     async def get_participant_metadata(self, participant_id: str) -> dict[str, Any]:
         """`{"id", "name", "metadata"}` of a participant, or `{}` if not in the room."""
-        return await self._connection.ask(GetParticipantMetadataFrame(participant_id))
+        frame = GetParticipantMetadataFrame(participant_id)
+        answer: dict[str, Any] = await self._connection.ask(frame)
+        return answer
 
     async def set_metadata(self, metadata: str) -> None:
         """Set the bot participant's metadata."""

@@ -6,6 +6,8 @@ smallest pipeline that moves real audio in and out of a room.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
@@ -21,7 +23,7 @@ class EchoProcessor(FrameProcessor):
     In pipecat's direct mode: it does too little per frame to earn its own queue and
     task, so a frame passes through it without a hop through the event loop."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(enable_direct_mode=True, **kwargs)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

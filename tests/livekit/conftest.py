@@ -1,0 +1,24 @@
+"""Every test in this folder needs the real livekit-server and the rtc SDK: it is marked
+`livekit` (`pytest -m "not livekit"` runs the rest) and runs on asyncio only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """The rtc SDK is asyncio-only: overrides the suite's asyncio+trio parametrization."""
+    return "asyncio"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A conftest's hook sees the whole session's items, not only this folder's.
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.livekit)
