@@ -145,7 +145,7 @@ def _burst_frames() -> tuple[list[rtc.AudioFrame], list[rtc.AudioFrame]]:
     )
 
 
-async def _bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
+async def bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
     """The bot's first audio track, once this participant is subscribed to it."""
     found: list[rtc.RemoteAudioTrack] = []
     subscribed = anyio.Event()
@@ -170,7 +170,7 @@ async def _bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
         room.off("track_subscribed", on_subscribed)
 
 
-async def _send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: float) -> None:
+async def send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: float) -> None:
     """Tone bursts paced against the clock, as a microphone delivers them.
 
     A burst is sent when its first sample leaves the source's queue for the encoder: the
@@ -190,7 +190,7 @@ async def _send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: flo
             await anyio.sleep(max(0.0, next_at - anyio.current_time()))
 
 
-async def _listen(stream: rtc.AudioStream, result: RoomResult) -> None:
+async def listen(stream: rtc.AudioStream, result: RoomResult) -> None:
     """Record each start of loud audio after a quiet stretch of the bot's audio as an onset."""
     last_loud = -math.inf
     async for event in stream:
@@ -224,15 +224,15 @@ async def bench_room(
         joined = anyio.current_time()
         bot_identity = options.bot_identities.get(room_name, "bot")
         with anyio.fail_after(JOIN_TIMEOUT):
-            bot_track = await _bot_track(room, bot_identity)
+            bot_track = await bot_track(room, bot_identity)
         result.bot_track_s = anyio.current_time() - joined
         stream = rtc.AudioStream(
             bot_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
         )
         media.insert(0, stream)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_listen, stream, result)
-            await _send_bursts(source, result, options.seconds)
+            tasks.start_soon(listen, stream, result)
+            await send_bursts(source, result, options.seconds)
             await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
             tasks.cancel_scope.cancel()
     except TimeoutError:
