@@ -19,7 +19,9 @@ silent (idle rooms with a bot in each), then all talk (echo latency, talking CPU
 With `--second-burst`, N more callers join while the first N are still there, as the
 probe of issue 12 did.
 
-Figures per run: rooms served, dispatch latencies p50/p99, memory per job (the worker's
+Figures per run: rooms served (and how many jobs livekit-server gave up: it offers a
+job once, to the workers that say they are available, and never again, JOB_FAILED),
+dispatch latencies p50/p99, memory per job (the worker's
 process tree, RSS and PSS, minus its baseline, per served room: a process per job
 shares the pages it forked with, which RSS counts once per job), CPU per idle and per
 talking room (minus the baseline), echo latency, when the worker said it was full
@@ -94,6 +96,11 @@ REGISTERED = re.compile(r"\bregistered\b", re.IGNORECASE)
 """livekit-agents logs `registered worker`; the supervisor's line is expected to say so too."""
 FULL = re.compile(r"\bfull\b", re.IGNORECASE)
 """livekit-agents: `worker is at full capacity, marking as unavailable`."""
+JOB_FAILED = re.compile(r'failed to send job request.*"error": "([^"]+)"')
+"""livekit-server's line for a room's job that no worker took. It offers a job once, to
+workers reporting themselves available with a load under its own `agents.target_load`
+(0.7), and never again: `no servers available` (none was), `no workers with sufficient
+capacity` (the one offered said no), `no response from servers` (none answered in time)."""
 STALL = re.compile(r"event loop (?:blocked|stalled) for ([\d.]+) ?(ms|s)\b")
 """livekit-agents' loop monitor (`blocked for 101ms`) and the supervisor's watchdog
 (`stalled for 2.1 s`)."""
@@ -179,8 +186,12 @@ def ensure_agents_venv() -> Path:
 
 def agents_versions() -> dict[str, str]:
     """livekit-agents' and its rtc SDK's versions, as installed in its venv."""
-    script = "import importlib.metadata as m; print(m.version('livekit-agents'), m.version('livekit'))"
-    out = subprocess.run([str(AGENTS_PYTHON), "-c", script], capture_output=True, text=True, check=True)
+    script = (
+        "import importlib.metadata as m; print(m.version('livekit-agents'), m.version('livekit'))"
+    )
+    out = subprocess.run(
+        [str(AGENTS_PYTHON), "-c", script], capture_output=True, text=True, check=True
+    )
     agents, rtc_sdk = out.stdout.split()
     return {"livekit-agents": agents, "livekit (agents venv)": rtc_sdk}
 
@@ -223,7 +234,9 @@ class Worker:
 
 
 @asynccontextmanager
-async def worker_process(system: System, config: Path, server: LiveKitServer) -> AsyncIterator[Worker]:
+async def worker_process(
+    system: System, config: Path, server: LiveKitServer
+) -> AsyncIterator[Worker]:
     """The worker, in a process group of its own: livekit-agents' job processes are
     children of its forkserver, and a worker stopped by SIGTERM may leave them behind,
     so the group is killed after the worker's drain."""
@@ -345,7 +358,8 @@ async def call(credentials: Credentials, caller: Caller, plan: Plan) -> None:
             try:
                 with anyio.fail_after(JOIN_TIMEOUT):
                     began = anyio.current_time()
-                    await room.connect(credentials.url, join_token(credentials, caller.room, CALLER))
+                    token = join_token(credentials, caller.room, CALLER)
+                    await room.connect(credentials.url, token)
                 caller.connected_at = anyio.current_time()
                 caller.result.join_s = caller.connected_at - began
                 source = rtc.AudioSource(CALLER_RATE, 1)
@@ -371,6 +385,10 @@ async def call(credentials: Credentials, caller: Caller, plan: Plan) -> None:
         caller.dispatch_done = caller.talk_done = True
         with anyio.CancelScope(shield=True):
             await end_room(room, *media)
+
+
+def _size(server: LiveKitServer) -> int:
+    return server.log_path.stat().st_size
 
 
 async def _until(done: Callable[[], bool], timeout: float) -> None:
@@ -406,7 +424,8 @@ class Meter:
         await anyio.sleep(seconds)
         after = self.cpu()
         elapsed = after["at"] - before["at"]
-        return {name: (after[name] - before[name]) / elapsed for name in ("worker", "server", "harness")}
+        names = ("worker", "server", "harness")
+        return {name: (after[name] - before[name]) / elapsed for name in names}
 
     def memory_mb(self) -> tuple[float, float]:
         return rss_bytes(self.worker) / 1e6, pss_bytes(self.worker) / 1e6
@@ -418,6 +437,7 @@ def _burst_figures(callers: Sequence[Caller], prefix: str = "") -> dict[str, Any
     heard_p50, heard_p99 = _ms_percentiles([caller.heard_s for caller in served])
     errors = sorted({caller.result.error for caller in callers if caller.result.error})
     return {
+        f"{prefix}joined": sum(caller.connected_at is not None for caller in callers),
         f"{prefix}served": len(served),
         f"{prefix}track_p50_ms": track_p50,
         f"{prefix}track_p99_ms": track_p99,
@@ -471,12 +491,14 @@ async def _dispatched(
     second = [Caller(f"{name}-b", RoomResult(f"{name}-b")) for name in names]
     plan, late_plan = Plan(talk_seconds), Plan(0.0)
     burst_at = time.perf_counter()
+    log_at = server.log_path.stat().st_size
     async with anyio.create_task_group() as tasks:
         for caller in first:
             tasks.start_soon(call, credentials, caller, plan)
         limit = JOIN_TIMEOUT + DISPATCH_TIMEOUT + 2 * LOST_AFTER + 5
         await _until(lambda: all(caller.dispatch_done for caller in first), limit)
         result |= _burst_figures(first)
+        result["job_failures"] = job_failures(server.log_path, log_at, _size(server))
         result["burst_s"] = round(time.perf_counter() - burst_at, 2)
         served = result["served"]
         if served:
@@ -499,8 +521,10 @@ async def _dispatched(
         if options.second_burst:
             for caller in second:
                 tasks.start_soon(call, credentials, caller, late_plan)
+            log_at = _size(server)
             await _until(lambda: all(caller.dispatch_done for caller in second), limit)
             result |= _burst_figures(second, prefix="second_")
+            result["second_job_failures"] = job_failures(server.log_path, log_at, _size(server))
         plan.leave.set()
         late_plan.leave.set()
     result["full_at_s"] = worker.times(FULL, burst_at)
@@ -508,6 +532,15 @@ async def _dispatched(
     stalls = worker.stalls_ms(burst_at)
     result["stalls"] = len(stalls)
     result["stall_max_ms"] = max(stalls, default=None)
+
+
+def job_failures(server_log: Path, start: int, end: int) -> dict[str, int]:
+    """Jobs livekit-server gave up between two offsets of its log, by its reason."""
+    with server_log.open("rb") as log:
+        log.seek(start)
+        text = log.read(end - start).decode(errors="replace")
+    reasons = [match[1] for match in JOB_FAILED.finditer(text)]
+    return {reason: reasons.count(reason) for reason in sorted(set(reasons))}
 
 
 def _room_figures(
@@ -542,7 +575,15 @@ def _room_figures(
 
 
 def _served(r: dict[str, Any], prefix: str = "") -> str:
-    return f"{r.get(prefix + 'served', 0)}/{r['rooms']}"
+    """Rooms served of those created, how many the server gave up dispatching, and how
+    many callers could not even join (the machine, not the worker)."""
+    given_up = sum(r.get(prefix + "job_failures", {}).values())
+    unjoined = r["rooms"] - r.get(prefix + "joined", r["rooms"])
+    return (
+        f"{r.get(prefix + 'served', 0)}/{r['rooms']}"
+        + (f" ({given_up} given up)" if given_up else "")
+        + (f" ({unjoined} never joined)" if unjoined else "")
+    )
 
 
 def fits(results: Sequence[dict[str, Any]], system: str) -> int | None:
@@ -561,7 +602,8 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     rows = [
         "| system | rooms | served | to track p50 ms | p99 ms | to echo heard p50 ms | p99 ms | "
         "baseline RSS MB | RSS MB/job | PSS MB/job | idle CPU %/room | talking CPU %/room | "
-        "echo p50 ms | echo p99 ms | lost | full at s | loop stalls (max ms) | harness cores | server cores | load 1m |",
+        "echo p50 ms | echo p99 ms | lost | full at s | loop stalls (max ms) | harness cores | "
+        "server cores | load 1m |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
         "---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
@@ -571,11 +613,14 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         full = ", ".join(f"{at:+g}" for at in r["full_at_s"][:4]) or "-"
         stalls = f"{r['stalls']} ({cell(r['stall_max_ms'], 0)})" if r["stalls"] else "0"
         rows.append(
-            f"| {r['system']} | {r['rooms']}{starved} | {_served(r)} | {cell(r['track_p50_ms'], 0)} | "
-            f"{cell(r['track_p99_ms'], 0)} | {cell(r['heard_p50_ms'], 0)} | {cell(r['heard_p99_ms'], 0)} | "
-            f"{cell(r['baseline_rss_mb'], 0)} | {cell(r['rss_per_job_mb'])} | {cell(r['pss_per_job_mb'])} | "
+            f"| {r['system']} | {r['rooms']}{starved} | {_served(r)} | "
+            f"{cell(r['track_p50_ms'], 0)} | {cell(r['track_p99_ms'], 0)} | "
+            f"{cell(r['heard_p50_ms'], 0)} | {cell(r['heard_p99_ms'], 0)} | "
+            f"{cell(r['baseline_rss_mb'], 0)} | {cell(r['rss_per_job_mb'])} | "
+            f"{cell(r['pss_per_job_mb'])} | "
             f"{percent(r['idle_cpu_per_room'])} | {percent(r['talk_cpu_per_room'])} | "
-            f"{cell(r['echo_p50_ms'], 0)} | {cell(r['echo_p99_ms'], 0)} | {r['lost']}/{r['bursts_sent']} | "
+            f"{cell(r['echo_p50_ms'], 0)} | {cell(r['echo_p99_ms'], 0)} | "
+            f"{r['lost']}/{r['bursts_sent']} | "
             f"{full} | {stalls} | {cell(r['harness_cores'], 2)} | {cell(r['server_cores'], 2)} | "
             f"{cell(r['load_1m'])} |"
         )
@@ -591,7 +636,8 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         if r["system"] == BASE or base is None:
             continue
         ratio_rows.append(
-            f"| {r['system']} | {r['rooms']} | {ratio(r['track_p50_ms'], base['track_p50_ms'])} | "
+            f"| {r['system']} | {r['rooms']} | "
+            f"{ratio(r['track_p50_ms'], base['track_p50_ms'])} | "
             f"{ratio(r['heard_p50_ms'], base['heard_p50_ms'])} | "
             f"{ratio(r['rss_per_job_mb'], base['rss_per_job_mb'])} | "
             f"{ratio(r['pss_per_job_mb'], base['pss_per_job_mb'])} | "
@@ -604,27 +650,38 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         for name in systems if any(r["system"] == name and r.get("served") for r in results)
     ]
     seconds = [
-        f"| {r['system']} | {r['rooms']} | {_served(r, 'second_')} | {cell(r['second_track_p50_ms'], 0)} | "
+        f"| {r['system']} | {r['rooms']} | {_served(r, 'second_')} | "
+        f"{cell(r['second_track_p50_ms'], 0)} | "
         f"{cell(r['second_track_p99_ms'], 0)} | {cell(r['second_heard_p50_ms'], 0)} |"
         for r in results if "second_served" in r
     ]
     missing = [
-        f"- {r['system']} at {r['rooms']} rooms: not available ({r['unavailable']})"
+        f"- {r['system']} at {r['rooms']} rooms: not available ({r['unavailable']}"
+        + (f"; served {_served(r)})" if "served" in r else ")")
         for r in results if "unavailable" in r
     ]
     errors = [
         f"- {r['system']} at {r['rooms']} rooms: {'; '.join(r['errors'])}"
         for r in results if r.get("errors")
     ]
-    return "\n".join(
-        (rows if available else [])
-        + (ratio_rows if len(ratio_rows) > 3 else [])
-        + (["", f"Rooms fitted, every room served and echo p99 <= {FITS_P99_MS:g} ms:", *fitted] if fitted else [])
-        + (["", "| system | rooms | second burst served | to track p50 ms | p99 ms | to echo heard p50 ms |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |", *seconds] if seconds else [])
-        + (["", *missing] if missing else [])
-        + (["", "Rooms that failed:", *errors] if errors else [])
-    )
+    sections = [rows if available else [], ratio_rows if len(ratio_rows) > 3 else []]
+    if fitted:
+        sections.append(
+            ["", f"Rooms fitted, every room served and echo p99 <= {FITS_P99_MS:g} ms:", *fitted]
+        )
+    if seconds:
+        sections.append([
+            "",
+            "| system | rooms | second burst served | to track p50 ms | p99 ms | "
+            "to echo heard p50 ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            *seconds,
+        ])
+    if missing:
+        sections.append(["", *missing])
+    if errors:
+        sections.append(["", "Rooms that failed:", *errors])
+    return "\n".join(line for section in sections for line in section)
 
 
 async def run(
