@@ -11,10 +11,10 @@ agents-venv`; `supervisor`: `supervisor run` on a config with a `[dispatch]` tab
 no `[[rooms]]`), waits until it says it registered, and measures it idle with no job:
 its baseline. Then N callers (rtc SDK participants in this process, one per fresh room)
 join at once: the first participant creates the room, and the server dispatches it to
-the worker. Each caller talks from the moment it is connected (the load generator's
-tone bursts, `supervisor.bench`), so the two dispatch latencies are what a caller
-lives through: connected to the bot's audio track subscribed, and to the first echo
-heard. A room with no bot after DISPATCH_TIMEOUT is not served. Then the callers fall
+the worker. Each caller talks (the load generator's tone bursts, `supervisor.bench`)
+from the moment the bot's track is there, so the two dispatch latencies are what a
+caller lives through: connected to the bot's audio track subscribed, and to the first
+echo heard. A room with no bot after DISPATCH_TIMEOUT is not served. Then the callers fall
 silent (idle rooms with a bot in each), then all talk (echo latency, talking CPU).
 With `--second-burst`, N more callers join while the first N are still there, as the
 probe of issue 12 did.
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import signal
@@ -337,8 +336,13 @@ async def _hear_bot(room: rtc.Room, caller: Caller, media: list[Closable]) -> No
 
 
 async def _talk_until_heard(source: rtc.AudioSource, caller: Caller) -> None:
-    """Tone bursts, a period at a time, until the first echo comes back (or none can)."""
+    """Once the bot's track is there, tone bursts, a period at a time, until the first
+    echo comes back (or none can). Talking before that could not be echoed, and 50
+    callers generating audio during their joins starve this process's loop until the
+    rtc SDK panics (`timed out waiting for ReadyForRoomEventRequest`)."""
     assert caller.connected_at is not None
+    bot_or_none = lambda: caller.track_s is not None or bool(caller.result.error)  # noqa: E731
+    await _until(bot_or_none, DISPATCH_TIMEOUT + 1)
     deadline = caller.connected_at + DISPATCH_TIMEOUT + LOST_AFTER
     while not caller.result.onsets and anyio.current_time() < deadline:
         if caller.result.error:  # no bot: nothing will answer
@@ -380,6 +384,8 @@ async def call(credentials: Credentials, caller: Caller, plan: Plan) -> None:
             await plan.leave.wait()
             tasks.cancel_scope.cancel()
     except Exception as err:  # noqa: BLE001 - a room's failure is a measurement, not a crash
+        while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
+            err = err.exceptions[0]  # the task group's one failure says what happened
         caller.result.error = caller.result.error or f"{type(err).__name__}: {err}"
     finally:
         caller.dispatch_done = caller.talk_done = True

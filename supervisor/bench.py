@@ -224,10 +224,10 @@ async def bench_room(
         joined = anyio.current_time()
         bot_identity = options.bot_identities.get(room_name, "bot")
         with anyio.fail_after(JOIN_TIMEOUT):
-            bot_track = await bot_track(room, bot_identity)
+            bot_audio = await bot_track(room, bot_identity)
         result.bot_track_s = anyio.current_time() - joined
         stream = rtc.AudioStream(
-            bot_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
+            bot_audio, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
         )
         media.insert(0, stream)
         async with anyio.create_task_group() as tasks:
