@@ -16,9 +16,16 @@ from actors.specs import ChildSpec
 
 @dataclass
 class StartChildFrame(SystemFrame):
-    """Ask a supervisor to start one more child; the reply is the child's `ActorRef`."""
+    """Ask a supervisor to start one more child; the reply is the child's `ActorRef`.
+
+    With `wait` (OTP's `start_child`) the reply comes once the child's lifespan is
+    entered, and the supervisor serves nothing else meanwhile. Without it the reply
+    comes at once and the child starts beside the supervisor's other work, up to its
+    `concurrency` at a time: how many rooms offered together join together (the
+    caller watches the ref's state to learn when it runs)."""
 
     spec: ChildSpec
+    wait: bool = True
 
 
 @dataclass

@@ -55,6 +55,18 @@ def _count_in_window(times: deque[float], seconds: float) -> int:
     return len(times)
 
 
+class _Release:
+    """A task status whose `started()` gives a limiter's place back, once."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter: anyio.CapacityLimiter | None = limiter
+
+    def started(self, value: object = None) -> None:
+        if self._limiter is not None:
+            self._limiter.release_on_behalf_of(self)
+            self._limiter = None
+
+
 class Supervisor(Actor):
     """An actor whose job is to keep its children running.
 
@@ -109,7 +121,10 @@ class Supervisor(Actor):
             if frame.spec.name in self._children:
                 raise Refused(f"{self.ref.path}: a child named {frame.spec.name!r} exists")
             cell = self._adopt(frame.spec)
-            await self._start(cell)
+            if frame.wait:
+                await self._start(cell)
+            else:
+                self.tasks.start_soon(self._start_beside, cell)
             return cell.ref
         elif isinstance(frame, StopChildFrame):
             cell = self._children.get(frame.child)
@@ -147,6 +162,19 @@ class Supervisor(Actor):
         await self.tasks.start(self._watch, cell)
         return cell.state is ActorState.RUNNING
 
+    async def _start_beside(self, cell: ActorCell) -> None:
+        """Run a child started without waiting: its start holds one of the `concurrency`
+        places until its lifespan is entered. A child stopped (or its supervisor
+        stopping) before its turn came is not started at all."""
+        started = _Release(self._limiter)
+        await self._limiter.acquire_on_behalf_of(started)
+        try:
+            if cell.mailbox.closed or self._children.get(cell.spec.name) is not cell:
+                return
+            await self._watch(cell, task_status=started)
+        finally:
+            started.started()
+
     async def _start_in_order(self, cells: list[ActorCell]) -> None:
         """Start children one after another, stopping at one that fails to start when
         the later ones depend on it: its exit, already queued, restarts them with it.
@@ -174,7 +202,9 @@ class Supervisor(Actor):
             for cell in cells:
                 group.start_soon(limited, cell)
 
-    async def _watch(self, cell: ActorCell, *, task_status: TaskStatus[None]) -> None:
+    async def _watch(
+        self, cell: ActorCell, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         error = await cell.live(task_status=task_status)
         if not cell.stop_requested:
             self._own_mailbox.put_system(ChildExitedFrame(cell.spec.name, cell.incarnation, error))

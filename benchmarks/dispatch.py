@@ -72,7 +72,6 @@ from supervisor.access import Credentials, join_token
 from supervisor.bench import (
     JOIN_TIMEOUT,
     LOST_AFTER,
-    PERIOD_SECONDS,
     RECEIVE_FRAME_MS,
     RoomResult,
     bot_track,
@@ -81,6 +80,7 @@ from supervisor.bench import (
     send_bursts,
 )
 from supervisor.bench import SAMPLE_RATE as CALLER_RATE
+from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.rtc_shutdown import Closable, end_room, release_rtc
 
@@ -91,10 +91,12 @@ DISPATCH_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 FITS_P99_MS = 500.0
 CALLER = "caller"
-REGISTERED = re.compile(r"\bregistered\b", re.IGNORECASE)
-"""livekit-agents logs `registered worker`; the supervisor's line is expected to say so too."""
-FULL = re.compile(r"\bfull\b", re.IGNORECASE)
-"""livekit-agents: `worker is at full capacity, marking as unavailable`."""
+REGISTERED = re.compile(r"\bregistered (?:as )?worker\b")
+"""livekit-agents logs `registered worker`, the supervisor `[dispatch] registered as worker`
+(and `not registered (why)` while it retries)."""
+FULL = re.compile(r"full capacity|\[dispatch\] full:")
+"""livekit-agents: `worker is at full capacity, marking as unavailable`; the supervisor:
+`[dispatch] full: why`."""
 JOB_FAILED = re.compile(r'failed to send job request.*"error": "([^"]+)"')
 """livekit-server's line for a room's job that no worker took. It offers a job once, to
 workers reporting themselves available with a load under its own `agents.target_load`
@@ -103,14 +105,14 @@ capacity` (the one offered said no), `no response from servers` (none answered i
 STALL = re.compile(r"event loop (?:blocked|stalled) for ([\d.]+) ?(ms|s)\b")
 """livekit-agents' loop monitor (`blocked for 101ms`) and the supervisor's watchdog
 (`stalled for 2.1 s`)."""
-DISPATCH_TABLE = """\
-[dispatch]
-enabled = true
-agent_name = ""          # automatic dispatch
-max_rooms = 100
-load_threshold = 0.75
-idle_timeout_seconds = 30
-"""
+DISPATCH = {
+    "enabled": True,
+    "agent_name": "",  # automatic dispatch
+    "max_rooms": 100,
+    "load_threshold": 0.75,
+    "idle_timeout_seconds": 30,
+}
+"""The supervisor's `[dispatch]` table, beside echo.py's config with no `[[rooms]]`."""
 
 
 @attrs.frozen
@@ -344,10 +346,10 @@ async def _talk_until_heard(source: rtc.AudioSource, caller: Caller) -> None:
     bot_or_none = lambda: caller.track_s is not None or bool(caller.result.error)  # noqa: E731
     await _until(bot_or_none, DISPATCH_TIMEOUT + 1)
     deadline = caller.connected_at + DISPATCH_TIMEOUT + LOST_AFTER
-    while not caller.result.onsets and anyio.current_time() < deadline:
-        if caller.result.error:  # no bot: nothing will answer
-            return
-        await send_bursts(source, caller.result, PERIOD_SECONDS)
+    answered_or_never = lambda: (  # noqa: E731 - no bot: nothing will answer
+        bool(caller.result.onsets or caller.result.error) or anyio.current_time() >= deadline
+    )
+    await send_bursts(source, caller.result, answered_or_never)
     if caller.result.onsets:
         caller.heard_s = caller.result.onsets[0] - caller.connected_at
 
@@ -378,7 +380,8 @@ async def call(credentials: Credentials, caller: Caller, plan: Plan) -> None:
             if plan.talk_seconds > 0 and caller.track_s is not None:
                 await plan.talk.wait()
                 caller.talk_from = anyio.current_time()
-                await send_bursts(source, caller.result, plan.talk_seconds)
+                talk_until = caller.talk_from + plan.talk_seconds
+                await send_bursts(source, caller.result, lambda: anyio.current_time() >= talk_until)
                 await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
             caller.talk_done = True
             await plan.leave.wait()
@@ -460,7 +463,7 @@ async def measure(
     system was not available."""
     result: dict[str, Any] = {"system": system.name, "rooms": rooms}
     config = workdir / f"{system.name}-{rooms}.toml"
-    config.write_text(config_text(server, (), free_port()) + DISPATCH_TABLE)
+    config.write_text(config_text(server, (), free_port()) + config_toml({"dispatch": DISPATCH}))
     result["load_1m"] = os.getloadavg()[0]
     async with worker_process(system, config, server) as worker:
         try:

@@ -52,6 +52,8 @@ from anyio.streams.text import TextReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.process_tree import cpu_seconds, rss_bytes
+from supervisor.bench import ALL_SENDING, JOIN_TIMEOUT, SUBSCRIBE_GRACE
+from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,24 +120,24 @@ class Options:
 
 def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
     """The supervisor's config; the load generator reads its rooms and the bot identity."""
-    lines = [
-        "[livekit]",
-        f'url = "{server.url}"',
-        f'api_key_env = "{KEY_ENV}"',
-        f'api_secret_env = "{SECRET_ENV}"',
-        "embedded_server = false",
-        "[bot]",
-        'factory = "supervisor.bots.echo:create_bot"',
-        f"audio_in_sample_rate = {SAMPLE_RATE}",
-        f"audio_out_sample_rate = {SAMPLE_RATE}",
-        "[metrics]",
-        f'listen = "127.0.0.1:{metrics_port}"',
-        "[limits]",
-        f"max_rooms = {max(1000, len(rooms))}",
-    ]
-    for room in rooms:
-        lines += ["[[rooms]]", f'name = "{room}"']
-    return "\n".join(lines) + "\n"
+    return config_toml(
+        {
+            "livekit": {
+                "url": server.url,
+                "api_key_env": KEY_ENV,
+                "api_secret_env": SECRET_ENV,
+                "embedded_server": False,
+            },
+            "bot": {
+                "factory": "supervisor.bots.echo:create_bot",
+                "audio_in_sample_rate": SAMPLE_RATE,
+                "audio_out_sample_rate": SAMPLE_RATE,
+            },
+            "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+            "limits": {"max_rooms": max(1000, len(rooms))},
+            "rooms": [{"name": room} for room in rooms],
+        }
+    )
 
 
 @attrs.define
@@ -240,6 +242,15 @@ def settle_seconds(rooms: int) -> float:
     return min(SETTLE_MAX, max(SETTLE_MIN, SETTLE_SECONDS_PER_ROOM * rooms))
 
 
+async def _all_sending(log: Path) -> None:
+    """Wait until the load generator says every room sends (or it cannot: a room whose
+    bot never came), so the warm-up and the window start with every room talking
+    however long the joins took on a busy machine."""
+    with anyio.move_on_after(JOIN_TIMEOUT + SUBSCRIBE_GRACE):
+        while ALL_SENDING not in log.read_text(errors="replace"):
+            await anyio.sleep(0.1)
+
+
 def _cpu_readings(processes: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process tree, and by the bot's Python
     loops alone (`bot_loop`)."""
@@ -311,6 +322,7 @@ async def _under_load(
     processes = {"bot": pid, "generator": generator.pid, "server": server.pid}
     result: dict[str, Any] = {}
     try:
+        await _all_sending(log)
         await anyio.sleep(options.warmup)
         before, started = _cpu_readings(processes), time.perf_counter()
         latency_before = await scrape_latency(metrics_ports) if system.is_supervisor else {}

@@ -7,17 +7,18 @@ first sample sent to the first loud frame heard back (energy onset) is the end-t
 echo latency: network, server, the supervisor's audio path and the bot together.
 Judging by energy rather than samples is what survives Opus and the jitter buffer.
 
-The run is bounded: every participant sends for `seconds`, listens a little longer so
-the last burst can come back, and leaves. All rooms run in one task group, so nothing
+The run is bounded: every participant sends until all of them have sent together for
+`seconds`, listens a little longer so the last burst can come back, and leaves. All rooms run in one task group, so nothing
 outlives the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,14 @@ import anyio
 import attrs
 import numpy as np
 from livekit import rtc
+from livekit.rtc.participant import PublishTrackError
 
 from supervisor.access import Credentials, join_token
 from supervisor.config import Config, ConfigError
 from supervisor.credentials import for_token
 from supervisor.rtc_shutdown import Closable, end_room
+
+log = logging.getLogger("supervisor.bench")
 
 SAMPLE_RATE = 48_000
 SEND_FRAME_MS = 20
@@ -50,6 +54,17 @@ QUIET_BEFORE_ONSET = 0.1
 (a lost packet, a jitter-buffer stretch) is not the start of the next one."""
 IDENTITY = "bench"
 JOIN_TIMEOUT = 30.0
+SUBSCRIBE_GRACE = 10.0
+"""The bot's track listed but not subscribed this long: this participant's own session
+lost its signalling, and it joins again (at most `JOINS` times in all).
+
+livekit-server closes a participant's signalling when 200 requests queue up unread
+(`signal stream closed ... channel is full` in its debug log), which a storm of ICE
+candidates does while many rooms join at once from one process on a busy machine, and
+keeps the connection open: pings are still answered, nothing fails, but the server
+never acts on another request, so the bot's track is never bound to it. That is the
+generator's connection failing, not the deployment under test."""
+JOINS = 3
 
 
 @attrs.frozen
@@ -75,6 +90,8 @@ class RoomResult:
     """When each burst's first frame was handed to the SDK (anyio clock)."""
     onsets: list[float] = attrs.field(factory=list)
     """When each silent-to-loud transition was heard (anyio clock)."""
+    rejoins: int = 0
+    """Times this participant joined again, its own signalling lost (`SUBSCRIBE_GRACE`)."""
     error: str | None = None
 
     def latencies(self) -> list[float | None]:
@@ -110,6 +127,7 @@ class RoomResult:
             "late": sum(latency > late_after for latency in heard),
             "latency_ms": _percentiles([latency * 1000 for latency in heard]),
             "latencies_ms": [round(latency * 1000, 1) for latency in heard],
+            "rejoins": self.rejoins,
             "error": self.error,
         }
 
@@ -145,6 +163,11 @@ def _burst_frames() -> tuple[list[rtc.AudioFrame], list[rtc.AudioFrame]]:
     )
 
 
+class SignallingLostError(Exception):
+    """The server stopped acting on this participant's requests: the bot's track is
+    listed and never delivered (`SUBSCRIBE_GRACE`), or publishing got no answer."""
+
+
 async def bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
     """The bot's first audio track, once this participant is subscribed to it."""
     found: list[rtc.RemoteAudioTrack] = []
@@ -164,14 +187,46 @@ async def bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
             if isinstance(publication.track, rtc.RemoteAudioTrack):
                 found.append(publication.track)
                 subscribed.set()
-        await subscribed.wait()
+        listed_since: float | None = None
+        while not subscribed.is_set():
+            with anyio.move_on_after(0.5):
+                await subscribed.wait()
+            if subscribed.is_set() or not _bot_audio(room, identity):
+                listed_since = None
+            elif listed_since is None:
+                listed_since = anyio.current_time()
+            elif anyio.current_time() - listed_since >= SUBSCRIBE_GRACE:
+                raise SignallingLostError(_bot_seen(room, identity))
         return found[0]
     finally:
         room.off("track_subscribed", on_subscribed)
 
 
-async def send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: float) -> None:
-    """Tone bursts paced against the clock, as a microphone delivers them.
+def _bot_audio(room: rtc.Room, identity: str) -> list[rtc.RemoteTrackPublication] | None:
+    """The bot's audio publications as this participant sees them; None: no bot here."""
+    bot = room.remote_participants.get(identity)
+    if bot is None:
+        return None
+    return [pub for pub in bot.track_publications.values() if pub.kind == rtc.TrackKind.KIND_AUDIO]
+
+
+def _bot_seen(room: rtc.Room, identity: str) -> str:
+    """What this participant sees of the bot: where a missing track got stuck."""
+    audio = _bot_audio(room, identity)
+    if audio is None:
+        return "the bot is not in the room"
+    if not audio:
+        return "the bot is in the room and publishes no audio track"
+    return ", ".join(
+        f"track {pub.sid} published, {'subscribed' if pub.subscribed else 'not subscribed'}"
+        for pub in audio
+    )
+
+
+async def send_bursts(
+    source: rtc.AudioSource, result: RoomResult, done: Callable[[], bool]
+) -> None:
+    """Tone bursts paced against the clock, as a microphone delivers them, until `done`.
 
     A burst is sent when its first sample leaves the source's queue for the encoder: the
     queue is the generator's, not the deployment's. After a stall (a busy event loop)
@@ -180,8 +235,8 @@ async def send_bursts(source: rtc.AudioSource, result: RoomResult, seconds: floa
     """
     tone, silence = _burst_frames()
     frame_seconds = SEND_FRAME_MS / 1000
-    started = next_at = anyio.current_time()
-    while anyio.current_time() - started < seconds:
+    next_at = anyio.current_time()
+    while not done():
         for index, frame in enumerate([*tone, *silence]):
             if index == 0:
                 result.sent.append(anyio.current_time() + source.queued_duration)
@@ -203,16 +258,85 @@ async def listen(stream: rtc.AudioStream, result: RoomResult) -> None:
             last_loud = now
 
 
+@attrs.define
+class Together:
+    """When every room of a run sends: each sends `seconds` from then, so all of them
+    talk at once for that long however spread out their joins were (seconds apart on a
+    busy machine), and a harness measuring the deployment can start then."""
+
+    rooms: int
+    settled: set[str] = attrs.field(factory=set)
+    """Rooms sending, or done without ever sending (their bot never came)."""
+    since: float | None = None
+
+    def settle(self, room: str) -> None:
+        self.settled.add(room)
+        if self.since is None and len(self.settled) >= self.rooms:
+            self.since = anyio.current_time()
+            log.info("%s (%d rooms)", ALL_SENDING, self.rooms)
+
+    def over(self, seconds: float) -> bool:
+        return self.since is not None and anyio.current_time() - self.since >= seconds
+
+
 async def bench_room(
-    credentials: Credentials, room_name: str, options: BenchOptions
+    credentials: Credentials,
+    room_name: str,
+    options: BenchOptions,
+    together: Together | None = None,
 ) -> RoomResult:
-    """Join, find the bot, send and listen for `options.seconds`, leave; never raises
-    for a room's own failure (it is recorded), so one bad room does not end the run."""
+    """Join, find the bot, send and listen for `options.seconds` (from when every room
+    of `together` sends; alone by default), leave; never raises for a room's own failure
+    (it is recorded), so one bad room does not end the run."""
+    together = together or Together(1)
+    try:
+        return await _bench_room(credentials, room_name, options, together)
+    finally:
+        together.settle(room_name)
+
+
+async def _bench_room(
+    credentials: Credentials, room_name: str, options: BenchOptions, together: Together
+) -> RoomResult:
     result = RoomResult(room_name)
+    bot = options.bot_identities.get(room_name, "bot")
+    for join in range(JOINS):
+        try:
+            await _bench_session(credentials, room_name, bot, options, result, together)
+            return result
+        except SignallingLostError as err:
+            if join + 1 == JOINS:
+                result.error = f"the bot {bot!r}'s audio track never reached us ({err})"
+            else:
+                result.rejoins += 1
+                log.warning(
+                    "[%s] the bot's track is listed but never arrives (%s): joining again",
+                    room_name,
+                    err,
+                )
+        except TimeoutError as err:
+            result.error = str(err)
+            break
+        except Exception as err:  # noqa: BLE001 - a room's failure is a measurement, not a crash
+            result.error = f"{type(err).__name__}: {err}"
+            break
+    return result
+
+
+async def _bench_session(
+    credentials: Credentials,
+    room_name: str,
+    bot: str,
+    options: BenchOptions,
+    result: RoomResult,
+    together: Together,
+) -> None:
+    """One participant's session: join, find the bot, send and listen, leave."""
     room = rtc.Room()
     media: list[Closable] = []  # what feeds and reads the room, in the order it is closed
     try:
         began = anyio.current_time()
+        result.join_s = None
         with anyio.fail_after(JOIN_TIMEOUT):
             await room.connect(credentials.url, join_token(credentials, room_name, IDENTITY))
         result.join_s = anyio.current_time() - began
@@ -220,33 +344,40 @@ async def bench_room(
         media.append(source)
         track = rtc.LocalAudioTrack.create_audio_track("bench-mic", source)
         publish = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await room.local_participant.publish_track(track, publish)
+        try:
+            await room.local_participant.publish_track(track, publish)
+        except PublishTrackError as err:  # the server did not answer: the same lost session
+            raise SignallingLostError(f"publishing the microphone: {err}") from err
         joined = anyio.current_time()
-        bot_identity = options.bot_identities.get(room_name, "bot")
-        with anyio.fail_after(JOIN_TIMEOUT):
-            bot_audio = await bot_track(room, bot_identity)
+        try:
+            with anyio.fail_after(JOIN_TIMEOUT):
+                heard_track = await bot_track(room, bot)
+        except TimeoutError:
+            raise TimeoutError(
+                f"timed out after {JOIN_TIMEOUT:g} s waiting for the bot {bot!r}'s audio "
+                f"track ({_bot_seen(room, bot)})"
+            ) from None
         result.bot_track_s = anyio.current_time() - joined
         stream = rtc.AudioStream(
-            bot_audio, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
+            heard_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
         )
         media.insert(0, stream)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(listen, stream, result)
-            await send_bursts(source, result, options.seconds)
+            together.settle(room_name)
+            await send_bursts(source, result, lambda: together.over(options.seconds))
             await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
             tasks.cancel_scope.cancel()
     except TimeoutError:
-        bot = options.bot_identities.get(room_name, "bot")
-        step = "connect" if result.join_s is None else f"the bot {bot!r}'s audio track"
-        result.error = f"timed out after {JOIN_TIMEOUT:g} s waiting for {step}"
-    except Exception as err:  # noqa: BLE001 - a room's failure is a measurement, not a crash
-        result.error = f"{type(err).__name__}: {err}"
+        if result.join_s is None:
+            raise TimeoutError(f"timed out after {JOIN_TIMEOUT:g} s waiting for connect") from None
+        raise
     finally:
         await end_room(room, *media)
-    return result
 
 
 LAG_TICK = 0.01
+ALL_SENDING = "every room is sending"
 
 
 async def _measure_lag(lags: list[float]) -> None:
@@ -262,11 +393,13 @@ async def bench(
     credentials: Credentials, options: BenchOptions, lags: list[float] | None = None
 ) -> list[RoomResult]:
     """All rooms at once, in one task group: the load a deployment sees when they all talk.
-    `lags` collects the generator's own event-loop lag meanwhile, in seconds."""
+    `lags` collects the generator's own event-loop lag meanwhile, in seconds. Once every
+    room sends, it logs `ALL_SENDING` (see `Together`)."""
     results: list[RoomResult | None] = [None] * len(options.rooms)
+    together = Together(len(options.rooms))
 
     async def one(index: int, name: str) -> None:
-        results[index] = await bench_room(credentials, name, options)
+        results[index] = await bench_room(credentials, name, options, together)
 
     async with anyio.create_task_group() as tasks:
         async with anyio.create_task_group() as rooms:
@@ -295,6 +428,7 @@ def report(
         "bursts_heard": len(heard),
         "lost": sum(room["lost"] for room in rooms),
         "late": sum(room["late"] for room in rooms),
+        "rejoins": sum(room["rejoins"] for room in rooms),
         "generator_lag_ms": {
             "p99": _round(percentile([lag * 1000 for lag in lags], 99), 1),
             "max": _round(max(lags, default=0.0) * 1000, 1),
@@ -305,6 +439,12 @@ def report(
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _note(room: dict[str, Any]) -> str:
+    if room["error"]:
+        return str(room["error"])
+    return f"joined again {room['rejoins']}x" if room["rejoins"] else ""
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -319,6 +459,8 @@ def format_table(summary: dict[str, Any]) -> str:
         f"p99 {_ms(latency['p99'])}",
         f"bursts        sent {summary['bursts_sent']}  heard {summary['bursts_heard']}  "
         f"lost {summary['lost']}  late {summary['late']}",
+        f"rejoins       {summary['rejoins']} (participants the server stopped answering, "
+        "joined again)",
         f"generator lag p99 {_ms(lag['p99'])} ms  max {_ms(lag['max'])} ms "
         "(this process's event loop; high values inflate the latencies)",
         "",
@@ -330,7 +472,7 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{room['room']:<24} {seconds(room['join_s']):>8} {room['bursts_sent']:>5} "
             f"{room['bursts_heard']:>5} {room['lost']:>5} {room['late']:>5} "
             f"{_ms(room['latency_ms']['p50']):>8} {_ms(room['latency_ms']['p99']):>8}  "
-            f"{room['error'] or ''}"
+            f"{_note(room)}"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from livekit import api  # noqa: E402
 from actors import ActorRef, open_actor, single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.access import join_token  # noqa: E402
+from supervisor.agent_worker import dispatching  # noqa: E402
 from supervisor.config import Config, ConfigError, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
@@ -96,6 +97,7 @@ async def _serve(
             # /metrics, /healthz, /readyz; the loop watchdog
             serving_metrics(config.metrics, config.watchdog, room_set),
             open_actor(room_set.supervisor_spec()) as rooms,
+            dispatching(config, credentials, room_set, rooms) as worker,
         ):
             log.info(
                 "ready: %d room(s) on %s with bot %s; Ctrl-C or SIGTERM drains",
@@ -107,6 +109,8 @@ async def _serve(
                 serving.start_soon(_cancel_on, draining, serving.cancel_scope)
                 async for _ in reloads:
                     await _reload(path, shard, room_set, rooms)
+            if worker is not None:
+                await worker.drain()
             log.info("draining %d room(s)", len(room_set.config.rooms))
 
 
@@ -123,9 +127,11 @@ async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) 
         log.error("reload refused, keeping the running rooms: %s", err)
         return
     old = room_set.config
-    if (new.livekit, new.metrics, new.watchdog) != (old.livekit, old.metrics, old.watchdog):
+    fixed = (new.livekit, new.metrics, new.watchdog, new.dispatch)
+    if fixed != (old.livekit, old.metrics, old.watchdog, old.dispatch):
         log.warning(
-            "reload: [livekit], [metrics] and [watchdog] changes take effect at the next start"
+            "reload: [livekit], [metrics], [watchdog] and [dispatch] changes take effect at "
+            "the next start"
         )
     started, stopped = await room_set.reload(rooms, new)
     log.info("reloaded: %d started, %d stopped, %d rooms", len(started), len(stopped), len(new.rooms))
@@ -151,6 +157,16 @@ def check(config: Config) -> None:
     wd = config.watchdog
     print(f"  watchdog: a loop stalled {wd.stall_seconds:g} s is logged and fails /healthz; "
           f"with --workers, a worker stalled {wd.restart_after_seconds:g} s is restarted")
+    ds = config.dispatch
+    if ds.enabled:
+        offers = f"jobs for agent {ds.agent_name!r}" if ds.agent_name else "every new room"
+        limit = f"{ds.max_duration_seconds:g} s" if ds.max_duration_seconds else "none"
+        print(f"  dispatch: {offers}, up to {ds.max_rooms} room(s) or load "
+              f"{ds.load_threshold:g}; accept hook {ds.accept or 'none'}; bot leaves "
+              f"{ds.idle_timeout_seconds:g} s after the last participant; max duration {limit}; "
+              f"drain {ds.drain_seconds:g} s")
+    else:
+        print("  dispatch: off")
     for room in config.rooms:
         extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
         extras += ["end-to-end encrypted"] if room.e2ee_key else []

@@ -8,10 +8,12 @@ and no error message ever shows a secret's value.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +95,30 @@ class LimitsConfig:
 
 
 @attrs.frozen
+class DispatchConfig:
+    """The supervisor as a LiveKit agent worker: rooms on demand (see `supervisor.agent_worker`)."""
+
+    enabled: bool = False
+    agent_name: str = ""
+    """Empty: every new room is offered (automatic dispatch); set: only dispatches naming it."""
+    max_rooms: int = 100
+    """At most this many dispatched rooms at once, counting those accepted and not yet
+    running; then the worker reports itself full."""
+    load_threshold: float = 0.75
+    """The process's CPU load (per core available, over a short window, plus an estimate
+    for the jobs accepted and not yet running) at which the worker reports itself full."""
+    accept: str = ""
+    """An optional `module:function` that accepts or rejects each job (`supervisor.admission`)."""
+    accept_hook: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
+    idle_timeout_seconds: float = 30.0
+    """The bot leaves this long after the last participant left; the job succeeded."""
+    max_duration_seconds: float = 0.0
+    """A job's hard limit; 0: none."""
+    drain_seconds: float = 600.0
+    """On SIGTERM, how long running jobs may go on before their bots leave."""
+
+
+@attrs.frozen
 class RoomConfig:
     name: str
     bot: BotConfig
@@ -108,6 +134,7 @@ class Config:
     limits: LimitsConfig
     rooms: tuple[RoomConfig, ...]
     watchdog: WatchdogConfig = WatchdogConfig()
+    dispatch: DispatchConfig = DispatchConfig()
 
 
 class _Table:
@@ -229,7 +256,9 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
     """Check every key of a parsed TOML document; raise `ConfigError` at the first bad one."""
     environ = dict(os.environ) if environ is None else environ
     top = _Table(
-        doc, "", ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "rooms")
+        doc,
+        "",
+        ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "rooms"),
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
@@ -308,7 +337,39 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         if "bot" in table.value:
             room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
         rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
-    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog)
+    dispatch = _read_dispatch(_Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch",
+                                     tuple(f.name for f in attrs.fields(DispatchConfig)
+                                           if f.name != "accept_hook")))
+    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch)
+
+
+def _read_dispatch(table: _Table) -> DispatchConfig:
+    d = DispatchConfig()
+    accept = table.get("accept", str, "'' or 'module:function'", d.accept,
+                       lambda v: v == "" or v.count(":") == 1)
+    hook = None
+    if accept:
+        try:
+            hook = load_bot(accept)  # the same import rules as a bot factory
+        except BotLoadError as err:
+            raise ConfigError(f"dispatch.accept = {accept!r}: {err}") from err
+    return DispatchConfig(
+        enabled=table.flag("enabled", d.enabled),
+        agent_name=table.get("agent_name", str, "an agent name ('' for automatic dispatch)",
+                             d.agent_name, lambda v: v == v.strip()),
+        max_rooms=table.count("max_rooms", d.max_rooms, 1),
+        load_threshold=float(table.get(
+            "load_threshold", (int, float), "a number > 0 and <= 1", d.load_threshold,
+            lambda v: 0 < v <= 1,
+        )),
+        accept=accept,
+        accept_hook=hook,
+        idle_timeout_seconds=table.seconds("idle_timeout_seconds", d.idle_timeout_seconds),
+        max_duration_seconds=table.seconds(
+            "max_duration_seconds", d.max_duration_seconds, allow_zero=True
+        ),
+        drain_seconds=table.seconds("drain_seconds", d.drain_seconds, allow_zero=True),
+    )
 
 
 def _e2ee_key(table: _Table, environ: dict[str, str]) -> bytes | None:
@@ -338,3 +399,65 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
         return parse_config(doc, environ)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def config_toml(doc: Mapping[str, Any]) -> str:
+    """`doc` written as TOML, such that `tomllib.loads` gives it back: for programs that
+    write configs for `supervisor run` (the benchmarks, the tests).
+
+    Values are strings, booleans, numbers, lists of those, tables (mappings) and arrays
+    of tables (lists of mappings), as in config.toml; a table's plain values come before
+    its subtables, as TOML requires.
+    """
+    lines: list[str] = []
+    _write_table(doc, "", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _write_table(table: Mapping[str, Any], path: str, lines: list[str]) -> None:
+    nested = [(key, value) for key, value in table.items() if _is_table(value)]
+    for key, value in table.items():
+        if not _is_table(value):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in nested:
+        name = f"{path}.{_toml_key(key)}" if path else _toml_key(key)
+        for item in [value] if isinstance(value, Mapping) else value:
+            lines.append(f"[{name}]" if isinstance(value, Mapping) else f"[[{name}]]")
+            _write_table(item, name, lines)
+
+
+def _is_table(value: Any) -> bool:
+    """A table, or an array of tables (a non-empty list of them)."""
+    return isinstance(value, Mapping) or (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(item, Mapping) for item in value)
+    )
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r}: config values are finite numbers")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"{value!r}: not a TOML value")
+
+
+def _toml_string(text: str) -> str:
+    """A basic string: JSON escapes what TOML must have escaped, except DEL."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")

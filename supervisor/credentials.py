@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,13 @@ import anyio
 
 from supervisor.access import Credentials
 from supervisor.config import ConfigError, LiveKitConfig
-from supervisor.livekit_server import LiveKitServer, LiveKitServerError, Ports, ServerSettings
+from supervisor.livekit_server import (
+    LiveKitServer,
+    LiveKitServerError,
+    Ports,
+    ServerSettings,
+    listening,
+)
 from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
@@ -36,12 +41,6 @@ def embeddable_port(url: str) -> int | None:
     if parts.hostname not in ("127.0.0.1", "localhost"):
         return None
     return parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-
-
-def _something_listens(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
 
 
 def _runtime_file(port: int, suffix: str) -> Path:
@@ -104,7 +103,7 @@ async def livekit_credentials(config: LiveKitConfig) -> AsyncIterator[Credential
         yield from_environment(config)
         return
     await anyio.to_thread.run_sync(_clear_earlier_run, port)
-    if _something_listens(port):
+    if listening(port):
         log.info("a server already listens on %s: using it, not the embedded one", config.url)
         yield from_environment(config)
         return

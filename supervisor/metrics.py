@@ -46,7 +46,7 @@ from actors import ActorState, ChildStatistics, RestartIntensityError
 from actors.room import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts, RoomStats
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
-from supervisor.rooms import RoomSet
+from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
 from supervisor.watchdog import BEAT_SECONDS, LoopWatchdog
 
 PREFIX = "lksup"
@@ -165,7 +165,12 @@ class RoomSetCollector(Collector):
                 more = len(names) - READINESS_NAMES
                 listed = ", ".join(names[:READINESS_NAMES]) + (f" (+{more} more)" if more > 0 else "")
                 detail += f"; {state}: {listed}"
-        return not by_state, detail
+        worker = self.room_set.worker
+        if worker is None:
+            return not by_state, detail
+        dispatch = "draining" if worker.draining else "registered" if worker.registered else "not registered"
+        detail += f"; agent worker {dispatch}, {len(self.room_set.dispatched)} dispatched room(s)"
+        return not by_state and worker.registered and not worker.draining, detail
 
     # --- the scrape ------------------------------------------------------------------
 
@@ -180,14 +185,14 @@ class RoomSetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         room_set = self.room_set
-        configured = [room.name for room in room_set.config.rooms]
+        configured = room_set.served()
         room_cells = self._room_slots()
         labelled = self._labelled_rooms(configured)
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
 
         yield from self._identity(len(configured))
         yield from self._rooms(room_cells, room_set.stats, configured, labelled)
-        yield from self._stats(room_set.stats, configured, labelled)
+        yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
         yield from self._slots(depth, deepest, labelled)
         yield from self._cardinality()
 
@@ -234,11 +239,15 @@ class RoomSetCollector(Collector):
             yield running
 
     def _stats(
-        self, stats: dict[str, RoomStats], configured: list[str], labelled: list[str]
+        self,
+        stats: dict[str, RoomStats],
+        retired: RoomStats,
+        configured: list[str],
+        labelled: list[str],
     ) -> Iterator[Metric]:
         # Counters sum over every room ever served (a removed room's counts stay in the
-        # totals); gauges over the rooms configured now.
-        everything = list(stats.values())
+        # totals, an ended job's in `retired`); gauges over the rooms served now.
+        everything = [*stats.values(), retired]
         current = [stats[name] for name in configured if name in stats]
 
         yield GaugeMetricFamily(
@@ -252,6 +261,12 @@ class RoomSetCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_participant_leaves", "Remote participants who left a room.",
             value=sum(s.leaves for s in everything),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_signalling_lost",
+            "Rejoins because the server stopped reading a bot's signalling: a participant's "
+            "audio track listed and never delivered to the bot.",
+            value=sum(len(s.undelivered) for s in everything),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_audio_frames_in", "Audio frames (20 ms) read from participants' tracks.",
@@ -414,7 +429,7 @@ class RoomSetCollector(Collector):
             f"{PREFIX}_metrics_rooms_unlabelled",
             "Configured rooms without per-room series (metrics.max_room_series reached, "
             "or metrics.per_room_labels off); they still count in every total.",
-            value=len(self.room_set.config.rooms) - len(self._labelled),
+            value=len(self.room_set.served()) - len(self._labelled),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_metrics_room_series_refused",
@@ -458,6 +473,61 @@ class LoopWatchdogCollector(Collector):
             yield per_room
 
 
+class DispatchCollector(Collector):
+    """The agent worker (`lksup_dispatch_*`), while `[dispatch]` is enabled: read from its
+    `WorkerState` at scrape time. Dispatched rooms are rooms: they count in the room
+    metrics above."""
+
+    def __init__(self, room_set: RoomSet) -> None:
+        self.room_set = room_set
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.room_set.worker
+        if state is None:
+            return
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dispatch_registered", "1 while the agent worker is registered with the server.",
+            value=int(state.registered),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dispatch_full", "1 while the worker reports itself full (or drains): no new job.",
+            value=int(state.full or state.draining),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dispatch_load", "The load last reported to the server (CPU per core, 0 to 1).",
+            value=state.load,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dispatch_rooms", "Rooms this worker serves for a dispatched job.",
+            value=len(self.room_set.dispatched),
+        )
+        offers = CounterMetricFamily(
+            f"{PREFIX}_dispatch_offers",
+            "Jobs the server offered, by answer: accepted, rejected (by the accept hook), "
+            "full, draining, served (this process already serves the room).",
+            labels=["answer"],
+        )
+        for answer in OFFER_ANSWERS:
+            offers.add_metric([answer], state.offers[answer])
+        yield offers
+        ended = CounterMetricFamily(
+            f"{PREFIX}_dispatch_jobs_ended", "Jobs ended, by the status reported: succeeded, failed.",
+            labels=["status"],
+        )
+        for status in JOB_ENDS:
+            ended.add_metric([status], state.ended[status])
+        yield ended
+        times = state.join_time
+        yield _histogram(
+            f"{PREFIX}_dispatch_join_seconds",
+            "From a job's offer accepted to its bot joined in the room.",
+            times.bounds, times.counts, times.sum_ns,
+        )  # fmt: skip
+
+
 class SupervisorMetrics:
     """The process's registry: the room set, the event loop's lag and stalls, the process.
 
@@ -484,6 +554,7 @@ class SupervisorMetrics:
         self.rooms = RoomSetCollector(room_set, config)
         self.registry.register(self.rooms)
         self.registry.register(LoopWatchdogCollector(self.watchdog, self.rooms))
+        self.registry.register(DispatchCollector(room_set))
         self.stall_registry.register(LoopWatchdogCollector(self.watchdog, None))
         for collector in (
             ProcessCollector(registry=self.registry),

@@ -10,6 +10,7 @@ on. Rooms join and stop `join_concurrency` at a time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import attrs
 
@@ -22,7 +23,7 @@ from actors import (
     StopChildFrame,
     Supervisor,
 )
-from actors.room import RoomSettings, RoomStats, room_spec
+from actors.room import CONNECT_BUCKETS, BucketCounts, Job, RoomSettings, RoomStats, room_spec
 from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
 
@@ -49,6 +50,31 @@ def room_settings(room: RoomConfig, credentials: Credentials) -> RoomSettings:
     )
 
 
+OFFER_ANSWERS = ("accepted", "rejected", "full", "draining", "served")
+"""How the worker answered an offer: accepted; rejected by the accept hook; declined
+because the worker was full, draining, or already serving the room."""
+JOB_ENDS = ("succeeded", "failed")
+
+
+@attrs.define
+class WorkerState:
+    """The agent worker's state for `/readyz` and the metrics (`supervisor.agent_worker`
+    and `supervisor.jobs` keep it)."""
+
+    registered: bool = False
+    draining: bool = False
+    full: bool = False
+    """As last reported to the server (WS_FULL)."""
+    load: float = 0.0
+    """As last reported to the server."""
+    offers: Counter[str] = attrs.field(factory=Counter)
+    """By answer, one of `OFFER_ANSWERS`."""
+    ended: Counter[str] = attrs.field(factory=Counter)
+    """Jobs ended, by status, one of `JOB_ENDS`."""
+    join_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(CONNECT_BUCKETS))
+    """From an offer accepted to the bot joined in the room."""
+
+
 @attrs.define
 class RoomSet:
     """The rooms this process serves and how to build each one's tree."""
@@ -56,16 +82,50 @@ class RoomSet:
     config: Config
     credentials: Credentials
     stats: dict[str, RoomStats] = attrs.field(factory=dict)
+    retired: RoomStats = attrs.field(factory=RoomStats)
+    """The counts of dispatched rooms whose jobs ended, added up (`job_ended`)."""
     supervisor: Supervisor | None = None
     """The live room supervisor, kept as it is built: the metrics exporter reads its
     children in place (`Supervisor.children()`) without asking it anything (busy
     starting a room, it answers no question until it is done)."""
 
+    dispatched: dict[str, Job] = attrs.field(factory=dict)
+    """The rooms running for an agent job (`supervisor.jobs`), by room name."""
+    worker: WorkerState | None = None
+    """The agent worker's state while `[dispatch]` is enabled."""
+
+    def served(self) -> list[str]:
+        """Every room this process serves now: the configured, then the dispatched."""
+        return [room.name for room in self.config.rooms] + list(self.dispatched)
+
     def room_spec(self, room: RoomConfig) -> ChildSpec:
+        return self._spec(room_settings(room, self.credentials))
+
+    def job_spec(self, job: Job, token: str, url: str, identity: str) -> ChildSpec:
+        """A dispatched room's tree: the config's bot, joined with the job assignment's
+        token (which names the bot `identity`); counted as served until `job_ended`."""
+        static = room_settings(RoomConfig(job.room, self.config.bot), self.credentials)
+        settings = attrs.evolve(
+            static, url=url, join_token=token, job=job, identity=identity, name=identity
+        )
+        self.dispatched[job.room] = job
+        return self._spec(settings)
+
+    def job_ended(self, job: Job) -> None:
+        """The job's room is stopped: its counts join `retired` (a static room of the
+        same name keeps its own)."""
+        self.dispatched.pop(job.room, None)
+        if all(room.name != job.room for room in self.config.rooms):
+            ended = self.stats.pop(job.room, None)
+            if ended is not None:
+                self.retired.absorb(ended)
+
+    def _spec(self, settings: RoomSettings) -> ChildSpec:
         sv = self.config.supervision
-        stats = self.stats.setdefault(room.name, RoomStats())
+        stats = self.stats.setdefault(settings.room, RoomStats())
+        stats.ended = None  # a room name used again by a later job
         return room_spec(
-            room_settings(room, self.credentials),
+            settings,
             stats,
             intensity=RestartIntensity(sv.max_restarts, sv.within_seconds),
             backoff=Backoff(initial=sv.backoff_initial_seconds, maximum=sv.backoff_max_seconds),
@@ -101,6 +161,10 @@ class RoomSet:
             await rooms.ask(StopChildFrame(name), timeout=new.supervision.shutdown_timeout_seconds + 5)
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
+            if name in self.dispatched:  # one tree per room name
+                log.warning("[%s] not started: a dispatched job serves the room; reload "
+                            "again once it ended", name)
+                continue
             await rooms.ask(StartChildFrame(self.room_spec(wanted[name])), timeout=60)
             log.info("[%s] started", name)
         return started, stopped

@@ -335,6 +335,8 @@ class WorkerPool:
                 self.send_all(signum)
             elif not self.stopping.is_set():
                 deadline = self.config.supervision.shutdown_timeout_seconds + DRAIN_MARGIN_SECONDS
+                if self.config.dispatch.enabled:  # each worker's jobs may run on first
+                    deadline += self.config.dispatch.drain_seconds
                 log.info(
                     "%s: draining %d worker(s) within %g s (a second signal kills them at once)",
                     name, len(self.processes), deadline,

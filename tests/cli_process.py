@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import attrs
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
+from supervisor.config import config_toml
 from supervisor.livekit_server import free_port
 from tests.participants import ServerCredentials
 
@@ -37,14 +37,6 @@ def write_config(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def supervisor_command(*args: str) -> list[str]:
@@ -160,27 +152,27 @@ class SupervisorConfig:
     bot: str = ECHO_BOT
     supervision: Mapping[str, float] = attrs.field(factory=dict)
     watchdog: Mapping[str, float] = attrs.field(factory=dict)
+    dispatch: Mapping[str, str | float | bool] = attrs.field(factory=dict)
+    """A `[dispatch]` table's keys; none: no table (dispatch off)."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
-        lines = [
-            "[livekit]",
-            f'url = "{self.server.url}"',
-            f'api_key_env = "{KEY_ENV}"',
-            f'api_secret_env = "{SECRET_ENV}"',
-            "embedded_server = false",
-            "[bot]",
-            f'factory = "{self.bot}"',
-            "[metrics]",
-            f'listen = "127.0.0.1:{self.metrics_port}"',
-            "[supervision]",
-            *(f"{key} = {value}" for key, value in self.supervision.items()),
-            "[watchdog]",
-            *(f"{key} = {value}" for key, value in self.watchdog.items()),
-        ]
-        for room in self.rooms:
-            lines += ["[[rooms]]", f'name = "{room}"']
-        return "\n".join(lines) + "\n"
+        return config_toml(
+            {
+                "livekit": {
+                    "url": self.server.url,
+                    "api_key_env": KEY_ENV,
+                    "api_secret_env": SECRET_ENV,
+                    "embedded_server": False,
+                },
+                "bot": {"factory": self.bot},
+                "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+                "supervision": dict(self.supervision),
+                "watchdog": dict(self.watchdog),
+                **({"dispatch": dict(self.dispatch)} if self.dispatch else {}),
+                "rooms": [{"name": room} for room in self.rooms],
+            }
+        )
 
     def env(self) -> dict[str, str]:
         """The credentials, in the variables the config names: the child's env only."""

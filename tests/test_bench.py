@@ -11,10 +11,13 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from livekit import rtc
 
+from supervisor import bench
 from supervisor.bench import RoomResult, percentile
 from supervisor.livekit_server import LiveKitServer
 from tests.cli_process import REPO_ROOT, SupervisorConfig, serving, supervisor_command
@@ -127,3 +130,66 @@ async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_
     table = format_markdown(results)
     print(table)
     assert table.count("| supervisor | 2 |") == 2  # its figures and its ratios
+
+
+class _Publication:
+    """A remote publication as the rtc SDK lists it: an audio track, maybe subscribed."""
+
+    kind = rtc.TrackKind.KIND_AUDIO
+    sid = "TR_bot"
+    track = None
+    subscribed = False
+
+
+class _Participant:
+    identity = "bot"
+
+    def __init__(self) -> None:
+        self.track_publications = {"TR_bot": _Publication()}
+
+
+class _Room:
+    """What `_bot_track` reads of an `rtc.Room`: the bot listed with its audio track."""
+
+    def __init__(self) -> None:
+        self.remote_participants = {"bot": _Participant()}
+        self.handlers: dict[str, Any] = {}
+
+    def on(self, event: str, handler: Any) -> None:
+        self.handlers[event] = handler
+
+    def off(self, event: str, handler: Any) -> None:
+        del self.handlers[event]
+
+
+@pytest.mark.anyio
+async def test_a_track_listed_and_never_delivered_is_a_lost_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server lists the bot's track and never binds it to this participant (its own
+    signalling lost on the server): the participant is told to join again."""
+    monkeypatch.setattr(bench, "SUBSCRIBE_GRACE", 0.6)
+    room = _Room()
+    started = anyio.current_time()
+    with pytest.raises(bench.SignallingLostError, match="TR_bot published, not subscribed"):
+        await bench._bot_track(room, "bot")  # type: ignore[arg-type]
+    assert anyio.current_time() - started >= 0.6
+    assert room.handlers == {}
+
+
+@pytest.mark.anyio
+async def test_a_track_delivered_within_the_grace_is_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "SUBSCRIBE_GRACE", 5.0)
+    room = _Room()
+    track = object.__new__(rtc.RemoteAudioTrack)
+
+    async def deliver() -> None:
+        await anyio.sleep(0.7)
+        room.handlers["track_subscribed"](track, None, room.remote_participants["bot"])
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(deliver)
+        with anyio.fail_after(3):
+            assert await bench._bot_track(room, "bot") is track  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ import pytest
 
 from supervisor import __version__
 from supervisor.cli import main
-from supervisor.livekit_server import free_port
-from tests.cli_process import REPO_ROOT, port_answers, supervisor_command, write_config
+from supervisor.livekit_server import free_port, listening
+from tests.cli_process import REPO_ROOT, supervisor_command, write_config
 
 GOOD_CONFIG = """
 [livekit]
@@ -140,6 +140,18 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "watchdog.restart_after_seconds = 5.0: expected more than stall_seconds (5.0)",
         ),
         ("[bot]", "[watchdog]\nstall_second = 1\n[bot]", "watchdog.stall_second is not a known key"),
+        (
+            "[bot]",
+            "[dispatch]\nload_threshold = 1.5\n[bot]",
+            "dispatch.load_threshold = 1.5: expected a number > 0 and <= 1",
+        ),
+        (
+            "[bot]",
+            '[dispatch]\naccept = "nowhere:accept"\n[bot]',
+            "dispatch.accept = 'nowhere:accept': cannot import module 'nowhere'",
+        ),
+        ("[bot]", "[dispatch]\nmax_rooms = 0\n[bot]", "dispatch.max_rooms = 0: expected a whole number >= 1"),
+        ("[bot]", "[dispatch]\nagent = 'x'\n[bot]", "dispatch.agent is not a known key"),
     ],
     ids=[
         "missing-key",
@@ -164,6 +176,10 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "zero-stall-threshold",
         "restart-within-the-stall-threshold",
         "unknown-watchdog-key",
+        "dispatch-load-above-1",
+        "dispatch-hook-not-found",
+        "dispatch-max-rooms-0",
+        "unknown-dispatch-key",
     ],
 )
 def test_bad_config_exits_2_with_one_line(
@@ -198,7 +214,8 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
     assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
     assert "  room lobby\n" in result.stdout and "  room support\n" in result.stdout
-    assert not port_answers(port), "check started a server"
+    assert "  dispatch: off\n" in result.stdout
+    assert not listening(port), "check started a server"
 
     result = subprocess.run(
         supervisor_command("check", str(bad)), capture_output=True, text=True, cwd=REPO_ROOT
@@ -207,7 +224,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
         f"supervisor: error: {bad}: bots is not a known key: expected one of "
-        "livekit, bot, supervision, metrics, watchdog, limits, rooms"
+        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, rooms"
     )
 
 
@@ -273,11 +290,11 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     try:
         log = read_until(process, "ready:", timeout=60)
         assert "[lobby] joined as bot" in log and "[support] joined as bot" in log
-        assert port_answers(port)
+        assert listening(port)
 
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0
-        assert not port_answers(port), "the embedded livekit-server outlived the supervisor"
+        assert not listening(port), "the embedded livekit-server outlived the supervisor"
     finally:
         if process.poll() is None:
             # SIGTERM first: a SIGKILLed supervisor would leave its server running.
@@ -287,3 +304,28 @@ def test_run_starts_embedded_server_and_stops_cleanly(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def test_check_reports_dispatch_and_accepts_a_config_without_rooms(tmp_path: Path) -> None:
+    path = write_config(tmp_path, """
+[livekit]
+url = "ws://127.0.0.1:7880"
+[bot]
+factory = "supervisor.bots.echo:create_bot"
+[dispatch]
+enabled = true
+agent_name = "support-bot"
+max_rooms = 20
+accept = "tests.dispatch_hooks:choosy"
+max_duration_seconds = 600
+""")
+    result = subprocess.run(
+        supervisor_command("check", str(path)), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert "config OK: 0 room(s)" in result.stdout
+    assert (
+        "  dispatch: jobs for agent 'support-bot', up to 20 room(s) or load 0.75; accept hook "
+        "tests.dispatch_hooks:choosy; bot leaves 30 s after the last participant; max duration "
+        "600 s; drain 600 s\n"
+    ) in result.stdout

@@ -23,9 +23,15 @@ import pytest
 
 from supervisor.config import load_config
 from supervisor.credentials import _record_path, for_token
-from supervisor.livekit_server import LiveKitServer, Ports, ServerSettings, free_port
+from supervisor.livekit_server import (
+    LiveKitServer,
+    Ports,
+    ServerSettings,
+    free_port,
+    listening,
+)
 from supervisor.server_record import ProcessId, ServerRecord
-from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
+from tests.cli_process import SupervisorProcess, supervisor_process, write_config
 from tests.participants import ServerCredentials, join
 from tests.probes import wait_until
 from tests.prometheus import get
@@ -166,7 +172,7 @@ async def test_a_killed_supervisor_takes_its_server_along_and_the_next_start_ser
         run.process.kill()
         await run.process.wait()
         killed = time.perf_counter()
-        await wait_until(lambda: not port_answers(port), timeout=FREED_WITHIN_SECONDS)
+        await wait_until(lambda: not listening(port), timeout=FREED_WITHIN_SECONDS)
         freed_after = time.perf_counter() - killed
         assert not first.server.alive(), "the port is free but the server still runs"
 
@@ -177,7 +183,7 @@ async def test_a_killed_supervisor_takes_its_server_along_and_the_next_start_ser
         assert credentials.api_key != first.api_key
         assert not run.matches("left behind")
         assert await stop(run) == 0
-    assert not port_answers(port)
+    assert not listening(port)
     assert not _record_path(port).exists()
     print(f"\nSIGKILLed supervisor: its server's port free {freed_after * 1000:.0f} ms later")
 
@@ -208,7 +214,7 @@ async def test_a_server_left_behind_by_an_earlier_run_is_stopped_and_replaced(
             assert credentials.api_key != leftover.api_key, "the leftover's credentials were reused"
             assert not leftover.running
             assert await stop(run) == 0
-        assert not port_answers(port)
+        assert not listening(port)
     finally:
         await anyio.to_thread.run_sync(leftover.stop)
         _record_path(port).unlink(missing_ok=True)
@@ -232,7 +238,7 @@ async def test_a_foreign_listener_is_never_killed(tmp_path: Path, recorded: bool
                 await run.wait_for(rf"a server already listens on ws://127.0.0.1:{port}: using it")
                 await run.wait_for(rf"environment variable {KEY_ENV} \(named by livekit.api_key_env\) is not set")
             assert listener.poll() is None, "the supervisor killed a process that is not its server"
-            assert port_answers(port)
+            assert listening(port)
             assert not _record_path(port).exists(), "a record naming no server of ours was kept"
         finally:
             _record_path(port).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""`grafana/`: alert rules (promtool), the dashboard (Grafana's linter), provisioning.
+"""`grafana/`: alert rules (promtool), the dashboard (Grafana's linter rules), provisioning.
 
 That every panel query and alert expression returns data from a real supervisor is
 tests/test_observability.py; here are the checks that need no supervisor.
@@ -6,21 +6,17 @@ tests/test_observability.py; here are the checks that need no supervisor.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.prometheus import (
     ALERTS,
     DASHBOARD,
     GRAFANA,
-    ROOT,
     alert_rules,
     dashboard,
     panels,
@@ -29,8 +25,6 @@ from tests.prometheus import (
     variables,
 )
 
-LINTER = "github.com/grafana/dashboard-linter"
-LINTER_BIN = ROOT / ".cache" / "go-bin" / "dashboard-linter"
 GRAFANA_UNITS = {
     "none", "short", "percent", "percentunit", "s", "ms", "µs", "ns", "ops", "cps", "reqps",
     "bytes", "decbytes", "Bps", "binBps",
@@ -81,7 +75,13 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboard() -> None:
 
 def lint(board: dict[str, Any]) -> list[str]:
     """The problems Grafana's dashboard-linter reports with its default rules, for the
-    constructs this dashboard uses (so the check runs where the linter cannot be built)."""
+    constructs this dashboard uses.
+
+    The linter itself cannot be built here: `go install github.com/grafana/dashboard-linter`
+    at v0.2.0 (its newest release) needs `github.com/grafana/grafana/apps/dashboard`,
+    which the Go module proxy refuses (403, 2026-12-01), and v0.1.1 is refused outright.
+    So its default rules are restated here, and the next test proves they can fail.
+    """
     problems: list[str] = []
     vars_ = variables(board)
     datasources = [v for v in vars_.values() if v["type"] == "datasource"]
@@ -176,32 +176,3 @@ def test_the_linter_rules_catch_mistakes() -> None:
         "bare selector lksup_participants",
     ):  # fmt: skip
         assert rule in problems
-
-
-def linter() -> str:
-    """The dashboard-linter binary: on PATH, cached, or built now with `go install`."""
-    found = shutil.which("dashboard-linter") or (str(LINTER_BIN) if LINTER_BIN.exists() else None)
-    if found:
-        return found
-    if shutil.which("go") is None:
-        pytest.skip("dashboard-linter: Go is not installed, so it cannot be built")
-    env = {**os.environ, "GOBIN": str(LINTER_BIN.parent)}
-    try:
-        result = subprocess.run(
-            ["go", "install", f"{LINTER}@latest"],
-            env=env, capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        pytest.skip("dashboard-linter: `go install` did not finish within 10 minutes")
-    if result.returncode != 0 or not LINTER_BIN.exists():
-        reason = " ".join(result.stderr.split())[-300:] or "no output"
-        pytest.skip(f"dashboard-linter cannot be built here (go install {LINTER}@latest: {reason})")
-    return str(LINTER_BIN)
-
-
-def test_dashboard_passes_grafanas_dashboard_linter() -> None:
-    result = subprocess.run(
-        [linter(), "lint", "--strict", str(DASHBOARD)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr

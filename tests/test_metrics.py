@@ -20,10 +20,11 @@ from pipecat.frames.frames import OutputAudioRawFrame
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import timing
+from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
-from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.access import Credentials
+from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
 from supervisor.rooms import RoomSet
 from supervisor.watchdog import BEAT_SECONDS
@@ -198,6 +199,28 @@ def test_per_room_series_can_be_switched_off() -> None:
     assert room_series(samples) == set()
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 3
     assert samples["lksup_participants", ()] == 0  # the totals are still there
+
+
+def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> None:
+    """A worker serving dispatched rooms under ever new names keeps one set of totals
+    for those that ended, not one `RoomStats` per name for good."""
+    room_set = RoomSet(config(1), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    room_set.room_spec(room_set.config.rooms[0])
+    for index in range(3):
+        job = Job(id=f"AJ_{index}", room=f"call-{index}")
+        room_set.job_spec(job, "token", "ws://x", "bot")
+        stats = room_set.stats[job.room]
+        stats.joins += 2
+        stats.audio_latency.observe(0.004)
+        stats.audio_frames_dropped["late"] += 1
+        room_set.job_ended(job)
+    room_set.stats["room-0"].joins += 1  # the static room: its own, kept
+    assert sorted(room_set.stats) == ["room-0"]
+    samples = scrape(metrics)
+    assert samples["lksup_participant_joins_total", ()] == 7
+    assert samples["lksup_audio_frames_dropped_total", (("reason", "late"),)] == 3
+    assert samples["lksup_audio_latency_seconds_count", ()] == 3
 
 
 @pytest.mark.parametrize(

@@ -24,12 +24,18 @@ from livekit import rtc
 from supervisor.cli import main
 from supervisor.config import Config, ConfigError, RoomConfig, load_config, parse_config
 from supervisor.credentials import for_token
-from supervisor.livekit_server import free_port
+from supervisor.livekit_server import free_port, listening
 from supervisor.workers import Shard, shard_of
-from tests.participants import SILENCE_RMS, collect_audio, join, publishing_tone, rms, subscribed_audio_track
+from tests.cli_process import SupervisorProcess, supervisor_process, write_config
+from tests.participants import (
+    SILENCE_RMS,
+    collect_audio,
+    join,
+    publishing_tone,
+    rms,
+    subscribed_audio_track,
+)
 from tests.probes import wait_until
-from tests.cli_process import SupervisorProcess, port_answers, supervisor_process, write_config
-
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +246,7 @@ async def test_two_workers_echo_and_a_killed_worker_rejoins_its_rooms(tmp_path: 
             assert served[0][1].split(", ") == shard
             assert int(served[0][2]) == metrics_port + index
         await run.wait_for(r"\[worker \d\] .* ready: 2 room\(s\)", count=2)
-        assert port_answers(metrics_port) and port_answers(metrics_port + 1)
+        assert listening(metrics_port) and listening(metrics_port + 1)
         pids = worker_pids(run)
         assert set(pids) == {0, 1}
         assert {pids[0][0], pids[1][0]} <= children(run.process.pid)
@@ -277,7 +283,7 @@ async def test_two_workers_echo_and_a_killed_worker_rejoins_its_rooms(tmp_path: 
         assert sorted(m[1] for m in stopped) == ["0", "1"]
         leftover = [pid for pids in worker_pids(run).values() for pid in pids if is_worker(pid)]
         assert not leftover, f"workers outlived the supervisor: {leftover}"
-        assert not port_answers(port), "the embedded livekit-server outlived the supervisor"
+        assert not listening(port), "the embedded livekit-server outlived the supervisor"
 
 
 @pytest.mark.anyio
@@ -329,7 +335,7 @@ async def test_workers_that_do_not_drain_are_killed(tmp_path: Path, second_signa
         killed = await run.wait_for(r"supervisor: worker (\d) \(pid \d+\) stopped: killed by SIGKILL", count=2)
         assert sorted(m[1] for m in killed) == ["0", "1"]
         assert not [pid for pid in pids if is_worker(pid)]
-        assert not port_answers(port), "the embedded livekit-server outlived the supervisor"
+        assert not listening(port), "the embedded livekit-server outlived the supervisor"
 
 
 @pytest.mark.anyio
@@ -345,7 +351,7 @@ async def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path: Path) 
         run.process.kill()
         await run.process.wait()
         # The embedded server goes with the parent (its parent-death signal is a SIGKILL)...
-        await wait_until(lambda: not port_answers(port), timeout=5)
+        await wait_until(lambda: not listening(port), timeout=5)
         # ...and the workers, which watch their parent, drain: they are not killed.
         await run.wait_for(r"\[worker \d\] .* SIGTERM: draining", count=2, timeout=10)
         await run.wait_for(r"\[worker \d\] .* \[workers-orphan-\d+\] left", count=2)
@@ -356,4 +362,4 @@ async def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path: Path) 
     async with supervisor_run(path, workers=2) as run:
         await run.wait_for(r"\[worker \d\] .* ready: 1 room\(s\)", count=2)
         assert await stop(run, signal.SIGTERM) == 0
-    assert not port_answers(port)
+    assert not listening(port)

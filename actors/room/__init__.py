@@ -1,5 +1,6 @@
 """One LiveKit room as an actor tree, and the pipecat transport a bot sees of it."""
 
+from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM, room_spec
 from actors.room.settings import (
     SAMPLE_RATES,
@@ -21,6 +22,7 @@ __all__ = [
     "VAD_SAMPLE_RATES",
     "BotFactory",
     "BucketCounts",
+    "Job",
     "RoomSettings",
     "RoomStats",
     "RoomTransport",

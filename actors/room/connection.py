@@ -3,8 +3,10 @@
 It joins with a token minted from the room's settings, turns every rtc callback into
 a typed event frame for the event actor, and executes commands (send data, set
 metadata, mute) one at a time from its mailbox. The SDK resumes short network losses
-by itself; when it gives up and reports `disconnected`, this actor crashes on purpose
-so its supervisor rejoins with backoff and restarts what depends on the connection.
+by itself; when it gives up and reports `disconnected`, or when the server stops
+reading this connection's requests (`actors.room.signalling`), this actor crashes on
+purpose so its supervisor rejoins with backoff and restarts what depends on the
+connection.
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ from actors.room.frames import (
     ParticipantJoinedFrame,
     ParticipantLeftFrame,
     ParticipantMetadataChangedFrame,
-    RoomConnectedFrame,
     RoomDisconnectedFrame,
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
     TrackMutedFrame,
 )
+from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
+from actors.room.signalling import watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
@@ -54,15 +57,15 @@ ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
 
 
+FINAL_REASONS = frozenset(
+    {"room_deleted", "room_closed", "participant_removed", "duplicate_identity"}
+)
+"""Disconnect reasons that end a dispatched room's session: rejoining would recreate a
+room that was closed (and dispatch it again), or take a bot's place from the server."""
+
+
 class ConnectionLostError(ConnectionError):
     """The SDK gave up on the room; the supervisor rejoins."""
-
-
-def _reason_name(reason: Any) -> str:
-    try:
-        return rtc.DisconnectReason.Name(reason).lower()
-    except (ValueError, TypeError, AttributeError):
-        return str(reason)
 
 
 async def _accepts_connections(url: str) -> bool:
@@ -78,38 +81,8 @@ async def _accepts_connections(url: str) -> bool:
     return True
 
 
-def _audio(publication: rtc.TrackPublication) -> bool:
-    return publication.kind == rtc.TrackKind.KIND_AUDIO
-
-
-def _audio_for_bot(room: rtc.Room, publication: rtc.TrackPublication) -> bool:
-    """An audio track the bot may hear: in an encrypted room, only an encrypted one.
-
-    The SDK decrypts the tracks published encrypted and plays the others as they
-    are, so without this check a participant without the key would still be heard
-    by the bot of an encrypted room (and, through an echo, by everyone in it).
-    """
-    return _audio(publication) and (
-        not room.e2ee_manager.enabled
-        or publication.encryption_type != rtc.EncryptionType.NONE
-    )
-
-
-def present_state(room: rtc.Room) -> list[Frame]:
-    """The room as events: who is there and which audio the bot already receives.
-
-    Participants and tracks present when the bot joins (or when a restarted bot
-    starts) raise the same events as those that come later, as in pipecat.
-    """
-    state: list[Frame] = []
-    if room.isconnected():
-        state.append(RoomConnectedFrame(room.local_participant.identity))
-    for p in room.remote_participants.values():
-        state.append(ParticipantJoinedFrame(p.identity))
-        for pub in p.track_publications.values():
-            if _audio_for_bot(room, pub) and pub.subscribed and pub.track is not None:
-                state.append(AudioTrackSubscribedFrame(p.identity, pub.sid, pub.track))
-    return state
+def _agent(participant: rtc.RemoteParticipant) -> bool:
+    return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
 class ConnectionActor(Actor):
@@ -121,6 +94,7 @@ class ConnectionActor(Actor):
         self.room: rtc.Room | None = None
         self._server: api.LiveKitAPI | None = None
         self._leaving = False
+        self._undelivered: set[str] = set()  # without stats: `RoomStats.undelivered`
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -146,11 +120,14 @@ class ConnectionActor(Actor):
                     # a new connection is a new view of the room: present_state below
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()
+                    self.stats.agents = {p.identity for p in room.remote_participants.values() if _agent(p)}
                 self.room = room
                 self._set_state("connected")
                 log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
+                undelivered = self._undelivered if self.stats is None else self.stats.undelivered
+                self.tasks.start_soon(watch_subscriptions, self.settings.room, room, undelivered)
                 yield
         finally:
             self._leaving = True
@@ -167,10 +144,11 @@ class ConnectionActor(Actor):
         """Make sure the room exists, then join; while nothing even accepts connections
         at the server, try again.
 
-        The room is created (a no-op when it exists) with long idle timeouts: LiveKit
-        does not count an agent as a participant, so a room with only the bot in it
-        would otherwise close 20 s after the last person left, kicking the bot. A room
-        a restarted server lost is created again the same way.
+        A configured room is created (a no-op when it exists) with long idle timeouts:
+        LiveKit does not count an agent as a participant, so a room with only the bot
+        in it would otherwise close 20 s after the last person left, kicking the bot. A
+        room a restarted server lost is created again the same way. A dispatched room
+        (`settings.job`) is the server's: it keeps the timeouts its creator chose.
 
         A restarting LiveKit server refuses connections for as long as it is down.
         Failing at once, each restart would follow the last within its backoff step,
@@ -182,13 +160,14 @@ class ConnectionActor(Actor):
         waiting = False
         while True:
             try:
-                await server.room.create_room(
-                    api.CreateRoomRequest(
-                        name=self.settings.room,
-                        empty_timeout=ROOM_IDLE_SECONDS,
-                        departure_timeout=ROOM_IDLE_SECONDS,
+                if self.settings.job is None:
+                    await server.room.create_room(
+                        api.CreateRoomRequest(
+                            name=self.settings.room,
+                            empty_timeout=ROOM_IDLE_SECONDS,
+                            departure_timeout=ROOM_IDLE_SECONDS,
+                        )
                     )
-                )
                 await room.connect(self.settings.url, self.settings.token(), options)
                 return
             except (rtc.ConnectError, aiohttp.ClientConnectionError):
@@ -227,17 +206,21 @@ class ConnectionActor(Actor):
             return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
+            if _agent(p) and self.stats is not None:
+                self.stats.agents.add(p.identity)
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
-            tell(ParticipantLeftFrame(p.identity, _reason_name(p.disconnect_reason)))
+            if self.stats is not None:
+                self.stats.agents.discard(p.identity)
+            tell(ParticipantLeftFrame(p.identity, reason_name(p.disconnect_reason)))
 
         def subscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio_for_bot(room, pub):
+            if audio_for_bot(room, pub):
                 tell(AudioTrackSubscribedFrame(p.identity, pub.sid, track))
-            elif _audio(pub):
+            elif is_audio(pub):
                 log.warning(
                     "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
                     self.settings.room,
@@ -248,7 +231,7 @@ class ConnectionActor(Actor):
         def unsubscribed(
             track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
         ) -> None:
-            if _audio(pub):
+            if is_audio(pub):
                 tell(AudioTrackUnsubscribedFrame(p.identity, pub.sid))
 
         def muted(p: rtc.Participant, pub: rtc.TrackPublication) -> None:
@@ -286,7 +269,7 @@ class ConnectionActor(Actor):
         def disconnected(reason: Any) -> None:
             if not self._leaving:
                 self._set_state("disconnected")
-                name = _reason_name(reason)
+                name = reason_name(reason)
                 tell(RoomDisconnectedFrame(name))
                 self.ref.tell_nowait(RoomDisconnectedFrame(name))
 
@@ -310,6 +293,12 @@ class ConnectionActor(Actor):
         if isinstance(frame, GetRoomFrame):
             return room
         if isinstance(frame, RoomDisconnectedFrame):
+            if self.settings.job is not None and frame.reason in FINAL_REASONS:
+                log.info("[%s] the server ended the session (%s): not rejoining",
+                         self.settings.room, frame.reason)
+                if self.stats is not None:
+                    self.stats.ended = frame.reason
+                return None
             raise ConnectionLostError(f"[{self.settings.room}] disconnected: {frame.reason}")
         if isinstance(frame, GetParticipantMetadataFrame):
             p = room.remote_participants.get(frame.participant_id)
@@ -342,7 +331,7 @@ class ConnectionActor(Actor):
             raise Refused(f"[{self.settings.room}] no participant {participant_id!r}")
         assert self._server is not None
         for pub in p.track_publications.values():
-            if _audio(pub):
+            if is_audio(pub):
                 await self._server.room.mute_published_track(
                     api.MuteRoomTrackRequest(
                         room=self.settings.room,

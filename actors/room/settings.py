@@ -6,13 +6,17 @@ can be logged or shown in an error without leaking them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import attrs
+import jwt
 from attrs import validators as v
 from livekit import api
+
+from actors.room.job import Job
 
 BotFactory = Callable[[Any], Any]
 """`factory(transport)`: returns a pipecat worker (PipelineTask) to run, or runs the
@@ -45,6 +49,13 @@ class RoomSettings:
     """Run Silero VAD (shipped inside pipecat) on the input."""
     e2ee_key: bytes | None = attrs.field(default=None, repr=False)
     """Shared end-to-end encryption key; None joins unencrypted."""
+    join_token: str | None = attrs.field(default=None, repr=False)
+    """A token to join with instead of minting one: a dispatched room's, from its job
+    assignment (the server decides the bot's identity and grants). livekit-server
+    makes it valid for an hour; a rejoin later than that (a server restart late in a
+    long call) joins with the same claims signed anew, as livekit-agents does."""
+    job: Job | None = None
+    """The agent job a dispatched room serves; None for a configured room."""
     connect_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
     max_data_bytes: int = attrs.field(default=64 * 1024, validator=v.ge(1))
     """Larger incoming data messages are refused (and counted)."""
@@ -67,7 +78,10 @@ class RoomSettings:
             )
 
     def token(self, ttl: timedelta = timedelta(hours=6)) -> str:
-        """A join token for the bot, minted here so no token needs distributing."""
+        """A join token for the bot, minted here so no token needs distributing
+        (unless the server handed one over: `join_token`)."""
+        if self.join_token is not None:
+            return self._renewed(self.join_token, ttl)
         grants = api.VideoGrants(
             room_join=True,
             room=self.room,
@@ -82,6 +96,24 @@ class RoomSettings:
             .with_name(self.name)
             .with_kind("agent")
             .with_grants(grants)
+            .with_ttl(ttl)
+            .to_jwt()
+        )
+
+    def _renewed(self, token: str, ttl: timedelta) -> str:
+        """`token` while it is valid for another minute, else its claims with a new expiry."""
+        expires = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+        if expires - time.time() > 60:
+            return token
+        claims = api.TokenVerifier(self.api_key, self.api_secret, leeway=timedelta(days=3650)).verify(token)
+        return (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_identity(claims.identity)
+            .with_name(claims.name)
+            .with_kind(claims.kind)
+            .with_metadata(claims.metadata)
+            .with_attributes(claims.attributes)
+            .with_grants(claims.video)
             .with_ttl(ttl)
             .to_jwt()
         )

@@ -28,6 +28,12 @@ class RoomStats:
     connection: ConnectionState = "connecting"
     """The connection actor keeps it."""
     participants: set[str] = attrs.field(factory=set)
+    agents: set[str] = attrs.field(factory=set)
+    """Of `participants`, the agents (other bots), which the connection names: a
+    dispatched room's bot is alone when only agents are left."""
+    ended: str | None = None
+    """Why the server ended a dispatched room's session for good (its connection then
+    does not rejoin): the room closed or deleted, the bot removed. Its job is over."""
     joins: int = 0
     leaves: int = 0
     data_in: int = 0
@@ -51,3 +57,23 @@ class RoomStats:
     """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
     connect_time: BucketCounts = attrs.field(factory=connect_buckets)
     """How long each successful `rtc.Room.connect` took."""
+    undelivered: set[str] = attrs.field(factory=set)
+    """Audio tracks listed and never delivered to the bot, each the cause of one rejoin
+    (`actors.room.signalling`); kept by the connection actor across its restarts."""
+
+    def absorb(self, ended: RoomStats) -> None:
+        """Add a room's counts, now it is over, into these totals (of rooms gone): so a
+        process serving dispatched rooms under ever new names keeps one `RoomStats` for
+        all of those that ended, and its counters stay monotonic."""
+        for field in _COUNTS:
+            setattr(self, field, getattr(self, field) + getattr(ended, field))
+        self.audio_frames_dropped.update(ended.audio_frames_dropped)
+        self.undelivered |= ended.undelivered
+        self.audio_latency.absorb(ended.audio_latency)
+        self.connect_time.absorb(ended.connect_time)
+
+
+_COUNTS = tuple(
+    field.name for field in attrs.fields(RoomStats) if field.type in ("int", int)
+)
+"""The plain counters of `RoomStats`, which `absorb` adds up."""

@@ -67,6 +67,12 @@ class BucketCounts:
     def sum_seconds(self) -> float:
         return self.sum_ns / 1e9
 
+    def absorb(self, other: BucketCounts) -> None:
+        """Add `other`'s observations (same bounds) into this histogram."""
+        if other.bounds != self.bounds:
+            raise ValueError(f"bounds differ: {other.bounds!r} vs {self.bounds!r}")
+        self.sum_ns += other.add_to(self.counts)
+
     def add_to(self, totals: list[int]) -> int:
         """Add these counts into `totals` (same bounds); return this histogram's sum_ns."""
         for i, n in enumerate(self.counts):

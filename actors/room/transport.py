@@ -5,13 +5,15 @@ processors, the same frames (`UserAudioRawFrame` per participant,
 `LiveKitInputTransportMessageFrame`, `LiveKitOutputTransportMessage[Urgent]Frame`),
 the same methods and the same event names, so porting it changes only where the
 transport is built. Behind them the output talks to the audio-out and connection
-actors, and the pipeline actor feeds the input and calls `dispatch` for room events.
+actors, and the pipeline actor feeds the input and calls `dispatch` for room events:
+`pacing.py` paces that audio to the bot, `delivery.py` turns the events into
+handler calls and frames.
 
 Differences from pipecat, on purpose: urgent messages go out lossy (pipecat sends
 them reliable too); mute and unmute go through the LiveKit server API, so the
 participant sees its own track muted (pipecat only stops receiving it); input
 audio is paced to the bot, so a bot slower than real time skips the oldest audio
-(see `push_audio`) instead of falling ever further behind.
+(see `pacing.py`) instead of falling ever further behind.
 """
 
 from __future__ import annotations
@@ -20,22 +22,18 @@ import json
 import logging
 from typing import Any
 
-import anyio
 from livekit import rtc
-from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import (
-    BotConnectedFrame,
-    ClientConnectedFrame,
     Frame,
     InputAudioRawFrame,
-    InputDTMFFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
     StartFrame,
 )
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -49,37 +47,20 @@ from pipecat.transports.livekit.transport import (
 
 from actors.errors import ActorError, MailboxFullError
 from actors.ref import ActorRef
-from actors.room.connection import present_state
+from actors.room.delivery import EventDelivery
 from actors.room.frames import (
-    ActiveSpeakerChangedFrame,
-    AudioMarkFrame,
-    AudioTrackSubscribedFrame,
-    AudioTrackUnsubscribedFrame,
-    DataReceivedFrame,
-    DtmfReceivedFrame,
     GetParticipantMetadataFrame,
-    ParticipantJoinedFrame,
-    ParticipantLeftFrame,
-    ParticipantMetadataChangedFrame,
-    RoomConnectedFrame,
-    RoomDisconnectedFrame,
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
-    TrackMutedFrame,
 )
+from actors.room.job import Job
+from actors.room.pacing import InputPacer
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 from actors.room.timing import StampCarrier
 
 log = logging.getLogger("actors.room")
-
-AUDIO_MARK_EVERY = 5
-"""Input audio frames (of 20 ms) between two marks sent down the bot's pipeline."""
-MAX_AUDIO_BEHIND = 15
-"""How many input audio frames the pipeline may lag (300 ms) before audio is held back."""
-STALL_SECONDS = 0.5
-"""How long one audio frame waits for a lagging pipeline before it is dropped."""
 
 EVENTS = (
     # pipecat's LiveKitTransport events, same names and arguments
@@ -238,19 +219,20 @@ class RoomTransport(BaseTransport):
         self._audio_out = audio_out
         self._input: RoomInputTransport | None = None
         self._output: RoomOutputTransport | None = None
-        self._connected = False
-        self._present: set[str] = set()
-        self._tracks: set[str] = set()
-        self._first_joined = False
-        self._running = False
-        self._pending: list[Frame] = []
-        self._pacing = False
-        self._audio_sent = 0
-        self._audio_through = 0
+        self._pacer = InputPacer(settings.room, stats)
+        self._delivery = EventDelivery(
+            settings.room, room, self._call_event_handler, self._started_input
+        )
         for event in EVENTS:
             self._register_event_handler(event, sync=event == "on_before_disconnect")
 
     # --- pipecat's transport API --------------------------------------------------
+
+    @property
+    def job(self) -> Job | None:
+        """The agent job of a dispatched room (id, room, metadata, dispatch metadata);
+        None in a configured room."""
+        return self.settings.job
 
     def input(self) -> RoomInputTransport:
         if self._input is None:
@@ -302,145 +284,27 @@ class RoomTransport(BaseTransport):
     # --- fed by the pipeline actor ------------------------------------------------
 
     async def push_audio(self, frame: InputAudioRawFrame) -> None:
-        """Audio from the audio-in actor; dropped until the pipeline has started.
-
-        pipecat's queues are unbounded, so a bot slower than real time would pile
-        audio up inside its pipeline with ever-growing delay. Paced (see `pace_with`),
-        this waits while the pipeline lags, so the backlog stays in the pipeline
-        actor's drop-oldest lane, where the oldest audio is dropped and counted. A
-        frame that waited STALL_SECONDS is dropped here, so room events still reach
-        a stalled bot.
-        """
-        input = self._input
-        if input is None or not input.ready:
+        """Audio from the audio-in actor; dropped until the pipeline has started."""
+        input = self._started_input()
+        if input is None:
             self.stats.audio_frames_dropped["not_ready"] += 1
             return
-        if self._pacing and self._lagging():
-            with anyio.move_on_after(STALL_SECONDS):
-                while self._lagging():  # polled: only a lagging room pays for it
-                    await anyio.sleep(0.005)
-            if self._lagging():
-                if self._audio_through > 0:
-                    self.stats.audio_frames_dropped["stale"] += 1
-                    return  # stalled: this frame is stale
-                log.warning(
-                    "[%s] the bot's pipeline does not pass system frames on: "
-                    "input audio is not paced",
-                    self.settings.room,
-                )
-                self._pacing = False
-        await input.push_audio_frame(frame)
-        self._audio_sent += 1
-        if self._pacing and self._audio_sent % AUDIO_MARK_EVERY == 0:
-            await input.push_frame(AudioMarkFrame(self._audio_sent))
+        await self._pacer.push(input, frame)
 
-    def pace_with(self, worker: Any) -> None:
-        """Pace input audio by the marks reaching the end of `worker`'s pipeline."""
-        worker.add_reached_downstream_filter((AudioMarkFrame,))
-        worker.add_event_handler("on_frame_reached_downstream", self._mark_reached)
-        self._pacing = True
-
-    async def _mark_reached(self, worker: Any, frame: Frame) -> None:
-        if isinstance(frame, AudioMarkFrame) and frame.seq > self._audio_through:
-            self._audio_through = frame.seq
-
-    def _lagging(self) -> bool:
-        assert self._input is not None
-        behind = self._audio_sent - self._audio_through
-        return behind > MAX_AUDIO_BEHIND or self._input.audio_backlog > MAX_AUDIO_BEHIND
+    def pace_with(self, worker: PipelineWorker) -> None:
+        """Pace input audio to `worker`, the bot's pipeline (see `pacing.py`)."""
+        self._pacer.pace_with(worker)
 
     async def dispatch(self, event: Frame) -> None:
-        """Deliver one room event, or keep it until the bot's pipeline has started.
-
-        Until then the bot may not have registered its handlers; once it has, the
-        room's present state is replayed first (what a restarted bot must learn),
-        then what was kept. Presence is idempotent, so a fact both replayed and kept
-        is delivered once.
-        """
-        if self._running:
-            await self._deliver(event)
-        else:
-            self._pending.append(event)
+        """A room event from the event actor, for the bot's handlers (see `delivery.py`)."""
+        await self._delivery.dispatch(event)
 
     async def _started(self) -> None:
-        """The input or the output got its StartFrame: handlers are in place."""
-        if self._running:
-            return
-        self._running = True
-        pending, self._pending = self._pending, []
-        for event in [*present_state(self._room), *pending]:
-            await self._deliver(event)
+        await self._delivery.started()
 
-    async def _deliver(self, event: Frame) -> None:
-        """One room event as pipecat's handler calls and frames."""
-        call = self._call_event_handler
-        if isinstance(event, RoomConnectedFrame):
-            if not self._connected:
-                self._connected = True
-                await call("on_connected")
-                await self._push(BotConnectedFrame())
-        elif isinstance(event, RoomDisconnectedFrame):
-            if self._connected:
-                self._connected = False
-                await call("on_disconnected")
-        elif isinstance(event, ParticipantJoinedFrame):
-            pid = event.participant_id
-            if pid not in self._present:
-                self._present.add(pid)
-                await call("on_participant_connected", pid)
-                await call("on_client_connected", {"id": pid})
-                await self._push(ClientConnectedFrame())
-                if not self._first_joined:
-                    self._first_joined = True
-                    await call("on_first_participant_joined", pid)
-        elif isinstance(event, ParticipantLeftFrame):
-            pid = event.participant_id
-            if pid in self._present:
-                self._present.discard(pid)
-                await call("on_participant_disconnected", pid)
-                await call("on_participant_left", pid, event.reason)
-                await call("on_client_disconnected", {"id": pid})
-                if not self._present:
-                    self._first_joined = False
-        elif isinstance(event, AudioTrackSubscribedFrame):
-            if event.track_sid not in self._tracks:
-                self._tracks.add(event.track_sid)
-                await call("on_audio_track_subscribed", event.participant_id)
-        elif isinstance(event, AudioTrackUnsubscribedFrame):
-            if event.track_sid in self._tracks:
-                self._tracks.discard(event.track_sid)
-                await call("on_audio_track_unsubscribed", event.participant_id)
-        elif isinstance(event, DataReceivedFrame):
-            if event.message is not None:
-                if self._input is not None and self._input.ready:
-                    await self._input.push_app_message(event.message, event.participant_id)
-                await call("on_app_message", event.message, event.participant_id)
-            await call("on_data_received", event.data, event.participant_id)
-        elif isinstance(event, DtmfReceivedFrame):
-            data = {
-                "tone": event.digit,
-                "digit": event.digit,
-                "code": event.code,
-                "participant_id": event.participant_id,
-            }
-            await call("on_dtmf_event", data)
-            try:
-                await self._push(InputDTMFFrame(button=KeypadEntry(event.digit)))
-            except ValueError:
-                log.warning("[%s] unsupported DTMF tone %r", self.settings.room, event.digit)
-        elif isinstance(event, ActiveSpeakerChangedFrame):
-            await call("on_active_speaker_changed", {"id": event.participant_id})
-        elif isinstance(event, ParticipantMetadataChangedFrame):
-            await call(
-                "on_participant_metadata_changed", event.participant_id, event.participant_metadata
-            )
-        elif isinstance(event, TrackMutedFrame):
-            name = "on_track_muted" if event.muted else "on_track_unmuted"
-            await call(name, event.participant_id, event.track_sid)
-
-    async def _push(self, frame: Frame) -> None:
-        if self._input is not None and self._input.ready:
-            await self._input.push_frame(frame)
+    def _started_input(self) -> RoomInputTransport | None:
+        input = self._input
+        return input if input is not None and input.ready else None
 
     async def _send(self, payload: bytes, reliable: bool, destination: str | None) -> None:
         try:

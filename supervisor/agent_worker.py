@@ -1,0 +1,361 @@
+"""The supervisor as a LiveKit agent worker: its session on the server's `/agent` WebSocket.
+
+livekit-server offers each new room (automatic dispatch, `agent_name = ""`) or each
+dispatch naming our agent to a registered worker; this module speaks that protocol
+(`livekit.protocol.agent` messages as binary WebSocket frames, as livekit-agents does):
+
+- connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (a room
+  worker), wait for the server's `register` answer;
+- answer each `AvailabilityRequest` (`supervisor.admission`: full, or the accept hook);
+  a job for a room this process already serves is answered `terminate`, so the server
+  does not offer it to another worker either (after a server restart the bot rejoins
+  the room by itself, and the new room's dispatch must not bring a second one);
+- start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
+- report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
+  soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
+  taken for gone.
+
+When the socket drops (a server restart) the running rooms go on, and the worker
+registers again with exponential backoff. A message it cannot parse or does not know
+is logged and skipped. `drain` (SIGTERM) reports full, lets the running jobs end by
+themselves within `drain_seconds`, then ends the rest.
+
+Never logged: the token, the API secret, a job's assignment token.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+from google.protobuf.message import DecodeError
+from livekit import api
+from livekit.protocol import agent, models
+
+from actors import ActorRef, Backoff, single_errors
+from supervisor import __version__
+from supervisor.access import Credentials
+from supervisor.admission import Accept, Admission, Reject
+from supervisor.config import Config
+from supervisor.jobs import Jobs, job_of
+from supervisor.rooms import RoomSet, WorkerState
+
+log = logging.getLogger("supervisor.dispatch")
+
+STATUS_SECONDS = 2.5
+"""How often the worker's load and status are sent when nothing changes (livekit-agents' interval)."""
+LOAD_SAMPLE_SECONDS = 0.5
+PING_SECONDS = 10.0
+SILENT_SECONDS = 30.0
+"""No message from the server (pongs included) for this long: the session is dead."""
+REGISTER_TIMEOUT_SECONDS = 10.0
+"""livekit-server closes a socket that has not registered within 10 s; so do we."""
+RECONNECT = Backoff(initial=0.5, maximum=10.0, jitter=0.2)
+OUTBOX = 1024
+"""Messages waiting for the socket; more means the server stopped reading."""
+DROPPED_TEXT = 128
+"""How much of an unexpected text frame a log line shows."""
+
+
+def agent_url(url: str) -> str:
+    """The server's worker endpoint for its (ws, wss, http or https) URL."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/agent", "", ""))
+
+
+class SessionEnded(ConnectionError):
+    """The socket closed or went silent: register again."""
+
+
+class AgentWorker:
+    """One registration at a time with the server, and how this process answers it."""
+
+    def __init__(
+        self,
+        config: Config,
+        credentials: Credentials,
+        admission: Admission,
+        state: WorkerState,
+    ) -> None:
+        self.config = config
+        self.dispatch = config.dispatch
+        self.credentials = credentials
+        self.admission = admission
+        self.state = state
+        self.jobs: Jobs | None = None
+        """Set by `dispatching` before `run`."""
+        self.worker_id = ""
+        self._outbox: MemoryObjectSendStream[agent.WorkerMessage] | None = None
+        self._heard_at = 0.0
+        self._status: agent.WorkerStatus.ValueType | None = None
+        self._nudged = anyio.Event()
+
+    # --- what the jobs and the CLI call ----------------------------------------------
+
+    def send(self, message: agent.WorkerMessage) -> None:
+        """Queue a message for the server; dropped while not registered (a new session
+        is a new worker to the server, which forgot the old one's jobs)."""
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.send_nowait(message)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.warning("[dispatch] a %s message was dropped: the server does not read",
+                        message.WhichOneof("message"))
+
+    async def drain(self) -> None:
+        """No new jobs; the running ones may end by themselves within `drain_seconds`."""
+        assert self.jobs is not None
+        self.state.draining = True
+        self.nudge()
+        log.info("[dispatch] draining: no new jobs; %d running job(s) may go on for %g s",
+                 len(self.jobs.running), self.dispatch.drain_seconds)
+        with anyio.move_on_after(self.dispatch.drain_seconds):
+            await self.jobs.wait_idle()
+        if self.jobs.running:
+            log.info("[dispatch] drain_seconds passed: ending %d job(s)", len(self.jobs.running))
+            self.jobs.end_all("the worker drained")
+            await self.jobs.wait_idle()
+
+    # --- the connection --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Register, serve the session, and register again after it ends, for ever."""
+        attempt = 0
+        handshake = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_SECONDS)
+        async with aiohttp.ClientSession(timeout=handshake) as http:
+            while True:
+                try:
+                    with single_errors():
+                        await self._session(http)
+                except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
+                    reason = str(err) or type(err).__name__
+                except Exception as err:  # noqa: BLE001 - a defect here must not end the rooms
+                    log.exception("[dispatch] the session failed")
+                    reason = repr(err)
+                else:
+                    reason = "the session ended"
+                if self.state.registered:
+                    attempt = 0  # it worked: start the backoff over
+                self.state.registered = False
+                attempt += 1
+                delay = RECONNECT.delay(attempt, random.random)
+                log.warning("[dispatch] not registered (%s): trying again in %.1f s", reason, delay)
+                await anyio.sleep(delay)
+
+    async def _session(self, http: aiohttp.ClientSession) -> None:
+        token = (
+            api.AccessToken(self.credentials.api_key, self.credentials.api_secret)
+            .with_grants(api.VideoGrants(agent=True))
+            .to_jwt()
+        )
+        url = agent_url(self.credentials.url)
+        async with http.ws_connect(
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientWSTimeout(ws_close=2),
+        ) as ws:
+            await ws.send_bytes(self._register().SerializeToString())
+            with anyio.fail_after(REGISTER_TIMEOUT_SECONDS):
+                while (first := await self._next(ws)) is None:
+                    pass
+            if first.WhichOneof("message") != "register":
+                answer = first.WhichOneof("message")
+                raise SessionEnded(f"the server answered the registration with {answer}")
+            self.worker_id = first.register.worker_id
+            info = first.register.server_info
+            log.info("[dispatch] registered as worker %s with %s (livekit-server %s, agent "
+                     "protocol %d) for %s", self.worker_id, url, info.version, info.agent_protocol,
+                     f"agent {self.dispatch.agent_name!r}" if self.dispatch.agent_name
+                     else "every new room")
+            send, outgoing = anyio.create_memory_object_stream[agent.WorkerMessage](OUTBOX)
+            self._outbox, self._status = send, None
+            self.state.registered = True
+            try:
+                async with outgoing, anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._send_all, ws, outgoing)
+                    tasks.start_soon(self._report_status)
+                    tasks.start_soon(self._ping)
+                    await self._receive_all(ws, tasks)
+            finally:
+                self._outbox = None
+                send.close()
+
+    def _register(self) -> agent.WorkerMessage:
+        request = agent.RegisterWorkerRequest(
+            type=agent.JobType.JT_ROOM,
+            agent_name=self.dispatch.agent_name,
+            version=__version__,
+            allowed_permissions=models.ParticipantPermission(
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+                can_update_metadata=True,
+                agent=True,
+            ),
+        )
+        return agent.WorkerMessage(register=request)
+
+    async def _next(self, ws: aiohttp.ClientWebSocketResponse) -> agent.ServerMessage | None:
+        """The next server message; None for a frame that is not one (logged)."""
+        frame = await ws.receive()
+        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                          aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            raise SessionEnded(f"the server closed the socket ({ws.close_code})")
+        self._heard_at = time.monotonic()
+        if frame.type is not aiohttp.WSMsgType.BINARY:
+            log.warning("[dispatch] unexpected %s frame from the server, ignored: %.*r",
+                        frame.type.name, DROPPED_TEXT, frame.data)
+            return None
+        message = agent.ServerMessage()
+        try:
+            message.ParseFromString(frame.data)
+        except DecodeError as err:
+            log.warning("[dispatch] malformed server message (%d bytes), ignored: %s",
+                        len(frame.data), err)
+            return None
+        return message
+
+    async def _receive_all(self, ws: aiohttp.ClientWebSocketResponse, tasks: TaskGroup) -> None:
+        assert self.jobs is not None
+        while True:
+            message = await self._next(ws)
+            which = message.WhichOneof("message") if message is not None else None
+            if message is None:
+                continue
+            if which == "availability":
+                tasks.start_soon(self._answer, message.availability)
+            elif which == "assignment":
+                self.jobs.assigned(message.assignment, self.config.bot.identity)
+            elif which == "termination":
+                self.jobs.terminate(message.termination.job_id)
+            elif which == "pong":
+                pass  # `_next` noted that the server is there
+            else:
+                log.warning("[dispatch] unexpected server message %s, ignored",
+                            which or "(none this worker knows)")
+
+    async def _send_all(
+        self, ws: aiohttp.ClientWebSocketResponse, outgoing: AsyncIterator[agent.WorkerMessage]
+    ) -> None:
+        async for message in outgoing:
+            await ws.send_bytes(message.SerializeToString())
+
+    async def _ping(self) -> None:
+        while True:
+            await anyio.sleep(PING_SECONDS)
+            if time.monotonic() - self._heard_at > SILENT_SECONDS:
+                raise SessionEnded(f"no word from the server for {SILENT_SECONDS:g} s")
+            self.send(agent.WorkerMessage(ping=agent.WorkerPing(timestamp=int(time.time() * 1000))))
+
+    # --- availability and status -------------------------------------------------------
+
+    async def _answer(self, request: agent.AvailabilityRequest) -> None:
+        """Yes or no to one offer; a yes reserves its place until the assignment."""
+        assert self.jobs is not None
+        job = job_of(request.job)
+        answer = agent.AvailabilityResponse(job_id=job.id)
+        why_not = self._why_not(job.room)
+        if why_not is not None:
+            kind, reason = why_not
+            answer.terminate = kind == "served"
+            self.state.offers[kind] += 1
+            log.info("[%s] job %s declined: %s", job.room, job.id, reason)
+            self.send(agent.WorkerMessage(availability=answer))
+            return
+        self.jobs.reserve(job)
+        decision: Accept | Reject = Reject("the session ended")
+        try:
+            decision = await self.admission.decide(job)
+        finally:
+            if isinstance(decision, Reject):
+                self.jobs.release(job.id)  # rejected, or the session ended meanwhile
+        if isinstance(decision, Reject):
+            self.state.offers["rejected"] += 1
+            log.info("[%s] job %s rejected: %s", job.room, job.id, decision.reason)
+            self.send(agent.WorkerMessage(availability=answer))
+            return
+        identity = decision.identity or self.config.bot.identity
+        answer.available = True
+        answer.participant_identity = identity
+        answer.participant_name = decision.name or identity
+        answer.participant_metadata = decision.metadata
+        answer.participant_attributes.update(decision.attributes)
+        self.jobs.accept(job, decision)
+        self.state.offers["accepted"] += 1
+        log.info("[%s] job %s accepted (dispatch %s)", job.room, job.id, job.dispatch_id or "-")
+        self.send(agent.WorkerMessage(availability=answer))
+
+    def _why_not(self, room: str) -> tuple[str, str] | None:
+        """Why an offer for `room` is declined: one of `OFFER_ANSWERS`, and the reason."""
+        assert self.jobs is not None
+        if self.state.draining:
+            return "draining", "the worker is draining"
+        if self.jobs.serves(room):
+            return "served", "this process already serves the room"
+        full = self.admission.full(len(self.jobs.running), len(self.jobs.starting))
+        return None if full is None else ("full", full)
+
+    def nudge(self) -> None:
+        """The jobs changed (or the worker drains): report the status now if it changed."""
+        self._nudged.set()
+
+    async def _report_status(self) -> None:
+        """Load and status every `STATUS_SECONDS`, and as soon as the status changes."""
+        assert self.jobs is not None
+        sent_at = 0.0
+        while True:
+            load = self.admission.load.sample()
+            running, starting = len(self.jobs.running), len(self.jobs.starting)
+            full = "draining" if self.state.draining else self.admission.full(running, starting)
+            status = agent.WorkerStatus.WS_FULL if full else agent.WorkerStatus.WS_AVAILABLE
+            now = time.monotonic()
+            if status != self._status or now - sent_at >= STATUS_SECONDS:
+                if status != self._status and self._status is not None:
+                    log.info("[dispatch] %s", f"full: {full}" if full else "available again")
+                self._status, sent_at = status, now
+                self.state.full, self.state.load = bool(full), min(load, 1.0)
+                update = agent.UpdateWorkerStatus(
+                    status=status,
+                    load=min(load, 1.0),
+                    job_count=running,
+                )
+                self.send(agent.WorkerMessage(update_worker=update))
+            with anyio.move_on_after(LOAD_SAMPLE_SECONDS):
+                await self._nudged.wait()
+            if self._nudged.is_set():
+                self._nudged = anyio.Event()
+
+
+@asynccontextmanager
+async def dispatching(
+    config: Config, credentials: Credentials, room_set: RoomSet, rooms: ActorRef
+) -> AsyncIterator[AgentWorker | None]:
+    """The agent worker for the block's duration when `[dispatch]` is enabled, else None.
+
+    Leaving the block ends the session and every job's task; the room trees are the
+    room supervisor's, which stops them as it stops (`AgentWorker.drain` first, for a
+    clean end)."""
+    if not config.dispatch.enabled:
+        yield None
+        return
+    state = room_set.worker = WorkerState()
+    worker = AgentWorker(config, credentials, Admission(config.dispatch), state)
+    async with anyio.create_task_group() as tasks:
+        worker.jobs = Jobs(
+            config, room_set, rooms, credentials.url, tasks, worker.send, worker.nudge
+        )
+        tasks.start_soon(worker.run)
+        try:
+            yield worker
+        finally:
+            tasks.cancel_scope.cancel()

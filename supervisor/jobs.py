@@ -1,0 +1,253 @@
+"""Dispatched rooms: each agent job from its offer to its last status.
+
+A job accepted is *starting* until its assignment comes (the server sends it right
+after our yes; one that does not come within `ASSIGNMENT_TIMEOUT_SECONDS` is
+forgotten), then a room tree under the process's room supervisor, like a configured
+room's, joined with the assignment's token. Its task watches the tree and the room and
+decides how the job ends:
+
+- succeeded: the bot was alone (or with other agents only) for `idle_timeout_seconds`, the job ran
+  `max_duration_seconds`, the server ended the room (closed, deleted, the bot removed),
+  the server terminated the job (a dispatch deleted), or the worker drained;
+- failed, with the error: the room tree was quarantined (past its restart intensity).
+
+The status is reported before the bot leaves: livekit-server marks a job whose agent
+leaves the room while it still runs as failed ("agent worker left the room").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from livekit.protocol import agent
+
+from actors import ActorError, ActorRef, ActorState, ChildSpec, StartChildFrame, StopChildFrame
+from actors.room import Job, RoomStats
+from supervisor.admission import Accept
+from supervisor.config import Config
+from supervisor.rooms import RoomSet
+
+log = logging.getLogger("supervisor.dispatch")
+
+ASSIGNMENT_TIMEOUT_SECONDS = 10.0
+"""livekit-server sends the assignment at once after a yes, or gives up after 10 s."""
+WATCH_SECONDS = 0.25
+"""How often a job looks at its room: idle and duration limits are this precise..."""
+JOIN_WATCH_SECONDS = 0.05
+"""...and until the bot joined, this often (the join time is a metric)."""
+START_TIMEOUT_SECONDS = 30.0
+"""The room supervisor answers a start at once, unless busy stopping another room."""
+
+
+def job_of(job: agent.Job) -> Job:
+    """The frozen view of a server's job, for the accept hook and the bot."""
+    return Job(
+        id=job.id,
+        room=job.room.name,
+        room_sid=job.room.sid,
+        room_metadata=job.room.metadata,
+        dispatch_id=job.dispatch_id,
+        metadata=job.metadata,
+        agent_name=job.agent_name,
+        participant=job.participant.identity if job.HasField("participant") else None,
+        attributes=dict(job.attributes),
+    )
+
+
+@attrs.frozen
+class Outcome:
+    status: agent.JobStatus.ValueType
+    reason: str
+
+
+@attrs.frozen
+class _Starting:
+    """A job accepted (or being decided on) and not yet assigned."""
+
+    job: Job
+    accept: Accept
+    since: float
+
+
+@attrs.define
+class _Running:
+    job: Job
+    accepted_at: float
+    ended: anyio.Event = attrs.field(factory=anyio.Event)
+    reason: str = ""
+
+    def end(self, reason: str) -> None:
+        if not self.ended.is_set():
+            self.reason = reason
+            self.ended.set()
+
+
+class Jobs:
+    """The jobs of this process: starting (accepted, awaiting assignment) and running."""
+
+    def __init__(
+        self,
+        config: Config,
+        room_set: RoomSet,
+        rooms: ActorRef,
+        url: str,
+        tasks: TaskGroup,
+        report: Callable[[agent.WorkerMessage], None],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.room_set = room_set
+        self.rooms = rooms
+        self.url = url
+        self.tasks = tasks
+        self.report = report
+        self.on_change = on_change
+        self.starting: dict[str, _Starting] = {}
+        self.running: dict[str, _Running] = {}
+        self._changed_event = anyio.Event()
+
+    def serves(self, room: str) -> bool:
+        """Whether a bot of this process is in `room` or on its way there."""
+        return room in self.room_set.served() or any(
+            entry.job.room == room for entry in self.starting.values()
+        )
+
+    def reserve(self, job: Job) -> None:
+        """Count `job` as starting while the accept hook decides."""
+        self.starting[job.id] = _Starting(job, Accept(), anyio.current_time())
+        self._changed()
+
+    def accept(self, job: Job, accept: Accept) -> None:
+        """The yes is on its way to the server: expect the assignment."""
+        self.starting[job.id] = _Starting(job, accept, anyio.current_time())
+        self.tasks.start_soon(self._expire, job.id)
+
+    def release(self, job_id: str) -> None:
+        if self.starting.pop(job_id, None) is not None:
+            self._changed()
+
+    def assigned(self, assignment: agent.JobAssignment, identity_default: str) -> None:
+        """Start the assigned job's room, joined with the assignment's token."""
+        entry = self.starting.pop(assignment.job.id, None)
+        if entry is None:
+            log.warning("[%s] assignment for job %s, which this worker did not accept: ignored",
+                        assignment.job.room.name, assignment.job.id)
+            return
+        job = entry.job
+        running = _Running(job, entry.since)
+        self.running[job.id] = running
+        url = assignment.url or self.url
+        identity = entry.accept.identity or identity_default
+        spec = self.room_set.job_spec(job, assignment.token, url, identity)
+        self.tasks.start_soon(self._serve, running, spec)
+
+    def terminate(self, job_id: str) -> None:
+        """The server ended the job (its dispatch deleted): the bot leaves."""
+        running = self.running.get(job_id)
+        if running is None:
+            log.info("termination of job %s, which does not run here: ignored", job_id)
+            return
+        running.end("terminated by the server")
+
+    def end_all(self, reason: str) -> None:
+        for running in self.running.values():
+            running.end(reason)
+
+    async def wait_idle(self) -> None:
+        """Until no job is starting or running."""
+        while self.starting or self.running:
+            await self._changed_event.wait()
+
+    def _changed(self) -> None:
+        """A job started or ended: the worker's status may change."""
+        self._changed_event.set()
+        self._changed_event = anyio.Event()
+        self.on_change()
+
+    async def _expire(self, job_id: str) -> None:
+        await anyio.sleep(ASSIGNMENT_TIMEOUT_SECONDS)
+        if job_id in self.starting:
+            job = self.starting[job_id].job
+            log.warning("[%s] job %s accepted but never assigned: forgotten", job.room, job_id)
+            self.release(job_id)
+
+    async def _serve(self, running: _Running, spec: ChildSpec) -> None:
+        job = running.job
+        try:
+            log.info("[%s] job %s assigned: joining", job.room, job.id)
+            try:
+                # joins beside the other rooms' (up to `limits.join_concurrency`)
+                start = StartChildFrame(spec, wait=False)
+                ref = await self.rooms.ask(start, timeout=START_TIMEOUT_SECONDS)
+            except ActorError as err:
+                self._report(job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}"))
+                return
+            outcome = await self._watch(running, ref, self.room_set.stats[job.room])
+            log.info("[%s] job %s ends (%s): %s", job.room, job.id,
+                     agent.JobStatus.Name(outcome.status), outcome.reason)
+            self._report(job, outcome)
+            try:
+                await self.rooms.ask(
+                    StopChildFrame(job.room),
+                    timeout=self.config.supervision.shutdown_timeout_seconds + 5,
+                )
+            except ActorError as err:
+                log.warning("[%s] job %s: stopping the room failed: %s", job.room, job.id, err)
+        finally:
+            self.room_set.job_ended(job)
+            del self.running[job.id]
+            self._changed()
+
+    async def _watch(self, running: _Running, ref: ActorRef, stats: RoomStats) -> Outcome:
+        """How the job ends, looking at the room every `WATCH_SECONDS`."""
+        dispatch = self.config.dispatch
+        job = running.job
+        started = anyio.current_time()
+        joined = False
+        alone_since: float | None = None
+        while not running.ended.is_set():
+            now = anyio.current_time()
+            if ref.state is ActorState.BACKOFF:  # a room tree fails only past its intensity
+                return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.room))
+            if stats.ended is not None:
+                return Outcome(agent.JobStatus.JS_SUCCESS, f"the server ended the room ({stats.ended})")
+            if not joined and ref.state is ActorState.RUNNING and stats.connection == "connected":
+                joined = True
+                alone_since = now
+                if self.room_set.worker is not None:
+                    self.room_set.worker.join_time.observe(now - running.accepted_at)
+                self._report(job, Outcome(agent.JobStatus.JS_RUNNING, ""))
+            if dispatch.max_duration_seconds and now - started >= dispatch.max_duration_seconds:
+                return Outcome(agent.JobStatus.JS_SUCCESS,
+                               f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached")
+            if joined:
+                if stats.participants - stats.agents:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = now
+                elif now - alone_since >= dispatch.idle_timeout_seconds:
+                    limit = dispatch.idle_timeout_seconds
+                    return Outcome(agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})")
+            with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
+                await running.ended.wait()
+        return Outcome(agent.JobStatus.JS_SUCCESS, running.reason)
+
+    def _last_error(self, room: str) -> str:
+        supervisor = self.room_set.supervisor
+        for child in supervisor.children() if supervisor else ():
+            if child.name == room and child.last_error is not None:
+                return f"the room was quarantined: {child.last_error}"
+        return "the room was quarantined"
+
+    def _report(self, job: Job, outcome: Outcome) -> None:
+        worker = self.room_set.worker
+        if worker is not None and outcome.status != agent.JobStatus.JS_RUNNING:
+            worker.ended["failed" if outcome.status == agent.JobStatus.JS_FAILED else "succeeded"] += 1
+        update = agent.UpdateJobStatus(job_id=job.id, status=outcome.status)
+        if outcome.status == agent.JobStatus.JS_FAILED:
+            update.error = outcome.reason
+        self.report(agent.WorkerMessage(update_job=update))

@@ -1,0 +1,388 @@
+"""Agent dispatch against the real livekit-server: `supervisor run` as a registered worker.
+
+Each test runs `supervisor run` with a `[dispatch]` table and no `[[rooms]]` as a child
+process, and participants (the rtc SDK in the test process) create rooms by joining
+them, as callers would; the server offers each new room to the worker, whose bot must
+arrive and echo. Explicit dispatch (an agent name in the token's room configuration,
+or `CreateDispatch`), admission, the ends of a job, a server restart and a drain are
+proven the same way. Waits are for log lines and conditions, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import anyio
+import attrs
+import pytest
+from livekit import api, rtc
+from livekit.protocol import agent
+
+from supervisor.livekit_server import LiveKitServer
+from supervisor.rtc_shutdown import end_room
+from tests.cli_process import SupervisorConfig, SupervisorProcess, serving, supervisor_process, write_config
+from tests.prometheus import Samples, get
+from tests.participants import (
+    ServerCredentials,
+    is_tone,
+    join,
+    listen_for_tone,
+    publishing_tone,
+    subscribed_audio_track,
+)
+
+pytestmark = [pytest.mark.livekit]
+
+REGISTERED = r"\[dispatch\] registered as worker"
+DISPATCH_BOT = "tests.dispatch_bot:create_bot"
+"""The echo bot, which also tells the room which job it serves (see the module)."""
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def dispatch_config(
+    server: ServerCredentials, rooms: tuple[str, ...] = (), **dispatch: str | float | bool
+) -> SupervisorConfig:
+    """`[dispatch]` on, with the test bot. It leaves 1 s after it is alone, unless a
+    test says otherwise: a worker's drain, as a test ends, waits for its jobs."""
+    dispatch = {"enabled": True, "idle_timeout_seconds": 1, **dispatch}
+    return SupervisorConfig(server, rooms=rooms, bot=DISPATCH_BOT, dispatch=dispatch)
+
+
+@contextlib.asynccontextmanager
+async def dispatch_worker(
+    tmp_path: Path,
+    server: ServerCredentials,
+    name: str = "config",
+    config: SupervisorConfig | None = None,
+    **dispatch: str | float | bool,
+) -> AsyncIterator[SupervisorProcess]:
+    """`supervisor run` on `config` (default: `dispatch_config`, no `[[rooms]]`), once
+    its worker registered."""
+    folder = tmp_path / name
+    folder.mkdir()
+    async with serving(folder, config or dispatch_config(server, **dispatch)) as (run, _):
+        await run.wait_for(REGISTERED, timeout=30)
+        yield run
+
+
+def token_with_dispatch(
+    server: ServerCredentials, room: str, identity: str, agent_name: str, metadata: str
+) -> str:
+    """A participant's token whose room configuration asks for an agent by name."""
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
+    return (
+        api.AccessToken(server.api_key, server.api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+        .with_room_config(
+            api.RoomConfiguration(
+                agents=[api.RoomAgentDispatch(agent_name=agent_name, metadata=metadata)]
+            )
+        )
+        .to_jwt()
+    )
+
+
+async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> float:
+    """Publish a tone; the seconds until the bot's track was subscribed, once its echo is heard."""
+    started = time.perf_counter()
+    async with publishing_tone(room, 440.0):
+        track = await subscribed_audio_track(room, bot, timeout=timeout)
+        arrived = time.perf_counter() - started
+        heard = await listen_for_tone(track, 440.0)
+    assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
+    return arrived
+
+
+@pytest.mark.anyio
+async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """...beside a configured room, with the same metrics and readiness."""
+    config = dispatch_config(livekit_server, rooms=("static-side",))
+    metrics = f"http://127.0.0.1:{config.metrics_port}"
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
+        async with join(livekit_server, "auto-1", "caller") as room:
+            arrived = await hears_echo(room)
+            assert bot_job(room)["room"] == "auto-1"
+            samples = Samples(get(metrics + "/metrics")[1])
+            assert samples["lksup_room_participants", {"room": "auto-1"}] == 1
+            assert samples["lksup_rooms", {"state": "running"}] == 2
+            assert samples["lksup_dispatch_registered"] == 1
+            assert samples["lksup_dispatch_rooms"] == 1
+            assert samples["lksup_dispatch_offers_total", {"answer": "accepted"}] == 1
+            assert samples["lksup_dispatch_join_seconds_count"] == 1
+            assert get(metrics + "/readyz") == (
+                200, "ready: 1 of 1 room(s) running; agent worker registered, 1 dispatched room(s)\n"
+            )
+        async with join(livekit_server, "static-side", "caller") as room:
+            await hears_echo(room)
+        await run.wait_for(r"\[auto-1\] job \S+ accepted")
+        await run.wait_for(r"\[auto-1\] joined as bot")
+        print(f"dispatch: participant joined -> bot track subscribed in {arrived:.2f} s")
+
+
+def server_api(server: ServerCredentials) -> api.LiveKitAPI:
+    return api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+
+
+def bot_job(room: rtc.Room, bot: str = "bot") -> dict[str, str]:
+    """The job the bot says it serves (tests/dispatch_bot.py sets it as its metadata)."""
+    return json.loads(room.remote_participants[bot].metadata or "{}")
+
+
+async def bot_leaves(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> None:
+    with anyio.fail_after(timeout):
+        while bot in room.remote_participants:
+            await anyio.sleep(0.05)
+
+
+async def server_ended_job(server: LiveKitServer, run: SupervisorProcess, room: str) -> str:
+    """Once the supervisor logged that its job in `room` ended, the server's own word on
+    it (its log's "job ended" line for that job id), e.g. `JS_SUCCESS`.
+
+    The server's dispatch listing is no help: v1.13.5 keeps each job there as it was
+    assigned (`JS_RUNNING`) whatever the worker reports later."""
+    (ended,) = await run.wait_for(rf"\[{room}\] job (\S+) ends")
+    pattern = re.compile(rf'job ended\t.*"jobID": "{ended[1]}", "status": "(\w+)"')
+    with anyio.move_on_after(10):
+        while not (found := pattern.findall(server.log_path.read_text(errors="replace"))):
+            await anyio.sleep(0.1)
+        return found[0]
+    raise AssertionError(f"the server never logged the end of job {ended[1]}")
+
+
+@pytest.mark.anyio
+async def test_explicit_dispatch_by_token_and_a_worker_of_another_name_gets_nothing(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "named", agent_name="echo-agent") as named,
+        dispatch_worker(tmp_path, livekit_server, "other", agent_name="other-agent") as other,
+    ):
+        token = token_with_dispatch(
+            livekit_server, "named-1", "caller", "echo-agent", '{"lang": "fr"}'
+        )
+        room = rtc.Room()
+        await room.connect(livekit_server.url, token)
+        try:
+            await hears_echo(room)
+            job = bot_job(room)
+            assert job["room"] == "named-1" and job["metadata"] == '{"lang": "fr"}', job
+        finally:
+            await room.disconnect()
+        await named.wait_for(r"\[named-1\] job \S+ ends \(JS_SUCCESS\)")
+    assert not other.matches(r"job \S+ (accepted|declined|rejected)"), other.tail()
+
+
+@pytest.mark.anyio
+async def test_create_dispatch_with_metadata_then_delete_dispatch_stops_the_bot(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with (
+        dispatch_worker(tmp_path, livekit_server, agent_name="api-agent") as run,
+        server_api(livekit_server) as lk,
+    ):
+        await lk.room.create_room(api.CreateRoomRequest(name="api-1"))
+        dispatch = await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="api-agent", room="api-1", metadata="vip")
+        )
+        async with join(livekit_server, "api-1", "caller") as room:
+            await hears_echo(room)
+            job = bot_job(room)
+            assert job["metadata"] == "vip", job
+            await lk.agent_dispatch.delete_dispatch(dispatch.id, "api-1")
+            await bot_leaves(room)
+        await run.wait_for(rf"\[api-1\] job {job['job']} ends \(JS_SUCCESS\): terminated by the server")
+
+
+@pytest.mark.anyio
+async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_only_that_job(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = dispatch_config(livekit_server, accept="tests.dispatch_hooks:choosy")
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
+        for name, why in [
+            ("private-1", "private rooms get no bot"),
+            ("raise-1", "the accept hook raised"),
+            ("hang-1", "the accept hook timed out"),
+        ]:
+            async with join(livekit_server, name, "caller"):
+                await run.wait_for(rf"\[{name}\] job \S+ rejected: {why}")
+        assert run.matches(r"\[raise-1\] .*RuntimeError\(.the hook's backend is down")
+        async with join(livekit_server, "fine-1", "caller") as room:
+            await hears_echo(room, bot="helper")
+            attributes = room.remote_participants["helper"].attributes
+            assert attributes.get("role") == "echo", attributes
+        assert not run.matches(r"\[(private|raise|hang)-1\] joined"), run.tail()
+        samples = Samples(get(f"http://127.0.0.1:{config.metrics_port}/metrics")[1])
+        assert samples["lksup_dispatch_offers_total", {"answer": "rejected"}] == 3
+
+
+@pytest.mark.anyio
+async def test_a_blocking_sync_hook_holds_a_thread_not_the_loop(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(
+        tmp_path, livekit_server, accept="tests.dispatch_hooks:blocking"
+    ) as run:
+        async with join(livekit_server, "sync-hang-1", "caller"):
+            await run.wait_for(r"\[sync-hang-1\] job \S+ rejected: the accept hook timed out")
+        async with join(livekit_server, "sync-fine-1", "caller") as room:
+            await hears_echo(room)
+
+
+@pytest.mark.anyio
+async def test_a_full_worker_declines_and_the_next_room_goes_to_a_second_process(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, "first", max_rooms=1) as first:
+        async with join(livekit_server, "full-1", "caller") as room_1:
+            await hears_echo(room_1)
+            await first.wait_for(r"\[dispatch\] full: max_rooms \(1\) reached")
+            async with (
+                dispatch_worker(tmp_path, livekit_server, "second") as second,
+                join(livekit_server, "full-2", "caller") as room_2,
+            ):
+                await hears_echo(room_2)
+                await second.wait_for(r"\[full-2\] job \S+ accepted")
+            assert not first.matches(r"\[full-2\] job \S+ accepted"), first.tail()
+
+
+@pytest.mark.anyio
+async def test_idle_timeout_ends_the_job_as_succeeded(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """...when the last caller left, though another agent stays."""
+    agent_token = (
+        api.AccessToken(livekit_server.api_key, livekit_server.api_secret)
+        .with_identity("other-bot")
+        .with_kind("agent")
+        .with_grants(api.VideoGrants(room_join=True, room="idle-1"))
+        .to_jwt()
+    )
+    other_bot = rtc.Room()
+    try:
+        async with dispatch_worker(tmp_path, livekit_server, idle_timeout_seconds=1) as run:
+            async with join(livekit_server, "idle-1", "caller") as room:
+                await hears_echo(room)
+                await other_bot.connect(livekit_server.url, agent_token)
+                await run.wait_for(r"\[idle-1\] participant other-bot joined")
+            await run.wait_for(r"\[idle-1\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
+            assert await server_ended_job(livekit_server, run, "idle-1") == "JS_SUCCESS"
+            await run.wait_for(r"\[idle-1\] left")
+    finally:
+        await end_room(other_bot)
+
+
+@pytest.mark.anyio
+async def test_max_duration_ends_the_job_while_the_caller_stays(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """(Judged by the log and the room, not by an echo, which a busy machine could
+    delay past the limit.)"""
+    async with dispatch_worker(tmp_path, livekit_server, max_duration_seconds=3) as run:
+        async with join(livekit_server, "short-1", "caller") as room:
+            await run.wait_for(r"\[short-1\] joined as bot")
+            await run.wait_for(r"\[short-1\] job \S+ ends \(JS_SUCCESS\): max_duration_seconds \(3\)")
+            await bot_leaves(room)
+            assert await server_ended_job(livekit_server, run, "short-1") == "JS_SUCCESS"
+
+
+@pytest.mark.anyio
+async def test_drain_takes_no_new_job_and_lets_the_running_one_finish(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    async with dispatch_worker(tmp_path, livekit_server, idle_timeout_seconds=1) as run:
+        async with join(livekit_server, "drain-1", "caller") as room:
+            await hears_echo(room)
+            run.send_signal(signal.SIGTERM)
+            await run.wait_for(r"\[dispatch\] draining: no new jobs; 1 running job")
+            async with join(livekit_server, "drain-2", "caller") as late:
+                # the server is told at once; give it a moment to offer the room anyway
+                with anyio.move_on_after(3):
+                    await subscribed_audio_track(late, "bot", timeout=10)
+                    raise AssertionError("a draining worker's bot came to a new room")
+            await hears_echo(room)  # the running job goes on
+        assert await run.wait(timeout=30) == 0
+    await run.wait_for(r"\[drain-1\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
+    assert not run.matches(r"\[drain-2\] job \S+ accepted"), run.tail()
+
+
+@pytest.mark.anyio
+async def test_after_a_server_restart_the_worker_registers_again_and_rooms_have_their_bot(
+    tmp_path: Path,
+) -> None:
+    server = LiveKitServer(log_path=tmp_path / "livekit-1.log")
+    await anyio.to_thread.run_sync(server.start)
+    rooms = ("phoenix-1", "phoenix-2")
+    try:
+        async with dispatch_worker(
+            tmp_path, server, idle_timeout_seconds=30, drain_seconds=1
+        ) as run:
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:
+                    await hears_echo(await callers.enter_async_context(join(server, name, "caller")))
+                server.kill()
+                killed = time.perf_counter()
+                await run.wait_for(r"\[dispatch\] not registered")
+                server = LiveKitServer(server.settings, log_path=tmp_path / "livekit-2.log")
+                await anyio.to_thread.run_sync(server.start)
+                await run.wait_for(REGISTERED, count=2, timeout=30)
+                registered = time.perf_counter() - killed
+            back: dict[str, float] = {}
+            for name in rooms:  # the callers come back, as their apps would
+                async with join(server, name, "caller") as room:
+                    back[name] = await hears_echo(room, timeout=60)
+            assert run.process.returncode is None
+        print("\n".join(line for line in run.lines if "phoenix" in line or "dispatch]" in line))
+        assert not run.matches(r"quarantined|RestartIntensityError"), run.tail()
+        print(f"\nregistered again {registered:.2f} s after the kill; bot track within "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in back.items())
+              + " of the caller's rejoin")
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+
+
+@pytest.mark.anyio
+async def test_each_worker_process_registers_on_its_own(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = dispatch_config(livekit_server)
+    path = write_config(tmp_path, config.text())
+    async with supervisor_process("run", str(path), "--workers", "2", env=config.env()) as run:
+        await run.wait_for(r"\[worker 0\] .*" + REGISTERED, timeout=60)
+        await run.wait_for(r"\[worker 1\] .*" + REGISTERED, timeout=60)
+        ids = {m[1] for m in run.matches(r"registered as worker (\S+)")}
+        assert len(ids) == 2, run.tail()
+        async with join(livekit_server, "workers-1", "caller") as room:
+            await hears_echo(room)
+        run.send_signal(signal.SIGTERM)
+        assert await run.wait(timeout=60) == 0
+
+
+@pytest.mark.anyio
+async def test_a_quarantined_room_ends_its_job_as_failed_with_the_error(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = attrs.evolve(
+        dispatch_config(livekit_server),
+        bot="tests.crashing_bot:failing_bot",
+        supervision={"max_restarts": 1, "backoff_initial_seconds": 0.05},
+    )
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
+        async with join(livekit_server, "fail-1", "caller"):
+            await run.wait_for(
+                r"\[fail-1\] job \S+ ends \(JS_FAILED\): the room was quarantined: .*this bot never starts"
+            )
+            assert await server_ended_job(livekit_server, run, "fail-1") == "JS_FAILED"
