@@ -7,12 +7,25 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus
+.PHONY: run lint test livekit-server prometheus agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+# livekit-agents for `benchmarks/dispatch.py`, in a venv of its own: it pins the rtc SDK
+# (livekit-agents 1.8.9 pins livekit 1.1.21) below what this project needs. Rebuilt only
+# when its pin changes.
+AGENTS_VENV := .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.installed
+
+$(AGENTS_STAMP): benchmarks/agents-requirements.txt
+	$(PYTHON) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/python -m pip install --quiet -r $<
+	touch $@
+
+agents-venv: $(AGENTS_STAMP)
 
 livekit-server: $(STAMP)
 	$(VENV)/bin/python -m supervisor.livekit_server ensure

@@ -398,7 +398,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _cell(value: Any, digits: int = 1) -> str:
+def cell(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
@@ -406,11 +406,11 @@ def _cell(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _percent(share: float | None) -> str:
-    return _cell(None if share is None else share * 100, 2)
+def percent(share: float | None) -> str:
+    return cell(None if share is None else share * 100, 2)
 
 
-def _ratio(value: float | None, base: float | None) -> str:
+def ratio(value: float | None, base: float | None) -> str:
     if not value or not base:
         return "-"
     return f"{value / base:.2f}"
@@ -429,14 +429,14 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         starved = " (saturated)" if r.get("saturated") else ""
         lost = f"{r['lost']}/{r['bursts_sent']}" if "lost" in r else "-"
         rows.append(
-            f"| {r['system']} | {r['rooms']}{starved} | {_cell(r['join_all_s'], 2)} | "
-            f"{_cell(r['ready_from_spawn_s'], 2)} | {_percent(r['idle_cpu_per_room'])} | "
-            f"{_percent(r.get('cpu_per_room'))} | {_percent(r.get('loop_cpu_per_room'))} | "
-            f"{_cell(r.get('rss_mb', r['idle_rss_mb']), 0)} | "
-            f"{_cell(r.get('rss_per_room_mb'), 2)} | {_cell(r.get('echo_p50_ms'))} | "
-            f"{_cell(r.get('echo_p99_ms'))} | {lost} | "
-            f"{_cell(r.get('internal_p50_ms'))} | {_cell(r.get('internal_p99_ms'))} | "
-            f"{_cell(r.get('generator_cores'), 2)} | {_cell(r.get('server_cores'), 2)} |"
+            f"| {r['system']} | {r['rooms']}{starved} | {cell(r['join_all_s'], 2)} | "
+            f"{cell(r['ready_from_spawn_s'], 2)} | {percent(r['idle_cpu_per_room'])} | "
+            f"{percent(r.get('cpu_per_room'))} | {percent(r.get('loop_cpu_per_room'))} | "
+            f"{cell(r.get('rss_mb', r['idle_rss_mb']), 0)} | "
+            f"{cell(r.get('rss_per_room_mb'), 2)} | {cell(r.get('echo_p50_ms'))} | "
+            f"{cell(r.get('echo_p99_ms'))} | {lost} | "
+            f"{cell(r.get('internal_p50_ms'))} | {cell(r.get('internal_p99_ms'))} | "
+            f"{cell(r.get('generator_cores'), 2)} | {cell(r.get('server_cores'), 2)} |"
         )
     by_key = {(r["system"], r["rooms"]): r for r in results}
     ratio_rows = [
@@ -452,12 +452,12 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
         ratio_rows.append(
             f"| {r['system']} | {r['rooms']} | "
-            f"{_ratio(r['idle_cpu_per_room'], floor.get('idle_cpu_per_room'))} | "
-            f"{_ratio(r.get('cpu_per_room'), floor.get('cpu_per_room'))} | "
-            f"{_ratio(r.get('cpu_per_room'), pipecat.get('cpu_per_room'))} | "
-            f"{_ratio(r.get('loop_cpu_per_room'), floor.get('loop_cpu_per_room'))} | "
-            f"{_ratio(r.get('rss_per_room_mb'), floor.get('rss_per_room_mb'))} | "
-            f"{_ratio(r.get('echo_p50_ms'), floor.get('echo_p50_ms'))} |"
+            f"{ratio(r['idle_cpu_per_room'], floor.get('idle_cpu_per_room'))} | "
+            f"{ratio(r.get('cpu_per_room'), floor.get('cpu_per_room'))} | "
+            f"{ratio(r.get('cpu_per_room'), pipecat.get('cpu_per_room'))} | "
+            f"{ratio(r.get('loop_cpu_per_room'), floor.get('loop_cpu_per_room'))} | "
+            f"{ratio(r.get('rss_per_room_mb'), floor.get('rss_per_room_mb'))} | "
+            f"{ratio(r.get('echo_p50_ms'), floor.get('echo_p50_ms'))} |"
         )
     errors = [
         f"- {r['system']} at {r['rooms']} rooms: {r['load_error']}"

@@ -59,3 +59,18 @@ def rss_bytes(pid: int) -> int:
         with contextlib.suppress(OSError, IndexError):
             total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * PAGE_BYTES
     return total
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional memory of the tree under `pid` now: each shared page divided among
+    the processes sharing it. Beside `rss_bytes` for process-per-job systems, whose
+    forked job processes share the pages they inherited: RSS counts those once per job."""
+    total = 0
+    for member in tree(pid):
+        try:
+            text = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        pss = (int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:"))
+        total += next(pss, 0)
+    return total

@@ -168,7 +168,7 @@ class SignallingLostError(Exception):
     listed and never delivered (`SUBSCRIBE_GRACE`), or publishing got no answer."""
 
 
-async def _bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
+async def bot_track(room: rtc.Room, identity: str) -> rtc.RemoteAudioTrack:
     """The bot's first audio track, once this participant is subscribed to it."""
     found: list[rtc.RemoteAudioTrack] = []
     subscribed = anyio.Event()
@@ -223,7 +223,7 @@ def _bot_seen(room: rtc.Room, identity: str) -> str:
     )
 
 
-async def _send_bursts(
+async def send_bursts(
     source: rtc.AudioSource, result: RoomResult, done: Callable[[], bool]
 ) -> None:
     """Tone bursts paced against the clock, as a microphone delivers them, until `done`.
@@ -245,7 +245,7 @@ async def _send_bursts(
             await anyio.sleep(max(0.0, next_at - anyio.current_time()))
 
 
-async def _listen(stream: rtc.AudioStream, result: RoomResult) -> None:
+async def listen(stream: rtc.AudioStream, result: RoomResult) -> None:
     """Record each start of loud audio after a quiet stretch of the bot's audio as an onset."""
     last_loud = -math.inf
     async for event in stream:
@@ -351,7 +351,7 @@ async def _bench_session(
         joined = anyio.current_time()
         try:
             with anyio.fail_after(JOIN_TIMEOUT):
-                bot_track = await _bot_track(room, bot)
+                heard_track = await bot_track(room, bot)
         except TimeoutError:
             raise TimeoutError(
                 f"timed out after {JOIN_TIMEOUT:g} s waiting for the bot {bot!r}'s audio "
@@ -359,13 +359,13 @@ async def _bench_session(
             ) from None
         result.bot_track_s = anyio.current_time() - joined
         stream = rtc.AudioStream(
-            bot_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
+            heard_track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=RECEIVE_FRAME_MS
         )
         media.insert(0, stream)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_listen, stream, result)
+            tasks.start_soon(listen, stream, result)
             together.settle(room_name)
-            await _send_bursts(source, result, lambda: together.over(options.seconds))
+            await send_bursts(source, result, lambda: together.over(options.seconds))
             await anyio.sleep(LOST_AFTER)  # the last burst's echo may still be on its way
             tasks.cancel_scope.cancel()
     except TimeoutError:

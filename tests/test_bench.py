@@ -46,7 +46,7 @@ class _Participant:
 
 
 class _Room:
-    """What `_bot_track` reads of an `rtc.Room`: the bot listed with its audio track."""
+    """What `bot_track` reads of an `rtc.Room`: the bot listed with its audio track."""
 
     def __init__(self) -> None:
         self.remote_participants = {"bot": _Participant()}
@@ -70,7 +70,7 @@ async def test_a_track_listed_and_never_delivered_is_a_lost_session(
     room = _Room()
     started = anyio.current_time()
     with pytest.raises(bench.SignallingLostError, match="TR_bot published, not subscribed"):
-        await bench._bot_track(room, "bot")  # type: ignore[arg-type]
+        await bench.bot_track(room, "bot")  # type: ignore[arg-type]
     assert anyio.current_time() - started >= 0.6
     assert room.handlers == {}
 
@@ -91,4 +91,4 @@ async def test_a_track_delivered_within_the_grace_is_returned(
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(deliver)
         with anyio.fail_after(3):
-            assert await bench._bot_track(room, "bot") is track  # type: ignore[arg-type]
+            assert await bench.bot_track(room, "bot") is track  # type: ignore[arg-type]
