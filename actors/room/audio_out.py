@@ -137,7 +137,11 @@ class AudioOutActor(Actor):
             await self._publish()
         elif isinstance(frame, ParticipantLeftFrame):
             assert self._room is not None
-            if not set(self._room.remote_participants) - {frame.participant_id}:
+            # The SDK drops a participant before it reports the departure, so anyone
+            # listed is still here: a participant who rejoined under the same identity
+            # (a reloaded page) is listed again by the time its old session's departure
+            # comes through, and unpublishing then would cut the track it subscribed to.
+            if not self._room.remote_participants:
                 await self._unpublish()
         else:
             return await super().receive(frame)

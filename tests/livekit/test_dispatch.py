@@ -389,7 +389,7 @@ async def test_a_quarantined_room_ends_its_job_as_failed_with_the_error(
 ) -> None:
     config = attrs.evolve(
         dispatch_config(livekit_server),
-        bot="tests.crashing_bot:failing_bot",
+        bot="tests.helpers.crashing_bot:failing_bot",
         supervision={"max_restarts": 1, "backoff_initial_seconds": 0.05},
     )
     async with (

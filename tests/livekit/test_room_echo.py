@@ -27,6 +27,7 @@ from tests.helpers.participants import (
     SILENCE_RMS,
     collect_audio,
     dominant_frequency,
+    is_tone,
     join,
     listen_for_tone,
     publishing_tone,
@@ -106,6 +107,26 @@ async def onset_delay(alice: rtc.Room, *, bursts: int = 5, frame_ms: int = 20) -
         await alice.local_participant.unpublish_track(publication.sid)
         await source.aclose()
     return [heard - sent for sent, heard in zip(sent_at, heard_at, strict=False)]
+
+
+async def test_a_participant_rejoining_under_the_same_identity_keeps_the_bots_track(
+    livekit_server: LiveKitServer,
+) -> None:
+    """A reloaded page: alice's new session joins, and the server drops her old one.
+    The bot hears of the old session's departure after the new one is already listed:
+    its track stays published (the same track), and the new session hears the echo."""
+    async with (
+        running_room(livekit_server, "echo-rejoin"),
+        join(livekit_server, "echo-rejoin", "alice") as first,
+    ):
+        before = await subscribed_audio_track(first, "bot")
+        async with (
+            join(livekit_server, "echo-rejoin", "alice") as second,
+            publishing_tone(second, 440.0),
+        ):
+            track = await subscribed_audio_track(second, "bot")
+            assert track.sid == before.sid, "the bot published its track anew"
+            assert is_tone(await listen_for_tone(track, 440.0), 440.0)
 
 
 async def test_echo_round_trip_delay_is_measured(livekit_server: LiveKitServer) -> None:
