@@ -63,6 +63,7 @@ from benchmarks.echo import (
     cell,
     config_text,
     machine,
+    measure_each,
     percent,
     ratio,
     settle_seconds,
@@ -706,20 +707,17 @@ async def run(
         ensure_agents_venv()
     described = machine() | {"agents": agents_versions()}
     print(json.dumps(described), flush=True)
-    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="lksup-dispatch-") as tmp:
         workdir = Path(tmp) if logs is None else logs
         workdir.mkdir(parents=True, exist_ok=True)
-        with LiveKitServer(log_path=workdir / "livekit-server.log") as server:
-            for count in rooms:
-                for system in systems:
-                    result = await measure(system, count, server, options, workdir)
-                    results.append(result)
-                    print(json.dumps(result), flush=True)
-                    if json_path is not None:
-                        await anyio.Path(json_path).write_text(
-                            json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
-                        )
+        results = await measure_each(
+            rooms,
+            systems,
+            lambda system, count, server, workdir: measure(system, count, server, options, workdir),
+            workdir,
+            described,
+            json_path,
+        )
     print(format_markdown(results), flush=True)
     return results
 

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -492,22 +492,44 @@ async def run(
     rooms: Sequence[int], systems: Sequence[System], options: Options, json_path: Path | None
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first."""
-    results: list[dict[str, Any]] = []
     described = machine()
     print(json.dumps(described), flush=True)
     with tempfile.TemporaryDirectory(prefix="lksup-bench-") as tmp:
-        workdir = Path(tmp)
-        with LiveKitServer(log_path=workdir / "livekit-server.log") as server:
-            for count in rooms:
-                for system in systems:
-                    result = await measure(system, count, server, options, workdir)
-                    results.append(result)
-                    print(json.dumps(result), flush=True)
-                    if json_path is not None:
-                        await anyio.Path(json_path).write_text(
-                            json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
-                        )
+        results = await measure_each(
+            rooms,
+            systems,
+            lambda system, count, server, workdir: measure(system, count, server, options, workdir),
+            Path(tmp),
+            described,
+            json_path,
+        )
     print(format_markdown(results), flush=True)
+    return results
+
+
+async def measure_each(
+    rooms: Sequence[int],
+    systems: Sequence[Any],
+    measure_one: Callable[[Any, int, LiveKitServer, Path], Awaitable[dict[str, Any]]],
+    workdir: Path,
+    described: dict[str, Any],
+    json_path: Path | None,
+) -> list[dict[str, Any]]:
+    """Every (rooms, system) pair in turn against one server (its log in `workdir`),
+    smallest load first; each result printed as a JSON line and the JSON file rewritten
+    as they come, so a run cut short keeps what it measured. Serves the dispatch
+    benchmark too."""
+    results: list[dict[str, Any]] = []
+    with LiveKitServer(log_path=workdir / "livekit-server.log") as server:
+        for count in rooms:
+            for system in systems:
+                result = await measure_one(system, count, server, workdir)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+                if json_path is not None:
+                    await anyio.Path(json_path).write_text(
+                        json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
+                    )
     return results
 
 

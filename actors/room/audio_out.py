@@ -15,8 +15,8 @@ silence (it encodes 50 packets a second whatever it is fed), and each source a c
 thread of its own: several times what an idle connection costs, and most rooms of a
 large deployment are empty most of the time. The first participant to join gets the
 track published (one signalling round trip, before the bot has anything to say to
-them), the last to leave gets it unpublished, and what a bot says to an empty room is
-dropped and counted as `unheard`.
+them), the last to leave gets it unpublished (after `UNPUBLISH_GRACE_SECONDS`), and what
+a bot says to an empty room is dropped and counted as `unheard`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ from livekit import rtc
 from pipecat.frames.frames import Frame, InterruptionFrame, OutputAudioRawFrame
 
 from actors.actor import Actor
-from actors.room.frames import GetRoomFrame, ParticipantJoinedFrame, ParticipantLeftFrame
+from actors.room.frames import (
+    GetRoomFrame,
+    ParticipantJoinedFrame,
+    ParticipantLeftFrame,
+    UnheardFrame,
+)
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
 from actors.room.timing import arrival_age, observe_latency
@@ -39,6 +44,12 @@ from actors.room.timing import arrival_age, observe_latency
 log = logging.getLogger("actors.room")
 
 TRACK_NAME = "bot-audio"
+UNPUBLISH_GRACE_SECONDS = 3.0
+"""How long the track outlives its last listener. A participant who rejoins (a reloaded
+page, a new session under the same identity) keeps the track it is subscribed to
+instead of meeting an unpublish and a new publication, however the server orders the
+old session's departure and the new one's arrival; three seconds of an idle track cost
+a few milliseconds of CPU."""
 
 
 class AudioOutActor(Actor):
@@ -102,6 +113,10 @@ class AudioOutActor(Actor):
         if source is not None:
             await source.aclose()
 
+    async def _unheard_after_grace(self) -> None:
+        await anyio.sleep(UNPUBLISH_GRACE_SECONDS)
+        self.ref.tell_nowait(UnheardFrame())
+
     def _late(self, frame: OutputAudioRawFrame, seconds: float, queued: float) -> bool:
         """Whether passed-through audio would play too late to be worth playing.
 
@@ -137,10 +152,13 @@ class AudioOutActor(Actor):
             await self._publish()
         elif isinstance(frame, ParticipantLeftFrame):
             assert self._room is not None
-            # The SDK drops a participant before it reports the departure, so anyone
-            # listed is still here: a participant who rejoined under the same identity
-            # (a reloaded page) is listed again by the time its old session's departure
-            # comes through, and unpublishing then would cut the track it subscribed to.
+            # The SDK drops a participant before it reports the departure: anyone
+            # listed is still here (a participant who rejoined under the same identity
+            # is listed again by the time its old session's departure comes through).
+            if not self._room.remote_participants and self._publication is not None:
+                self.tasks.start_soon(self._unheard_after_grace)
+        elif isinstance(frame, UnheardFrame):
+            assert self._room is not None
             if not self._room.remote_participants:
                 await self._unpublish()
         else:

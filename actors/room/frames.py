@@ -23,6 +23,12 @@ class RoomConnectedFrame(SystemFrame):
 
 
 @dataclass
+class UnheardFrame(SystemFrame):
+    """The audio-out actor's note to itself, a grace period after the last listener
+    left: unpublish if nobody came back."""
+
+
+@dataclass
 class RoomDisconnectedFrame(SystemFrame):
     """The room connection ended; `reason` is the SDK's disconnect reason name."""
 
