@@ -84,6 +84,15 @@ class ProcessLoad:
         self._samples: deque[tuple[float, float]] = deque([(clock(), cpu())])
         self.value = 0.0
 
+    def restart(self) -> None:
+        """Measure from now on, from 0. Called when the worker registers: what the
+        process did before (importing, joining its configured rooms) is start-up, not
+        load, and a start-up burst reported as load makes the worker full at once; the
+        server offers a job only once, so a room created in that moment would get no
+        bot at all."""
+        self._samples = deque([(self._clock(), self._cpu())])
+        self.value = 0.0
+
     def sample(self) -> float:
         """Take a sample; the load over the window up to now."""
         now, used = self._clock(), self._cpu()

@@ -192,6 +192,7 @@ class AgentWorker:
             )
             send, outgoing = anyio.create_memory_object_stream[agent.WorkerMessage](OUTBOX)
             self._outbox, self._status = send, None
+            self.admission.load.restart()
             self.state.registered = True
             try:
                 async with outgoing, anyio.create_task_group() as tasks:

@@ -305,6 +305,21 @@ def test_the_load_is_cpu_per_core_over_the_window() -> None:
     assert value == pytest.approx(0.0, abs=0.1)
 
 
+def test_start_up_work_before_registering_is_not_load() -> None:
+    """A worker busy starting (imports, its configured rooms joining) registers
+    available: a room created at that moment is offered once, and only once."""
+    now, cpu = [0.0], [0.0]
+    load = ProcessLoad(clock=lambda: now[0], cpu=lambda: cpu[0], cores=1)
+    now[0] += 0.5
+    cpu[0] += 0.5  # start-up: a core busy
+    assert load.sample() == pytest.approx(1.0)
+    load.restart()  # registered
+    assert load.value == 0.0
+    now[0] += 0.5
+    cpu[0] += 0.05
+    assert load.sample() == pytest.approx(0.1)
+
+
 def test_jobs_starting_count_against_both_limits() -> None:
     gate = Admission(DispatchConfig(enabled=True, max_rooms=30, load_threshold=0.5))
     gate.load.value = 0.4  # two rooms running: 0.2 each
