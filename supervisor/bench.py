@@ -289,38 +289,32 @@ async def bench_room(
     of `together` sends; alone by default), leave; never raises for a room's own failure
     (it is recorded), so one bad room does not end the run."""
     together = together or Together(1)
-    try:
-        return await _bench_room(credentials, room_name, options, together)
-    finally:
-        together.settle(room_name)
-
-
-async def _bench_room(
-    credentials: Credentials, room_name: str, options: BenchOptions, together: Together
-) -> RoomResult:
     result = RoomResult(room_name)
     bot = options.bot_identities.get(room_name, "bot")
-    for join in range(JOINS):
-        try:
-            await _bench_session(credentials, room_name, bot, options, result, together)
-            return result
-        except SignallingLostError as err:
-            if join + 1 == JOINS:
-                result.error = f"the bot {bot!r}'s audio track never reached us ({err})"
-            else:
-                result.rejoins += 1
-                log.warning(
-                    "[%s] the bot's track is listed but never arrives (%s): joining again",
-                    room_name,
-                    err,
-                )
-        except TimeoutError as err:
-            result.error = str(err)
-            break
-        except Exception as err:  # noqa: BLE001 - a room's failure is a measurement, not a crash
-            result.error = f"{type(err).__name__}: {err}"
-            break
-    return result
+    try:
+        for join in range(JOINS):
+            try:
+                await _bench_session(credentials, room_name, bot, options, result, together)
+                return result
+            except SignallingLostError as err:
+                if join + 1 == JOINS:
+                    result.error = f"the bot {bot!r}'s audio track never reached us ({err})"
+                else:
+                    result.rejoins += 1
+                    log.warning(
+                        "[%s] the bot's track is listed but never arrives (%s): joining again",
+                        room_name,
+                        err,
+                    )
+            except TimeoutError as err:
+                result.error = str(err)
+                break
+            except Exception as err:  # noqa: BLE001 - a room's failure is a measurement
+                result.error = f"{type(err).__name__}: {err}"
+                break
+        return result
+    finally:
+        together.settle(room_name)
 
 
 async def _bench_session(
