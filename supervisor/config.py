@@ -104,9 +104,10 @@ class DispatchConfig:
     max_rooms: int = 100
     """At most this many dispatched rooms at once, counting those accepted and not yet
     running; then the worker reports itself full."""
-    load_threshold: float = 0.75
+    load_threshold: float = 0.7
     """The process's CPU load (per core available, over a short window, plus an estimate
-    for the jobs accepted and not yet running) at which the worker reports itself full."""
+    for the jobs accepted and not yet running) at which the worker reports itself full:
+    livekit-server's own `agents.target_load` (0.7), above which it offers no job."""
     accept: str = ""
     """An optional `module:function` that accepts or rejects each job (`supervisor.admission`)."""
     accept_hook: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)

@@ -40,7 +40,7 @@ WATCH_SECONDS = 0.25
 JOIN_WATCH_SECONDS = 0.05
 """...and until the bot joined, this often (the join time is a metric)."""
 START_TIMEOUT_SECONDS = 30.0
-"""The room supervisor answers a start at once, unless busy stopping another room."""
+"""The room supervisor answers a start at once, unless busy reloading configured rooms."""
 
 
 def job_of(job: agent.Job) -> Job:
@@ -201,8 +201,9 @@ class Jobs:
             )
             self._report(job, outcome)
             try:
+                # leaves beside the other rooms' starts and leaves (a drain ends them together)
                 await self.rooms.ask(
-                    StopChildFrame(job.room),
+                    StopChildFrame(job.room, wait=False),
                     timeout=self.config.supervision.shutdown_timeout_seconds + 5,
                 )
             except ActorError as err:

@@ -258,7 +258,7 @@ max_duration_seconds = 600
     assert result.returncode == 0, result.stderr
     assert "config OK: 0 room(s)" in result.stdout
     assert (
-        "  dispatch: jobs for agent 'support-bot', up to 20 room(s) or load 0.75; accept hook "
+        "  dispatch: jobs for agent 'support-bot', up to 20 room(s) or load 0.7; accept hook "
         "tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the last participant; "
         "max duration 600 s; drain 600 s\n"
     ) in result.stdout
