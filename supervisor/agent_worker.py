@@ -7,9 +7,10 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
 - connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (a room
   worker), wait for the server's `register` answer;
 - answer each `AvailabilityRequest` (`supervisor.admission`: full, or the accept hook);
-  a job for a room this process already serves is answered `terminate`, so the server
-  does not offer it to another worker either (after a server restart the bot rejoins
-  the room by itself, and the new room's dispatch must not bring a second one);
+  a job for a room this process already serves, or (`--workers N`) a configured room
+  another worker of this config serves, is answered `terminate`, so the server does not
+  offer it to another worker either (after a server restart the bot rejoins the room by
+  itself, and the new room's dispatch must not bring a second one);
 - start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
 - report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
   soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
@@ -327,6 +328,8 @@ class AgentWorker:
             return "draining", "the worker is draining"
         if self.jobs.serves(room):
             return "served", "this process already serves the room"
+        if room in self.jobs.room_set.config.sibling_rooms:
+            return "served", "another worker process of this config serves the room"
         full = self.admission.full(len(self.jobs.running), len(self.jobs.starting))
         return None if full is None else ("full", full)
 

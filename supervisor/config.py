@@ -136,6 +136,9 @@ class Config:
     rooms: tuple[RoomConfig, ...]
     watchdog: WatchdogConfig = WatchdogConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    sibling_rooms: frozenset[str] = frozenset()
+    """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
+    dispatched job for one of them is declined, or its room would get a second bot."""
 
 
 class _Table:
