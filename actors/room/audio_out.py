@@ -35,9 +35,11 @@ from actors.room.frames import (
     GetRoomFrame,
     ParticipantJoinedFrame,
     ParticipantLeftFrame,
+    SignallingLostFrame,
     UnheardFrame,
 )
 from actors.room.settings import RoomSettings
+from actors.room.signalling import unanswered
 from actors.room.stats import RoomStats
 from actors.room.timing import arrival_age, observe_latency
 
@@ -96,9 +98,16 @@ class AudioOutActor(Actor):
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         try:
             self._publication = await self._room.local_participant.publish_track(track, options)
-        except BaseException:
+        except BaseException as err:
             with anyio.CancelScope(shield=True):
                 await source.aclose()
+            if unanswered(err):
+                # the server stopped reading this connection: only a new one helps
+                self.stats.unanswered_publishes += 1
+                self.sibling("connection").tell_nowait(
+                    SignallingLostFrame(f"publishing {TRACK_NAME} got no answer ({err})")
+                )
+                return
             raise
         self._source = source
         log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)

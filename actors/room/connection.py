@@ -40,12 +40,13 @@ from actors.room.frames import (
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
+    SignallingLostFrame,
     TrackMutedFrame,
 )
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
-from actors.room.signalling import watch_subscriptions
+from actors.room.signalling import SignallingLostError, watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
@@ -294,6 +295,9 @@ class ConnectionActor(Actor):
         assert room is not None
         if isinstance(frame, GetRoomFrame):
             return room
+        if isinstance(frame, SignallingLostFrame):
+            log.warning("[%s] %s: rejoining", self.settings.room, frame.reason)
+            raise SignallingLostError(f"[{self.settings.room}] {frame.reason}")
         if isinstance(frame, RoomDisconnectedFrame):
             if self.settings.job is not None and frame.reason in FINAL_REASONS:
                 log.info("[%s] the server ended the session (%s): not rejoining",

@@ -59,6 +59,9 @@ class RoomStats:
     undelivered: set[str] = attrs.field(factory=set)
     """Audio tracks listed and never delivered to the bot, each the cause of one rejoin
     (`actors.room.signalling`); kept by the connection actor across its restarts."""
+    unanswered_publishes: int = 0
+    """Publications of the bot's track the server never answered, each the cause of one
+    rejoin (`actors.room.signalling`): the audio-out actor counts them."""
 
     def absorb(self, ended: RoomStats) -> None:
         """Add a room's counts, now it is over, into these totals (of rooms gone): so a
