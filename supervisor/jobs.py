@@ -9,6 +9,11 @@ decides how the job ends:
 - succeeded: the bot was alone (or with other agents only) for `idle_timeout_seconds`, the job ran
   `max_duration_seconds`, the server ended the room (closed, deleted, the bot removed),
   the server terminated the job (a dispatch deleted), or the worker drained;
+- and a participant's job (`job_type` participant or publisher) succeeded once its
+  participant left: at once when they left deliberately (`DELIBERATE_LEAVES`, as
+  livekit-agents closes its session then), else (their connection failed) after
+  `idle_timeout_seconds` without them, time to come back. The server does not end
+  such a job itself: it ends a job when the job's *bot* leaves;
 - failed, with the error: the room tree was quarantined (past its restart intensity).
 
 The status is reported before the bot leaves: livekit-server marks a job whose agent
@@ -41,6 +46,22 @@ JOIN_WATCH_SECONDS = 0.05
 """...and until the bot joined, this often (the join time is a metric)."""
 START_TIMEOUT_SECONDS = 30.0
 """The room supervisor answers a start at once, unless busy stopping another room."""
+DELIBERATE_LEAVES = frozenset({"client_initiated", "participant_removed", "user_rejected"})
+"""Disconnect reasons of a participant who is gone for good: hung up, removed by the
+server API, declined the call."""
+
+
+def bot_identity(job: Job, accept: Accept, identity: str) -> str:
+    """Who the bot is in the job's room: the accept hook's choice, else `identity` (the
+    dispatched rooms' bot's) for a room job, `identity-JOBID` for a participant's job.
+
+    Several bots of a participant's jobs share a room, and two with one identity
+    cannot: the second's join replaces the first (livekit-server's duplicate identity),
+    and the server, which keys the jobs of a room by their bot's identity, would end the
+    wrong job as the first bot leaves."""
+    if accept.identity:
+        return accept.identity
+    return identity if job.participant is None else f"{identity}-{job.id}"
 
 
 def job_of(job: agent.Job) -> Job:
@@ -110,10 +131,12 @@ class Jobs:
         self.running: dict[str, _Running] = {}
         self._changed_event = anyio.Event()
 
-    def serves(self, room: str) -> bool:
-        """Whether a bot of this process is in `room` or on its way there."""
-        return room in self.room_set.served() or any(
-            entry.job.room == room for entry in self.starting.values()
+    def serves(self, job: Job) -> bool:
+        """Whether a bot of this process serves what `job` asks for, or is on its way:
+        the room for a room job, the (room, participant) pair (`Job.key`) for a
+        participant's job; a configured room serves the room."""
+        return job.key in self.room_set.served() or any(
+            entry.job.key == job.key for entry in self.starting.values()
         )
 
     def reserve(self, job: Job) -> None:
@@ -130,7 +153,7 @@ class Jobs:
         if self.starting.pop(job_id, None) is not None:
             self._changed()
 
-    def assigned(self, assignment: agent.JobAssignment, identity_default: str) -> None:
+    def assigned(self, assignment: agent.JobAssignment) -> None:
         """Start the assigned job's room, joined with the assignment's token."""
         entry = self.starting.pop(assignment.job.id, None)
         if entry is None:
@@ -144,7 +167,7 @@ class Jobs:
         running = _Running(job, entry.since)
         self.running[job.id] = running
         url = assignment.url or self.url
-        identity = entry.accept.identity or identity_default
+        identity = bot_identity(job, entry.accept, self.config.dispatch_bot.identity)
         spec = self.room_set.job_spec(job, assignment.token, url, identity)
         self.tasks.start_soon(self._serve, running, spec)
 
@@ -175,13 +198,13 @@ class Jobs:
         await anyio.sleep(ASSIGNMENT_TIMEOUT_SECONDS)
         if job_id in self.starting:
             job = self.starting[job_id].job
-            log.warning("[%s] job %s accepted but never assigned: forgotten", job.room, job_id)
+            log.warning("[%s] job %s accepted but never assigned: forgotten", job.key, job_id)
             self.release(job_id)
 
     async def _serve(self, running: _Running, spec: ChildSpec) -> None:
         job = running.job
         try:
-            log.info("[%s] job %s assigned: joining", job.room, job.id)
+            log.info("[%s] job %s assigned: joining", job.key, job.id)
             try:
                 # joins beside the other rooms' (up to `limits.join_concurrency`)
                 start = StartChildFrame(spec, wait=False)
@@ -191,10 +214,10 @@ class Jobs:
                     job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}")
                 )
                 return
-            outcome = await self._watch(running, ref, self.room_set.stats[job.room])
+            outcome = await self._watch(running, ref, self.room_set.stats[job.key])
             log.info(
                 "[%s] job %s ends (%s): %s",
-                job.room,
+                job.key,
                 job.id,
                 agent.JobStatus.Name(outcome.status),
                 outcome.reason,
@@ -202,11 +225,11 @@ class Jobs:
             self._report(job, outcome)
             try:
                 await self.rooms.ask(
-                    StopChildFrame(job.room),
+                    StopChildFrame(job.key),
                     timeout=self.config.supervision.shutdown_timeout_seconds + 5,
                 )
             except ActorError as err:
-                log.warning("[%s] job %s: stopping the room failed: %s", job.room, job.id, err)
+                log.warning("[%s] job %s: stopping the room failed: %s", job.key, job.id, err)
         finally:
             self.room_set.job_ended(job)
             del self.running[job.id]
@@ -222,7 +245,7 @@ class Jobs:
         while not running.ended.is_set():
             now = anyio.current_time()
             if ref.state is ActorState.BACKOFF:  # a room tree fails only past its intensity
-                return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.room))
+                return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.key))
             if stats.ended is not None:
                 return Outcome(
                     agent.JobStatus.JS_SUCCESS, f"the server ended the room ({stats.ended})"
@@ -239,14 +262,17 @@ class Jobs:
                     f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached",
                 )
             if joined:
-                if stats.participants - stats.agents:
+                if (gone := _gone(job, stats)) is not None:
+                    return Outcome(agent.JobStatus.JS_SUCCESS, gone)
+                if _company(job, stats):
                     alone_since = None
                 elif alone_since is None:
                     alone_since = now
                 elif now - alone_since >= dispatch.idle_timeout_seconds:
                     limit = dispatch.idle_timeout_seconds
+                    alone = "alone" if job.participant is None else f"without {job.participant}"
                     return Outcome(
-                        agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})"
+                        agent.JobStatus.JS_SUCCESS, f"{alone} for idle_timeout_seconds ({limit:g})"
                     )
             with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
                 await running.ended.wait()
@@ -269,3 +295,19 @@ class Jobs:
         if outcome.status == agent.JobStatus.JS_FAILED:
             update.error = outcome.reason
         self.report(agent.WorkerMessage(update_job=update))
+
+
+def _company(job: Job, stats: RoomStats) -> bool:
+    """Whether the bot has someone to serve: its participant, for a participant's job;
+    anyone but other agents, for a room job."""
+    if job.participant is not None:
+        return job.participant in stats.participants
+    return bool(stats.participants - stats.agents)
+
+
+def _gone(job: Job, stats: RoomStats) -> str | None:
+    """Why a participant's job ends at once: its participant left deliberately."""
+    reason = None if job.participant is None else stats.left.get(job.participant)
+    if reason not in DELIBERATE_LEAVES:
+        return None
+    return f"participant {job.participant} left ({reason})"
