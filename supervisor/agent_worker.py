@@ -310,6 +310,8 @@ class AgentWorker:
         decision: Accept | Reject = Reject("the session ended")
         try:
             decision = await self.admission.decide(job)
+            if isinstance(decision, Accept):
+                decision = self.jobs.identity_clash(job, decision) or decision
         finally:
             if isinstance(decision, Reject):
                 self.jobs.release(job.id)  # rejected, or the session ended meanwhile

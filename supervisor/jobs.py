@@ -30,9 +30,9 @@ import attrs
 from anyio.abc import TaskGroup
 from livekit.protocol import agent
 
-from actors import ActorError, ActorRef, ActorState, ChildSpec, StartChildFrame, StopChildFrame
+from actors import ActorError, ActorRef, ActorState, StartChildFrame, StopChildFrame
 from actors.room import Job, RoomStats
-from supervisor.admission import Accept
+from supervisor.admission import Accept, Reject
 from supervisor.config import Config
 from supervisor.rooms import RoomSet
 
@@ -98,13 +98,25 @@ class _Starting:
 class _Running:
     job: Job
     accepted_at: float
+    identity: str
+    """The bot's, in the job's room."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
+    stats: RoomStats | None = None
+    """Its tree's, once built (after a previous job of the same key stopped)."""
+    gone: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set once its tree is stopped and its name free."""
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():
             self.reason = reason
             self.ended.set()
+
+    def serving(self) -> bool:
+        """Not ending, and (a participant's job) its participant not gone for good."""
+        stats = self.stats
+        return not self.ended.is_set() and (stats is None or _gone(self.job, stats) is None)
 
 
 class Jobs:
@@ -134,10 +146,36 @@ class Jobs:
     def serves(self, job: Job) -> bool:
         """Whether a bot of this process serves what `job` asks for, or is on its way:
         the room for a room job, the (room, participant) pair (`Job.key`) for a
-        participant's job; a configured room serves the room."""
-        return job.key in self.room_set.served() or any(
-            entry.job.key == job.key for entry in self.starting.values()
+        participant's job; a configured room serves the room.
+
+        A job that is ending serves no longer, nor one whose participant left for good
+        (known as the leave arrives, before its job's next look at the room): a caller
+        who hangs up and calls again at once gets a new job, not a refusal, and its
+        tree waits for the old one's to stop (`_serve`)."""
+        key = job.key
+        return (
+            any(room.name == key for room in self.room_set.config.rooms)
+            or any(entry.job.key == key for entry in self.starting.values())
+            or any(r.job.key == key and r.serving() for r in self.running.values())
         )
+
+    def identity_clash(self, job: Job, accept: Accept) -> Reject | None:
+        """A no for `accept` when its bot identity is another bot's of this process in
+        the job's room (an accept hook naming every participant's bot alike): the
+        second join would replace the first (`bot_identity`). A job of the same key
+        does not count: its tree starts once the earlier one's stopped."""
+        identity = self._identity(job, accept)
+        others = [
+            *((e.job, self._identity(e.job, e.accept)) for e in self.starting.values()),
+            *((r.job, r.identity) for r in self.running.values()),
+        ]
+        for other, taken in others:
+            if other.room == job.room and other.key != job.key and taken == identity:
+                return Reject(f"the bot identity {identity!r} is job {other.id}'s in that room")
+        return None
+
+    def _identity(self, job: Job, accept: Accept) -> str:
+        return bot_identity(job, accept, self.config.dispatch_bot.identity)
 
     def reserve(self, job: Job) -> None:
         """Count `job` as starting while the accept hook decides."""
@@ -164,12 +202,11 @@ class Jobs:
             )
             return
         job = entry.job
-        running = _Running(job, entry.since)
+        identity = self._identity(job, entry.accept)
+        running = _Running(job, entry.since, identity)
         self.running[job.id] = running
         url = assignment.url or self.url
-        identity = bot_identity(job, entry.accept, self.config.dispatch_bot.identity)
-        spec = self.room_set.job_spec(job, assignment.token, url, identity)
-        self.tasks.start_soon(self._serve, running, spec)
+        self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
     def terminate(self, job_id: str) -> None:
         """The server ended the job (its dispatch deleted): the bot leaves."""
@@ -201,9 +238,14 @@ class Jobs:
             log.warning("[%s] job %s accepted but never assigned: forgotten", job.key, job_id)
             self.release(job_id)
 
-    async def _serve(self, running: _Running, spec: ChildSpec) -> None:
+    async def _serve(self, running: _Running, token: str, url: str, identity: str) -> None:
         job = running.job
         try:
+            for earlier in [r for r in self.running.values() if r.job.key == job.key]:
+                if earlier is not running:  # ending (see `serves`): its tree has the name
+                    await earlier.gone.wait()
+            spec = self.room_set.job_spec(job, token, url, identity)
+            stats = running.stats = self.room_set.stats[job.key]
             log.info("[%s] job %s assigned: joining", job.key, job.id)
             try:
                 # joins beside the other rooms' (up to `limits.join_concurrency`)
@@ -214,7 +256,8 @@ class Jobs:
                     job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}")
                 )
                 return
-            outcome = await self._watch(running, ref, self.room_set.stats[job.key])
+            outcome = await self._watch(running, ref, stats)
+            running.end(outcome.reason)
             log.info(
                 "[%s] job %s ends (%s): %s",
                 job.key,
@@ -231,8 +274,10 @@ class Jobs:
             except ActorError as err:
                 log.warning("[%s] job %s: stopping the room failed: %s", job.key, job.id, err)
         finally:
-            self.room_set.job_ended(job)
+            if running.stats is not None:
+                self.room_set.job_ended(job)
             del self.running[job.id]
+            running.gone.set()
             self._changed()
 
     async def _watch(self, running: _Running, ref: ActorRef, stats: RoomStats) -> Outcome:

@@ -63,7 +63,10 @@ class AudioInActor(Actor):
     async def receive(self, frame: Frame) -> Any:
         if isinstance(frame, AudioTrackSubscribedFrame):
             hears = self.settings.hears
-            if frame.track_sid not in self._readers and hears in (None, frame.participant_id):
+            if hears not in (None, frame.participant_id):
+                log.info("[%s] not hearing %s (track %s): this bot hears %s only",
+                         self.settings.key, frame.participant_id, frame.track_sid, hears)
+            elif frame.track_sid not in self._readers:
                 await self.tasks.start(self._read, frame)
         elif isinstance(frame, AudioTrackUnsubscribedFrame):
             scope = self._readers.pop(frame.track_sid, None)

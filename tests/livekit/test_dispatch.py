@@ -477,7 +477,15 @@ async def test_participant_jobs_bring_a_bot_per_participant_and_end_as_each_one_
                 job = bot_job(alice, bot)
                 assert (job["room"], job["participant"]) == ("per-1", who), job
                 await run.wait_for(rf"\[per-1:{who}\] job {job['job']} accepted")
-            await hears_echo(alice, bot=bots["alice"])
+            async with publishing_tone(bob, 660.0):
+                await hears_echo(alice, bot=bots["alice"])
+                # each bot hears its participant only
+                await run.wait_for(r"\[per-1:alice\] not hearing bob \(track \S+\): this bot "
+                                   r"hears alice only")
+                await run.wait_for(r"\[per-1:bob\] not hearing alice")
+                await run.wait_for(r"\[per-1:bob\] receiving audio of bob")
+            assert not run.matches(r"\[per-1:alice\] receiving audio of bob"), run.tail()
+            assert not run.matches(r"\[per-1:bob\] receiving audio of alice"), run.tail()
         (ended,) = await run.wait_for(r"\[per-1:(\w+)\] job \S+ ends \(JS_SUCCESS\): (.*)")
         assert (ended[1], ended[2]) == ("bob", "participant bob left (client_initiated)")
         assert await server_ended_job(livekit_server, run, "per-1:bob") == "JS_SUCCESS"
@@ -505,3 +513,60 @@ async def test_publisher_jobs_bring_a_bot_once_the_participant_publishes(
             assert is_tone(await listen_for_tone(track, 440.0), 440.0)
         await run.wait_for(r"\[pub-1:talker\] job \S+ accepted")
         assert not run.matches(r"\[pub-1:listener\] job"), run.tail()
+
+
+@pytest.mark.anyio
+async def test_a_participant_who_hangs_up_and_calls_again_at_once_gets_a_bot_again(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """The new job is not refused as served by the old one, which is ending, and its
+    tree (of the same name) starts once the old one stopped."""
+    async with dispatch_worker(
+        tmp_path, livekit_server, job_type="participant", idle_timeout_seconds=60
+    ) as run:
+        async with join(livekit_server, "again-1", "caller") as first:
+            bot = (await bots_by_participant(first, 1))["caller"]
+            old = bot_job(first, bot)["job"]
+            await hears_echo(first, bot=bot)
+        async with join(livekit_server, "again-1", "caller") as second:
+            with anyio.fail_after(20):
+                while not any(
+                    p.metadata and json.loads(p.metadata)["job"] != old
+                    for p in second.remote_participants.values()
+                ):
+                    await anyio.sleep(0.05)
+            (new,) = [
+                identity
+                for identity, p in second.remote_participants.items()
+                if p.metadata and json.loads(p.metadata)["job"] != old
+            ]
+            await hears_echo(second, bot=new)
+        await run.wait_for(rf"\[again-1:caller\] job {old} ends \(JS_SUCCESS\): participant "
+                           r"caller left \(client_initiated\)")
+        assert not run.matches(r"\[again-1:caller\] job \S+ declined"), run.tail()
+    print("\n".join(line for line in run.lines if "job" in line and "again-1" in line))
+
+
+@pytest.mark.anyio
+async def test_a_hook_naming_two_bots_of_one_room_alike_gets_the_second_job_rejected(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Accepted, the second bot's join would replace the first (livekit-server lets an
+    identity into a room once: the first session ends with `duplicate_identity`)."""
+    async with dispatch_worker(
+        tmp_path,
+        livekit_server,
+        job_type="participant",
+        idle_timeout_seconds=60,
+        accept="tests.helpers.dispatch_hooks:one_name",
+    ) as run:
+        async with join(livekit_server, "dup-1", "alice") as alice:
+            await hears_echo(alice, bot="helper")
+            (job,) = await run.wait_for(r"\[dup-1:alice\] job (\S+) accepted")
+            async with join(livekit_server, "dup-1", "bob"):
+                await run.wait_for(
+                    rf"\[dup-1:bob\] job \S+ rejected: the bot identity 'helper' is job "
+                    rf"{job[1]}'s in that room"
+                )
+            await hears_echo(alice, bot="helper")
+        assert not run.matches(r"duplicate_identity|\[dup-1:bob\] joined"), run.tail()
