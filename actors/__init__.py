@@ -4,7 +4,7 @@ Written on anyio alone, so it runs on asyncio and on trio. Messages are pipecat 
 the kernel's own control frames subclass pipecat's `SystemFrame`.
 """
 
-from actors.actor import Actor
+from actors.actor import Actor, ReplyLater
 from actors.cell import ActorState
 from actors.errors import (
     ActorCrashedError,
@@ -57,6 +57,7 @@ __all__ = [
     "MailboxStats",
     "Overflow",
     "Refused",
+    "ReplyLater",
     "Restart",
     "RestartChildrenFrame",
     "RestartIntensity",

@@ -9,10 +9,11 @@ the incarnation crashes and its supervisor decides what happens next.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from anyio.abc import TaskGroup
 from pipecat.frames.frames import Frame
 
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
     from actors.cell import ActorCell
     from actors.ref import ActorRef
     from actors.specs import ChildStatistics
+
+
+@attrs.frozen
+class ReplyLater:
+    """What `receive` returns to answer a request once `work()` is done, while the
+    actor serves its next frames meanwhile (OTP's `{noreply, State}` followed by
+    `gen_server:reply/2`): the asker gets `work()`'s value, or its error.
+
+    `work` runs as one of the incarnation's `tasks`: the incarnation ending cancels
+    it (the asker then sees `ActorStoppedError`), and a failure other than `Refused`
+    crashes the actor, as a failing handler does."""
+
+    work: Callable[[], Awaitable[Any]]
 
 
 class Actor:
@@ -75,5 +89,6 @@ class Actor:
         yield
 
     async def receive(self, frame: Frame) -> Any:
-        """Handle one frame; an `ask` gets the return value as its answer."""
+        """Handle one frame; an `ask` gets the return value as its answer (or, for a
+        `ReplyLater`, its work's value once done)."""
         raise Refused(f"{type(self).__name__} does not handle {type(frame).__name__}")

@@ -11,11 +11,12 @@ import enum
 import itertools
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
+from actors.actor import Actor, ReplyLater
 from actors.errors import (
     ActorCrashedError,
     ActorError,
@@ -23,12 +24,9 @@ from actors.errors import (
     Refused,
     leaf_error,
 )
-from actors.mailbox import STOP, Mailbox, Request
+from actors.mailbox import STOP, Mailbox, Reply, Request
 from actors.ref import ActorRef
 from actors.specs import ChildSpec, ChildStatistics
-
-if TYPE_CHECKING:
-    from actors.actor import Actor
 
 log = logging.getLogger("actors")
 
@@ -156,12 +154,35 @@ class ActorCell:
                     item.reply.fail(_request_failure(self.path, exc))
                     raise
                 else:
-                    item.reply.set(value)
+                    if type(value) is ReplyLater:
+                        actor.tasks.start_soon(self._reply_later, value, item.reply)
+                    else:
+                        item.reply.set(value)
             else:
                 try:
-                    await receive(item)
+                    value = await receive(item)
                 except Refused as refusal:
                     log.warning("%s refused %s: %s", self.path, item, refusal)
+                else:
+                    if type(value) is ReplyLater:
+                        actor.tasks.start_soon(self._reply_later, value, None)
+
+    async def _reply_later(self, later: ReplyLater, reply: Reply | None) -> None:
+        """Answer a request (None: a told frame) with the deferred work's outcome."""
+        try:
+            value = await later.work()
+        except Refused as refusal:
+            if reply is None:
+                log.warning("%s refused a told frame later: %s", self.path, refusal)
+            else:
+                reply.fail(refusal)
+        except BaseException as exc:
+            if reply is not None:
+                reply.fail(_request_failure(self.path, exc))
+            raise
+        else:
+            if reply is not None:
+                reply.set(value)
 
     async def stop(self, timeout: float | None) -> None:
         """Stop the running incarnation: request it, wait `timeout`, then kill it.

@@ -30,9 +30,16 @@ class StartChildFrame(SystemFrame):
 
 @dataclass
 class StopChildFrame(SystemFrame):
-    """Ask a supervisor to stop a child within its shutdown timeout and forget it."""
+    """Ask a supervisor to stop a child within its shutdown timeout and forget it.
+
+    The reply comes once the child is stopped. With `wait` (OTP's `terminate_child`)
+    the supervisor serves nothing else meanwhile; without it the child stops beside
+    the supervisor's other work, up to its `concurrency` at a time, and its name stays
+    taken until it is gone: how many rooms that end together leave together, and a
+    room leaving does not hold up another's start."""
 
     child: str
+    wait: bool = True
 
 
 @dataclass

@@ -16,13 +16,14 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from pipecat.frames.frames import Frame
 
-from actors.actor import Actor
+from actors.actor import Actor, ReplyLater
 from actors.cell import ActorCell, ActorState
 from actors.errors import Refused, RestartIntensityError
 from actors.frames import (
@@ -101,6 +102,8 @@ class Supervisor(Actor):
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self._retiring: set[ActorCell] = set()
+        """Children stopping beside the supervisor's work (`StopChildFrame(wait=False)`)."""
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -128,8 +131,11 @@ class Supervisor(Actor):
             return cell.ref
         elif isinstance(frame, StopChildFrame):
             child = self._children.get(frame.child)
-            if child is None:
+            if child is None or child in self._retiring:
                 raise Refused(f"{self.ref.path}: no child named {frame.child!r}")
+            if not frame.wait:
+                self._retiring.add(child)
+                return ReplyLater(partial(self._retire_beside, child))
             await self._retire(child)
         elif isinstance(frame, WhichChildrenFrame):
             return tuple(
@@ -211,7 +217,12 @@ class Supervisor(Actor):
 
     async def _child_exited(self, frame: ChildExitedFrame) -> None:
         cell = self._children.get(frame.child)
-        if cell is None or cell.incarnation != frame.incarnation or cell.stop_requested:
+        if (
+            cell is None
+            or cell.incarnation != frame.incarnation
+            or cell.stop_requested
+            or cell in self._retiring
+        ):
             return  # a stop we asked for, or news about an incarnation already replaced
         restart = cell.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and frame.error is None):
@@ -262,10 +273,19 @@ class Supervisor(Actor):
         due = []
         for name, generation in generations.items():
             cell = self._children.get(name)
-            if cell is not None and self._generation[name] == generation:
+            if cell is not None and self._generation[name] == generation and (
+                cell not in self._retiring
+            ):
                 cell.restarts += 1
                 due.append(cell)  # else: stopped, or a later failure rescheduled it
         await self._start_in_order(due)
+
+    async def _retire_beside(self, cell: ActorCell) -> None:
+        try:
+            async with self._limiter:
+                await self._retire(cell)
+        finally:
+            self._retiring.discard(cell)
 
     async def _retire(self, cell: ActorCell) -> None:
         """Stop a child for good and forget it, so its name can be used again."""

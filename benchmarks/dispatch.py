@@ -110,7 +110,7 @@ DISPATCH = {
     "enabled": True,
     "agent_name": "",  # automatic dispatch
     "max_rooms": 100,
-    "load_threshold": 0.75,
+    "load_threshold": 0.7,
     "idle_timeout_seconds": 30,
 }
 """The supervisor's `[dispatch]` table, beside echo.py's config with no `[[rooms]]`."""
@@ -142,8 +142,8 @@ class System:
         return env
 
 
-OWN_LOAD = (("AGENTS_ECHO_LOAD", "worker"), ("AGENTS_ECHO_LOAD_THRESHOLD", "0.75"))
-"""The supervisor's admission rule: its own CPU against 0.75, not the machine's against 0.7."""
+OWN_LOAD = (("AGENTS_ECHO_LOAD", "worker"), ("AGENTS_ECHO_LOAD_THRESHOLD", "0.7"))
+"""The supervisor's admission rule: its own CPU, not the machine's, against 0.7."""
 SYSTEMS = {
     "agents": System("agents", ()),
     "agents-own-load": System("agents-own-load", OWN_LOAD),

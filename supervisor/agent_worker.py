@@ -9,9 +9,10 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
   for the server's `register` answer;
 - answer each `AvailabilityRequest` (`supervisor.admission`: full, or the accept hook);
   a job for a room (a participant, for a participant's job) this process already
-  serves is answered `terminate`, so the server
-  does not offer it to another worker either (after a server restart the bot rejoins
-  the room by itself, and the new room's dispatch must not bring a second one);
+  serves, or (`--workers N`) a configured room another worker of this config serves, is
+  answered `terminate`, so the server does not offer it to another worker either (after a
+  server restart the bot rejoins the room by itself, and the new room's dispatch must not
+  bring a second one);
 - start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
 - report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
   soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
@@ -339,6 +340,8 @@ class AgentWorker:
         if self.jobs.serves(job):
             what = "room" if job.participant is None else "participant"
             return "served", f"this process already serves the {what}"
+        if job.key in self.jobs.room_set.config.sibling_rooms:
+            return "served", "another worker process of this config serves the room"
         full = self.admission.full(len(self.jobs.running), len(self.jobs.starting))
         return None if full is None else ("full", full)
 

@@ -114,9 +114,10 @@ class DispatchConfig:
     max_rooms: int = 100
     """At most this many dispatched rooms at once, counting those accepted and not yet
     running; then the worker reports itself full."""
-    load_threshold: float = 0.75
+    load_threshold: float = 0.7
     """The process's CPU load (per core available, over a short window, plus an estimate
-    for the jobs accepted and not yet running) at which the worker reports itself full."""
+    for the jobs accepted and not yet running) at which the worker reports itself full:
+    livekit-server's own `agents.target_load` (0.7), above which it offers no job."""
     accept: str = ""
     """An optional `module:function` that accepts or rejects each job (`supervisor.admission`)."""
     accept_hook: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
@@ -145,6 +146,9 @@ class Config:
     rooms: tuple[RoomConfig, ...]
     watchdog: WatchdogConfig = WatchdogConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    sibling_rooms: frozenset[str] = frozenset()
+    """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
+    dispatched job for one of them is declined, or its room would get a second bot."""
 
     @property
     def dispatch_bot(self) -> BotConfig:

@@ -45,7 +45,7 @@ WATCH_SECONDS = 0.25
 JOIN_WATCH_SECONDS = 0.05
 """...and until the bot joined, this often (the join time is a metric)."""
 START_TIMEOUT_SECONDS = 30.0
-"""The room supervisor answers a start at once, unless busy stopping another room."""
+"""The room supervisor answers a start at once, unless busy reloading configured rooms."""
 DELIBERATE_LEAVES = frozenset({"client_initiated", "participant_removed", "user_rejected"})
 """Disconnect reasons of a participant who is gone for good: hung up, removed by the
 server API, declined the call."""
@@ -267,8 +267,9 @@ class Jobs:
             )
             self._report(job, outcome)
             try:
+                # leaves beside the other rooms' starts and leaves (a drain ends them together)
                 await self.rooms.ask(
-                    StopChildFrame(job.key),
+                    StopChildFrame(job.key, wait=False),
                     timeout=self.config.supervision.shutdown_timeout_seconds + 5,
                 )
             except ActorError as err:

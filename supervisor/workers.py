@@ -98,9 +98,13 @@ class Shard:
         return attrs.evolve(metrics, listen=f"{metrics.host}:{port}")  # keeps the other keys
 
     def of(self, config: Config) -> Config:
-        """The part of `config` this worker serves: its rooms and its metrics address."""
+        """The part of `config` this worker serves: its rooms and its metrics address
+        (and the names of the rooms its siblings serve)."""
         rooms = tuple(room for room in config.rooms if self.owns(room.name))
-        return attrs.evolve(config, rooms=rooms, metrics=self.metrics(config.metrics))
+        siblings = frozenset(room.name for room in config.rooms) - {room.name for room in rooms}
+        return attrs.evolve(
+            config, rooms=rooms, metrics=self.metrics(config.metrics), sibling_rooms=siblings
+        )
 
 
 def start_worker(index: int, count: int, config: Config) -> tuple[Shard, Config]:

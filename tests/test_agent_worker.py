@@ -35,6 +35,7 @@ from supervisor.jobs import job_of
 from supervisor.livekit_server import free_port
 from supervisor.metrics import RoomSetCollector
 from supervisor.rooms import RoomSet
+from supervisor.workers import Shard, shard_of
 
 KEY, SECRET = "APIunit", "unit-secret-unit-secret-unit-secret"
 TOKEN = "an-assignment-token-never-logged"
@@ -237,13 +238,17 @@ async def test_malformed_and_unknown_messages_are_logged_and_survived(
 
 @pytest.mark.anyio
 async def test_a_room_already_served_is_declined_for_every_worker() -> None:
-    async with fake_server() as server, running_worker(room_set(server.port)):
-        session = await server.next_session()
-        await session.register()
-        answer = await session.offer("AJ_s", "static-1")
-        assert not answer.available
-        assert answer.terminate
-        session.done.set()
+    sibling = Shard(1 - shard_of("static-1", 2), 2)  # with --workers 2, the other worker
+    async with fake_server() as server:
+        alone = room_set(server.port)
+        for served in (alone, attrs.evolve(alone, config=sibling.of(alone.config))):
+            async with running_worker(served):
+                session = await server.next_session()
+                await session.register()
+                answer = await session.offer("AJ_s", "static-1")
+                assert not answer.available
+                assert answer.terminate
+                session.done.set()
 
 
 @pytest.mark.anyio

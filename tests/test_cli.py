@@ -259,7 +259,7 @@ max_duration_seconds = 600
     assert "config OK: 0 room(s)" in result.stdout
     assert (
         "  dispatch: jobs for agent 'support-bot', a bot per room, up to 20 job(s) or load "
-        "0.75; accept hook tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the "
+        "0.7; accept hook tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the "
         "last participant; max duration 600 s; drain 600 s\n"
         "  dispatched rooms' bot: supervisor.bots.echo:create_bot (the [bot]), identity 'bot'\n"
     ) in result.stdout

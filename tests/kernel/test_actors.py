@@ -20,6 +20,7 @@ from actors import (
     MailboxSpec,
     Overflow,
     Refused,
+    ReplyLater,
     open_actor,
 )
 from tests.helpers.probes import (
@@ -244,3 +245,79 @@ def test_raw_media_travels_in_the_data_lane_other_system_frames_in_the_system_la
     assert is_control(CancelFrame())
     assert is_control(InputTransportMessageFrame(message={"hello": 1}))
     assert is_control(Urgent(1))
+
+
+class Later(Actor):
+    """Answers `Note(tag)` later, once `go` is set: with the tag, or `Refused`/a crash
+    for the tags "no" and "boom"; meanwhile it serves other frames. `waiting` lists
+    the tags whose work waits for `go`."""
+
+    def __init__(self, go: anyio.Event, waiting: list[str] | None = None) -> None:
+        self.go = go
+        self.waiting = waiting if waiting is not None else []
+
+    async def receive(self, frame: Any) -> Any:
+        if frame.tag == "now":
+            return "now"
+
+        async def work() -> Any:
+            self.waiting.append(frame.tag)
+            await self.go.wait()
+            if frame.tag == "no":
+                raise Refused("not that one")
+            if frame.tag == "boom":
+                raise RuntimeError("boom")
+            return frame.tag
+
+        return ReplyLater(work)
+
+
+async def test_a_reply_later_answers_once_its_work_is_done_serving_frames_meanwhile() -> None:
+    go, waiting = anyio.Event(), list[str]()
+    answers: dict[str, Any] = {}
+
+    async def ask(ref: Any, tag: str) -> None:
+        try:
+            answers[tag] = await ref.ask(Note(tag), timeout=5)
+        except Refused as refusal:
+            answers[tag] = refusal
+
+    async with open_actor(ChildSpec("later", lambda: Later(go, waiting))) as ref:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, ref, "late")
+            tg.start_soon(ask, ref, "no")
+            await wait_until(lambda: sorted(waiting) == ["late", "no"])
+            assert await ref.ask(Note("now"), timeout=1) == "now"  # served while two wait
+            assert answers == {}
+            go.set()
+        assert answers["late"] == "late"
+        assert isinstance(answers["no"], Refused)  # a refusal later leaves the actor be
+        assert ref.incarnation == 1
+
+
+async def test_a_reply_later_that_fails_crashes_the_actor_and_the_asker_sees_why() -> None:
+    go = anyio.Event()
+    go.set()
+    with pytest.raises(RuntimeError, match="boom"):  # noqa: PT012
+        async with open_actor(ChildSpec("later", lambda: Later(go))) as ref:
+            with pytest.raises(ActorCrashedError) as caught:
+                await ref.ask(Note("boom"), timeout=5)
+            assert isinstance(caught.value.__cause__, RuntimeError)
+            await anyio.sleep(5)  # the root's crash cancels this block
+
+
+async def test_a_reply_later_cut_short_by_the_stop_answers_stopped() -> None:
+    go, waiting = anyio.Event(), list[str]()
+    failures: list[Exception] = []
+
+    async def ask(ref: Any) -> None:
+        with pytest.raises(ActorStoppedError) as caught:
+            await ref.ask(Note("never"), timeout=5)
+        failures.append(caught.value)
+
+    spec = ChildSpec("later", lambda: Later(go, waiting))
+    async with anyio.create_task_group() as tg, open_actor(spec) as ref:
+        tg.start_soon(ask, ref)
+        await wait_until(lambda: waiting == ["never"])
+        assert await ref.ask(Note("now"), timeout=1) == "now"
+    assert len(failures) == 1

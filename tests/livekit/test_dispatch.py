@@ -386,6 +386,35 @@ async def test_each_worker_process_registers_on_its_own(
 
 
 @pytest.mark.anyio
+async def test_a_configured_room_is_declined_by_the_worker_that_does_not_serve_it(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """With `--workers 2` each configured room is one worker's; the other must not take
+    its job when the room is created again (here: deleted, and the bot rejoins)."""
+    rooms = tuple(f"shared-{n}" for n in range(4))
+    config = dispatch_config(livekit_server, rooms=rooms)
+    path = write_config(tmp_path, config.text())
+    declined = r"\[shared-\d\] job \S+ declined"
+    async with (
+        supervisor_process("run", str(path), "--workers", "2", env=config.env()) as run,
+        server_api(livekit_server) as lk,
+    ):
+        await run.wait_for(r"\[worker 0\] .*" + REGISTERED, timeout=60)
+        await run.wait_for(r"\[worker 1\] .*" + REGISTERED, timeout=60)
+        await run.wait_for(r"\[shared-\d\] joined as bot", count=len(rooms), timeout=60)
+        before = len(run.matches(declined))
+        for room in rooms:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await run.wait_for(declined, count=before + len(rooms), timeout=60)
+        assert not run.matches(r"\[shared-\d\] job \S+ accepted"), run.tail()
+        for room in rooms:
+            listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            assert [p.identity for p in listing.participants] == ["bot"], room
+        run.send_signal(signal.SIGTERM)
+        assert await run.wait(timeout=60) == 0
+
+
+@pytest.mark.anyio
 async def test_a_quarantined_room_ends_its_job_as_failed_with_the_error(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
