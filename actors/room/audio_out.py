@@ -110,7 +110,7 @@ class AudioOutActor(Actor):
                 return
             raise
         self._source = source
-        log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)
+        log.info("[%s] publishing %s", self.settings.key, TRACK_NAME)
 
     async def _unpublish(self, *, tell_server: bool = True) -> None:
         assert self._room is not None
@@ -118,7 +118,7 @@ class AudioOutActor(Actor):
         self._publication = self._source = None
         if publication is not None and tell_server:
             await self._room.local_participant.unpublish_track(publication.sid)
-            log.info("[%s] nobody left to hear %s: unpublished", self.settings.room, TRACK_NAME)
+            log.info("[%s] nobody left to hear %s: unpublished", self.settings.key, TRACK_NAME)
         if source is not None:
             await source.aclose()
 

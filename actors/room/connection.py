@@ -101,7 +101,7 @@ class ConnectionActor(Actor):
     async def lifespan(self) -> AsyncIterator[None]:
         events = self.sibling("events")
         room = rtc.Room()
-        senders = SenderAttribution(self.settings.room, events.tell_nowait, self._unattributed)
+        senders = SenderAttribution(self.settings.key, events.tell_nowait, self._unattributed)
         self._wire(room, events.tell_nowait, senders)
         self._set_state("connecting")
         options = rtc.RoomOptions(auto_subscribe=True)
@@ -126,11 +126,11 @@ class ConnectionActor(Actor):
                     }
                 self.room = room
                 self._set_state("connected")
-                log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
+                log.info("[%s] joined as %s", self.settings.key, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
                 undelivered = self._undelivered if self.stats is None else self.stats.undelivered
-                self.tasks.start_soon(watch_subscriptions, self.settings.room, room, undelivered)
+                self.tasks.start_soon(watch_subscriptions, self.settings.key, room, undelivered)
                 yield
         finally:
             self._leaving = True
@@ -139,7 +139,7 @@ class ConnectionActor(Actor):
                 await room.disconnect()
             if self.room is not None:
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
-                log.info("[%s] left", self.settings.room)
+                log.info("[%s] left", self.settings.key)
 
     async def _connect(
         self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
@@ -178,7 +178,7 @@ class ConnectionActor(Actor):
                     raise
             if not waiting:
                 waiting = True
-                log.info("[%s] nothing accepts connections at %s: retrying", self.settings.room,
+                log.info("[%s] nothing accepts connections at %s: retrying", self.settings.key,
                          self.settings.url)
             await anyio.sleep(CONNECT_RETRY_SECONDS)
 
@@ -226,7 +226,7 @@ class ConnectionActor(Actor):
             elif is_audio(pub):
                 log.warning(
                     "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
-                    self.settings.room,
+                    self.settings.key,
                     p.identity,
                     pub.sid,
                 )
@@ -262,11 +262,11 @@ class ConnectionActor(Actor):
                 tell(ParticipantMetadataChangedFrame(p.identity, new))
 
         def reconnecting() -> None:
-            log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.room)
+            log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.key)
             self._set_state("reconnecting")
 
         def reconnected() -> None:
-            log.info("[%s] reconnected", self.settings.room)
+            log.info("[%s] reconnected", self.settings.key)
             self._set_state("connected")
 
         def disconnected(reason: Any) -> None:
@@ -301,11 +301,11 @@ class ConnectionActor(Actor):
         if isinstance(frame, RoomDisconnectedFrame):
             if self.settings.job is not None and frame.reason in FINAL_REASONS:
                 log.info("[%s] the server ended the session (%s): not rejoining",
-                         self.settings.room, frame.reason)
+                         self.settings.key, frame.reason)
                 if self.stats is not None:
                     self.stats.ended = frame.reason
                 return None
-            raise ConnectionLostError(f"[{self.settings.room}] disconnected: {frame.reason}")
+            raise ConnectionLostError(f"[{self.settings.key}] disconnected: {frame.reason}")
         if isinstance(frame, GetParticipantMetadataFrame):
             p = room.remote_participants.get(frame.participant_id)
             return {} if p is None else {"id": p.identity, "name": p.name, "metadata": p.metadata}
@@ -327,14 +327,14 @@ class ConnectionActor(Actor):
         except Refused:
             raise
         except Exception as exc:  # a failed command is the caller's news, not a dead link
-            raise Refused(f"[{self.settings.room}] {type(frame).__name__} failed: {exc}") from exc
+            raise Refused(f"[{self.settings.key}] {type(frame).__name__} failed: {exc}") from exc
         return None
 
     async def _set_muted(self, room: rtc.Room, participant_id: str, muted: bool) -> None:
         """Mute through the server API, so the participant itself sees its track muted."""
         p = room.remote_participants.get(participant_id)
         if p is None:
-            raise Refused(f"[{self.settings.room}] no participant {participant_id!r}")
+            raise Refused(f"[{self.settings.key}] no participant {participant_id!r}")
         assert self._server is not None
         for pub in p.track_publications.values():
             if is_audio(pub):

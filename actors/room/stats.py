@@ -30,6 +30,9 @@ class RoomStats:
     agents: set[str] = attrs.field(factory=set)
     """Of `participants`, the agents (other bots), which the connection names: a
     dispatched room's bot is alone when only agents are left."""
+    left: dict[str, str] = attrs.field(factory=dict)
+    """Why each participant who left and has not come back left (the disconnect
+    reason's name, e.g. `client_initiated`): a participant's job ends with them."""
     ended: str | None = None
     """Why the server ended a dispatched room's session for good (its connection then
     does not rejoin): the room closed or deleted, the bot removed. Its job is over."""
