@@ -44,7 +44,7 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from actors import ActorRef, Backoff, single_errors
-from actors.room import Job
+from actors.room import Job, is_rival
 from supervisor import __version__
 from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, Reject
@@ -61,6 +61,8 @@ LOAD_SAMPLE_SECONDS = 0.5
 PING_SECONDS = 10.0
 SILENT_SECONDS = 30.0
 """No message from the server (pongs included) for this long: the session is dead."""
+RIVAL_CHECK_SECONDS = 2.0
+"""How long an offer waits for the server to say who is in the room."""
 REGISTER_TIMEOUT_SECONDS = 10.0
 """livekit-server closes a socket that has not registered within 10 s; so do we."""
 RECONNECT = Backoff(initial=0.5, maximum=10.0, jitter=0.2)
@@ -109,6 +111,8 @@ class AgentWorker:
         self._heard_at = 0.0
         self._status: agent.WorkerStatus | None = None
         self._nudged = anyio.Event()
+        self._server_api: api.LiveKitAPI | None = None
+        """The server's API, while `run` runs: who is in a room offered (`_rival_in_room`)."""
 
     # --- what the jobs and the CLI call ----------------------------------------------
 
@@ -148,7 +152,12 @@ class AgentWorker:
         """Register, serve the session, and register again after it ends, for ever."""
         attempt = 0
         handshake = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_SECONDS)
-        async with aiohttp.ClientSession(timeout=handshake) as http:
+        async with (
+            aiohttp.ClientSession(timeout=handshake) as http,
+            api.LiveKitAPI(
+                self.credentials.url, self.credentials.api_key, self.credentials.api_secret
+            ) as self._server_api,
+        ):
             while True:
                 try:
                     with single_errors():
@@ -301,15 +310,15 @@ class AgentWorker:
         answer = agent.AvailabilityResponse(job_id=job.id)
         why_not = self._why_not(job)
         if why_not is not None:
-            kind, reason = why_not
-            answer.terminate = kind == "served"
-            self.state.offers[kind] += 1
-            log.info("[%s] job %s declined: %s", job.key, job.id, reason)
-            self.send(agent.WorkerMessage(availability=answer))
+            self._decline(answer, job, *why_not)
             return
         self.jobs.reserve(job)
         decision: Accept | Reject = Reject("the session ended")
         try:
+            rival = await self._rival_in_room(job)
+            if rival is not None:
+                self._decline(answer, job, "served", f"{rival}, a bot of this agent, is there")
+                return
             decision = await self.admission.decide(job)
             if isinstance(decision, Accept):
                 decision = self.jobs.identity_clash(job, decision) or decision
@@ -331,6 +340,36 @@ class AgentWorker:
         self.state.offers["accepted"] += 1
         log.info("[%s] job %s accepted (dispatch %s)", job.key, job.id, job.dispatch_id or "-")
         self.send(agent.WorkerMessage(availability=answer))
+
+    def _decline(
+        self, answer: agent.AvailabilityResponse, job: Job, kind: str, reason: str
+    ) -> None:
+        """Say no to an offer: `kind` is one of `OFFER_ANSWERS`; a room served already
+        is answered `terminate`, so that the server offers it to no other worker."""
+        answer.terminate = kind == "served"
+        self.state.offers[kind] += 1
+        log.info("[%s] job %s declined: %s", job.key, job.id, reason)
+        self.send(agent.WorkerMessage(availability=answer))
+
+    async def _rival_in_room(self, job: Job) -> str | None:
+        """A bot of this agent already in a room job's room (`is_rival`): it came back
+        to the room a restarted server lost, by itself or through another worker; one
+        is enough. None when there is none, or the server does not say in time."""
+        if job.participant is not None or self._server_api is None:
+            return None
+        try:
+            with anyio.fail_after(RIVAL_CHECK_SECONDS):
+                listing = await self._server_api.room.list_participants(
+                    api.ListParticipantsRequest(room=job.room)
+                )
+        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            log.warning("[%s] job %s: who is in the room is unknown (%s)", job.key, job.id, err)
+            return None
+        agent_kind = models.ParticipantInfo.Kind.AGENT
+        for participant in listing.participants:
+            if is_rival(job, participant.kind == agent_kind, participant.attributes):
+                return participant.identity
+        return None
 
     def _why_not(self, job: Job) -> tuple[str, str] | None:
         """Why an offer of `job` is declined: one of `OFFER_ANSWERS`, and the reason."""

@@ -43,6 +43,7 @@ from actors.room.frames import (
     SignallingLostFrame,
     TrackMutedFrame,
 )
+from actors.room.job import is_rival
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
@@ -86,6 +87,11 @@ def _agent(participant: rtc.RemoteParticipant) -> bool:
     return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
+REPLACED = "replaced"
+"""`RoomStats.ended` for a dispatched room's bot that yields its room to another job's
+(`ConnectionActor._yield_to_a_rival`)."""
+
+
 class ConnectionActor(Actor):
     """Owns the `rtc.Room`: joins, reports events, executes commands."""
 
@@ -126,6 +132,7 @@ class ConnectionActor(Actor):
                     }
                 self.room = room
                 self._set_state("connected")
+                self.tasks.start_soon(self._yield_to_a_rival, room)
                 log.info("[%s] joined as %s", self.settings.key, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
@@ -182,6 +189,33 @@ class ConnectionActor(Actor):
                          self.settings.url)
             await anyio.sleep(CONNECT_RETRY_SECONDS)
 
+    async def _yield_to_a_rival(self, room: rtc.Room) -> None:
+        """End a dispatched room's session when the room is not its job's any more
+        and another bot of the same agent is in it.
+
+        A restarted server loses its rooms; a caller coming back and this bot
+        reconnecting (the SDK does it by itself) each create the room anew, and the
+        server dispatches the new room to whichever worker is registered. A worker
+        declines a job whose room already has such a bot (`AgentWorker`), but the
+        bot may come back only after another's job was accepted: then the bot whose
+        job is for a room that no longer exists (another sid) is the one to leave."""
+        job = self.settings.job
+        if job is None or self.stats is None or self.stats.ended is not None:
+            return
+        try:
+            if not job.room_sid or await room.sid == job.room_sid:
+                return
+        except RuntimeError:  # disconnected meanwhile: the next connection looks again
+            return
+        rivals = [
+            p.identity for p in room.remote_participants.values()
+            if is_rival(job, _agent(p), p.attributes)
+        ]  # fmt: skip
+        if rivals:
+            log.info("[%s] the room was created anew and %s serves it: leaving",
+                     self.settings.key, ", ".join(sorted(rivals)))
+            self.stats.ended = REPLACED
+
     def _set_state(self, state: ConnectionState) -> None:
         if self.stats is not None:
             self.stats.connection = state
@@ -211,6 +245,7 @@ class ConnectionActor(Actor):
         def joined(p: rtc.RemoteParticipant) -> None:
             if _agent(p) and self.stats is not None:
                 self.stats.agents.add(p.identity)
+                self.tasks.start_soon(self._yield_to_a_rival, room)
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
@@ -268,6 +303,7 @@ class ConnectionActor(Actor):
         def reconnected() -> None:
             log.info("[%s] reconnected", self.settings.key)
             self._set_state("connected")
+            self.tasks.start_soon(self._yield_to_a_rival, room)
 
         def disconnected(reason: Any) -> None:
             if not self._leaving:

@@ -45,3 +45,17 @@ class Job:
         written `%2F` here."""
         key = self.room if self.participant is None else f"{self.room}:{self.participant}"
         return key.replace("/", "%2F")
+
+
+AGENT_NAME_ATTRIBUTE = "lk.agent_name"
+"""The attribute livekit-server gives every bot it dispatches: its worker's agent name."""
+
+
+def is_rival(job: Job, agent: bool, attributes: Mapping[str, str]) -> bool:
+    """Whether a participant (an agent or not, with these attributes) is a bot of the
+    same agent as `job`'s, for a room job: the server dispatches one job per room and
+    agent, so two such bots in a room are one too many (a restarted server's rooms,
+    created anew by a caller and by a bot reconnecting, each dispatched again)."""
+    return job.participant is None and agent and attributes.get(AGENT_NAME_ATTRIBUTE) == (
+        job.agent_name
+    )

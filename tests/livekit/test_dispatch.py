@@ -42,6 +42,7 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
+from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import Samples, get
 
 REGISTERED = r"\[dispatch\] registered as worker"
@@ -366,6 +367,88 @@ async def test_after_a_server_restart_the_worker_registers_again_and_rooms_have_
         )
     finally:
         await anyio.to_thread.run_sync(server.stop)
+
+
+async def a_bot_of(room: rtc.Room, prefix: str = "bot-") -> str:
+    """The identity of the first participant in `room` whose identity starts with `prefix`."""
+    await wait_until(
+        lambda: any(p.startswith(prefix) for p in room.remote_participants), timeout=30
+    )
+    return next(p for p in room.remote_participants if p.startswith(prefix))
+
+
+@pytest.mark.anyio
+async def test_after_a_server_restart_each_room_has_one_bot_whichever_worker_serves_it(
+    tmp_path: Path,
+) -> None:
+    """Two workers; the server restarts and loses its rooms. A bot whose room is gone
+    does not bring it back, so the room a caller creates again gets one new job, from
+    either worker, and never a second bot beside a rejoined one."""
+    server = LiveKitServer(log_path=tmp_path / "livekit-1.log")
+    await anyio.to_thread.run_sync(server.start)
+    rooms = ("twin-1", "twin-2")
+
+    def config(identity: str) -> SupervisorConfig:
+        return dispatch_config(
+            server, idle_timeout_seconds=30, drain_seconds=1, bot={"identity": identity}
+        )
+
+    try:
+        async with (
+            dispatch_worker(tmp_path, server, "a", config=config("bot-a")) as a,
+            dispatch_worker(tmp_path, server, "b", config=config("bot-b")) as b,
+        ):
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:
+                    room = await callers.enter_async_context(join(server, name, "caller"))
+                    await hears_echo(room, await a_bot_of(room))
+                server.kill()
+                for worker in (a, b):
+                    await worker.wait_for(r"\[dispatch\] not registered")
+                server = LiveKitServer(server.settings, log_path=tmp_path / "livekit-2.log")
+                await anyio.to_thread.run_sync(server.start)
+                for worker in (a, b):
+                    await worker.wait_for(REGISTERED, count=2, timeout=30)
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:  # the callers come back, as their apps would
+                    room = await callers.enter_async_context(join(server, name, "caller"))
+                    await hears_echo(room, await a_bot_of(room), timeout=60)
+                async with server_api(server) as lk:
+                    for name in rooms:
+                        listing = await lk.room.list_participants(
+                            api.ListParticipantsRequest(room=name)
+                        )
+                        bots = [p.identity for p in listing.participants if p.identity != "caller"]
+                        assert len(bots) == 1, (name, bots, a.tail(), b.tail())
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+
+
+@pytest.mark.anyio
+async def test_a_second_dispatch_of_the_agent_to_a_room_with_its_bot_is_declined(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Whichever of two workers is offered it: the one whose bot is there serves the
+    room already, the other sees that bot among the room's participants."""
+
+    def config(identity: str) -> SupervisorConfig:
+        return dispatch_config(livekit_server, bot={"identity": identity})
+
+    declined = r"\[rival-1\] job \S+ declined: (this process already serves the room|bot-\w, a bot)"
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "a", config=config("bot-a")) as a,
+        dispatch_worker(tmp_path, livekit_server, "b", config=config("bot-b")) as b,
+        join(livekit_server, "rival-1", "caller") as room,
+        server_api(livekit_server) as lk,
+    ):
+        first = await a_bot_of(room)
+        for _ in range(3):
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name="", room="rival-1")
+            )
+        await wait_until(lambda: len(a.matches(declined)) + len(b.matches(declined)) == 3)
+        listing = await lk.room.list_participants(api.ListParticipantsRequest(room="rival-1"))
+        assert sorted(p.identity for p in listing.participants) == sorted(["caller", first])
 
 
 @pytest.mark.anyio
