@@ -118,7 +118,7 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
         "draining": False,
         "full": False,
         "load": 0.123,
-        "load_threshold": 0.75,
+        "load_threshold": rooms.config.dispatch.load_threshold,
         "max_rooms": 7,
         "rooms": 1,
         "offers": {answer: {"accepted": 3, "full": 1}.get(answer, 0) for answer in OFFER_ANSWERS},
