@@ -5,7 +5,8 @@ process, and participants (the rtc SDK in the test process) create rooms by join
 them, as callers would; the server offers each new room to the worker, whose bot must
 arrive and echo. Explicit dispatch (an agent name in the token's room configuration,
 or `CreateDispatch`), admission, the ends of a job, a server restart and a drain are
-proven the same way. Waits are for log lines and conditions, never fixed sleeps.
+proven the same way, as are the dispatch latency histograms and `/status`. Waits are
+for log lines and conditions, never fixed sleeps.
 """
 
 from __future__ import annotations
