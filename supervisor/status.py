@@ -1,8 +1,10 @@
 """`/status`: the process as a JSON document, for people and scripts.
 
 What livekit-agents' worker answers on `/worker` (its type, agent name, active jobs,
-load, versions), and what an operator asks next: every room with its state, its
-connection, its participants and restarts, and for a dispatched room its job. The
+load, versions), and what an operator asks next: every room tree with its state, its
+connection, its participants and restarts, and for a dispatched room its job. A tree's
+`name` is its key (`Job.key`: `room:participant` for a participant's job), `room` the
+LiveKit room it serves. The
 room states are the ones `lksup_rooms` counts and `/readyz` names
 (`RoomSetCollector.rooms_now`), the worker's figures the ones `lksup_dispatch_*`
 exports: one source for all three.
@@ -100,6 +102,7 @@ class Status:
             rooms.append(
                 {
                     "name": name,
+                    "room": job.room if job else name,
                     "kind": kind,
                     "state": state,
                     "connection": stats.connection if stats else "connecting",

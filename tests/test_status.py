@@ -89,7 +89,7 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
     slots = Rooms()
     slots.add("lobby", ActorState.RUNNING, restarts=2)
     slots.add("support", ActorState.RUNNING)
-    rooms.supervisor = cast(Supervisor, slots)  # call-1 has no slot yet: starting
+    rooms.supervisor = cast(Supervisor, slots)  # the job's tree has no slot yet: starting
     rooms.stats["lobby"].connection = "connected"
     rooms.stats["lobby"].participants |= {"ann", "bob"}
     rooms.stats["support"].connection = "reconnecting"
@@ -125,9 +125,11 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
         "jobs_ended": {"succeeded": 2, "failed": 0},
     }
     by_name = {room["name"]: room for room in document["rooms"]}
-    assert [room["name"] for room in document["rooms"]] == ["lobby", "support", "call-1"]
+    call = "call-1:caller"  # a participant's job: its tree's key
+    assert [room["name"] for room in document["rooms"]] == ["lobby", "support", call]
     assert by_name["lobby"] == {
         "name": "lobby",
+        "room": "lobby",
         "kind": "configured",
         "state": "running",
         "connection": "connected",
@@ -139,9 +141,10 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
         "reconnecting",
         "reconnecting",
     )
-    assert by_name["call-1"]["kind"] == "dispatched"
-    assert by_name["call-1"]["state"] == "starting"
-    assert by_name["call-1"]["job"] == {
+    assert by_name[call]["room"] == "call-1"
+    assert by_name[call]["kind"] == "dispatched"
+    assert by_name[call]["state"] == "starting"
+    assert by_name[call]["job"] == {
         "id": "AJ_1",
         "dispatch_id": "AD_1",
         "agent_name": "support-bot",
