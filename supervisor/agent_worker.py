@@ -196,7 +196,7 @@ class AgentWorker:
             if first.WhichOneof("message") != "register":
                 answer = first.WhichOneof("message")
                 raise SessionEnded(f"the server answered the registration with {answer}")
-            self.worker_id = first.register.worker_id
+            self.worker_id = self.state.worker_id = first.register.worker_id
             info = first.register.server_info
             log.info(
                 "[dispatch] registered as worker %s with %s (livekit-server %s, agent "

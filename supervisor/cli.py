@@ -155,7 +155,7 @@ def check(config: Config) -> None:
         if mt.per_room_labels
         else "no per-room series"
     )
-    print(f"  metrics: http://{mt.listen}/metrics (and /healthz, /readyz), {per_room}")
+    print(f"  metrics: http://{mt.listen}/metrics (and /healthz, /readyz, /status), {per_room}")
     wd = config.watchdog
     print(f"  watchdog: a loop stalled {wd.stall_seconds:g} s is logged and fails /healthz; "
           f"with --workers, a worker stalled {wd.restart_after_seconds:g} s is restarted")

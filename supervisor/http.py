@@ -1,20 +1,25 @@
-"""The metrics listener: `/metrics`, `/healthz` and `/readyz` on `[metrics] listen`.
+"""The metrics listener: `/metrics`, `/healthz`, `/readyz` and `/status` on `[metrics] listen`.
 
 An aiohttp server on an event loop of its own, in a thread, so that it answers while
 bot code blocks the supervisor's loop (see `supervisor.watchdog`): `/healthz` is the
 watchdog's verdict, read in the listener's thread, and turns 503 within
-`watchdog.stall_seconds` of a stall. `/metrics` and `/readyz` read the actor tree,
-which only the supervisor's loop may do (between two frames of any actor, a
-consistent state without locks): the listener hands them to that loop and waits up to
-`stall_seconds`; while the loop is stalled they answer at once from the listener's
+`watchdog.stall_seconds` of a stall. `/metrics`, `/readyz` and `/status` read the
+actor tree, which only the supervisor's loop may do (between two frames of any actor,
+a consistent state without locks): the listener hands them to that loop and waits up
+to `stall_seconds`; while the loop is stalled they answer at once from the listener's
 thread, `/metrics` with what can be read there (the stall gauge and counter, the
-process and loop-lag series), `/readyz` with 503. Bound to loopback by default;
+process and loop-lag series), `/readyz` with 503, `/status` with what it last read on
+the loop, marked stale. Bound to loopback by default;
 expose it deliberately (`listen = "0.0.0.0:9464"`) or through a Prometheus agent on
 the same host.
 
 - `/metrics`: Prometheus text format, or OpenMetrics when the scraper asks for it.
 - `/healthz`: 200 while the event loop runs tasks; 503 while it is stalled.
 - `/readyz`: 200 once every configured room runs, 503 before, with how many do.
+- `/status`: JSON, always 200: version, pid, health and readiness, the agent worker
+  (registered, worker id, load, full, offers and ended jobs), every room with its
+  state, connection, participants, restarts and, for a dispatched room, its job
+  (`supervisor.status`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +41,7 @@ from aiohttp import web
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.metrics import SupervisorMetrics
 from supervisor.rooms import RoomSet
+from supervisor.status import Status
 from supervisor.watchdog import LoopWatchdog
 
 log = logging.getLogger("supervisor")
@@ -43,6 +51,10 @@ T = TypeVar("T")
 
 def _text(ok: bool, body: str) -> web.Response:
     return web.Response(status=200 if ok else 503, text=body + "\n")
+
+
+_pretty = functools.partial(json.dumps, indent=2)
+"""`/status` is read by people (curl) as much as by scripts."""
 
 
 class _OnLoop:
@@ -81,7 +93,7 @@ class _OnLoop:
         return "the event loop did not answer in time" if healthy else detail
 
 
-def metrics_app(metrics: SupervisorMetrics, on_loop: _OnLoop) -> web.Application:
+def metrics_app(metrics: SupervisorMetrics, status: Status, on_loop: _OnLoop) -> web.Application:
     async def scrape(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept")
         answer = await on_loop(lambda: metrics.render(accept))
@@ -99,13 +111,18 @@ def metrics_app(metrics: SupervisorMetrics, on_loop: _OnLoop) -> web.Application
         ready, detail = answer or (False, on_loop.why_not())
         return _text(ready, ("ready: " if ready else "not ready: ") + detail)
 
+    async def status_json(request: web.Request) -> web.Response:
+        document = await on_loop(status.read) or status.stalled(on_loop.why_not())
+        return web.json_response(document, dumps=_pretty)
+
     async def index(request: web.Request) -> web.Response:
-        return web.Response(text="livekit supervisor: /metrics /healthz /readyz\n")
+        return web.Response(text="livekit supervisor: /metrics /healthz /readyz /status\n")
 
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status_json)
     app.router.add_get("/", index)
     return app
 
@@ -167,11 +184,12 @@ async def serving_metrics(
     on_loop = _OnLoop(asyncio.get_running_loop(), metrics.watchdog)
     async with anyio.create_task_group() as tasks:
         await tasks.start(metrics.watchdog.run)
-        listener = _Listener(config, metrics_app(metrics, on_loop))
+        status = Status(metrics, room_set)
+        listener = _Listener(config, metrics_app(metrics, status, on_loop))
         listener.thread.start()
         try:
             await asyncio.wrap_future(listener.started)
-            log.info("metrics on http://%s/metrics (and /healthz, /readyz)", config.listen)
+            log.info("metrics on http://%s/metrics (and /healthz, /readyz, /status)", config.listen)
             yield metrics
         finally:
             listener.stop()

@@ -107,6 +107,8 @@ class _Running:
     """Its tree's, once built (after a previous job of the same key stopped)."""
     gone: anyio.Event = attrs.field(factory=anyio.Event)
     """Set once its tree is stopped and its name free."""
+    timed: set[str] = attrs.field(factory=set)
+    """The dispatch latencies observed so far (`Jobs._time_media`), each once a job."""
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():
@@ -257,6 +259,7 @@ class Jobs:
                 )
                 return
             outcome = await self._watch(running, ref, stats)
+            self._time_media(running, stats)  # a first audio in the last moment
             running.end(outcome.reason)
             log.info(
                 "[%s] job %s ends (%s): %s",
@@ -308,6 +311,7 @@ class Jobs:
                     f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached",
                 )
             if joined:
+                self._time_media(running, stats)
                 if (gone := _gone(job, stats)) is not None:
                     return Outcome(agent.JobStatus.JS_SUCCESS, gone)
                 if _company(job, stats):
@@ -323,6 +327,21 @@ class Jobs:
             with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
                 await running.ended.wait()
         return Outcome(agent.JobStatus.JS_SUCCESS, running.reason)
+
+    def _time_media(self, running: _Running, stats: RoomStats) -> None:
+        """Observe the offer accepted to the bot's track published and to its first
+        audio, once each, at the moments the room's tree noted them (`RoomStats`): the
+        interval of the look does not blur them."""
+        worker = self.room_set.worker
+        if worker is None:
+            return
+        for moment, at, histogram in (
+            ("track", stats.track_published_at, worker.track_time),
+            ("audio", stats.first_audio_at, worker.first_audio_time),
+        ):
+            if at is not None and moment not in running.timed:
+                running.timed.add(moment)
+                histogram.observe(at - running.accepted_at)
 
     def _last_error(self, room: str) -> str:
         supervisor = self.room_set.supervisor

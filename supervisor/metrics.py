@@ -156,11 +156,10 @@ class RoomSetCollector(Collector):
     def readiness(self) -> tuple[bool, str]:
         """Ready while every configured room runs (its tree started, its connection
         joined); otherwise which rooms are in which state, a few names each."""
-        cells = self._room_slots()
+        states = self._states(self._room_slots())
         by_state: dict[str, list[str]] = {}
         for room in self.room_set.config.rooms:
-            state = room_state(cells.get(room.name), self.room_set.stats.get(room.name))
-            by_state.setdefault(state, []).append(room.name)
+            by_state.setdefault(states[room.name], []).append(room.name)
         running = len(by_state.pop("running", []))
         detail = f"{running} of {len(self.room_set.config.rooms)} room(s) running"
         for state in ROOM_STATES:
@@ -182,6 +181,15 @@ class RoomSetCollector(Collector):
         detail += f"; agent worker {dispatch}, {len(self.room_set.dispatched)} dispatched room(s)"
         return not by_state and worker.registered and not worker.draining, detail
 
+    def rooms_now(self) -> list[tuple[str, str, int]]:
+        """Every room of the process, its state (as `lksup_rooms` counts it) and its
+        restarts (as `lksup_room_restarts_total`), in start order: for `/status`."""
+        cells = self._room_slots()
+        self._scan_slots(cells)  # the restarts since the last scrape, into the totals
+        totals = self._slots_acc.totals
+        states = self._states(cells)
+        return [(name, state, totals[("room", name)]) for name, state in states.items()]
+
     # --- the scrape ------------------------------------------------------------------
 
     def _room_slots(self) -> dict[str, ChildStatistics]:
@@ -189,6 +197,15 @@ class RoomSetCollector(Collector):
         docstring)."""
         supervisor = self.room_set.supervisor
         return {room.name: room for room in supervisor.children()} if supervisor else {}
+
+    def _states(self, cells: dict[str, ChildStatistics]) -> dict[str, str]:
+        """The state of every room with a slot (a removed one still stopping too), then
+        of every room served and not yet built (`starting`)."""
+        stats = self.room_set.stats
+        states = {name: room_state(cell, stats.get(name)) for name, cell in cells.items()}
+        for name in self.room_set.served():
+            states.setdefault(name, "starting")
+        return states
 
     def describe(self) -> list[Metric]:
         return []  # names are fixed, but a describe must not read a half-built tree
@@ -201,7 +218,7 @@ class RoomSetCollector(Collector):
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
 
         yield from self._identity(len(configured))
-        yield from self._rooms(room_cells, room_set.stats, configured, labelled)
+        yield from self._rooms(self._states(room_cells), labelled)
         yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
         yield from self._slots(depth, deepest, labelled)
         yield from self._cardinality()
@@ -218,16 +235,8 @@ class RoomSetCollector(Collector):
             value=configured,
         )
 
-    def _rooms(
-        self,
-        cells: dict[str, ChildStatistics],
-        stats: dict[str, RoomStats],
-        configured: list[str],
-        labelled: list[str],
-    ) -> Iterator[Metric]:
-        state_of = {name: room_state(cell, stats.get(name)) for name, cell in cells.items()}
+    def _rooms(self, state_of: dict[str, str], labelled: list[str]) -> Iterator[Metric]:
         states = Counter(state_of.values())
-        states["starting"] += sum(1 for name in configured if name not in cells)
         rooms = GaugeMetricFamily(
             f"{PREFIX}_rooms",
             "Rooms by state: starting (joining), running (joined and serving), reconnecting "
@@ -536,12 +545,20 @@ class DispatchCollector(Collector):
         for status in JOB_ENDS:
             ended.add_metric([status], state.ended[status])
         yield ended
-        times = state.join_time
-        yield _histogram(
-            f"{PREFIX}_dispatch_join_seconds",
-            "From a job's offer accepted to its bot joined in the room.",
-            times.bounds, times.counts, times.sum_ns,
-        )  # fmt: skip
+        for name, doc, times in (
+            ("join", "its bot joined the room", state.join_time),
+            ("track", "its bot's audio track published in the room", state.track_time),
+            (
+                "first_audio",
+                "its bot's first audio captured into that track (first heard)",
+                state.first_audio_time,
+            ),
+        ):
+            yield _histogram(
+                f"{PREFIX}_dispatch_{name}_seconds",
+                f"From a job's offer accepted to {doc}.",
+                times.bounds, times.counts, times.sum_ns,
+            )  # fmt: skip
 
 
 class SupervisorMetrics:

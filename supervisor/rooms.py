@@ -23,7 +23,7 @@ from actors import (
     StopChildFrame,
     Supervisor,
 )
-from actors.room import CONNECT_BUCKETS, BucketCounts, Job, RoomSettings, RoomStats, room_spec
+from actors.room import BucketCounts, Job, RoomSettings, RoomStats, room_spec
 from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
 
@@ -54,6 +54,10 @@ OFFER_ANSWERS = ("accepted", "rejected", "full", "draining", "served")
 """How the worker answered an offer: accepted; rejected by the accept hook; declined
 because the worker was full, draining, or already serving the room."""
 JOB_ENDS = ("succeeded", "failed")
+DISPATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+"""Seconds from an offer accepted to the bot joined, its track published, its first
+audio: finest around the 1 s aim (one room takes 0.1 s here, a burst of 20 up to 4 s),
+with bounds at the alert's 2 s and at 3 s so its quantiles are not interpolated far."""
 
 
 @attrs.define
@@ -62,6 +66,8 @@ class WorkerState:
     and `supervisor.jobs` keep it)."""
 
     registered: bool = False
+    worker_id: str = ""
+    """The server's id of the current registration (of the last one while not registered)."""
     draining: bool = False
     full: bool = False
     """As last reported to the server (WS_FULL)."""
@@ -71,8 +77,12 @@ class WorkerState:
     """By answer, one of `OFFER_ANSWERS`."""
     ended: Counter[str] = attrs.field(factory=Counter)
     """Jobs ended, by status, one of `JOB_ENDS`."""
-    join_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(CONNECT_BUCKETS))
+    join_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(DISPATCH_BUCKETS))
     """From an offer accepted to the bot joined in the room."""
+    track_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(DISPATCH_BUCKETS))
+    """From an offer accepted to the bot's audio track first published in the room."""
+    first_audio_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(DISPATCH_BUCKETS))
+    """From an offer accepted to the bot's first audio captured into its track."""
 
 
 @attrs.define

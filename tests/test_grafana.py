@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from supervisor.access import Credentials
+from supervisor.config import parse_config
+from supervisor.metrics import SupervisorMetrics
+from supervisor.rooms import RoomSet, WorkerState
 from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
@@ -178,3 +183,49 @@ def test_the_linter_rules_catch_mistakes() -> None:
         "bare selector lksup_participants",
     ):  # fmt: skip
         assert rule in problems
+
+
+# --- names the exporter must have --------------------------------------------------------
+
+
+def exported_names() -> set[str]:
+    """Every sample name one process exports, with a room (its per-room series) and
+    `[dispatch]` on (the `lksup_dispatch_*` series)."""
+    config = parse_config(
+        {
+            "livekit": {"url": "ws://127.0.0.1:7880"},
+            "bot": {"factory": "supervisor.bots.echo:create_bot"},
+            "dispatch": {"enabled": True},
+            "rooms": [{"name": "lobby"}],
+        },
+        environ={},
+    )
+    room_set = RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret"))
+    room_set.worker = WorkerState()
+    text = SupervisorMetrics(room_set, config.metrics).render(None)[0].decode()
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def used_names() -> dict[str, str]:
+    """Every metric name the dashboard (panels, template variables) and the alert rules
+    select, with where."""
+    board = dashboard()
+    queries = [*targets(board)]
+    queries += [(f"variable {v['name']}", v["query"]) for v in variables(board).values()
+                if v["type"] == "query"]  # fmt: skip
+    queries += [(f"alert {rule['alert']}", rule["expr"]) for rule in alert_rules()]
+    used = {}
+    for where, expr in queries:
+        for name in SELECTOR.findall(expr) + re.findall(r"label_values\((\w+)", expr):
+            used[name[0] if isinstance(name, tuple) else name] = where
+    return used
+
+
+def test_every_metric_the_dashboard_and_alerts_use_is_exported() -> None:
+    """...so a renamed or dropped metric cannot leave a panel or an alert without data
+    unnoticed (the real-server check, tests/livekit/test_observability.py, also sees it,
+    but only for what its fleet exports)."""
+    used = used_names()
+    assert {"lksup_dispatch_first_audio_seconds_bucket", "lksup_dispatch_full"} <= set(used)
+    missing = {name: where for name, where in used.items() if name not in exported_names()}
+    assert missing.keys() <= {"up"}, missing  # `up` is Prometheus' own

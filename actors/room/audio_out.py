@@ -17,6 +17,11 @@ large deployment are empty most of the time. The first participant to join gets 
 track published (one signalling round trip, before the bot has anything to say to
 them), the last to leave gets it unpublished (after `UNPUBLISH_GRACE_SECONDS`), and what
 a bot says to an empty room is dropped and counted as `unheard`.
+
+The room's stats note when the track was first published and when the bot's first
+audio went into it, since the tree started: a dispatched room's job times its
+latency from the offer to those moments (`lksup_dispatch_track_seconds`,
+`lksup_dispatch_first_audio_seconds`).
 """
 
 from __future__ import annotations
@@ -110,6 +115,8 @@ class AudioOutActor(Actor):
                 return
             raise
         self._source = source
+        if self.stats.track_published_at is None:
+            self.stats.track_published_at = anyio.current_time()
         log.info("[%s] publishing %s", self.settings.key, TRACK_NAME)
 
     async def _unpublish(self, *, tell_server: bool = True) -> None:
@@ -153,6 +160,8 @@ class AudioOutActor(Actor):
                 rtc.AudioFrame(frame.audio, frame.sample_rate, frame.num_channels, samples)
             )
             self.stats.audio_frames_out += 1
+            if self.stats.first_audio_at is None:
+                self.stats.first_audio_at = anyio.current_time()
             observe_latency(frame, self.stats.audio_latency)
         elif isinstance(frame, InterruptionFrame):
             if source is not None:

@@ -40,8 +40,11 @@ room supervisor's own task, it is inherited by every task and callback the tree 
 the event loop, at no cost per frame."""
 
 
-def _room_supervisor(room: str, children: list[ChildSpec], **options: Any) -> Supervisor:
+def _room_supervisor(
+    room: str, stats: RoomStats, children: list[ChildSpec], **options: Any
+) -> Supervisor:
     CURRENT_ROOM.set(room)  # called by the room slot's task, to build its incarnation
+    stats.tree_started()
     return Supervisor(children, strategy=Strategy.REST_FOR_ONE, **options)
 
 
@@ -64,7 +67,9 @@ def room_spec(
     ]
     return ChildSpec(
         settings.key,
-        lambda: _room_supervisor(settings.key, children, intensity=intensity, backoff=backoff),
+        lambda: _room_supervisor(
+            settings.key, stats, children, intensity=intensity, backoff=backoff
+        ),
         restart=restart,
         shutdown_timeout=None,
     )

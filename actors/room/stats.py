@@ -65,6 +65,17 @@ class RoomStats:
     unanswered_publishes: int = 0
     """Publications of the bot's track the server never answered, each the cause of one
     rejoin (`actors.room.signalling`): the audio-out actor counts them."""
+    track_published_at: float | None = None
+    """When the bot's audio track was first published since the room's tree started
+    (`anyio.current_time()`), by audio-out; later publications (after the room was
+    empty for a while) leave it as it is."""
+    first_audio_at: float | None = None
+    """When audio-out first captured the bot's audio into the track's source since the
+    tree started: the moment a participant could first hear the bot."""
+
+    def tree_started(self) -> None:
+        """A new incarnation of the room's tree: its firsts are still to come."""
+        self.track_published_at = self.first_audio_at = None
 
     def absorb(self, ended: RoomStats) -> None:
         """Add a room's counts, now it is over, into these totals (of rooms gone): so a

@@ -5,7 +5,8 @@ process, and participants (the rtc SDK in the test process) create rooms by join
 them, as callers would; the server offers each new room to the worker, whose bot must
 arrive and echo. Explicit dispatch (an agent name in the token's room configuration,
 or `CreateDispatch`), admission, the ends of a job, a server restart and a drain are
-proven the same way. Waits are for log lines and conditions, never fixed sleeps.
+proven the same way, as are the dispatch latency histograms and `/status`. Waits are
+for log lines and conditions, never fixed sleeps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,19 @@ def token_with_dispatch(
     )
 
 
+async def polled(
+    url: str, parse: Callable[[str], Any], check: Callable[[Any], bool], timeout: float = 15.0
+) -> Any:
+    """GET `url` until its parsed body passes `check` (what the supervisor notes
+    between two looks at a room shows up a moment later); that body."""
+    last: Any = None
+    with anyio.move_on_after(timeout):
+        while not check(last := parse((await anyio.to_thread.run_sync(get, url))[1])):
+            await anyio.sleep(0.1)
+        return last
+    raise AssertionError(f"{url}: still {last!r} after {timeout} s")
+
+
 async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> float:
     """Publish a tone; the seconds until the bot's track was subscribed, once its echo is heard."""
     started = time.perf_counter()
@@ -123,6 +137,16 @@ async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
             assert samples["lksup_dispatch_rooms"] == 1
             assert samples["lksup_dispatch_offers_total", {"answer": "accepted"}] == 1
             assert samples["lksup_dispatch_join_seconds_count"] == 1
+            # the caller talked and heard the bot: its track and its first audio, once each
+            samples = await polled(
+                metrics + "/metrics",
+                Samples,
+                lambda s: s["lksup_dispatch_first_audio_seconds_count"] == 1,
+            )
+            assert samples["lksup_dispatch_track_seconds_count"] == 1
+            track = samples["lksup_dispatch_track_seconds_sum"]
+            first_audio = samples["lksup_dispatch_first_audio_seconds_sum"]
+            assert 0 < track <= first_audio  # (the join is polled: it may look later)
             assert get(metrics + "/readyz") == (
                 200,
                 "ready: 1 of 1 room(s) running; agent worker registered, 1 dispatched room(s)\n",
@@ -131,7 +155,71 @@ async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
             await hears_echo(room)
         await run.wait_for(r"\[auto-1\] job \S+ accepted")
         await run.wait_for(r"\[auto-1\] joined as bot")
-        print(f"dispatch: participant joined -> bot track subscribed in {arrived:.2f} s")
+        ended = Samples(get(metrics + "/metrics")[1])
+        assert ended["lksup_dispatch_track_seconds_count"] == 1
+        assert ended["lksup_dispatch_first_audio_seconds_count"] == 1
+        print(
+            f"dispatch: participant joined -> bot track subscribed in {arrived:.2f} s; "
+            f"offer accepted -> track published {track:.3f} s, -> first audio {first_audio:.3f} s"
+        )
+
+
+@pytest.mark.anyio
+async def test_status_shows_configured_and_dispatched_rooms_and_a_server_gone(
+    tmp_path: Path,
+) -> None:
+    """`/status` beside `/metrics`: both kinds of room with their state and the job;
+    the server killed, the worker unregistered and no room running. (A server of its
+    own, which it kills.)"""
+    server = LiveKitServer(log_path=tmp_path / "livekit.log")
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        config = dispatch_config(
+            server, rooms=("status-static",), idle_timeout_seconds=30, drain_seconds=1
+        )
+        url = f"http://127.0.0.1:{config.metrics_port}/status"
+
+        def rooms(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            return {room["name"]: room for room in document["rooms"]}
+
+        async with dispatch_worker(tmp_path, server, config=config) as run:
+            async with join(server, "status-call", "caller") as room:
+                await hears_echo(room)
+                job = bot_job(room)["job"]
+                up = await polled(
+                    url, json.loads, lambda d: rooms(d)["status-call"]["participants"] == 1
+                )
+            assert (up["ready"], up["stale"]) == (True, False), up
+            worker = up["worker"]
+            assert (worker["enabled"], worker["registered"]) == (True, True), worker
+            (worker_id,) = {m[1] for m in run.matches(r"registered as worker (\S+)")}
+            assert worker["worker_id"] == worker_id
+            assert (worker["rooms"], worker["offers"]["accepted"]) == (1, 1), worker
+            by_name = rooms(up)
+            assert sorted(by_name) == ["status-call", "status-static"]
+            static, call = by_name["status-static"], by_name["status-call"]
+            assert (static["kind"], static["state"]) == ("configured", "running")
+            assert static["job"] is None
+            assert (call["kind"], call["state"], call["connection"]) == (
+                "dispatched", "running", "connected",
+            )  # fmt: skip
+            assert call["job"]["id"] == job, call
+            assert call["job"]["agent_name"] == "", call  # automatic dispatch
+            assert call["job"]["dispatch_id"].startswith("AD_"), call
+
+            server.kill()
+            down = await polled(
+                url,
+                json.loads,
+                lambda d: not d["worker"]["registered"]
+                and all(room["state"] != "running" for room in d["rooms"]),
+            )
+            assert down["ready"] is False, down
+            assert sorted(rooms(down)) == ["status-call", "status-static"]  # they go on
+            assert all(room["connection"] != "connected" for room in down["rooms"]), down
+            print(f"\n/status with the server gone: {json.dumps(down['rooms'])}")
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
 
 
 def server_api(server: ServerCredentials) -> api.LiveKitAPI:

@@ -2,7 +2,8 @@
 
 Two supervisors serve rooms on the session's livekit-server, as a user would run
 them: `a` serves three rooms with a bot that echoes, answers data messages and
-crashes on request (tests/helpers/crashing_bot.py), with per-room series capped at two rooms;
+crashes on request (tests/helpers/crashing_bot.py), with per-room series capped at two rooms,
+and is an agent worker for `obs-agent`, which a test dispatches to a room;
 `b` runs `--workers 2`, one worker with an echo room and one with a room whose bot
 never starts, so it ends quarantined. A Prometheus scrapes the three endpoints every
 second and evaluates grafana/alerts.yml. Simulated participants make the load; every
@@ -27,6 +28,7 @@ from typing import Any
 
 import attrs
 import pytest
+from livekit import api
 
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.workers import shard_of
@@ -92,6 +94,11 @@ A_CONFIG = """
     [supervision]
     backoff_initial_seconds = 0.1
     backoff_max_seconds = 1
+
+    [dispatch]
+    enabled = true
+    agent_name = "obs-agent"
+    idle_timeout_seconds = 1
 """ + "".join(f'\n[[rooms]]\nname = "{name}"\n' for name in A_ROOMS)
 
 B_CONFIG = f"""
@@ -266,7 +273,10 @@ def on(process: SupervisorProcess, selector: str = "") -> str:
 async def test_health_and_readiness_endpoints(fleet: Fleet) -> None:
     a, b = fleet.a, fleet.b
     assert get(a.url() + "/healthz") == (200, "ok\n")
-    ready = f"ready: {len(A_ROOMS)} of {len(A_ROOMS)} room(s) running\n"
+    ready = (
+        f"ready: {len(A_ROOMS)} of {len(A_ROOMS)} room(s) running; "
+        "agent worker registered, 0 dispatched room(s)\n"
+    )
     assert get(a.url() + "/readyz") == (200, ready)
     # each worker of b answers for its own rooms: the broken one exceeds its restart
     # intensity and is quarantined, so its worker is never ready; the other one is
@@ -421,6 +431,36 @@ async def test_data_messages_and_a_bot_crash_show_in_prometheus(
     assert grown_out["lossy"] - out_before["lossy"] == 1
     # the crash restarted the pipeline only: the room itself did not restart
     assert fleet.value("sum(lksup_actor_restarts_total" + on(a, 'actor="room"') + ")") == 0
+
+
+async def test_a_dispatched_job_shows_on_the_dispatch_panels(
+    fleet: Fleet, livekit_server: LiveKitServer
+) -> None:
+    a = fleet.a
+    board = dashboard()
+    values = {"job": JOB, "instance": a.instance(), "__rate_interval": RATE_INTERVAL}
+    (p99,) = (
+        substitute(expr, values) for title, expr in targets(board)
+        if title == "Dispatch latency" and "0.99" in expr and "first_audio" in expr
+    )  # fmt: skip
+    async with api.LiveKitAPI(
+        livekit_server.url, livekit_server.api_key, livekit_server.api_secret
+    ) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name="obs-dispatched"))
+        await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name="obs-agent", room="obs-dispatched")
+        )
+        async with join(livekit_server, "obs-dispatched", "caller") as room, publishing_tone(room):
+            track = await subscribed_audio_track(room, "bot")
+            await collect_audio(track, 0.5)  # the echo: the bot's first audio is out
+            rooms = f"sum(lksup_dispatch_rooms{on(a)})"
+            await eventually(lambda: fleet.value(rooms), lambda v: v == 1, "dispatched rooms")
+            seconds = await eventually(
+                lambda: fleet.value(p99), lambda v: v is not None and math.isfinite(v), "p99"
+            )
+            print(f"\ndispatch latency to first audio, p99 on the dashboard: {seconds:.2f} s")
+    ended = "sum(lksup_dispatch_jobs_ended_total" + on(a, 'status="succeeded"') + ")"
+    await eventually(lambda: fleet.value(ended), lambda v: v == 1, "the job ended")
 
 
 # --- the dashboard and the alert rules against live data ----------------------------------

@@ -11,6 +11,7 @@ the stalled worker past `restart_after_seconds` and starts a new one.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 import time
@@ -121,6 +122,7 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     env = blocking_env(tmp_path, room, block_seconds)
     async with serving(tmp_path, config, env=env) as (run, _):
         before = Samples((await fetch(base + "/metrics"))[1])
+        status_before = json.loads((await fetch(base + "/status"))[1])
         assert before["lksup_event_loop_stalls_total"] == 0
         assert before["lksup_room_event_loop_stalls_total", {"room": room}] == 0
         with polling_health(base + "/healthz") as health:
@@ -136,6 +138,7 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
                 during = Samples((await fetch(base + "/metrics"))[1])
                 ready = await fetch(base + "/readyz")
                 healthz = await fetch(base + "/healthz")
+                status = await fetch(base + "/status")
                 ended = await run.wait_for(r"the event loop runs again after a ([\d.]+) s stall")
                 await wait_until(lambda: health.first(200, after=logged_at(ended[0].string)), 10)
         after = Samples((await fetch(base + "/metrics"))[1])
@@ -149,6 +152,12 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     assert "event loop stalled" in ready[1], ready
     assert healthz[0] == 503, healthz
     assert f"room {room}" in healthz[1], healthz
+    assert status[0] == 200, status
+    stalled = json.loads(status[1])  # what was read before the stall, marked stale
+    assert (stalled["healthy"], stalled["stale"], stalled["ready"]) == (False, True, False)
+    assert f"room {room}" in stalled["health"], stalled
+    assert stalled["rooms"] == status_before["rooms"]
+    assert stalled["read_at"] == status_before["read_at"]
     assert after["lksup_event_loop_stalls_total"] == 1
     assert after["lksup_room_event_loop_stalls_total", {"room": room}] == 1
     assert after["lksup_event_loop_stalled"] == 0
