@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus agents-venv
+.PHONY: run lint test livekit-server prometheus chromium web agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,19 +30,39 @@ agents-venv: $(AGENTS_STAMP)
 livekit-server: $(STAMP)
 	$(VENV)/bin/python -m supervisor.livekit_server ensure
 
-run: livekit-server
+# The try-it page's JavaScript SDK (livekit-client, pinned by package-lock.json),
+# installed beside the page: served from there, never from a CDN.
+WEB := supervisor/playground
+WEB_STAMP := $(WEB)/node_modules/.installed
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --silent --no-audit --no-fund
+	touch $@
+
+web: $(WEB_STAMP)
+
+run: livekit-server web
 	$(VENV)/bin/supervisor run config.toml
 
-# The observability tests run a real Prometheus and promtool (Debian's `prometheus`
-# package). Installed when missing and we are root; otherwise those tests skip (and
-# fail under CI) with the reason.
-prometheus:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+# $(call debian,COMMANDS,PACKAGE,TESTS): Debian's PACKAGE, installed when one of
+# COMMANDS is missing and we are root; otherwise TESTS skip (and fail under CI) with
+# the reason.
+define debian
+	@if $(foreach c,$(1),command -v $(c) >/dev/null &&) true; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's prometheus package (prometheus, promtool)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	else echo "prometheus/promtool missing and not root: install Debian's prometheus package" \
-		"(apt-get install prometheus) or the observability tests skip"; fi
+		echo "installing Debian's $(2) package ($(1))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
+	else echo "$(1) missing and not root: install Debian's $(2) package" \
+		"(apt-get install $(2)) or $(3) skip"; fi
+endef
+
+# The observability tests run a real Prometheus and promtool.
+prometheus:
+	$(call debian,prometheus promtool,prometheus,the observability tests)
+
+# The try-it page's test drives a real Chromium (through playwright, no browser download).
+chromium:
+	$(call debian,chromium,chromium,the try-it page's browser test)
 
 # Lint and types (configured in pyproject.toml) before any test: ruff over everything,
 # mypy over the product (strict on actors/). A finding fails the build.
@@ -50,5 +70,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint livekit-server prometheus
+test: lint livekit-server prometheus chromium web
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

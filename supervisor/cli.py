@@ -32,6 +32,7 @@ from supervisor.config import Config, ConfigError, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
+from supervisor.playground import tokens_off  # noqa: E402
 from supervisor.rooms import RoomSet  # noqa: E402
 from supervisor.rtc_shutdown import release_rtc  # noqa: E402
 from supervisor.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
@@ -139,6 +140,20 @@ async def _reload(path: Path, shard: Shard, room_set: RoomSet, rooms: ActorRef) 
     )
 
 
+def _web_line(config: Config) -> str:
+    web = config.web
+    if not web.enabled:
+        return "try-it page: off"
+    if web.access_secret:
+        tokens = f"tokens for requests presenting ${web.access_secret_env}"
+    elif tokens_off(web, config.metrics):
+        tokens = "no tokens: the listen address is not loopback and no access secret is set"
+    else:
+        tokens = "tokens on loopback"
+    return (f"try-it page: http://{config.metrics.listen}/ ({tokens}, "
+            f"{web.tokens_per_minute} a minute per client)")
+
+
 def check(config: Config) -> None:
     """Report what a valid config would run, without connecting anywhere."""
     print(f"config OK: {len(config.rooms)} room(s) on {config.livekit.url}")
@@ -175,6 +190,7 @@ def check(config: Config) -> None:
               + (" plus the job's id" if ds.job_type != "room" else ""))
     else:
         print("  dispatch: off")
+    print(f"  {_web_line(config)}")
     for room in config.rooms:
         extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
         extras += ["end-to-end encrypted"] if room.e2ee_key else []

@@ -130,6 +130,22 @@ class DispatchConfig:
 
 
 @attrs.frozen
+class WebConfig:
+    """The try-it page on the metrics listener (`supervisor.playground`)."""
+
+    enabled: bool = True
+    access_secret_env: str = ""
+    """An environment variable holding a secret the page must present for a join token:
+    without one, tokens are minted only while the listener is on a loopback address."""
+    access_secret: str = attrs.field(default="", repr=False)
+    """Read from `access_secret_env` when the config is loaded."""
+    livekit_url: str = ""
+    """The LiveKit URL browsers connect to; empty: the supervisor's own."""
+    tokens_per_minute: int = 10
+    """Join tokens one client address may fetch per minute."""
+
+
+@attrs.frozen
 class RoomConfig:
     name: str
     bot: BotConfig
@@ -146,6 +162,7 @@ class Config:
     rooms: tuple[RoomConfig, ...]
     watchdog: WatchdogConfig = WatchdogConfig()
     dispatch: DispatchConfig = DispatchConfig()
+    web: WebConfig = WebConfig()
     sibling_rooms: frozenset[str] = frozenset()
     """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
     dispatched job for one of them is declined, or its room would get a second bot."""
@@ -280,7 +297,8 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
     top = _Table(
         doc,
         "",
-        ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "rooms"),
+        ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "web",
+         "rooms"),
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
@@ -363,7 +381,34 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
     dispatch = _read_dispatch(
         _Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch", dispatch_keys), bot
     )
-    return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch)
+    web = _read_web(
+        _Table(top.get("web", dict, "a [web] table", {}), "web",
+               tuple(f.name for f in attrs.fields(WebConfig) if f.name != "access_secret")),
+        environ,
+    )
+    return Config(
+        livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch, web
+    )
+
+
+def _read_web(table: _Table, environ: dict[str, str]) -> WebConfig:
+    d = WebConfig()
+    name = table.get("access_secret_env", str, "'' or an environment variable name",
+                     d.access_secret_env, lambda v: v == "" or _ENV_NAME.match(v))
+    secret = environ.get(name, "") if name else ""
+    if name and not secret:
+        raise ConfigError(
+            f"environment variable {name} (named by web.access_secret_env) is not set: "
+            "expected the secret the try-it page must present"
+        )
+    return WebConfig(
+        enabled=table.flag("enabled", d.enabled),
+        access_secret_env=name,
+        access_secret=secret,
+        livekit_url=table.get("livekit_url", str, "'' or a ws://, wss://, http:// or https:// URL",
+                              d.livekit_url, lambda v: v == "" or _url(v)),
+        tokens_per_minute=table.count("tokens_per_minute", d.tokens_per_minute, 1),
+    )
 
 
 def _bot_override(table: _Table, bot: BotConfig) -> BotConfig | None:

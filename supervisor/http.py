@@ -20,6 +20,8 @@ the same host.
   (registered, worker id, load, full, offers and ended jobs), every room with its
   state, connection, participants, restarts and, for a dispatched room, its job
   (`supervisor.status`).
+- `/`: the try-it page, and its token endpoint `POST /web/token` (`supervisor.playground`;
+  with `[web] enabled = false`, a line naming the endpoints).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from aiohttp import web
 
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.metrics import SupervisorMetrics
+from supervisor.playground import Served, TokenMinter, add_playground
 from supervisor.rooms import RoomSet
 from supervisor.status import Status
 from supervisor.watchdog import LoopWatchdog
@@ -123,8 +126,23 @@ def metrics_app(metrics: SupervisorMetrics, status: Status, on_loop: _OnLoop) ->
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status_json)
-    app.router.add_get("/", index)
+    room_set = status.room_set
+    config = room_set.config
+    if config.web.enabled:
+        minter = TokenMinter(config.web, config.metrics, config.dispatch, room_set.credentials)
+        add_playground(app, minter, lambda: on_loop(lambda: served_now(room_set)))
+    else:
+        app.router.add_get("/", index)
     return app
+
+
+def served_now(room_set: RoomSet) -> Served:
+    """The rooms a try-it page may join now, and the identities their bots use."""
+    config = room_set.config
+    rooms = {room.name for room in config.rooms}
+    rooms |= {job.room for job in room_set.dispatched.values()}
+    bots = {room.bot.identity for room in config.rooms} | {config.dispatch_bot.identity}
+    return Served(frozenset(rooms), frozenset(bots))
 
 
 class _Listener:

@@ -119,3 +119,32 @@ def test_a_bad_dispatch_bot_or_job_type_is_named(dispatch: dict[str, Any], error
     with pytest.raises(ConfigError) as raised:
         parse_config(dispatch_doc(**dispatch), ENVIRON)
     assert str(raised.value).startswith(error), raised.value
+
+
+def web_doc(**web: Any) -> dict[str, Any]:
+    return {**dispatch_doc(), "web": web}
+
+
+def test_the_web_access_secret_is_read_from_its_variable_and_kept_out_of_repr() -> None:
+    environ = {**ENVIRON, "PAGE_SECRET": "s3"}
+    config = parse_config(web_doc(access_secret_env="PAGE_SECRET"), environ)
+    assert config.web.access_secret == "s3"
+    assert "s3" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("web", "error"),
+    [
+        ({"access_secret_env": "PAGE_SECRET"}, "environment variable PAGE_SECRET (named by "
+         "web.access_secret_env) is not set"),
+        ({"access_secret_env": "no such name"}, "web.access_secret_env = 'no such name': "
+         "expected '' or an environment variable name"),
+        ({"tokens_per_minute": 0}, "web.tokens_per_minute = 0: expected a whole number >= 1"),
+        ({"livekit_url": "127.0.0.1"}, "web.livekit_url = '127.0.0.1': expected '' or a ws://"),
+        ({"access_secret": "s3"}, "web.access_secret is not a known key"),
+    ],
+)
+def test_a_bad_web_key_is_named(web: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(web_doc(**web), ENVIRON)
+    assert str(raised.value).startswith(error), raised.value

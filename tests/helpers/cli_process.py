@@ -178,6 +178,10 @@ class SupervisorConfig:
     watchdog: Mapping[str, float] = attrs.field(factory=dict)
     dispatch: Mapping[str, Any] = attrs.field(factory=dict)
     """A `[dispatch]` table's keys (and a `bot` subtable); none: no table (dispatch off)."""
+    room_bots: Mapping[str, str] = attrs.field(factory=dict)
+    """Rooms whose bot is not `bot`: room name -> factory."""
+    web: Mapping[str, Any] = attrs.field(factory=dict)
+    """A `[web]` table's keys; none: no table (the defaults)."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
@@ -194,7 +198,12 @@ class SupervisorConfig:
                 "supervision": dict(self.supervision),
                 "watchdog": dict(self.watchdog),
                 **({"dispatch": dict(self.dispatch)} if self.dispatch else {}),
-                "rooms": [{"name": room} for room in self.rooms],
+                **({"web": dict(self.web)} if self.web else {}),
+                "rooms": [
+                    {"name": room, **({"bot": {"factory": self.room_bots[room]}}
+                                      if room in self.room_bots else {})}
+                    for room in self.rooms
+                ],
             }
         )
 
