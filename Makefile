@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus agents-venv
+.PHONY: run lint test livekit-server prometheus espeak-ng agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ agents-venv: $(AGENTS_STAMP)
 livekit-server: $(STAMP)
 	$(VENV)/bin/python -m supervisor.livekit_server ensure
 
-run: livekit-server
+run: livekit-server espeak-ng
 	$(VENV)/bin/supervisor run config.toml
 
 # The observability tests run a real Prometheus and promtool (Debian's `prometheus`
@@ -44,11 +44,22 @@ prometheus:
 	else echo "prometheus/promtool missing and not root: install Debian's prometheus package" \
 		"(apt-get install prometheus) or the observability tests skip"; fi
 
+# The talker bot (`supervisor.bots.talker`) speaks with espeak-ng (Debian's package), as do
+# its tests. Installed when missing and we are root; otherwise those tests skip (and fail
+# under CI) with the reason.
+espeak-ng:
+	@if command -v espeak-ng >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's espeak-ng package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; \
+	else echo "espeak-ng missing and not root: install Debian's espeak-ng package" \
+		"(apt-get install espeak-ng) or the talker's tests skip"; fi
+
 # Lint and types (configured in pyproject.toml) before any test: ruff over everything,
 # mypy over the product (strict on actors/). A finding fails the build.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint livekit-server prometheus
+test: lint livekit-server prometheus espeak-ng
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

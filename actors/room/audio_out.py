@@ -31,6 +31,7 @@ from livekit import rtc
 from pipecat.frames.frames import Frame, InterruptionFrame, OutputAudioRawFrame
 
 from actors.actor import Actor
+from actors.room.bot_metrics import observe_response
 from actors.room.frames import (
     GetRoomFrame,
     ParticipantJoinedFrame,
@@ -145,6 +146,7 @@ class AudioOutActor(Actor):
             )
             self.stats.audio_frames_out += 1
             observe_latency(frame, self.stats.audio_latency)
+            observe_response(self.stats)
         elif isinstance(frame, InterruptionFrame):
             if source is not None:
                 source.clear_queue()  # the bot was interrupted: stop speaking at once
