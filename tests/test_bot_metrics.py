@@ -32,6 +32,7 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import RoomStats
 from actors.room.bot_metrics import (
@@ -42,6 +43,10 @@ from actors.room.bot_metrics import (
     processor_label,
 )
 from actors.room.timing import service_buckets
+from supervisor.access import Credentials
+from supervisor.config import parse_config
+from supervisor.metrics import SupervisorMetrics
+from supervisor.rooms import RoomSet
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +173,44 @@ def test_an_ended_rooms_bot_figures_stay_in_the_totals() -> None:
     assert totals.bot_response.count == 2
     assert totals.bot_ttfb["ScriptLLM"].count == 2
     assert totals.bot_ttfb["ScriptLLM"] is not ended.bot_ttfb["ScriptLLM"]
+
+
+def scrape(metrics: SupervisorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render(None)[0].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -> None:
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        "metrics": {"max_room_series": 1},
+        "rooms": [{"name": "a"}, {"name": "b"}],
+    }
+    room_set = RoomSet(parse_config(doc, environ={}), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    for name, ttfb in (("a", 0.02), ("b", 0.2)):
+        room_set.room_spec(next(r for r in room_set.config.rooms if r.name == name))
+        stats = room_set.stats[name]
+        stats.bot_response.observe(0.9)
+        stats.bot_ttfb["ScriptLLM"] = service_buckets()
+        stats.bot_ttfb["ScriptLLM"].observe(ttfb)
+        stats.bot_llm_prompt_tokens, stats.bot_turns = 10, 1
+    samples = scrape(metrics)
+    assert samples["lksup_bot_response_seconds_bucket", (("le", "1.0"),)] == 2
+    assert samples["lksup_bot_response_seconds_bucket", (("le", "0.75"),)] == 0
+    llm = (("processor", "ScriptLLM"),)
+    assert samples["lksup_bot_ttfb_seconds_count", llm] == 2
+    assert samples["lksup_bot_ttfb_seconds_bucket", (("le", "0.025"), *llm)] == 1
+    assert samples["lksup_bot_llm_tokens_total", (("kind", "prompt"),)] == 20
+    assert samples["lksup_bot_turns_total", ()] == 2
+    assert samples["lksup_bot_interruptions_total", ()] == 0
+    assert samples["lksup_room_bot_response_seconds_count", (("room", "a"),)] == 1
+    assert samples["lksup_room_bot_ttfb_seconds_sum", (("processor", "ScriptLLM"), ("room", "a"))] \
+        == pytest.approx(0.02)
+    assert samples["lksup_room_bot_turns_total", (("room", "a"),)] == 1
+    assert not any(dict(labels).get("room") == "b" for _, labels in samples)  # past the cap
