@@ -81,6 +81,11 @@ async def test_service_metrics_land_in_the_rooms_stats() -> None:
         TTSUsageMetricsData(processor="EspeakTTS#4", value=42),
     ]))  # fmt: skip
     await push(observer, MetricsFrame(data=[usage(5, 1)]))
+    # the worker's announcement at start: every processor with metrics, at 0
+    await push(observer, MetricsFrame(data=[
+        TTFBMetricsData(processor="Silent#5", value=0.0),
+        ProcessingMetricsData(processor="Silent#5", value=0.0),
+    ]))  # fmt: skip
     await push(observer, InputAudioRawFrame(audio=b"\0\0" * 320, sample_rate=16000, num_channels=1))
     assert sorted(stats.bot_ttfb) == ["EspeakTTS", "ScriptLLM"]
     assert stats.bot_ttfb["ScriptLLM"].count == 1

@@ -152,11 +152,13 @@ class BotMetricsObserver(BaseObserver):
     # --- services ---------------------------------------------------------------------
 
     def _metrics(self, frame: MetricsFrame) -> None:
+        """A service's figures. A time of exactly 0 is no measurement: pipecat's worker
+        announces every processor that reports metrics with one at start."""
         stats = self.stats
         for data in frame.data:
-            if isinstance(data, TTFBMetricsData):
+            if isinstance(data, TTFBMetricsData) and data.value:
                 self._histogram(stats.bot_ttfb, data.processor).observe(data.value)
-            elif isinstance(data, ProcessingMetricsData):
+            elif isinstance(data, ProcessingMetricsData) and data.value:
                 self._histogram(stats.bot_processing, data.processor).observe(data.value)
             elif isinstance(data, LLMUsageMetricsData):
                 stats.bot_llm_prompt_tokens += data.value.prompt_tokens
