@@ -84,3 +84,24 @@ async def test_the_talker_answers_and_its_metrics_move_in_its_room_only(
     assert samples["lksup_room_bot_turns_total", b] == 0
     assert samples["lksup_room_bot_tts_characters_total", b] == 0
     assert samples.label_values("lksup_room_bot_ttfb_seconds_count", "room") == {"talk-a"}
+
+
+async def test_speaking_over_the_talker_counts_an_interruption(
+    livekit_server: LiveKitServer, tmp_path: Path
+) -> None:
+    # the answer ("You spoke for 2.0 seconds.") lasts over 2 s: the next utterance,
+    # a second after the last, starts while the bot still speaks
+    speech = utterance("Hello there, how are you today?", then_silent=1.0)
+    config = SupervisorConfig(livekit_server, ("talk-over",), bot=TALKER)
+    room_labels = {"room": "talk-over"}
+    async with (
+        serving(tmp_path, config),
+        join(livekit_server, "talk-over", "speaker") as room,
+        publishing_tone(room, signal=speech),
+    ):
+        async with asyncio.timeout(90):
+            while scrape(config)["lksup_room_bot_interruptions_total", room_labels] < 1:
+                await asyncio.sleep(0.25)
+        samples = scrape(config)
+    assert samples["lksup_bot_interruptions_total"] >= 1
+    assert samples["lksup_room_bot_turns_total", room_labels] >= 1
