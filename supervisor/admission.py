@@ -138,7 +138,7 @@ class Admission:
         except TimeoutError:
             log.error(
                 "[%s] job %s rejected: the accept hook %s took longer than %g s",
-                job.room,
+                job.key,
                 job.id,
                 self.config.accept,
                 HOOK_TIMEOUT_SECONDS,
@@ -147,7 +147,7 @@ class Admission:
         except Exception as err:  # noqa: BLE001 - the user's code: one job's problem
             log.error(
                 "[%s] job %s rejected: the accept hook %s raised %r",
-                job.room,
+                job.key,
                 job.id,
                 self.config.accept,
                 err,
@@ -162,7 +162,7 @@ class Admission:
         log.error(
             "[%s] job %s rejected: the accept hook %s returned %r, expected True, "
             "False, Accept or Reject",
-            job.room,
+            job.key,
             job.id,
             self.config.accept,
             answer,

@@ -4,13 +4,15 @@ livekit-server offers each new room (automatic dispatch, `agent_name = ""`) or e
 dispatch naming our agent to a registered worker; this module speaks that protocol
 (`livekit.protocol.agent` messages as binary WebSocket frames, as livekit-agents does):
 
-- connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (a room
-  worker), wait for the server's `register` answer;
+- connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (for
+  `[dispatch] job_type`'s jobs: a room's, each participant's, each publisher's), wait
+  for the server's `register` answer;
 - answer each `AvailabilityRequest` (`supervisor.admission`: full, or the accept hook);
-  a job for a room this process already serves, or (`--workers N`) a configured room
-  another worker of this config serves, is answered `terminate`, so the server does not
-  offer it to another worker either (after a server restart the bot rejoins the room by
-  itself, and the new room's dispatch must not bring a second one);
+  a job for a room (a participant, for a participant's job) this process already
+  serves, or (`--workers N`) a configured room another worker of this config serves, is
+  answered `terminate`, so the server does not offer it to another worker either (after a
+  server restart the bot rejoins the room by itself, and the new room's dispatch must not
+  bring a second one);
 - start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
 - report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
   soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
@@ -42,11 +44,12 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from actors import ActorRef, Backoff, single_errors
+from actors.room import Job, is_rival
 from supervisor import __version__
 from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
-from supervisor.jobs import Jobs, job_of
+from supervisor.jobs import Jobs, bot_identity, job_of
 from supervisor.rooms import RoomSet, WorkerState
 
 log = logging.getLogger("supervisor.dispatch")
@@ -58,9 +61,17 @@ LOAD_SAMPLE_SECONDS = 0.5
 PING_SECONDS = 10.0
 SILENT_SECONDS = 30.0
 """No message from the server (pongs included) for this long: the session is dead."""
+RIVAL_CHECK_SECONDS = 2.0
+"""How long an offer waits for the server to say who is in the room."""
 REGISTER_TIMEOUT_SECONDS = 10.0
 """livekit-server closes a socket that has not registered within 10 s; so do we."""
 RECONNECT = Backoff(initial=0.5, maximum=10.0, jitter=0.2)
+JOB_TYPES = {
+    "room": agent.JobType.JT_ROOM,
+    "participant": agent.JobType.JT_PARTICIPANT,
+    "publisher": agent.JobType.JT_PUBLISHER,
+}
+"""`[dispatch] job_type` as the protocol names it."""
 OUTBOX = 1024
 """Messages waiting for the socket; more means the server stopped reading."""
 DROPPED_TEXT = 128
@@ -100,6 +111,8 @@ class AgentWorker:
         self._heard_at = 0.0
         self._status: agent.WorkerStatus | None = None
         self._nudged = anyio.Event()
+        self._server_api: api.LiveKitAPI | None = None
+        """The server's API, while `run` runs: who is in a room offered (`_rival_in_room`)."""
 
     # --- what the jobs and the CLI call ----------------------------------------------
 
@@ -139,7 +152,12 @@ class AgentWorker:
         """Register, serve the session, and register again after it ends, for ever."""
         attempt = 0
         handshake = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_SECONDS)
-        async with aiohttp.ClientSession(timeout=handshake) as http:
+        async with (
+            aiohttp.ClientSession(timeout=handshake) as http,
+            api.LiveKitAPI(
+                self.credentials.url, self.credentials.api_key, self.credentials.api_secret
+            ) as self._server_api,
+        ):
             while True:
                 try:
                     with single_errors():
@@ -207,7 +225,7 @@ class AgentWorker:
 
     def _register(self) -> agent.WorkerMessage:
         request = agent.RegisterWorkerRequest(
-            type=agent.JobType.JT_ROOM,
+            type=JOB_TYPES[self.dispatch.job_type],
             agent_name=self.dispatch.agent_name,
             version=__version__,
             allowed_permissions=models.ParticipantPermission(
@@ -259,7 +277,7 @@ class AgentWorker:
             if which == "availability":
                 tasks.start_soon(self._answer, message.availability)
             elif which == "assignment":
-                self.jobs.assigned(message.assignment, self.config.bot.identity)
+                self.jobs.assigned(message.assignment)
             elif which == "termination":
                 self.jobs.terminate(message.termination.job_id)
             elif which == "pong":
@@ -290,27 +308,29 @@ class AgentWorker:
         assert self.jobs is not None
         job = job_of(request.job)
         answer = agent.AvailabilityResponse(job_id=job.id)
-        why_not = self._why_not(job.room)
+        why_not = self._why_not(job)
         if why_not is not None:
-            kind, reason = why_not
-            answer.terminate = kind == "served"
-            self.state.offers[kind] += 1
-            log.info("[%s] job %s declined: %s", job.room, job.id, reason)
-            self.send(agent.WorkerMessage(availability=answer))
+            self._decline(answer, job, *why_not)
             return
         self.jobs.reserve(job)
         decision: Accept | Reject = Reject("the session ended")
         try:
+            rival = await self._rival_in_room(job)
+            if rival is not None:
+                self._decline(answer, job, "served", f"{rival}, a bot of this agent, is there")
+                return
             decision = await self.admission.decide(job)
+            if isinstance(decision, Accept):
+                decision = self.jobs.identity_clash(job, decision) or decision
         finally:
             if isinstance(decision, Reject):
                 self.jobs.release(job.id)  # rejected, or the session ended meanwhile
         if isinstance(decision, Reject):
             self.state.offers["rejected"] += 1
-            log.info("[%s] job %s rejected: %s", job.room, job.id, decision.reason)
+            log.info("[%s] job %s rejected: %s", job.key, job.id, decision.reason)
             self.send(agent.WorkerMessage(availability=answer))
             return
-        identity = decision.identity or self.config.bot.identity
+        identity = bot_identity(job, decision, self.config.dispatch_bot.identity)
         answer.available = True
         answer.participant_identity = identity
         answer.participant_name = decision.name or identity
@@ -318,17 +338,48 @@ class AgentWorker:
         answer.participant_attributes.update(decision.attributes)
         self.jobs.accept(job, decision)
         self.state.offers["accepted"] += 1
-        log.info("[%s] job %s accepted (dispatch %s)", job.room, job.id, job.dispatch_id or "-")
+        log.info("[%s] job %s accepted (dispatch %s)", job.key, job.id, job.dispatch_id or "-")
         self.send(agent.WorkerMessage(availability=answer))
 
-    def _why_not(self, room: str) -> tuple[str, str] | None:
-        """Why an offer for `room` is declined: one of `OFFER_ANSWERS`, and the reason."""
+    def _decline(
+        self, answer: agent.AvailabilityResponse, job: Job, kind: str, reason: str
+    ) -> None:
+        """Say no to an offer: `kind` is one of `OFFER_ANSWERS`; a room served already
+        is answered `terminate`, so that the server offers it to no other worker."""
+        answer.terminate = kind == "served"
+        self.state.offers[kind] += 1
+        log.info("[%s] job %s declined: %s", job.key, job.id, reason)
+        self.send(agent.WorkerMessage(availability=answer))
+
+    async def _rival_in_room(self, job: Job) -> str | None:
+        """A bot of this agent already in a room job's room (`is_rival`): it came back
+        to the room a restarted server lost, by itself or through another worker; one
+        is enough. None when there is none, or the server does not say in time."""
+        if job.participant is not None or self._server_api is None:
+            return None
+        try:
+            with anyio.fail_after(RIVAL_CHECK_SECONDS):
+                listing = await self._server_api.room.list_participants(
+                    api.ListParticipantsRequest(room=job.room)
+                )
+        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            log.warning("[%s] job %s: who is in the room is unknown (%s)", job.key, job.id, err)
+            return None
+        agent_kind = models.ParticipantInfo.Kind.AGENT
+        for participant in listing.participants:
+            if is_rival(job, participant.kind == agent_kind, participant.attributes):
+                return participant.identity
+        return None
+
+    def _why_not(self, job: Job) -> tuple[str, str] | None:
+        """Why an offer of `job` is declined: one of `OFFER_ANSWERS`, and the reason."""
         assert self.jobs is not None
         if self.state.draining:
             return "draining", "the worker is draining"
-        if self.jobs.serves(room):
-            return "served", "this process already serves the room"
-        if room in self.jobs.room_set.config.sibling_rooms:
+        if self.jobs.serves(job):
+            what = "room" if job.participant is None else "participant"
+            return "served", f"this process already serves the {what}"
+        if job.key in self.jobs.room_set.config.sibling_rooms:
             return "served", "another worker process of this config serves the room"
         full = self.admission.full(len(self.jobs.running), len(self.jobs.starting))
         return None if full is None else ("full", full)

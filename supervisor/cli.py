@@ -162,11 +162,17 @@ def check(config: Config) -> None:
     ds = config.dispatch
     if ds.enabled:
         offers = f"jobs for agent {ds.agent_name!r}" if ds.agent_name else "every new room"
+        per = {"room": "a bot per room", "participant": "a bot per participant who joins",
+               "publisher": "a bot per participant who publishes"}[ds.job_type]
         limit = f"{ds.max_duration_seconds:g} s" if ds.max_duration_seconds else "none"
-        print(f"  dispatch: {offers}, up to {ds.max_rooms} room(s) or load "
+        print(f"  dispatch: {offers}, {per}, up to {ds.max_rooms} job(s) or load "
               f"{ds.load_threshold:g}; accept hook {ds.accept or 'none'}; bot leaves "
               f"{ds.idle_timeout_seconds:g} s after the last participant; max duration {limit}; "
               f"drain {ds.drain_seconds:g} s")
+        bot = config.dispatch_bot
+        same = " (the [bot])" if ds.bot is None else ""
+        print(f"  dispatched rooms' bot: {bot.factory}{same}, identity {bot.identity!r}"
+              + (" plus the job's id" if ds.job_type != "room" else ""))
     else:
         print("  dispatch: off")
     for room in config.rooms:

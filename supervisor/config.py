@@ -94,6 +94,11 @@ class LimitsConfig:
     join_concurrency: int = 16
 
 
+JOB_TYPES = ("room", "participant", "publisher")
+"""`[dispatch] job_type`: a job per room, per participant who joins, or per participant
+who publishes (livekit-server's JT_ROOM, JT_PARTICIPANT, JT_PUBLISHER)."""
+
+
 @attrs.frozen
 class DispatchConfig:
     """The supervisor as a LiveKit agent worker: rooms on demand (see `supervisor.agent_worker`)."""
@@ -101,6 +106,11 @@ class DispatchConfig:
     enabled: bool = False
     agent_name: str = ""
     """Empty: every new room is offered (automatic dispatch); set: only dispatches naming it."""
+    job_type: str = "room"
+    """One of `JOB_TYPES`."""
+    bot: BotConfig | None = None
+    """`[dispatch.bot]`: the bot of dispatched rooms, any key of `[bot]` overridden;
+    None: `[bot]` (`Config.dispatch_bot`)."""
     max_rooms: int = 100
     """At most this many dispatched rooms at once, counting those accepted and not yet
     running; then the worker reports itself full."""
@@ -139,6 +149,11 @@ class Config:
     sibling_rooms: frozenset[str] = frozenset()
     """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
     dispatched job for one of them is declined, or its room would get a second bot."""
+
+    @property
+    def dispatch_bot(self) -> BotConfig:
+        """The bot dispatched rooms run: `[dispatch.bot]`, or else `[bot]`."""
+        return self.dispatch.bot or self.bot
 
 
 class _Table:
@@ -342,18 +357,24 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         name = table.text("name", "a room name without '/'", check=_room_name)
         if any(room.name == name for room in rooms):
             raise ConfigError(f"{path}.name = {name!r}: expected a name no other room uses")
-        room_bot = bot
-        if "bot" in table.value:
-            room_bot = _read_bot(_Table(table.value["bot"], f"{path}.bot", _BOT_KEYS), bot)
+        room_bot = _bot_override(table, bot) or bot
         rooms.append(RoomConfig(name, room_bot, _e2ee_key(table, environ)))
     dispatch_keys = tuple(f.name for f in attrs.fields(DispatchConfig) if f.name != "accept_hook")
     dispatch = _read_dispatch(
-        _Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch", dispatch_keys)
+        _Table(top.get("dispatch", dict, "a [dispatch] table", {}), "dispatch", dispatch_keys), bot
     )
     return Config(livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch)
 
 
-def _read_dispatch(table: _Table) -> DispatchConfig:
+def _bot_override(table: _Table, bot: BotConfig) -> BotConfig | None:
+    """`table`'s `bot` subtable (`[rooms.bot]`, `[dispatch.bot]`): `bot` with the keys it
+    sets overridden; None when it has none."""
+    if "bot" not in table.value:
+        return None
+    return _read_bot(_Table(table.value["bot"], table._key(table.path, "bot"), _BOT_KEYS), bot)
+
+
+def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
     d = DispatchConfig()
     accept = table.get("accept", str, "'' or 'module:function'", d.accept,
                        lambda v: v == "" or v.count(":") == 1)
@@ -367,6 +388,9 @@ def _read_dispatch(table: _Table) -> DispatchConfig:
         enabled=table.flag("enabled", d.enabled),
         agent_name=table.get("agent_name", str, "an agent name ('' for automatic dispatch)",
                              d.agent_name, lambda v: v == v.strip()),
+        job_type=table.get("job_type", str, " or ".join(map(repr, JOB_TYPES)), d.job_type,
+                           JOB_TYPES.__contains__),
+        bot=_bot_override(table, bot),
         max_rooms=table.count("max_rooms", d.max_rooms, 1),
         load_threshold=float(table.get(
             "load_threshold", (int, float), "a number > 0 and <= 1", d.load_threshold,

@@ -9,6 +9,11 @@ decides how the job ends:
 - succeeded: the bot was alone (or with other agents only) for `idle_timeout_seconds`, the job ran
   `max_duration_seconds`, the server ended the room (closed, deleted, the bot removed),
   the server terminated the job (a dispatch deleted), or the worker drained;
+- and a participant's job (`job_type` participant or publisher) succeeded once its
+  participant left: at once when they left deliberately (`DELIBERATE_LEAVES`, as
+  livekit-agents closes its session then), else (their connection failed) after
+  `idle_timeout_seconds` without them, time to come back. The server does not end
+  such a job itself: it ends a job when the job's *bot* leaves;
 - failed, with the error: the room tree was quarantined (past its restart intensity).
 
 The status is reported before the bot leaves: livekit-server marks a job whose agent
@@ -25,9 +30,9 @@ import attrs
 from anyio.abc import TaskGroup
 from livekit.protocol import agent
 
-from actors import ActorError, ActorRef, ActorState, ChildSpec, StartChildFrame, StopChildFrame
+from actors import ActorError, ActorRef, ActorState, StartChildFrame, StopChildFrame
 from actors.room import Job, RoomStats
-from supervisor.admission import Accept
+from supervisor.admission import Accept, Reject
 from supervisor.config import Config
 from supervisor.rooms import RoomSet
 
@@ -41,6 +46,22 @@ JOIN_WATCH_SECONDS = 0.05
 """...and until the bot joined, this often (the join time is a metric)."""
 START_TIMEOUT_SECONDS = 30.0
 """The room supervisor answers a start at once, unless busy reloading configured rooms."""
+DELIBERATE_LEAVES = frozenset({"client_initiated", "participant_removed", "user_rejected"})
+"""Disconnect reasons of a participant who is gone for good: hung up, removed by the
+server API, declined the call."""
+
+
+def bot_identity(job: Job, accept: Accept, identity: str) -> str:
+    """Who the bot is in the job's room: the accept hook's choice, else `identity` (the
+    dispatched rooms' bot's) for a room job, `identity-JOBID` for a participant's job.
+
+    Several bots of a participant's jobs share a room, and two with one identity
+    cannot: the second's join replaces the first (livekit-server's duplicate identity),
+    and the server, which keys the jobs of a room by their bot's identity, would end the
+    wrong job as the first bot leaves."""
+    if accept.identity:
+        return accept.identity
+    return identity if job.participant is None else f"{identity}-{job.id}"
 
 
 def job_of(job: agent.Job) -> Job:
@@ -77,13 +98,25 @@ class _Starting:
 class _Running:
     job: Job
     accepted_at: float
+    identity: str
+    """The bot's, in the job's room."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
+    stats: RoomStats | None = None
+    """Its tree's, once built (after a previous job of the same key stopped)."""
+    gone: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set once its tree is stopped and its name free."""
 
     def end(self, reason: str) -> None:
         if not self.ended.is_set():
             self.reason = reason
             self.ended.set()
+
+    def serving(self) -> bool:
+        """Not ending, and (a participant's job) its participant not gone for good."""
+        stats = self.stats
+        return not self.ended.is_set() and (stats is None or _gone(self.job, stats) is None)
 
 
 class Jobs:
@@ -110,11 +143,39 @@ class Jobs:
         self.running: dict[str, _Running] = {}
         self._changed_event = anyio.Event()
 
-    def serves(self, room: str) -> bool:
-        """Whether a bot of this process is in `room` or on its way there."""
-        return room in self.room_set.served() or any(
-            entry.job.room == room for entry in self.starting.values()
+    def serves(self, job: Job) -> bool:
+        """Whether a bot of this process serves what `job` asks for, or is on its way:
+        the room for a room job, the (room, participant) pair (`Job.key`) for a
+        participant's job; a configured room serves the room.
+
+        A job that is ending serves no longer, nor one whose participant left for good
+        (known as the leave arrives, before its job's next look at the room): a caller
+        who hangs up and calls again at once gets a new job, not a refusal, and its
+        tree waits for the old one's to stop (`_serve`)."""
+        key = job.key
+        return (
+            any(room.name == key for room in self.room_set.config.rooms)
+            or any(entry.job.key == key for entry in self.starting.values())
+            or any(r.job.key == key and r.serving() for r in self.running.values())
         )
+
+    def identity_clash(self, job: Job, accept: Accept) -> Reject | None:
+        """A no for `accept` when its bot identity is another bot's of this process in
+        the job's room (an accept hook naming every participant's bot alike): the
+        second join would replace the first (`bot_identity`). A job of the same key
+        does not count: its tree starts once the earlier one's stopped."""
+        identity = self._identity(job, accept)
+        others = [
+            *((e.job, self._identity(e.job, e.accept)) for e in self.starting.values()),
+            *((r.job, r.identity) for r in self.running.values()),
+        ]
+        for other, taken in others:
+            if other.room == job.room and other.key != job.key and taken == identity:
+                return Reject(f"the bot identity {identity!r} is job {other.id}'s in that room")
+        return None
+
+    def _identity(self, job: Job, accept: Accept) -> str:
+        return bot_identity(job, accept, self.config.dispatch_bot.identity)
 
     def reserve(self, job: Job) -> None:
         """Count `job` as starting while the accept hook decides."""
@@ -130,7 +191,7 @@ class Jobs:
         if self.starting.pop(job_id, None) is not None:
             self._changed()
 
-    def assigned(self, assignment: agent.JobAssignment, identity_default: str) -> None:
+    def assigned(self, assignment: agent.JobAssignment) -> None:
         """Start the assigned job's room, joined with the assignment's token."""
         entry = self.starting.pop(assignment.job.id, None)
         if entry is None:
@@ -141,12 +202,11 @@ class Jobs:
             )
             return
         job = entry.job
-        running = _Running(job, entry.since)
+        identity = self._identity(job, entry.accept)
+        running = _Running(job, entry.since, identity)
         self.running[job.id] = running
         url = assignment.url or self.url
-        identity = entry.accept.identity or identity_default
-        spec = self.room_set.job_spec(job, assignment.token, url, identity)
-        self.tasks.start_soon(self._serve, running, spec)
+        self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
     def terminate(self, job_id: str) -> None:
         """The server ended the job (its dispatch deleted): the bot leaves."""
@@ -175,13 +235,18 @@ class Jobs:
         await anyio.sleep(ASSIGNMENT_TIMEOUT_SECONDS)
         if job_id in self.starting:
             job = self.starting[job_id].job
-            log.warning("[%s] job %s accepted but never assigned: forgotten", job.room, job_id)
+            log.warning("[%s] job %s accepted but never assigned: forgotten", job.key, job_id)
             self.release(job_id)
 
-    async def _serve(self, running: _Running, spec: ChildSpec) -> None:
+    async def _serve(self, running: _Running, token: str, url: str, identity: str) -> None:
         job = running.job
         try:
-            log.info("[%s] job %s assigned: joining", job.room, job.id)
+            for earlier in [r for r in self.running.values() if r.job.key == job.key]:
+                if earlier is not running:  # ending (see `serves`): its tree has the name
+                    await earlier.gone.wait()
+            spec = self.room_set.job_spec(job, token, url, identity)
+            stats = running.stats = self.room_set.stats[job.key]
+            log.info("[%s] job %s assigned: joining", job.key, job.id)
             try:
                 # joins beside the other rooms' (up to `limits.join_concurrency`)
                 start = StartChildFrame(spec, wait=False)
@@ -191,10 +256,11 @@ class Jobs:
                     job, Outcome(agent.JobStatus.JS_FAILED, f"the room did not start: {err}")
                 )
                 return
-            outcome = await self._watch(running, ref, self.room_set.stats[job.room])
+            outcome = await self._watch(running, ref, stats)
+            running.end(outcome.reason)
             log.info(
                 "[%s] job %s ends (%s): %s",
-                job.room,
+                job.key,
                 job.id,
                 agent.JobStatus.Name(outcome.status),
                 outcome.reason,
@@ -203,14 +269,16 @@ class Jobs:
             try:
                 # leaves beside the other rooms' starts and leaves (a drain ends them together)
                 await self.rooms.ask(
-                    StopChildFrame(job.room, wait=False),
+                    StopChildFrame(job.key, wait=False),
                     timeout=self.config.supervision.shutdown_timeout_seconds + 5,
                 )
             except ActorError as err:
-                log.warning("[%s] job %s: stopping the room failed: %s", job.room, job.id, err)
+                log.warning("[%s] job %s: stopping the room failed: %s", job.key, job.id, err)
         finally:
-            self.room_set.job_ended(job)
+            if running.stats is not None:
+                self.room_set.job_ended(job)
             del self.running[job.id]
+            running.gone.set()
             self._changed()
 
     async def _watch(self, running: _Running, ref: ActorRef, stats: RoomStats) -> Outcome:
@@ -223,7 +291,7 @@ class Jobs:
         while not running.ended.is_set():
             now = anyio.current_time()
             if ref.state is ActorState.BACKOFF:  # a room tree fails only past its intensity
-                return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.room))
+                return Outcome(agent.JobStatus.JS_FAILED, self._last_error(job.key))
             if stats.ended is not None:
                 return Outcome(
                     agent.JobStatus.JS_SUCCESS, f"the server ended the room ({stats.ended})"
@@ -240,14 +308,17 @@ class Jobs:
                     f"max_duration_seconds ({dispatch.max_duration_seconds:g}) reached",
                 )
             if joined:
-                if stats.participants - stats.agents:
+                if (gone := _gone(job, stats)) is not None:
+                    return Outcome(agent.JobStatus.JS_SUCCESS, gone)
+                if _company(job, stats):
                     alone_since = None
                 elif alone_since is None:
                     alone_since = now
                 elif now - alone_since >= dispatch.idle_timeout_seconds:
                     limit = dispatch.idle_timeout_seconds
+                    alone = "alone" if job.participant is None else f"without {job.participant}"
                     return Outcome(
-                        agent.JobStatus.JS_SUCCESS, f"alone for idle_timeout_seconds ({limit:g})"
+                        agent.JobStatus.JS_SUCCESS, f"{alone} for idle_timeout_seconds ({limit:g})"
                     )
             with anyio.move_on_after(WATCH_SECONDS if joined else JOIN_WATCH_SECONDS):
                 await running.ended.wait()
@@ -270,3 +341,19 @@ class Jobs:
         if outcome.status == agent.JobStatus.JS_FAILED:
             update.error = outcome.reason
         self.report(agent.WorkerMessage(update_job=update))
+
+
+def _company(job: Job, stats: RoomStats) -> bool:
+    """Whether the bot has someone to serve: its participant, for a participant's job;
+    anyone but other agents, for a room job."""
+    if job.participant is not None:
+        return job.participant in stats.participants
+    return bool(stats.participants - stats.agents)
+
+
+def _gone(job: Job, stats: RoomStats) -> str | None:
+    """Why a participant's job ends at once: its participant left deliberately."""
+    reason = None if job.participant is None else stats.left.get(job.participant)
+    if reason not in DELIBERATE_LEAVES:
+        return None
+    return f"participant {job.participant} left ({reason})"

@@ -309,8 +309,9 @@ class RoomSetCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_signalling_lost",
             "Rejoins because the server stopped reading a bot's signalling: a participant's "
-            "audio track listed and never delivered to the bot.",
-            value=sum(len(s.undelivered) for s in everything),
+            "audio track listed and never delivered to the bot, or the bot's own track "
+            "publication unanswered.",
+            value=sum(len(s.undelivered) + s.unanswered_publishes for s in everything),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_audio_frames_in", "Audio frames (20 ms) read from participants' tracks.",

@@ -90,39 +90,41 @@ class RoomSet:
     starting a room, it answers no question until it is done)."""
 
     dispatched: dict[str, Job] = attrs.field(factory=dict)
-    """The rooms running for an agent job (`supervisor.jobs`), by room name."""
+    """The room trees running for an agent job (`supervisor.jobs`), by tree name
+    (`Job.key`: the room's name, or `room:participant` for a participant's job)."""
     worker: WorkerState | None = None
     """The agent worker's state while `[dispatch]` is enabled."""
 
     def served(self) -> list[str]:
-        """Every room this process serves now: the configured, then the dispatched."""
+        """Every room tree this process runs now: the configured, then the dispatched."""
         return [room.name for room in self.config.rooms] + list(self.dispatched)
 
     def room_spec(self, room: RoomConfig) -> ChildSpec:
         return self._spec(room_settings(room, self.credentials))
 
     def job_spec(self, job: Job, token: str, url: str, identity: str) -> ChildSpec:
-        """A dispatched room's tree: the config's bot, joined with the job assignment's
-        token (which names the bot `identity`); counted as served until `job_ended`."""
-        static = room_settings(RoomConfig(job.room, self.config.bot), self.credentials)
+        """A dispatched room's tree: the dispatched rooms' bot (`Config.dispatch_bot`),
+        joined with the job assignment's token (which names the bot `identity`); counted
+        as served until `job_ended`."""
+        static = room_settings(RoomConfig(job.room, self.config.dispatch_bot), self.credentials)
         settings = attrs.evolve(
             static, url=url, join_token=token, job=job, identity=identity, name=identity
         )
-        self.dispatched[job.room] = job
+        self.dispatched[job.key] = job
         return self._spec(settings)
 
     def job_ended(self, job: Job) -> None:
         """The job's room is stopped: its counts join `retired` (a static room of the
         same name keeps its own)."""
-        self.dispatched.pop(job.room, None)
-        if all(room.name != job.room for room in self.config.rooms):
-            ended = self.stats.pop(job.room, None)
+        self.dispatched.pop(job.key, None)
+        if all(room.name != job.key for room in self.config.rooms):
+            ended = self.stats.pop(job.key, None)
             if ended is not None:
                 self.retired.absorb(ended)
 
     def _spec(self, settings: RoomSettings) -> ChildSpec:
         sv = self.config.supervision
-        stats = self.stats.setdefault(settings.room, RoomStats())
+        stats = self.stats.setdefault(settings.key, RoomStats())
         stats.ended = None  # a room name used again by a later job
         return room_spec(
             settings,

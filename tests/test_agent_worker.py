@@ -31,6 +31,7 @@ from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, ProcessLoad, Reject
 from supervisor.agent_worker import AgentWorker, agent_url, dispatching
 from supervisor.config import DispatchConfig, MetricsConfig, parse_config
+from supervisor.jobs import job_of
 from supervisor.livekit_server import free_port
 from supervisor.metrics import RoomSetCollector
 from supervisor.rooms import RoomSet
@@ -95,8 +96,13 @@ class Session:
         )
         return request
 
-    async def offer(self, job_id: str, room: str) -> agent.AvailabilityResponse:
+    async def offer(
+        self, job_id: str, room: str, participant: str | None = None
+    ) -> agent.AvailabilityResponse:
         job = agent.Job(id=job_id, type=agent.JobType.JT_ROOM, room=models.Room(name=room))
+        if participant is not None:
+            job.type = agent.JobType.JT_PARTICIPANT
+            job.participant.identity = participant
         await self.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
         while True:
             answer = (await self.expect("availability")).availability
@@ -243,6 +249,27 @@ async def test_a_room_already_served_is_declined_for_every_worker() -> None:
                 assert not answer.available
                 assert answer.terminate
                 session.done.set()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("job_type", "registered"),
+    [("participant", agent.JobType.JT_PARTICIPANT), ("publisher", agent.JobType.JT_PUBLISHER)],
+)
+async def test_a_participant_worker_takes_a_job_per_participant_each_bot_its_own_identity(
+    job_type: str, registered: agent.JobType.ValueType
+) -> None:
+    async with fake_server() as server, running_worker(room_set(server.port, job_type=job_type)):
+        session = await server.next_session()
+        assert (await session.register()).type == registered
+        alice = await session.offer("AJ_a", "static-1", "alice")  # the room's bot serves the room
+        bob = await session.offer("AJ_b", "static-1", "bob")
+        again = await session.offer("AJ_c", "static-1", "alice")
+        assert (alice.available, alice.participant_identity) == (True, "bot-AJ_a")
+        assert (bob.available, bob.participant_identity) == (True, "bot-AJ_b")
+        assert not again.available  # alice's bot is on its way: the server offers it no one
+        assert again.terminate
+        session.done.set()
 
 
 @pytest.mark.anyio
@@ -426,3 +453,18 @@ def test_a_dispatched_room_joins_with_the_assignment_token_then_renews_it() -> N
     assert claims.attributes == {"lk.agent_name": "unit"}
     assert SECRET not in repr(attrs.evolve(settings, join_token=fresh))
     assert fresh not in repr(attrs.evolve(settings, join_token=fresh))
+
+
+def test_a_job_tree_is_named_by_room_and_participant_and_a_slash_is_escaped() -> None:
+    """An actor's name has no '/', a LiveKit room's may: such a room's job once failed
+    the worker's whole session as its tree was named."""
+    rooms = room_set(free_port())
+    room_job = job_of(agent.Job(id="AJ_r", room=models.Room(name="sales/eu")))
+    participant = agent.Job(id="AJ_p", room=models.Room(name="call-7"))
+    participant.participant.identity = "sip/+1555"
+    participant_job = job_of(participant)
+    assert (room_job.key, participant_job.key) == ("sales%2Feu", "call-7:sip%2F+1555")
+    for job in (room_job, participant_job):
+        spec = rooms.job_spec(job, TOKEN, "ws://127.0.0.1:1", "bot")
+        assert spec.name == job.key
+        assert rooms.dispatched[job.key] is job

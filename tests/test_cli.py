@@ -239,6 +239,15 @@ def test_missing_credentials_env_var_exits_2(
     assert "environment variable SUPERVISOR_TEST_KEY" in capsys.readouterr().err
 
 
+def checked_config(path: Path) -> str:
+    """What `supervisor check` prints for a good config."""
+    result = subprocess.run(
+        supervisor_command("check", str(path)), capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_check_reports_dispatch_and_accepts_a_config_without_rooms(tmp_path: Path) -> None:
     path = write_config(tmp_path, """
 [livekit]
@@ -252,13 +261,32 @@ max_rooms = 20
 accept = "tests.helpers.dispatch_hooks:choosy"
 max_duration_seconds = 600
 """)
-    result = subprocess.run(
-        supervisor_command("check", str(path)), capture_output=True, text=True, cwd=REPO_ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert "config OK: 0 room(s)" in result.stdout
+    checked = checked_config(path)
+    assert "config OK: 0 room(s)" in checked
     assert (
-        "  dispatch: jobs for agent 'support-bot', up to 20 room(s) or load 0.7; accept hook "
-        "tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the last participant; "
-        "max duration 600 s; drain 600 s\n"
-    ) in result.stdout
+        "  dispatch: jobs for agent 'support-bot', a bot per room, up to 20 job(s) or load "
+        "0.7; accept hook tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the "
+        "last participant; max duration 600 s; drain 600 s\n"
+        "  dispatched rooms' bot: supervisor.bots.echo:create_bot (the [bot]), identity 'bot'\n"
+    ) in checked
+
+
+def test_check_reports_the_bot_of_participant_jobs(tmp_path: Path) -> None:
+    path = write_config(tmp_path, """
+[livekit]
+url = "ws://127.0.0.1:7880"
+[bot]
+factory = "supervisor.bots.echo:create_bot"
+[dispatch]
+enabled = true
+job_type = "participant"
+[dispatch.bot]
+factory = "supervisor.bots.data:create_bot"
+identity = "helper"
+""")
+    checked = checked_config(path)
+    assert "  dispatch: every new room, a bot per participant who joins, up to" in checked
+    assert (
+        "  dispatched rooms' bot: supervisor.bots.data:create_bot, identity 'helper' plus the "
+        "job's id\n"
+    ) in checked

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor.config import config_toml, parse_config
+from supervisor.config import ConfigError, config_toml, parse_config
 
 keys = st.text(min_size=1, max_size=12)
 scalars = (
@@ -51,3 +51,71 @@ def test_a_deployment_config_parses() -> None:
 def test_what_toml_cannot_hold_is_refused(value: Any) -> None:
     with pytest.raises((TypeError, ValueError)):
         config_toml({"bot": {"x": value}})
+
+
+ENVIRON = {"LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "secret"}
+
+
+def dispatch_doc(**dispatch: Any) -> dict[str, Any]:
+    return {
+        "livekit": {"url": "ws://127.0.0.1:7880", "embedded_server": False},
+        "bot": {"factory": "supervisor.bots.echo:create_bot", "audio_in_sample_rate": 48000},
+        "dispatch": {"enabled": True, **dispatch},
+        "rooms": [{"name": "lobby"}],
+    }
+
+
+def test_dispatched_rooms_run_the_bot_unless_dispatch_names_its_own() -> None:
+    config = parse_config(dispatch_doc(), ENVIRON)
+    assert config.dispatch.bot is None
+    assert config.dispatch_bot is config.bot
+    assert config.dispatch.job_type == "room"
+
+
+def test_a_dispatch_bot_overrides_the_keys_it_sets_and_keeps_the_rest_of_bot() -> None:
+    doc = dispatch_doc(
+        job_type="participant",
+        bot={"factory": "supervisor.bots.data:create_bot", "identity": "helper"},
+    )
+    config = parse_config(tomllib.loads(config_toml(doc)), ENVIRON)
+    bot = config.dispatch_bot
+    assert (bot.factory, bot.identity, bot.audio_in_sample_rate) == (
+        "supervisor.bots.data:create_bot",
+        "helper",
+        48000,
+    )
+    assert bot.load.__module__ == "supervisor.bots.data"
+    assert config.rooms[0].bot is config.bot  # a configured room keeps the [bot]
+    assert config.dispatch.job_type == "participant"
+
+
+@pytest.mark.parametrize(
+    ("dispatch", "error"),
+    [
+        (
+            {"bot": {"identiy": "helper"}},
+            "dispatch.bot.identiy is not a known key: expected one of factory, identity,",
+        ),
+        (
+            {"bot": {"audio_in_sample_rate": 11025}},
+            "dispatch.bot.audio_in_sample_rate = 11025: expected a sample rate, one of",
+        ),
+        (
+            {"bot": {"vad": True}},  # the [bot]'s 48 kHz input, which Silero cannot take
+            "dispatch.bot.audio_in_sample_rate = 48000: expected 8000 or 16000 with vad",
+        ),
+        (
+            {"bot": {"factory": "nowhere:create_bot"}},
+            "dispatch.bot.factory = 'nowhere:create_bot': cannot import module 'nowhere'",
+        ),
+        ({"bot": "echo"}, "dispatch.bot = 'echo': expected a table"),
+        (
+            {"job_type": "people"},
+            "dispatch.job_type = 'people': expected 'room' or 'participant' or 'publisher'",
+        ),
+    ],
+)
+def test_a_bad_dispatch_bot_or_job_type_is_named(dispatch: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(dispatch_doc(**dispatch), ENVIRON)
+    assert str(raised.value).startswith(error), raised.value

@@ -1,6 +1,6 @@
 """One LiveKit room as an actor tree, and the pipecat transport a bot sees of it."""
 
-from actors.room.job import Job
+from actors.room.job import Job, is_rival
 from actors.room.room import CURRENT_ROOM, room_spec
 from actors.room.settings import (
     SAMPLE_RATES,
@@ -34,5 +34,6 @@ __all__ = [
     "RoomSettings",
     "RoomStats",
     "RoomTransport",
+    "is_rival",
     "room_spec",
 ]

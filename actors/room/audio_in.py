@@ -8,6 +8,10 @@ only makes the bot skip stale audio, and the drops are counted by that mailbox.
 By default every participant is its own `UserAudioRawFrame` stream (user_id is the
 identity), as in pipecat's LiveKit transport; with `audio_in_user_tracks` off the
 participants are mixed into one `InputAudioRawFrame` stream.
+
+The bot of a participant's job (`RoomSettings.hears`) hears that participant only: a
+bot per participant, each echoing or answering everyone, would talk over the others'
+bots. The others' tracks stay subscribed (their events still reach the bot), unread.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ class AudioInActor(Actor):
 
     async def receive(self, frame: Frame) -> Any:
         if isinstance(frame, AudioTrackSubscribedFrame):
-            if frame.track_sid not in self._readers:
+            hears = self.settings.hears
+            if hears not in (None, frame.participant_id):
+                log.info("[%s] not hearing %s (track %s): this bot hears %s only",
+                         self.settings.key, frame.participant_id, frame.track_sid, hears)
+            elif frame.track_sid not in self._readers:
                 await self.tasks.start(self._read, frame)
         elif isinstance(frame, AudioTrackUnsubscribedFrame):
             scope = self._readers.pop(frame.track_sid, None)
@@ -79,7 +87,7 @@ class AudioInActor(Actor):
             stream = rtc.AudioStream(
                 subscribed.track, sample_rate=rate, num_channels=1, frame_size_ms=FRAME_MS
             )
-            log.info("[%s] receiving audio of %s (track %s)", self.settings.room, user, sid)
+            log.info("[%s] receiving audio of %s (track %s)", self.settings.key, user, sid)
             try:
                 if self._mixer is not None:
                     frames = _frames_of(stream)

@@ -36,9 +36,11 @@ from actors.room.frames import (
     GetRoomFrame,
     ParticipantJoinedFrame,
     ParticipantLeftFrame,
+    SignallingLostFrame,
     UnheardFrame,
 )
 from actors.room.settings import RoomSettings
+from actors.room.signalling import unanswered
 from actors.room.stats import RoomStats
 from actors.room.timing import arrival_age, observe_latency
 
@@ -97,12 +99,19 @@ class AudioOutActor(Actor):
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         try:
             self._publication = await self._room.local_participant.publish_track(track, options)
-        except BaseException:
+        except BaseException as err:
             with anyio.CancelScope(shield=True):
                 await source.aclose()
+            if unanswered(err):
+                # the server stopped reading this connection: only a new one helps
+                self.stats.unanswered_publishes += 1
+                self.sibling("connection").tell_nowait(
+                    SignallingLostFrame(f"publishing {TRACK_NAME} got no answer ({err})")
+                )
+                return
             raise
         self._source = source
-        log.info("[%s] publishing %s", self.settings.room, TRACK_NAME)
+        log.info("[%s] publishing %s", self.settings.key, TRACK_NAME)
 
     async def _unpublish(self, *, tell_server: bool = True) -> None:
         assert self._room is not None
@@ -110,7 +119,7 @@ class AudioOutActor(Actor):
         self._publication = self._source = None
         if publication is not None and tell_server:
             await self._room.local_participant.unpublish_track(publication.sid)
-            log.info("[%s] nobody left to hear %s: unpublished", self.settings.room, TRACK_NAME)
+            log.info("[%s] nobody left to hear %s: unpublished", self.settings.key, TRACK_NAME)
         if source is not None:
             await source.aclose()
 

@@ -40,12 +40,14 @@ from actors.room.frames import (
     SendDataFrame,
     SetMetadataFrame,
     SetParticipantMutedFrame,
+    SignallingLostFrame,
     TrackMutedFrame,
 )
+from actors.room.job import is_rival
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
-from actors.room.signalling import watch_subscriptions
+from actors.room.signalling import SignallingLostError, watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
 
 log = logging.getLogger("actors.room")
@@ -85,6 +87,11 @@ def _agent(participant: rtc.RemoteParticipant) -> bool:
     return participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
 
+REPLACED = "replaced"
+"""`RoomStats.ended` for a dispatched room's bot that yields its room to another job's
+(`ConnectionActor._yield_to_a_rival`)."""
+
+
 class ConnectionActor(Actor):
     """Owns the `rtc.Room`: joins, reports events, executes commands."""
 
@@ -100,7 +107,7 @@ class ConnectionActor(Actor):
     async def lifespan(self) -> AsyncIterator[None]:
         events = self.sibling("events")
         room = rtc.Room()
-        senders = SenderAttribution(self.settings.room, events.tell_nowait, self._unattributed)
+        senders = SenderAttribution(self.settings.key, events.tell_nowait, self._unattributed)
         self._wire(room, events.tell_nowait, senders)
         self._set_state("connecting")
         options = rtc.RoomOptions(auto_subscribe=True)
@@ -125,11 +132,12 @@ class ConnectionActor(Actor):
                     }
                 self.room = room
                 self._set_state("connected")
-                log.info("[%s] joined as %s", self.settings.room, room.local_participant.identity)
+                self.tasks.start_soon(self._yield_to_a_rival, room)
+                log.info("[%s] joined as %s", self.settings.key, room.local_participant.identity)
                 for frame in present_state(room):
                     events.tell_nowait(frame)
                 undelivered = self._undelivered if self.stats is None else self.stats.undelivered
-                self.tasks.start_soon(watch_subscriptions, self.settings.room, room, undelivered)
+                self.tasks.start_soon(watch_subscriptions, self.settings.key, room, undelivered)
                 yield
         finally:
             self._leaving = True
@@ -138,7 +146,7 @@ class ConnectionActor(Actor):
                 await room.disconnect()
             if self.room is not None:
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
-                log.info("[%s] left", self.settings.room)
+                log.info("[%s] left", self.settings.key)
 
     async def _connect(
         self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
@@ -177,9 +185,36 @@ class ConnectionActor(Actor):
                     raise
             if not waiting:
                 waiting = True
-                log.info("[%s] nothing accepts connections at %s: retrying", self.settings.room,
+                log.info("[%s] nothing accepts connections at %s: retrying", self.settings.key,
                          self.settings.url)
             await anyio.sleep(CONNECT_RETRY_SECONDS)
+
+    async def _yield_to_a_rival(self, room: rtc.Room) -> None:
+        """End a dispatched room's session when the room is not its job's any more
+        and another bot of the same agent is in it.
+
+        A restarted server loses its rooms; a caller coming back and this bot
+        reconnecting (the SDK does it by itself) each create the room anew, and the
+        server dispatches the new room to whichever worker is registered. A worker
+        declines a job whose room already has such a bot (`AgentWorker`), but the
+        bot may come back only after another's job was accepted: then the bot whose
+        job is for a room that no longer exists (another sid) is the one to leave."""
+        job = self.settings.job
+        if job is None or self.stats is None or self.stats.ended is not None:
+            return
+        try:
+            if not job.room_sid or await room.sid == job.room_sid:
+                return
+        except RuntimeError:  # disconnected meanwhile: the next connection looks again
+            return
+        rivals = [
+            p.identity for p in room.remote_participants.values()
+            if is_rival(job, _agent(p), p.attributes)
+        ]  # fmt: skip
+        if rivals:
+            log.info("[%s] the room was created anew and %s serves it: leaving",
+                     self.settings.key, ", ".join(sorted(rivals)))
+            self.stats.ended = REPLACED
 
     def _set_state(self, state: ConnectionState) -> None:
         if self.stats is not None:
@@ -210,6 +245,7 @@ class ConnectionActor(Actor):
         def joined(p: rtc.RemoteParticipant) -> None:
             if _agent(p) and self.stats is not None:
                 self.stats.agents.add(p.identity)
+                self.tasks.start_soon(self._yield_to_a_rival, room)
             tell(ParticipantJoinedFrame(p.identity))
 
         def left(p: rtc.RemoteParticipant) -> None:
@@ -225,7 +261,7 @@ class ConnectionActor(Actor):
             elif is_audio(pub):
                 log.warning(
                     "[%s] ignoring %s's unencrypted audio track %s in an encrypted room",
-                    self.settings.room,
+                    self.settings.key,
                     p.identity,
                     pub.sid,
                 )
@@ -261,12 +297,13 @@ class ConnectionActor(Actor):
                 tell(ParticipantMetadataChangedFrame(p.identity, new))
 
         def reconnecting() -> None:
-            log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.room)
+            log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.key)
             self._set_state("reconnecting")
 
         def reconnected() -> None:
-            log.info("[%s] reconnected", self.settings.room)
+            log.info("[%s] reconnected", self.settings.key)
             self._set_state("connected")
+            self.tasks.start_soon(self._yield_to_a_rival, room)
 
         def disconnected(reason: Any) -> None:
             if not self._leaving:
@@ -294,14 +331,17 @@ class ConnectionActor(Actor):
         assert room is not None
         if isinstance(frame, GetRoomFrame):
             return room
+        if isinstance(frame, SignallingLostFrame):
+            log.warning("[%s] %s: rejoining", self.settings.room, frame.reason)
+            raise SignallingLostError(f"[{self.settings.room}] {frame.reason}")
         if isinstance(frame, RoomDisconnectedFrame):
             if self.settings.job is not None and frame.reason in FINAL_REASONS:
                 log.info("[%s] the server ended the session (%s): not rejoining",
-                         self.settings.room, frame.reason)
+                         self.settings.key, frame.reason)
                 if self.stats is not None:
                     self.stats.ended = frame.reason
                 return None
-            raise ConnectionLostError(f"[{self.settings.room}] disconnected: {frame.reason}")
+            raise ConnectionLostError(f"[{self.settings.key}] disconnected: {frame.reason}")
         if isinstance(frame, GetParticipantMetadataFrame):
             p = room.remote_participants.get(frame.participant_id)
             return {} if p is None else {"id": p.identity, "name": p.name, "metadata": p.metadata}
@@ -323,14 +363,14 @@ class ConnectionActor(Actor):
         except Refused:
             raise
         except Exception as exc:  # a failed command is the caller's news, not a dead link
-            raise Refused(f"[{self.settings.room}] {type(frame).__name__} failed: {exc}") from exc
+            raise Refused(f"[{self.settings.key}] {type(frame).__name__} failed: {exc}") from exc
         return None
 
     async def _set_muted(self, room: rtc.Room, participant_id: str, muted: bool) -> None:
         """Mute through the server API, so the participant itself sees its track muted."""
         p = room.remote_participants.get(participant_id)
         if p is None:
-            raise Refused(f"[{self.settings.room}] no participant {participant_id!r}")
+            raise Refused(f"[{self.settings.key}] no participant {participant_id!r}")
         assert self._server is not None
         for pub in p.track_publications.values():
             if is_audio(pub):

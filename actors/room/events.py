@@ -55,15 +55,17 @@ class EventActor(Actor):
             if frame.participant_id in stats.participants:
                 return None
             stats.participants.add(frame.participant_id)
+            stats.left.pop(frame.participant_id, None)
             stats.joins += 1
-            log.info("[%s] participant %s joined", self.settings.room, frame.participant_id)
+            log.info("[%s] participant %s joined", self.settings.key, frame.participant_id)
             await self.sibling("audio_out").tell(frame)  # someone to hear the bot
         elif isinstance(frame, ParticipantLeftFrame):
             if frame.participant_id not in stats.participants:
                 return None
             stats.participants.discard(frame.participant_id)
+            stats.left[frame.participant_id] = frame.reason
             stats.leaves += 1
-            log.info("[%s] participant %s left", self.settings.room, frame.participant_id)
+            log.info("[%s] participant %s left", self.settings.key, frame.participant_id)
             await self.sibling("audio_out").tell(frame)
         elif isinstance(frame, (AudioTrackSubscribedFrame, AudioTrackUnsubscribedFrame)):
             await self.sibling("audio_in").tell(frame)
@@ -82,7 +84,7 @@ class EventActor(Actor):
             stats.data_oversized += 1
             log.warning(
                 "[%s] refused a %d-byte data message from %s (limit %d bytes)",
-                self.settings.room,
+                self.settings.key,
                 len(frame.data),
                 frame.participant_id,
                 self.settings.max_data_bytes,
@@ -94,7 +96,7 @@ class EventActor(Actor):
             stats.data_malformed += 1
             log.info(
                 "[%s] data message from %s is not a JSON object: delivered as raw bytes",
-                self.settings.room,
+                self.settings.key,
                 frame.participant_id,
             )
         return True

@@ -29,6 +29,14 @@ class UnheardFrame(SystemFrame):
 
 
 @dataclass
+class SignallingLostFrame(SystemFrame):
+    """To the connection actor: the server stopped answering this connection's requests
+    (a track publication it never answered), so it rejoins (`actors.room.signalling`)."""
+
+    reason: str
+
+
+@dataclass
 class RoomDisconnectedFrame(SystemFrame):
     """The room connection ended; `reason` is the SDK's disconnect reason name."""
 

@@ -110,7 +110,7 @@ class PipelineActor(Actor):
                 await runner.run()
         finally:
             self._bot_done.set()
-        log.info("[%s] the bot ended its pipeline", self.settings.room)
+        log.info("[%s] the bot ended its pipeline", self.settings.key)
         self.stop()
 
     async def _on_pipeline_error(self, worker: Any, frame: ErrorFrame) -> None:
@@ -132,7 +132,7 @@ class PipelineActor(Actor):
             await transport.push_audio(frame)
         elif isinstance(frame, BotFailedFrame):
             cause = frame.error.exception
-            raise BotCrashedError(f"[{self.settings.room}] bot failed: {cause!r}") from cause
+            raise BotCrashedError(f"[{self.settings.key}] bot failed: {cause!r}") from cause
         else:
             await transport.dispatch(frame)
         return None

@@ -53,7 +53,8 @@ def room_spec(
     backoff: Backoff = Backoff(initial=0.5, maximum=10.0),
     restart: Restart = Restart.PERMANENT,
 ) -> ChildSpec:
-    """The child spec of one room's supervisor, named after the room."""
+    """The child spec of one room's supervisor, named `settings.key` (the room's name,
+    or `room:participant` for a participant's job)."""
     children = [
         ChildSpec("connection", lambda: ConnectionActor(settings, stats)),
         ChildSpec("events", lambda: EventActor(settings, stats)),
@@ -62,8 +63,8 @@ def room_spec(
         ChildSpec("pipeline", lambda: PipelineActor(settings, stats), mailbox=AUDIO_LANE),
     ]
     return ChildSpec(
-        settings.room,
-        lambda: _room_supervisor(settings.room, children, intensity=intensity, backoff=backoff),
+        settings.key,
+        lambda: _room_supervisor(settings.key, children, intensity=intensity, backoff=backoff),
         restart=restart,
         shutdown_timeout=None,
     )

@@ -70,6 +70,18 @@ class RoomSettings:
     that much later. (On a path slow throughout, with nothing queued, it plays late
     rather than not at all.)"""
 
+    @property
+    def key(self) -> str:
+        """The room tree's name and its log lines' `[label]`: the room's name, or for a
+        participant's job `room:participant` (`Job.key`)."""
+        return self.room if self.job is None else self.job.key
+
+    @property
+    def hears(self) -> str | None:
+        """The one participant whose audio the bot hears: a participant or publisher
+        job's (as livekit-agents' room input links one participant); None: everyone."""
+        return None if self.job is None else self.job.participant
+
     def __attrs_post_init__(self) -> None:
         if self.vad and self.audio_in_sample_rate not in VAD_SAMPLE_RATES:
             raise ValueError(

@@ -10,11 +10,13 @@ each, and a busy server drains them too slowly. From then on the server acts on
 nothing the bot asks, and binds no track to it: the bot sees participants publish
 audio and never hears them.
 
-That is what gives it away: with auto-subscribe on, an audio track listed for longer
-than the server's own bind timeout (15 s) and never subscribed. The connection actor
-then rejoins, as it does when the SDK gives up. A track can also stay unsubscribed
-for a reason of its own (its publisher refuses the bot), so each track triggers at
-most one rejoin.
+Two things give it away. With auto-subscribe on, an audio track listed for longer
+than the server's own bind timeout (15 s) and never subscribed; a track can also stay
+unsubscribed for a reason of its own (its publisher refuses the bot), so each track
+triggers at most one rejoin. And, where nobody publishes (participants who only
+listen), the bot's own track publication timing out unanswered (`unanswered`): the
+audio-out actor then tells the connection actor (`SignallingLostFrame`). Either way
+the connection actor rejoins, as it does when the SDK gives up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 
 import anyio
 from livekit import rtc
+from livekit.rtc.participant import PublishTrackError
 
 from actors.room.room_view import is_audio
 
@@ -36,6 +39,13 @@ POLL_SECONDS = 1.0
 
 class SignallingLostError(ConnectionError):
     """The server stopped reading this connection's requests; the supervisor rejoins."""
+
+
+def unanswered(error: BaseException) -> bool:
+    """Whether a failed track publication went unanswered (the SDK's only sign is its
+    text: `track publication timed out, no response received from the server`),
+    rather than refused (no permission, a bad track)."""
+    return isinstance(error, PublishTrackError) and "timed out" in str(error)
 
 
 def unsubscribed_audio(room: rtc.Room) -> set[str]:

@@ -37,6 +37,9 @@ class RoomStats:
     agents: set[str] = attrs.field(factory=set)
     """Of `participants`, the agents (other bots), which the connection names: a
     dispatched room's bot is alone when only agents are left."""
+    left: dict[str, str] = attrs.field(factory=dict)
+    """Why each participant who left and has not come back left (the disconnect
+    reason's name, e.g. `client_initiated`): a participant's job ends with them."""
     ended: str | None = None
     """Why the server ended a dispatched room's session for good (its connection then
     does not rejoin): the room closed or deleted, the bot removed. Its job is over."""
@@ -66,6 +69,9 @@ class RoomStats:
     undelivered: set[str] = attrs.field(factory=set)
     """Audio tracks listed and never delivered to the bot, each the cause of one rejoin
     (`actors.room.signalling`); kept by the connection actor across its restarts."""
+    unanswered_publishes: int = 0
+    """Publications of the bot's track the server never answered, each the cause of one
+    rejoin (`actors.room.signalling`): the audio-out actor counts them."""
     bot_turns: int = 0
     """The bot's figures below are kept by its pipeline's metrics observer
     (`actors.room.bot_metrics`), when the bot enables pipecat's metrics: user turns

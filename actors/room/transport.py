@@ -208,7 +208,7 @@ class RoomTransport(BaseTransport):
         audio_out: ActorRef,
         params: LiveKitParams | None = None,
     ) -> None:
-        super().__init__(name=f"RoomTransport[{settings.room}]")
+        super().__init__(name=f"RoomTransport[{settings.key}]")
         self.settings = settings
         self.stats = stats
         self.params = params or default_params(settings)
@@ -219,9 +219,9 @@ class RoomTransport(BaseTransport):
         self._audio_out = audio_out
         self._input: RoomInputTransport | None = None
         self._output: RoomOutputTransport | None = None
-        self._pacer = InputPacer(settings.room, stats)
+        self._pacer = InputPacer(settings.key, stats)
         self._delivery = EventDelivery(
-            settings.room, room, self._call_event_handler, self._started_input
+            settings.key, room, self._call_event_handler, self._started_input
         )
         for event in EVENTS:
             self._register_event_handler(event, sync=event == "on_before_disconnect")
@@ -312,7 +312,7 @@ class RoomTransport(BaseTransport):
         try:
             await self._connection.ask(SendDataFrame(payload, reliable, destination))
         except ActorError as exc:
-            log.error("[%s] message not sent: %s", self.settings.room, exc)
+            log.error("[%s] message not sent: %s", self.settings.key, exc)
             return
         self.stats.data_out += 1
         if not reliable:

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -175,8 +176,8 @@ class SupervisorConfig:
     bot: str = ECHO_BOT
     supervision: Mapping[str, float] = attrs.field(factory=dict)
     watchdog: Mapping[str, float] = attrs.field(factory=dict)
-    dispatch: Mapping[str, str | float | bool] = attrs.field(factory=dict)
-    """A `[dispatch]` table's keys; none: no table (dispatch off)."""
+    dispatch: Mapping[str, Any] = attrs.field(factory=dict)
+    """A `[dispatch]` table's keys (and a `bot` subtable); none: no table (dispatch off)."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:

@@ -1,7 +1,7 @@
 """A test bot for dispatched rooms: the echo bot that also tells the room its job.
 
 On start it sets the bot's participant metadata to the job it serves (`RoomTransport.job`
-as JSON: id, room, dispatch metadata), which a participant reads from the room, as a
+as JSON: id, room, dispatch metadata, participant), which a participant reads from the room, as a
 real bot would read a backend's instructions from the dispatch metadata.
 """
 
@@ -23,7 +23,14 @@ def create_bot(transport: RoomTransport) -> PipelineWorker:
     async def on_connected(transport: RoomTransport) -> None:
         if job is not None:
             await transport.set_metadata(
-                json.dumps({"job": job.id, "room": job.room, "metadata": job.metadata})
+                json.dumps(
+                    {
+                        "job": job.id,
+                        "room": job.room,
+                        "metadata": job.metadata,
+                        "participant": job.participant,
+                    }
+                )
             )
 
     return worker

@@ -2,7 +2,8 @@
 
 `choosy` decides by the room's name prefix: `private-` rejected, `raise-` raises, `hang-`
 never answers (the worker gives up after its timeout), `sync-hang-` blocks its thread,
-anything else is accepted with the bot named `helper` and an attribute.
+anything else is accepted with the bot named `helper` and an attribute. `one_name`
+names every job's bot `helper`, a mistake for participant jobs (one room, many bots).
 """
 
 from __future__ import annotations
@@ -30,3 +31,7 @@ def blocking(job: Job) -> bool:
     if job.room.startswith("sync-hang-"):
         time.sleep(6)  # twice the worker's patience; the process waits for it at exit
     return True
+
+
+def one_name(job: Job) -> Accept:
+    return Accept(identity="helper")

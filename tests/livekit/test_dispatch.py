@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -26,6 +27,7 @@ from livekit import api, rtc
 from supervisor.livekit_server import LiveKitServer
 from supervisor.rtc_shutdown import end_room
 from tests.helpers.cli_process import (
+    ECHO_BOT,
     SupervisorConfig,
     SupervisorProcess,
     serving,
@@ -40,6 +42,7 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
+from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import Samples, get
 
 REGISTERED = r"\[dispatch\] registered as worker"
@@ -48,7 +51,7 @@ DISPATCH_BOT = "tests.helpers.dispatch_bot:create_bot"
 
 
 def dispatch_config(
-    server: ServerCredentials, rooms: tuple[str, ...] = (), **dispatch: str | float | bool
+    server: ServerCredentials, rooms: tuple[str, ...] = (), **dispatch: Any
 ) -> SupervisorConfig:
     """`[dispatch]` on, with the test bot. It leaves 1 s after it is alone, unless a
     test says otherwise: a worker's drain, as a test ends, waits for its jobs."""
@@ -62,7 +65,7 @@ async def dispatch_worker(
     server: ServerCredentials,
     name: str = "config",
     config: SupervisorConfig | None = None,
-    **dispatch: str | float | bool,
+    **dispatch: Any,
 ) -> AsyncIterator[SupervisorProcess]:
     """`supervisor run` on `config` (default: `dispatch_config`, no `[[rooms]]`), once
     its worker registered."""
@@ -366,6 +369,88 @@ async def test_after_a_server_restart_the_worker_registers_again_and_rooms_have_
         await anyio.to_thread.run_sync(server.stop)
 
 
+async def a_bot_of(room: rtc.Room, prefix: str = "bot-") -> str:
+    """The identity of the first participant in `room` whose identity starts with `prefix`."""
+    await wait_until(
+        lambda: any(p.startswith(prefix) for p in room.remote_participants), timeout=30
+    )
+    return next(p for p in room.remote_participants if p.startswith(prefix))
+
+
+@pytest.mark.anyio
+async def test_after_a_server_restart_each_room_has_one_bot_whichever_worker_serves_it(
+    tmp_path: Path,
+) -> None:
+    """Two workers; the server restarts and loses its rooms. A bot whose room is gone
+    does not bring it back, so the room a caller creates again gets one new job, from
+    either worker, and never a second bot beside a rejoined one."""
+    server = LiveKitServer(log_path=tmp_path / "livekit-1.log")
+    await anyio.to_thread.run_sync(server.start)
+    rooms = ("twin-1", "twin-2")
+
+    def config(identity: str) -> SupervisorConfig:
+        return dispatch_config(
+            server, idle_timeout_seconds=30, drain_seconds=1, bot={"identity": identity}
+        )
+
+    try:
+        async with (
+            dispatch_worker(tmp_path, server, "a", config=config("bot-a")) as a,
+            dispatch_worker(tmp_path, server, "b", config=config("bot-b")) as b,
+        ):
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:
+                    room = await callers.enter_async_context(join(server, name, "caller"))
+                    await hears_echo(room, await a_bot_of(room))
+                server.kill()
+                for worker in (a, b):
+                    await worker.wait_for(r"\[dispatch\] not registered")
+                server = LiveKitServer(server.settings, log_path=tmp_path / "livekit-2.log")
+                await anyio.to_thread.run_sync(server.start)
+                for worker in (a, b):
+                    await worker.wait_for(REGISTERED, count=2, timeout=30)
+            async with contextlib.AsyncExitStack() as callers:
+                for name in rooms:  # the callers come back, as their apps would
+                    room = await callers.enter_async_context(join(server, name, "caller"))
+                    await hears_echo(room, await a_bot_of(room), timeout=60)
+                async with server_api(server) as lk:
+                    for name in rooms:
+                        listing = await lk.room.list_participants(
+                            api.ListParticipantsRequest(room=name)
+                        )
+                        bots = [p.identity for p in listing.participants if p.identity != "caller"]
+                        assert len(bots) == 1, (name, bots, a.tail(), b.tail())
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+
+
+@pytest.mark.anyio
+async def test_a_second_dispatch_of_the_agent_to_a_room_with_its_bot_is_declined(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Whichever of two workers is offered it: the one whose bot is there serves the
+    room already, the other sees that bot among the room's participants."""
+
+    def config(identity: str) -> SupervisorConfig:
+        return dispatch_config(livekit_server, bot={"identity": identity})
+
+    declined = r"\[rival-1\] job \S+ declined: (this process already serves the room|bot-\w, a bot)"
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "a", config=config("bot-a")) as a,
+        dispatch_worker(tmp_path, livekit_server, "b", config=config("bot-b")) as b,
+        join(livekit_server, "rival-1", "caller") as room,
+        server_api(livekit_server) as lk,
+    ):
+        first = await a_bot_of(room)
+        for _ in range(3):
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name="", room="rival-1")
+            )
+        await wait_until(lambda: len(a.matches(declined)) + len(b.matches(declined)) == 3)
+        listing = await lk.room.list_participants(api.ListParticipantsRequest(room="rival-1"))
+        assert sorted(p.identity for p in listing.participants) == sorted(["caller", first])
+
+
 @pytest.mark.anyio
 async def test_each_worker_process_registers_on_its_own(
     tmp_path: Path, livekit_server: LiveKitServer
@@ -430,3 +515,170 @@ async def test_a_quarantined_room_ends_its_job_as_failed_with_the_error(
             r".*this bot never starts"
         )
         assert await server_ended_job(livekit_server, run, "fail-1") == "JS_FAILED"
+
+
+@pytest.mark.anyio
+async def test_dispatched_rooms_run_the_dispatch_bot_and_configured_rooms_the_bot(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    config = SupervisorConfig(
+        livekit_server,
+        rooms=("own-bot-static",),
+        bot=ECHO_BOT,
+        dispatch={
+            "enabled": True,
+            "idle_timeout_seconds": 1,
+            "bot": {"factory": DISPATCH_BOT, "identity": "dispatched"},
+        },
+    )
+    async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
+        async with join(livekit_server, "own-bot-static", "caller") as room:
+            await hears_echo(room, bot="bot")  # the [bot]: the plain echo bot...
+            assert "dispatched" not in room.remote_participants
+            assert room.remote_participants["bot"].metadata == ""  # ...which tells no job
+        async with join(livekit_server, "own-bot-1", "caller") as room:
+            await hears_echo(room, bot="dispatched")  # the [dispatch.bot], as it names itself
+            assert await bot_metadata(room, "dispatched") != {}
+            assert "bot" not in room.remote_participants
+        await run.wait_for(r"\[own-bot-1\] joined as dispatched")
+
+
+async def bot_metadata(room: rtc.Room, bot: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The job `bot` says it serves, once it said it."""
+    with anyio.fail_after(timeout):
+        while not (p := room.remote_participants.get(bot)) or not p.metadata:
+            await anyio.sleep(0.05)
+    return bot_job(room, bot)
+
+
+async def bots_by_participant(
+    room: rtc.Room, count: int, timeout: float = 20.0
+) -> dict[str, str]:
+    """Once `count` bots in `room` told their participant's job: participant -> bot."""
+    with anyio.fail_after(timeout):
+        while True:
+            jobs = {
+                identity: json.loads(p.metadata)
+                for identity, p in room.remote_participants.items()
+                if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and p.metadata
+            }
+            if len(jobs) >= count:
+                return {job["participant"]: identity for identity, job in jobs.items()}
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_participant_jobs_bring_a_bot_per_participant_and_end_as_each_one_leaves(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Two callers in one room, two jobs, two bots; the one who hangs up takes only their
+    own bot with them. (The idle timeout is long: each job ends by its caller's leave.)"""
+    async with (
+        dispatch_worker(
+            tmp_path, livekit_server, job_type="participant", idle_timeout_seconds=60
+        ) as run,
+        join(livekit_server, "per-1", "alice") as alice,
+    ):
+        async with join(livekit_server, "per-1", "bob") as bob:
+            bots = await bots_by_participant(alice, 2)
+            assert sorted(bots) == ["alice", "bob"], bots
+            assert len(set(bots.values())) == 2, bots
+            assert all(re.fullmatch(r"bot-AJ_\w+", bot) for bot in bots.values()), bots
+            assert await bots_by_participant(bob, 2) == bots
+            for who, bot in bots.items():
+                job = bot_job(alice, bot)
+                assert (job["room"], job["participant"]) == ("per-1", who), job
+                await run.wait_for(rf"\[per-1:{who}\] job {job['job']} accepted")
+            async with publishing_tone(bob, 660.0):
+                await hears_echo(alice, bot=bots["alice"])
+                # each bot hears its participant only
+                await run.wait_for(r"\[per-1:alice\] not hearing bob \(track \S+\): this bot "
+                                   r"hears alice only")
+                await run.wait_for(r"\[per-1:bob\] not hearing alice")
+                await run.wait_for(r"\[per-1:bob\] receiving audio of bob")
+            assert not run.matches(r"\[per-1:alice\] receiving audio of bob"), run.tail()
+            assert not run.matches(r"\[per-1:bob\] receiving audio of alice"), run.tail()
+        (ended,) = await run.wait_for(r"\[per-1:(\w+)\] job \S+ ends \(JS_SUCCESS\): (.*)")
+        assert (ended[1], ended[2]) == ("bob", "participant bob left (client_initiated)")
+        assert await server_ended_job(livekit_server, run, "per-1:bob") == "JS_SUCCESS"
+        await bot_leaves(alice, bots["bob"])
+        assert bots["alice"] in alice.remote_participants
+        assert not run.matches(r"\[per-1:alice\] job \S+ ends"), run.tail()
+        await hears_echo(alice, bot=bots["alice"])  # her bot goes on
+
+
+@pytest.mark.anyio
+async def test_publisher_jobs_bring_a_bot_once_the_participant_publishes(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """A listener who never publishes gets no job; a talker gets one when they publish,
+    though both joined before that (a participant job would have come at the join)."""
+    async with (
+        dispatch_worker(tmp_path, livekit_server, job_type="publisher") as run,
+        join(livekit_server, "pub-1", "listener"),
+        join(livekit_server, "pub-1", "talker") as talker,
+    ):
+        async with publishing_tone(talker, 440.0):
+            bots = await bots_by_participant(talker, 1)
+            assert list(bots) == ["talker"], bots
+            track = await subscribed_audio_track(talker, bots["talker"], timeout=15)
+            assert is_tone(await listen_for_tone(track, 440.0), 440.0)
+        await run.wait_for(r"\[pub-1:talker\] job \S+ accepted")
+        assert not run.matches(r"\[pub-1:listener\] job"), run.tail()
+
+
+@pytest.mark.anyio
+async def test_a_participant_who_hangs_up_and_calls_again_at_once_gets_a_bot_again(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """The new job is not refused as served by the old one, which is ending, and its
+    tree (of the same name) starts once the old one stopped."""
+    async with dispatch_worker(
+        tmp_path, livekit_server, job_type="participant", idle_timeout_seconds=60
+    ) as run:
+        async with join(livekit_server, "again-1", "caller") as first:
+            bot = (await bots_by_participant(first, 1))["caller"]
+            old = bot_job(first, bot)["job"]
+            await hears_echo(first, bot=bot)
+        async with join(livekit_server, "again-1", "caller") as second:
+            with anyio.fail_after(20):
+                while not any(
+                    p.metadata and json.loads(p.metadata)["job"] != old
+                    for p in second.remote_participants.values()
+                ):
+                    await anyio.sleep(0.05)
+            (new,) = [
+                identity
+                for identity, p in second.remote_participants.items()
+                if p.metadata and json.loads(p.metadata)["job"] != old
+            ]
+            await hears_echo(second, bot=new)
+        await run.wait_for(rf"\[again-1:caller\] job {old} ends \(JS_SUCCESS\): participant "
+                           r"caller left \(client_initiated\)")
+        assert not run.matches(r"\[again-1:caller\] job \S+ declined"), run.tail()
+    print("\n".join(line for line in run.lines if "job" in line and "again-1" in line))
+
+
+@pytest.mark.anyio
+async def test_a_hook_naming_two_bots_of_one_room_alike_gets_the_second_job_rejected(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Accepted, the second bot's join would replace the first (livekit-server lets an
+    identity into a room once: the first session ends with `duplicate_identity`)."""
+    async with dispatch_worker(
+        tmp_path,
+        livekit_server,
+        job_type="participant",
+        idle_timeout_seconds=60,
+        accept="tests.helpers.dispatch_hooks:one_name",
+    ) as run:
+        async with join(livekit_server, "dup-1", "alice") as alice:
+            await hears_echo(alice, bot="helper")
+            (job,) = await run.wait_for(r"\[dup-1:alice\] job (\S+) accepted")
+            async with join(livekit_server, "dup-1", "bob"):
+                await run.wait_for(
+                    rf"\[dup-1:bob\] job \S+ rejected: the bot identity 'helper' is job "
+                    rf"{job[1]}'s in that room"
+                )
+            await hears_echo(alice, bot="helper")
+        assert not run.matches(r"duplicate_identity|\[dup-1:bob\] joined"), run.tail()

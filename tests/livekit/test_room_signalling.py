@@ -5,19 +5,22 @@ The server is made to drop the bot's signalling the way a storm of ICE candidate
 does on a busy machine: frozen for half a second while the bot sends 1000 requests, it
 then reads them all at once into its 200-slot queue, and closes the stream when the
 queue is full (five of five tries here). Until the bot rejoins, it is never given
-the track a participant publishes.
+the track a participant publishes, and its own track's publication is never answered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 from livekit import rtc
 
+from actors import ActorRef
 from actors.room import signalling
 from actors.room.frames import GetRoomFrame
 from supervisor.livekit_server import LiveKitServer
@@ -29,9 +32,38 @@ from tests.helpers.participants import (
     subscribed_audio_track,
 )
 from tests.helpers.probes import wait_until
-from tests.helpers.rooms import running_room
+from tests.helpers.rooms import RoomUnderTest, running_room
 
 GRACE = 5.0
+
+
+@contextlib.asynccontextmanager
+async def server_of_its_own(tmp_path: Path) -> AsyncIterator[LiveKitServer]:
+    """A livekit-server for one test: it is frozen."""
+    server = LiveKitServer(log_path=tmp_path / "livekit-server.log")
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        yield server
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+
+
+async def drop_signalling(server: LiveKitServer, room: RoomUnderTest) -> ActorRef:
+    """Make `server` stop reading the room's connection; its connection actor's ref."""
+    await wait_until(lambda: room.stats.connection == "connected", 20)
+    connection = await room.child("connection")
+    bot_room = await connection.ask(GetRoomFrame())
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        for _ in range(1000):
+            bot_room.local_participant.set_track_subscription_permissions(
+                allow_all_participants=True
+            )
+        await anyio.sleep(0.5)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    return connection
 
 
 @pytest.mark.anyio
@@ -39,34 +71,38 @@ async def test_a_connection_the_server_stopped_reading_rejoins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(signalling, "SUBSCRIBE_GRACE_SECONDS", GRACE)
-    server = LiveKitServer(log_path=tmp_path / "livekit-server.log")  # its own: it is frozen
-    server.start()
-    try:
-        async with running_room(server, "signalling-lost") as room:
-            await wait_until(lambda: room.stats.connection == "connected", 20)
-            connection = await room.child("connection")
-            bot_room = await connection.ask(GetRoomFrame())
-            assert server.pid is not None
-            os.kill(server.pid, signal.SIGSTOP)
-            try:
-                for _ in range(1000):
-                    bot_room.local_participant.set_track_subscription_permissions(
-                        allow_all_participants=True
-                    )
-                await anyio.sleep(0.5)
-            finally:
-                os.kill(server.pid, signal.SIGCONT)
-            async with (
-                join(server, "signalling-lost", "alice") as alice,
-                publishing_tone(alice, 440.0) as publication,
-            ):
-                track = await subscribed_audio_track(alice, "bot", timeout=GRACE + 30)
-                heard = await listen_for_tone(track, 440.0)
-                assert is_tone(heard, 440.0), "alice never heard the bot echo her"
-            assert room.stats.undelivered == {publication.sid}
-            assert connection.incarnation >= 2
-    finally:
-        server.stop()
+    async with (
+        server_of_its_own(tmp_path) as server,
+        running_room(server, "signalling-lost") as room,
+    ):
+        connection = await drop_signalling(server, room)
+        async with (
+            join(server, "signalling-lost", "alice") as alice,
+            publishing_tone(alice, 440.0) as publication,
+        ):
+            track = await subscribed_audio_track(alice, "bot", timeout=GRACE + 30)
+            heard = await listen_for_tone(track, 440.0)
+            assert is_tone(heard, 440.0), "alice never heard the bot echo her"
+        assert room.stats.undelivered == {publication.sid}
+        assert connection.incarnation >= 2
+
+
+@pytest.mark.anyio
+async def test_a_bot_whose_publication_goes_unanswered_rejoins_for_a_listener(
+    tmp_path: Path,
+) -> None:
+    """Nobody publishes, so no track can go undelivered: the bot's own publication,
+    which the server never answers, is the sign."""
+    async with (
+        server_of_its_own(tmp_path) as server,
+        running_room(server, "unanswered") as room,
+    ):
+        connection = await drop_signalling(server, room)
+        async with join(server, "unanswered", "listener") as listener:
+            await subscribed_audio_track(listener, "bot", timeout=60)
+        assert room.stats.unanswered_publishes == 1
+        assert not room.stats.undelivered
+        assert connection.incarnation >= 2
 
 
 class _Publication:
