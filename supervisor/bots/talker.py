@@ -51,6 +51,12 @@ from actors.room import RoomTransport
 from supervisor.bots import room_pipeline
 
 ESPEAK = "espeak-ng"
+if shutil.which(ESPEAK) is None:
+    # at import, i.e. when the config names this bot: a config error (exit 2), not a
+    # bot that fails in every room until each is quarantined
+    raise ImportError(
+        f"{ESPEAK} is not installed: apt-get install espeak-ng (`make run` does, as root)"
+    )
 WAV_HEADER_BYTES = 44
 """espeak-ng writes a canonical 44-byte WAV header (with unknown lengths) to stdout."""
 READ_BYTES = 4096
@@ -194,17 +200,11 @@ class EspeakTTSService(TTSService):
             await self.stop_processing_metrics()
 
 
-def espeak_available() -> bool:
-    return shutil.which(ESPEAK) is not None
-
-
 def _vad(transport: RoomTransport) -> VADAnalyzer:
     return transport.vad_analyzer or SileroVADAnalyzer()
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:
-    if not espeak_available():
-        raise RuntimeError(f"{ESPEAK} is not installed (Debian: apt-get install espeak-ng)")
     return room_pipeline(
         transport,
         VADProcessor(vad_analyzer=_vad(transport)),
