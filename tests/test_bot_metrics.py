@@ -135,10 +135,14 @@ async def test_a_turn_is_timed_from_the_speech_end_to_the_next_audio_captured() 
     observer = BotMetricsObserver(plain)
     await push(observer, UserStoppedSpeakingFrame())
     observe_response(plain)
-    await push(BotMetricsObserver(stats), VADUserStoppedSpeakingFrame(timestamp=time.time()))
-    await push(BotMetricsObserver(stats), VADUserStartedSpeakingFrame())
-    observe_response(stats)
-    assert (plain.bot_response.count, plain.bot_turns, stats.bot_response.count) == (1, 1, 1)
+    await push(observer, VADUserStoppedSpeakingFrame(timestamp=time.time()))
+    await push(observer, VADUserStartedSpeakingFrame())
+    observe_response(plain)
+    # a pipeline restarted in the middle of a turn: its successor owes no answer
+    await push(observer, VADUserStoppedSpeakingFrame(timestamp=time.time()))
+    BotMetricsObserver(plain)
+    observe_response(plain)
+    assert (plain.bot_response.count, plain.bot_turns) == (1, 1)
 
 
 async def test_an_interruption_counts_only_while_the_bot_speaks() -> None:

@@ -85,6 +85,7 @@ class BotMetricsObserver(BaseObserver):
     def __init__(self, stats: RoomStats, *, max_processors: int = MAX_PROCESSOR_LABELS) -> None:
         super().__init__(observe_every_push=False)
         self.stats = stats
+        stats.response_mark_ns = None  # a new pipeline owes no answer to the last one's turn
         self._max_processors = max_processors
         self._handlers: dict[type[Frame], _Handler | None] = {}
         self._labels: dict[str, str] = {}
