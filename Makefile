@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus chromium web agents-venv
+.PHONY: run lint test livekit-server prometheus chromium espeak-ng web agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
 
 web: $(WEB_STAMP)
 
-run: livekit-server web
+run: livekit-server web espeak-ng
 	$(VENV)/bin/supervisor run config.toml
 
 # $(call debian,COMMANDS,PACKAGE,TESTS): Debian's PACKAGE, installed when one of
@@ -64,11 +64,15 @@ prometheus:
 chromium:
 	$(call debian,chromium,chromium,the try-it page's browser test)
 
+# The talker bot (`supervisor.bots.talker`) speaks with espeak-ng, as do its tests.
+espeak-ng:
+	$(call debian,espeak-ng,espeak-ng,the talker's tests)
+
 # Lint and types (configured in pyproject.toml) before any test: ruff over everything,
 # mypy over the product (strict on actors/). A finding fails the build.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint livekit-server prometheus chromium web
+test: lint livekit-server prometheus chromium espeak-ng web
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

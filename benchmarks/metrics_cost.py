@@ -7,7 +7,7 @@ else is read at scrape time). Its work: the audio-in actor stamps each frame's
 metadata, the output transport carries the stamps across pipecat's re-chunking
 (`StampCarrier`), and the audio-out actor observes one pre-bucketed histogram slot.
 
-Two figures, each with metrics on and off over the same pre-built audio:
+Three figures, each with metrics on and off over the same pre-built audio:
 
 1. the metric code alone: per frame, the stamp, the carrier's two calls and the
    observation, against the same loop without them;
@@ -18,6 +18,12 @@ Two figures, each with metrics on and off over the same pre-built audio:
    audio-out actor that counts them. No LiveKit and no pipecat pipeline: those add
    CPU on both sides equally, so this path is a lower bound of a frame's cost and the
    ratio an upper bound of the metrics' share.
+
+3. the bot's observer (`actors.room.bot_metrics`), for a bot that enables pipecat's
+   metrics: pipecat's `WorkerObserver` hands every frame a processor processes or
+   pushes (first pushes only, for this observer) to each observer through a queue and
+   a task of its own; per audio frame processed and pushed once, with the observer
+   attached against pipecat's worker observer with none (a bot without metrics).
 
 CPU is the process's CPU time (`time.process_time`), the least disturbed (minimum) of
 alternating repeats: other load on a shared machine only ever adds to a run.
@@ -34,6 +40,10 @@ import anyio
 import anyio.lowlevel
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import OutputAudioRawFrame, UserAudioRawFrame
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
+from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.asyncio.task_manager import TaskManager
 
 from actors import (
     Actor,
@@ -45,6 +55,7 @@ from actors import (
     WhichChildrenFrame,
     open_actor,
 )
+from actors.room.bot_metrics import BotMetricsObserver, observe_response
 from actors.room.stats import RoomStats
 from actors.room.timing import StampCarrier, observe_latency, stamp
 
@@ -73,6 +84,7 @@ def metric_code(frames: int, metrics: bool) -> float:
             carrier.entering(echo)
             carrier.leaving(chunk)
             observe_latency(chunk, stats.audio_latency)
+            observe_response(stats)  # audio-out: the bot's response, when one is due
         stats.audio_frames_out += 1
     return time.process_time() - start
 
@@ -89,6 +101,7 @@ class AudioOut(Actor):
         self.stats.audio_frames_out += 1
         if self.metrics:
             observe_latency(frame, self.stats.audio_latency)
+            observe_response(self.stats)
         if self.stats.audio_frames_out >= self.expected:
             self.done.set()
 
@@ -149,6 +162,35 @@ async def kernel_path(frames: int, metrics: bool) -> tuple[float, RoomStats]:
         return time.process_time() - start, stats
 
 
+# --- 3. the bot's observer ------------------------------------------------------------
+
+
+async def observer_path(frames: int, metrics: bool) -> float:
+    """CPU seconds for `frames` audio frames, each processed and pushed once, through
+    pipecat's worker observer with (or without) the bot's metrics observer."""
+    observers: list[BaseObserver] = [BotMetricsObserver(RoomStats())] if metrics else []
+    worker_observer = WorkerObserver(observers=observers)
+    await worker_observer.setup(TaskManager())
+    processor = FrameProcessor()
+    start = time.process_time()
+    for n in range(frames):
+        frame = UserAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1, user_id="p")
+        await worker_observer.on_process_frame(
+            FrameProcessed(processor, frame, FrameDirection.DOWNSTREAM, n)
+        )
+        await worker_observer.on_push_frame(
+            FramePushed(processor, processor, frame, FrameDirection.DOWNSTREAM, n)
+        )
+        if n % 8 == 7:
+            await anyio.lowlevel.checkpoint()  # the pipeline yields between frames
+    for proxy in (worker_observer._proxies or {}).values():
+        while not proxy.queue.empty():
+            await anyio.lowlevel.checkpoint()
+    seconds = time.process_time() - start
+    await worker_observer.cleanup()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=20000)
@@ -158,12 +200,16 @@ def main() -> None:
 
     code: dict[bool, list[float]] = {True: [], False: []}
     path: dict[bool, list[float]] = {True: [], False: []}
+    observed: dict[bool, list[float]] = {True: [], False: []}
     timed = 0
     for _ in range(args.repeats):
         for metrics in (False, True):  # alternate, so drift in machine load hits both
             code[metrics].append(metric_code(n, metrics) / n)
             seconds, stats = anyio.run(kernel_path, n, metrics, backend="asyncio")
             path[metrics].append(seconds / n)
+            observed[metrics].append(
+                anyio.run(observer_path, n, metrics, backend="asyncio") / n
+            )
             if metrics:
                 timed = stats.audio_latency.count
 
@@ -182,6 +228,9 @@ def main() -> None:
     print(
         f"   per 20 ms frame, {extra:.2f} us is {extra / 20000 * 100:.3f} % of one core per stream"
     )
+    off, on = us(observed[False]), us(observed[True])
+    print(f"3. bot observer:        off {off:7.2f} us   on {on:7.2f} us"
+          f"   -> {on - off:.2f} us per frame processed and pushed, with metrics on")
 
 
 if __name__ == "__main__":

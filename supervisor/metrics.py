@@ -39,11 +39,19 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
 from actors import ActorState, ChildStatistics, RestartIntensityError
-from actors.room import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts, RoomStats
+from actors.room import (
+    CONNECT_BUCKETS,
+    LATENCY_BUCKETS,
+    RESPONSE_BUCKETS,
+    SERVICE_BUCKETS,
+    BucketCounts,
+    RoomStats,
+)
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
@@ -66,6 +74,24 @@ published only while someone listens), live audio passed through arrived too lat
 play (`late`, see `RoomSettings.passthrough_delay_ms`)."""
 ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipeline")
 """`room` is a room's own supervisor (its restarts are quarantine retries)."""
+_RESPONSE_HELP = (
+    "From the user's speech ending (the VAD's stop, less the silence it waited for; else "
+    "pipecat's turn end) to the bot's first audio captured into the room after it."
+)
+_TOKENS_HELP = "LLM tokens the bot's services reported, by kind: prompt, completion."
+_SERVICE_TIMES = (
+    ("ttfb", "bot_ttfb", "Time to first byte of the bot's services, as pipecat reports it, "
+     "by processor (its class name; at most 8 per room, the rest as other)."),
+    ("processing", "bot_processing", "Processing time of the bot's services, as pipecat "
+     "reports it, by processor (its class name; at most 8 per room, the rest as other)."),
+)
+"""(name, `RoomStats` field, help) of the per-processor service times."""
+_BOT_COUNTERS = (
+    ("tts_characters", "bot_tts_characters", "Characters the bot's TTS services spoke."),
+    ("turns", "bot_turns", "User turns ended (pipecat's UserStoppedSpeakingFrame)."),
+    ("interruptions", "bot_interruptions", "Times the user interrupted the bot speaking."),
+)
+"""(name without `_total`, `RoomStats` field, help) of the bot's plain counters."""
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -120,15 +146,22 @@ class _Accumulator:
         self._last = self._seen
 
 
-def _histogram(
-    name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int
-) -> Metric:
-    cumulative, running = [], 0
+def _cumulative(bounds: Sequence[float], counts: list[int]) -> list[tuple[str, float]]:
+    cumulative: list[tuple[str, float]] = []
+    running = 0
     for bound, n in zip(bounds, counts, strict=False):
         running += n
         cumulative.append((repr(bound), running))
     cumulative.append(("+Inf", running + counts[-1]))
-    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=sum_ns / 1e9)
+    return cumulative
+
+
+def _histogram(
+    name: str, doc: str, bounds: Sequence[float], counts: list[int], sum_ns: int
+) -> Metric:
+    return HistogramMetricFamily(
+        name, doc, buckets=_cumulative(bounds, counts), sum_value=sum_ns / 1e9
+    )
 
 
 def _sum_histograms(
@@ -220,6 +253,7 @@ class RoomSetCollector(Collector):
         yield from self._identity(len(configured))
         yield from self._rooms(self._states(room_cells), labelled)
         yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
+        yield from self._bot(room_set.stats, room_set.retired, labelled)
         yield from self._slots(depth, deepest, labelled)
         yield from self._cardinality()
 
@@ -363,6 +397,78 @@ class RoomSetCollector(Collector):
                 frames_in.add_metric([name], s.audio_frames_in)
                 frames_out.add_metric([name], s.audio_frames_out)
             yield from (participants, frames_in, frames_out)
+
+    def _bot(
+        self, stats: dict[str, RoomStats], retired: RoomStats, labelled: list[str]
+    ) -> Iterator[Metric]:
+        """The bots' own figures (`actors.room.bot_metrics`), for bots that enable
+        pipecat's metrics. Per room, the service times are a count and a sum (a
+        summary): a histogram per room and processor would multiply the series by the
+        buckets, and the process's histograms carry the quantiles."""
+        everything = [*stats.values(), retired]
+        counts, sum_ns = _sum_histograms((s.bot_response for s in everything), RESPONSE_BUCKETS)
+        yield _histogram(
+            f"{PREFIX}_bot_response_seconds", _RESPONSE_HELP,
+            RESPONSE_BUCKETS, counts, sum_ns,
+        )  # fmt: skip
+        for name, field, doc in _SERVICE_TIMES:
+            family = HistogramMetricFamily(
+                f"{PREFIX}_bot_{name}_seconds", doc, labels=["processor"]
+            )
+            by_label: dict[str, list[BucketCounts]] = {}
+            for s in everything:
+                for label, histogram in getattr(s, field).items():
+                    by_label.setdefault(label, []).append(histogram)
+            for label in sorted(by_label):
+                counts, sum_ns = _sum_histograms(by_label[label], SERVICE_BUCKETS)
+                family.add_metric(
+                    [label], _cumulative(SERVICE_BUCKETS, counts), sum_value=sum_ns / 1e9
+                )
+            yield family
+        tokens = CounterMetricFamily(
+            f"{PREFIX}_bot_llm_tokens", _TOKENS_HELP, labels=["kind"]
+        )
+        tokens.add_metric(["prompt"], sum(s.bot_llm_prompt_tokens for s in everything))
+        tokens.add_metric(["completion"], sum(s.bot_llm_completion_tokens for s in everything))
+        yield tokens
+        for name, field, doc in _BOT_COUNTERS:
+            yield CounterMetricFamily(
+                f"{PREFIX}_bot_{name}", doc, value=sum(getattr(s, field) for s in everything)
+            )
+        if not labelled:
+            return
+
+        response = HistogramMetricFamily(
+            f"{PREFIX}_room_bot_response_seconds", _RESPONSE_HELP, labels=["room"]
+        )
+        times = [
+            SummaryMetricFamily(
+                f"{PREFIX}_room_bot_{name}_seconds", doc, labels=["room", "processor"]
+            )
+            for name, _, doc in _SERVICE_TIMES
+        ]
+        room_tokens = CounterMetricFamily(
+            f"{PREFIX}_room_bot_llm_tokens", _TOKENS_HELP, labels=["room", "kind"]
+        )
+        counters = [
+            CounterMetricFamily(f"{PREFIX}_room_bot_{name}", doc, labels=["room"])
+            for name, _, doc in _BOT_COUNTERS
+        ]
+        for room in labelled:
+            s = stats.get(room) or RoomStats()
+            histogram = s.bot_response
+            response.add_metric(
+                [room], _cumulative(RESPONSE_BUCKETS, histogram.counts),
+                sum_value=histogram.sum_seconds,
+            )  # fmt: skip
+            for summary, (_, field, _) in zip(times, _SERVICE_TIMES, strict=True):
+                for label, histogram in sorted(getattr(s, field).items()):
+                    summary.add_metric([room, label], histogram.count, histogram.sum_seconds)
+            room_tokens.add_metric([room, "prompt"], s.bot_llm_prompt_tokens)
+            room_tokens.add_metric([room, "completion"], s.bot_llm_completion_tokens)
+            for counter, (_, field, _) in zip(counters, _BOT_COUNTERS, strict=True):
+                counter.add_metric([room], getattr(s, field))
+        yield from (response, *times, room_tokens, *counters)
 
     def _scan_slots(self, rooms: dict[str, ChildStatistics]) -> tuple[Counter[str], Counter[str]]:
         """Every room's slots: mailbox depth now (sum and max by kind); drops, dead

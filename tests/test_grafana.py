@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.room import RoomStats
+from actors.room.timing import service_buckets
 from supervisor.access import Credentials
 from supervisor.config import parse_config
 from supervisor.metrics import SupervisorMetrics
@@ -189,8 +191,9 @@ def test_the_linter_rules_catch_mistakes() -> None:
 
 
 def exported_names() -> set[str]:
-    """Every sample name one process exports, with a room (its per-room series) and
-    `[dispatch]` on (the `lksup_dispatch_*` series)."""
+    """Every sample name one process exports, with a room (its per-room series),
+    `[dispatch]` on (the `lksup_dispatch_*` series) and a bot that reported a service's
+    timings (the `lksup_bot_*` series labelled by processor)."""
     config = parse_config(
         {
             "livekit": {"url": "ws://127.0.0.1:7880"},
@@ -202,6 +205,9 @@ def exported_names() -> set[str]:
     )
     room_set = RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret"))
     room_set.worker = WorkerState()
+    bot = room_set.stats.setdefault("lobby", RoomStats())
+    bot.bot_ttfb["EspeakTTSService"] = service_buckets()
+    bot.bot_processing["EspeakTTSService"] = service_buckets()
     text = SupervisorMetrics(room_set, config.metrics).render(None)[0].decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 

@@ -10,14 +10,22 @@ from actors.room.settings import (
     RoomSettings,
 )
 from actors.room.stats import RoomStats
-from actors.room.timing import CONNECT_BUCKETS, LATENCY_BUCKETS, BucketCounts
+from actors.room.timing import (
+    CONNECT_BUCKETS,
+    LATENCY_BUCKETS,
+    RESPONSE_BUCKETS,
+    SERVICE_BUCKETS,
+    BucketCounts,
+)
 from actors.room.transport import RoomTransport
 
 __all__ = [
     "CONNECT_BUCKETS",
     "CURRENT_ROOM",
     "LATENCY_BUCKETS",
+    "RESPONSE_BUCKETS",
     "SAMPLE_RATES",
+    "SERVICE_BUCKETS",
     "VAD_RATES_TEXT",
     "VAD_SAMPLE_RATES",
     "BotFactory",

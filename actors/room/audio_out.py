@@ -36,6 +36,7 @@ from livekit import rtc
 from pipecat.frames.frames import Frame, InterruptionFrame, OutputAudioRawFrame
 
 from actors.actor import Actor
+from actors.room.bot_metrics import observe_response
 from actors.room.frames import (
     GetRoomFrame,
     ParticipantJoinedFrame,
@@ -163,6 +164,7 @@ class AudioOutActor(Actor):
             if self.stats.first_audio_at is None:
                 self.stats.first_audio_at = anyio.current_time()
             observe_latency(frame, self.stats.audio_latency)
+            observe_response(self.stats)
         elif isinstance(frame, InterruptionFrame):
             if source is not None:
                 source.clear_queue()  # the bot was interrupted: stop speaking at once

@@ -3,8 +3,11 @@
 Each incarnation builds a fresh `RoomTransport`, calls the bot factory with it, and
 runs what the factory returns (a pipecat worker, i.e. a `PipelineTask`) under pipecat's
 own `WorkerRunner`; a factory that runs its bot itself (as pipecat bots' `run_bot`
-functions do) is simply awaited. It feeds the transport's input with the audio-in
-actor's frames and hands room events to the transport's handlers.
+functions do) is simply awaited. A worker whose `PipelineParams` enable pipecat's
+metrics gets an observer that records them into the room's stats
+(`actors.room.bot_metrics`); a bot that runs itself keeps its metrics to itself. It
+feeds the transport's input with the audio-in actor's frames and hands room events to
+the transport's handlers.
 
 Bot failures stay here: the factory raising, the bot's coroutine raising, or an
 uncaught exception inside a processor (pipecat turns those into an `ErrorFrame` of
@@ -28,6 +31,7 @@ from pipecat.utils.errors import ErrorCategory
 from pipecat.workers.runner import WorkerRunner
 
 from actors.actor import Actor
+from actors.room.bot_metrics import BotMetricsObserver, metrics_enabled
 from actors.room.frames import GetRoomFrame, RoomDisconnectedFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
@@ -98,6 +102,8 @@ class PipelineActor(Actor):
             if result is not None:
                 self._worker = result
                 result.add_event_handler("on_pipeline_error", self._on_pipeline_error)
+                if metrics_enabled(result):
+                    result.add_observer(BotMetricsObserver(self.stats))
                 transport.pace_with(result)
                 runner = WorkerRunner(handle_sigint=False)
                 await runner.add_workers(result)

@@ -2,7 +2,8 @@
 
 Plain values updated in place by the room's actors, on the event loop's thread (most
 fields by one actor; `participants` is cleared by the connection on each join and kept
-by the events actor, `audio_frames_dropped` counted by the transport and audio-out);
+by the events actor, `audio_frames_dropped` counted by the transport and audio-out,
+`response_mark_ns` set by the bot's metrics observer and taken by audio-out);
 readers only read. That keeps the hot path free of locks and label lookups.
 """
 
@@ -13,7 +14,13 @@ from typing import Literal
 
 import attrs
 
-from actors.room.timing import BucketCounts, connect_buckets, latency_buckets
+from actors.room.timing import (
+    BucketCounts,
+    connect_buckets,
+    latency_buckets,
+    response_buckets,
+    service_buckets,
+)
 
 ConnectionState = Literal["connecting", "connected", "reconnecting", "disconnected"]
 """Where the room's rtc connection is: joining (or rejoining after the SDK gave up),
@@ -73,6 +80,27 @@ class RoomStats:
     """When audio-out first captured the bot's audio into the track's source since the
     tree started: the moment a participant could first hear the bot."""
 
+    bot_turns: int = 0
+    """The bot's figures below are kept by its pipeline's metrics observer
+    (`actors.room.bot_metrics`), when the bot enables pipecat's metrics: user turns
+    ended (pipecat's `UserStoppedSpeakingFrame`)..."""
+    bot_interruptions: int = 0
+    """...the user speaking over the bot (an interruption while it spoke)..."""
+    bot_llm_prompt_tokens: int = 0
+    bot_llm_completion_tokens: int = 0
+    bot_tts_characters: int = 0
+    """...and the services' usage, as pipecat reports it."""
+    bot_ttfb: dict[str, BucketCounts] = attrs.field(factory=dict)
+    """Time to first byte by processor label (its class name; `other` past the bound)."""
+    bot_processing: dict[str, BucketCounts] = attrs.field(factory=dict)
+    """Processing time by processor label, as `bot_ttfb`."""
+    bot_response: BucketCounts = attrs.field(factory=response_buckets)
+    """The user's speech ending to the bot's first audio captured after it (audio-out)."""
+    response_mark_ns: int | None = None
+    """The one value two actors share: `perf_counter_ns` when the user's speech ended,
+    set by the observer and taken (observed into `bot_response`, then cleared) by the
+    audio-out actor when it captures the next frame of the bot's audio."""
+
     def tree_started(self) -> None:
         """A new incarnation of the room's tree: its firsts are still to come."""
         self.track_published_at = self.first_audio_at = None
@@ -87,6 +115,11 @@ class RoomStats:
         self.undelivered |= ended.undelivered
         self.audio_latency.absorb(ended.audio_latency)
         self.connect_time.absorb(ended.connect_time)
+        self.bot_response.absorb(ended.bot_response)
+        for mine, theirs in ((self.bot_ttfb, ended.bot_ttfb),
+                             (self.bot_processing, ended.bot_processing)):
+            for label, histogram in theirs.items():
+                mine.setdefault(label, service_buckets()).absorb(histogram)
 
 
 _COUNTS = tuple(

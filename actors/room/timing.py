@@ -37,6 +37,13 @@ where the budget is (under 2 ms at p99)."""
 CONNECT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds for `rtc.Room.connect` to return: a join, or a rejoin after a restart."""
 
+RESPONSE_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0)
+"""Seconds from the user's speech ending to the bot's first audio captured after it:
+voice, where under a second feels live and over three feels broken."""
+
+SERVICE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds of a service's time to first byte or processing, as pipecat reports them."""
+
 
 class BucketCounts:
     """A histogram as plain integers: per-bucket counts (not cumulative), sum, count.
@@ -89,6 +96,14 @@ def latency_buckets() -> BucketCounts:
 
 def connect_buckets() -> BucketCounts:
     return BucketCounts(CONNECT_BUCKETS)
+
+
+def response_buckets() -> BucketCounts:
+    return BucketCounts(RESPONSE_BUCKETS)
+
+
+def service_buckets() -> BucketCounts:
+    return BucketCounts(SERVICE_BUCKETS)
 
 
 def stamp(frame: Any) -> None:

@@ -28,8 +28,13 @@ def load_bot(path: str) -> BotFactory:
     return factory
 
 
-def room_pipeline(transport: RoomTransport, *processors: FrameProcessor) -> PipelineWorker:
+def room_pipeline(
+    transport: RoomTransport, *processors: FrameProcessor, metrics: bool = False
+) -> PipelineWorker:
     """What a simple bot returns: input, its processors, output, at the room's rates.
+
+    `metrics` turns on pipecat's metrics and usage metrics, which the supervisor exports
+    (`lksup_bot_*`) for bots whose services report them.
 
     No idle timeout (a room bot waits for people as long as the room exists), no RTVI
     (the built-in bots speak plain data messages) and no turn tracking (they take no
@@ -40,6 +45,8 @@ def room_pipeline(transport: RoomTransport, *processors: FrameProcessor) -> Pipe
         params=PipelineParams(
             audio_in_sample_rate=transport.settings.audio_in_sample_rate,
             audio_out_sample_rate=transport.settings.audio_out_sample_rate,
+            enable_metrics=metrics,
+            enable_usage_metrics=metrics,
         ),
         idle_timeout_secs=None,
         enable_rtvi=False,

@@ -35,12 +35,13 @@ JOB = "lksup"
 """The scrape job the alert rules select on."""
 
 
-def tool(name: str) -> str:
-    """The path of a command-line tool; skip the test (fail under CI) without it."""
+def tool(name: str, package: str = "prometheus") -> str:
+    """The path of a command-line tool from Debian's `package`; skip the test (fail
+    under CI) without it."""
     path = shutil.which(name)
     if path is None:
         message = (
-            f"{name} is not installed: `make test` installs Debian's prometheus package as root"
+            f"{name} is not installed: `make test` installs Debian's {package} package as root"
         )
         if os.environ.get("CI"):
             pytest.fail(message)

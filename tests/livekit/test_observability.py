@@ -2,8 +2,9 @@
 
 Two supervisors serve rooms on the session's livekit-server, as a user would run
 them: `a` serves three rooms with a bot that echoes, answers data messages and
-crashes on request (tests/helpers/crashing_bot.py), with per-room series capped at two rooms,
-and is an agent worker for `obs-agent`, which a test dispatches to a room;
+crashes on request (tests/helpers/crashing_bot.py) and a fourth with the talker bot
+(its `lksup_bot_*` series), with per-room series capped at two rooms, and is an agent
+worker for `obs-agent`, which a test dispatches to a room;
 `b` runs `--workers 2`, one worker with an echo room and one with a room whose bot
 never starts, so it ends quarantined. A Prometheus scrapes the three endpoints every
 second and evaluates grafana/alerts.yml. Simulated participants make the load; every
@@ -52,14 +53,19 @@ from tests.helpers.prometheus import (
     get,
     substitute,
     targets,
+    tool,
     variables,
 )
+from tests.helpers.speech import utterance
 
 pytestmark = pytest.mark.anyio
 
 KEY_ENV, SECRET_ENV = "OBSERVABILITY_TEST_KEY", "OBSERVABILITY_TEST_SECRET"
-A_ROOMS = ("obs-a", "obs-b", "obs-c")
-"""Supervisor a's rooms, in config order: the first two get per-room series."""
+TALK_ROOM = "obs-talk"
+A_ROOMS = ("obs-a", "obs-b", "obs-c", TALK_ROOM)
+"""Supervisor a's rooms, in config order: the first two get per-room series; the last
+runs the talker bot."""
+TALKER = "supervisor.bots.talker:create_bot"
 CRASH_ROOM = "obs-c"
 B_BROKEN = "obs-broken"
 OK_WORKER, BROKEN_WORKER = shard_of("obs-ok", 2), shard_of(B_BROKEN, 2)
@@ -99,7 +105,11 @@ A_CONFIG = """
     enabled = true
     agent_name = "obs-agent"
     idle_timeout_seconds = 1
-""" + "".join(f'\n[[rooms]]\nname = "{name}"\n' for name in A_ROOMS)
+""" + "".join(f'\n[[rooms]]\nname = "{name}"\n' for name in A_ROOMS[:-1]) + f"""
+[[rooms]]
+name = "{TALK_ROOM}"
+bot = {{ factory = "{TALKER}" }}
+"""
 
 B_CONFIG = f"""
     [bot]
@@ -229,6 +239,7 @@ class Fleet:
 def fleet(
     livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
+    tool("espeak-ng", "espeak-ng")  # the talker room's voice
     workdir = tmp_path_factory.mktemp("observability")
     a = SupervisorProcess("a", workdir, livekit_server, A_CONFIG, "max_room_series = 2")
     b = SupervisorProcess("b", workdir, livekit_server, B_CONFIG, workers=2)
@@ -326,9 +337,9 @@ def test_per_room_series_stop_at_the_cap(fleet: Fleet) -> None:
     labelled = set(A_ROOMS[:2])
     assert samples.label_values("lksup_room_participants", "room") == labelled
     assert samples.label_values("lksup_room_audio_frames_in_total", "room") == labelled
-    assert samples["lksup_metrics_room_series_refused_total"] == 1
-    assert samples["lksup_metrics_rooms_unlabelled"] == 1
-    assert samples["lksup_rooms_configured"] == len(A_ROOMS)  # the third counts in the totals
+    assert samples["lksup_metrics_room_series_refused_total"] == len(A_ROOMS) - 2
+    assert samples["lksup_metrics_rooms_unlabelled"] == len(A_ROOMS) - 2
+    assert samples["lksup_rooms_configured"] == len(A_ROOMS)  # the others count in the totals
 
 
 # --- what participants do, as Prometheus sees it ----------------------------------------
@@ -472,13 +483,24 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
     prometheus = fleet.prometheus
     board = dashboard()
     values = {"job": JOB, "instance": ".+", "room": ".+", "__rate_interval": RATE_INTERVAL}
-    async with join(livekit_server, "obs-a", "speaker") as room, publishing_tone(room):
+    speech = utterance("Hello there, how are you today?", then_silent=3.0)
+    async with (
+        join(livekit_server, "obs-a", "speaker") as room,
+        publishing_tone(room),
+        join(livekit_server, TALK_ROOM, "talker") as talk,
+        publishing_tone(talk, signal=speech),  # the talker answers each time: its series
+    ):
         track = await subscribed_audio_track(room, "bot")
         await collect_audio(track, 0.5)
         frames = f"sum(rate(lksup_audio_frames_out_total{on(fleet.a)}[{RATE_INTERVAL}]))"
         await eventually(
             lambda: fleet.value(frames), lambda v: v is not None and v > 10, "echo rate"
         )
+        responses = f"sum(lksup_bot_response_seconds_count{on(fleet.a)})"
+        await eventually(lambda: fleet.value(responses), lambda v: v, "a talker's answer", 60)
+        # both services' series, scraped long enough for a rate
+        services = f"count(rate(lksup_bot_ttfb_seconds_count{on(fleet.a)}[{RATE_INTERVAL}]))"
+        await eventually(lambda: fleet.value(services), lambda v: v == 2, "both its services")
 
         empty = [
             (title, expr) for title, expr in targets(board)

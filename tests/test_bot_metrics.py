@@ -1,0 +1,242 @@
+"""The bot's metrics alone: the observer recording pipecat's frames into `RoomStats`,
+audio-out closing the response, and their export.
+
+End to end (the talker bot in a real room, scraped) is tests/livekit/test_bot_metrics.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    MetricsFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.metrics.metrics import (
+    LLMTokenUsage,
+    LLMUsageMetricsData,
+    ProcessingMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
+from pipecat.observers.base_observer import FramePushed
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.room import RoomStats
+from actors.room.bot_metrics import (
+    OTHER,
+    BotMetricsObserver,
+    metrics_enabled,
+    observe_response,
+    processor_label,
+)
+from actors.room.timing import service_buckets
+from supervisor.access import Credentials
+from supervisor.config import ConfigError, parse_config
+from supervisor.metrics import SupervisorMetrics
+from supervisor.rooms import RoomSet
+
+pytestmark = pytest.mark.anyio
+
+SOURCE = FrameProcessor(name="Source#0")
+
+
+async def push(
+    observer: BotMetricsObserver,
+    frame: Frame,
+    direction: FrameDirection = FrameDirection.DOWNSTREAM,
+) -> None:
+    await observer.on_push_frame(FramePushed(SOURCE, SOURCE, frame, direction, 0))
+
+
+def usage(prompt: int, completion: int) -> LLMUsageMetricsData:
+    tokens = LLMTokenUsage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+    return LLMUsageMetricsData(processor="ScriptLLM#3", value=tokens)
+
+
+async def test_service_metrics_land_in_the_rooms_stats() -> None:
+    stats = RoomStats()
+    observer = BotMetricsObserver(stats)
+    await push(observer, MetricsFrame(data=[
+        TTFBMetricsData(processor="ScriptLLM#3", value=0.02),
+        ProcessingMetricsData(processor="ScriptLLM#3", value=0.03),
+        usage(12, 7),
+    ]))  # fmt: skip
+    await push(observer, MetricsFrame(data=[
+        TTFBMetricsData(processor="EspeakTTS#4", value=0.3),
+        TTSUsageMetricsData(processor="EspeakTTS#4", value=42),
+    ]))  # fmt: skip
+    await push(observer, MetricsFrame(data=[usage(5, 1)]))
+    # the worker's announcement at start: every processor with metrics, at 0
+    await push(observer, MetricsFrame(data=[
+        TTFBMetricsData(processor="Silent#5", value=0.0),
+        ProcessingMetricsData(processor="Silent#5", value=0.0),
+    ]))  # fmt: skip
+    await push(observer, InputAudioRawFrame(audio=b"\0\0" * 320, sample_rate=16000, num_channels=1))
+    assert sorted(stats.bot_ttfb) == ["EspeakTTS", "ScriptLLM"]
+    assert stats.bot_ttfb["ScriptLLM"].count == 1
+    assert stats.bot_ttfb["EspeakTTS"].sum_seconds == pytest.approx(0.3)
+    assert list(stats.bot_processing) == ["ScriptLLM"]
+    assert (stats.bot_llm_prompt_tokens, stats.bot_llm_completion_tokens) == (17, 8)
+    assert stats.bot_tts_characters == 42
+
+
+async def test_processor_labels_are_bounded_per_room() -> None:
+    stats = RoomStats()
+    observer = BotMetricsObserver(stats, max_processors=2)
+    for name in ("A#1", "B#2", "C#3", "D#4", "A#5"):
+        await push(observer, MetricsFrame(data=[TTFBMetricsData(processor=name, value=0.1)]))
+    assert {label: h.count for label, h in stats.bot_ttfb.items()} == {"A": 2, "B": 1, OTHER: 2}
+    # a new incarnation's observer keeps the room's labels
+    await push(
+        BotMetricsObserver(stats, max_processors=2),
+        MetricsFrame(data=[TTFBMetricsData(processor="B#9", value=0.1)]),
+    )
+    assert stats.bot_ttfb["B"].count == 2
+    assert processor_label("MyLLM#12") == "MyLLM"
+    assert processor_label("named") == "named"
+
+
+async def test_a_turn_is_timed_from_the_speech_end_to_the_next_audio_captured() -> None:
+    stats = RoomStats()
+    observer = BotMetricsObserver(stats)
+    observe_response(stats)  # audio before any turn: nothing to time
+    assert stats.bot_response.count == 0
+    await push(observer, VADUserStartedSpeakingFrame())
+    # the VAD waited 0.4 s of silence and said so 0.1 s ago: the speech ended 0.5 s ago
+    await push(observer, VADUserStoppedSpeakingFrame(stop_secs=0.4, timestamp=time.time() - 0.1))
+    await push(observer, UserStoppedSpeakingFrame())
+    await push(observer, UserStoppedSpeakingFrame(), FrameDirection.UPSTREAM)  # not a broadcast
+    assert stats.bot_turns == 2
+    observe_response(stats)
+    observe_response(stats)  # the rest of the answer is not another response
+    assert stats.bot_response.count == 1
+    assert 0.5 <= stats.bot_response.sum_seconds < 5
+
+    # a turn without a VAD in the pipeline is timed from its end; speech resumed
+    # before the bot answered leaves nothing to time
+    plain = RoomStats()
+    observer = BotMetricsObserver(plain)
+    await push(observer, UserStoppedSpeakingFrame())
+    observe_response(plain)
+    await push(observer, VADUserStoppedSpeakingFrame(timestamp=time.time()))
+    await push(observer, VADUserStartedSpeakingFrame())
+    observe_response(plain)
+    # a pipeline restarted in the middle of a turn: its successor owes no answer
+    await push(observer, VADUserStoppedSpeakingFrame(timestamp=time.time()))
+    BotMetricsObserver(plain)
+    observe_response(plain)
+    assert (plain.bot_response.count, plain.bot_turns) == (1, 1)
+
+
+async def test_an_interruption_counts_only_while_the_bot_speaks() -> None:
+    stats = RoomStats()
+    observer = BotMetricsObserver(stats)
+    await push(observer, InterruptionFrame())  # the user started: the bot was quiet
+    downstream, upstream = BotStartedSpeakingFrame(), BotStartedSpeakingFrame()
+    downstream.broadcast_sibling_id, upstream.broadcast_sibling_id = upstream.id, downstream.id
+    await push(observer, upstream, FrameDirection.UPSTREAM)
+    await push(observer, downstream)
+    interruption, sibling = InterruptionFrame(), InterruptionFrame()
+    interruption.broadcast_sibling_id, sibling.broadcast_sibling_id = sibling.id, interruption.id
+    await push(observer, interruption)
+    await push(observer, sibling, FrameDirection.UPSTREAM)
+    await push(observer, BotStoppedSpeakingFrame())
+    await push(observer, InterruptionFrame())
+    assert stats.bot_interruptions == 1
+
+
+def test_only_a_bot_that_enables_metrics_is_observed() -> None:
+    def worker(**params: Any) -> PipelineWorker:
+        return PipelineWorker(Pipeline([]), params=PipelineParams(**params))
+
+    assert not metrics_enabled(worker())
+    assert metrics_enabled(worker(enable_metrics=True))
+    assert metrics_enabled(worker(enable_usage_metrics=True))
+    assert not metrics_enabled(object())
+
+
+def test_an_ended_rooms_bot_figures_stay_in_the_totals() -> None:
+    totals, ended = RoomStats(), RoomStats()
+    ended.bot_turns, ended.bot_tts_characters = 2, 30
+    ended.bot_response.observe(0.8)
+    ended.bot_ttfb["ScriptLLM"] = service_buckets()
+    ended.bot_ttfb["ScriptLLM"].observe(0.05)
+    totals.absorb(ended)
+    totals.absorb(ended)
+    assert (totals.bot_turns, totals.bot_tts_characters) == (4, 60)
+    assert totals.bot_response.count == 2
+    assert totals.bot_ttfb["ScriptLLM"].count == 2
+    assert totals.bot_ttfb["ScriptLLM"] is not ended.bot_ttfb["ScriptLLM"]
+
+
+def scrape(metrics: SupervisorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render(None)[0].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -> None:
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        "metrics": {"max_room_series": 1},
+        "rooms": [{"name": "a"}, {"name": "b"}],
+    }
+    room_set = RoomSet(parse_config(doc, environ={}), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    for name, ttfb in (("a", 0.02), ("b", 0.2)):
+        room_set.room_spec(next(r for r in room_set.config.rooms if r.name == name))
+        stats = room_set.stats[name]
+        stats.bot_response.observe(0.9)
+        stats.bot_ttfb["ScriptLLM"] = service_buckets()
+        stats.bot_ttfb["ScriptLLM"].observe(ttfb)
+        stats.bot_llm_prompt_tokens, stats.bot_turns = 10, 1
+    samples = scrape(metrics)
+    assert samples["lksup_bot_response_seconds_bucket", (("le", "1.0"),)] == 2
+    assert samples["lksup_bot_response_seconds_bucket", (("le", "0.75"),)] == 0
+    llm = (("processor", "ScriptLLM"),)
+    assert samples["lksup_bot_ttfb_seconds_count", llm] == 2
+    assert samples["lksup_bot_ttfb_seconds_bucket", (("le", "0.025"), *llm)] == 1
+    assert samples["lksup_bot_llm_tokens_total", (("kind", "prompt"),)] == 20
+    assert samples["lksup_bot_turns_total", ()] == 2
+    assert samples["lksup_bot_interruptions_total", ()] == 0
+    assert samples["lksup_room_bot_response_seconds_count", (("room", "a"),)] == 1
+    assert samples["lksup_room_bot_ttfb_seconds_sum", (("processor", "ScriptLLM"), ("room", "a"))] \
+        == pytest.approx(0.02)
+    assert samples["lksup_room_bot_turns_total", (("room", "a"),)] == 1
+    assert not any(dict(labels).get("room") == "b" for _, labels in samples)  # past the cap
+
+
+def test_the_talker_without_espeak_ng_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng on it
+    monkeypatch.delitem(sys.modules, "supervisor.bots.talker", raising=False)
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": "supervisor.bots.talker:create_bot"},
+        "rooms": [{"name": "a"}],
+    }
+    with pytest.raises(ConfigError, match=r"bot.factory = 'supervisor.bots.talker:create_bot'"
+                       r": cannot import .*espeak-ng is not installed"):
+        parse_config(doc, environ={})
