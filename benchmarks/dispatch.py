@@ -703,9 +703,10 @@ async def run(
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first;
     each worker's config and log go to `logs` (by default a temporary folder)."""
+    described = machine()
     if any(system.agents_options is not None for system in systems):
         ensure_agents_venv()
-    described = machine() | {"agents": agents_versions()}
+        described |= {"agents": agents_versions()}
     print(json.dumps(described), flush=True)
     with tempfile.TemporaryDirectory(prefix="lksup-dispatch-") as tmp:
         workdir = Path(tmp) if logs is None else logs
