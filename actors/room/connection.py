@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
+import attrs
 from livekit import api, rtc
 from pipecat.frames.frames import Frame
 
@@ -116,6 +117,7 @@ class ConnectionActor(Actor):
                 key_provider_options=rtc.KeyProviderOptions(shared_key=self.settings.e2ee_key)
             )
         try:
+            await self._choose_node()
             async with self.settings.server_api() as server:
                 self._server = server
                 self.tasks.start_soon(senders.serve, self._who_is_here)
@@ -147,6 +149,40 @@ class ConnectionActor(Actor):
             if self.room is not None:
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
                 log.info("[%s] left", self.settings.key)
+
+    async def _choose_node(self) -> None:
+        """Join through the first of `url` and `fallback_urls` that accepts connections
+        (this incarnation only: the next one tries `url` first again); none does: `url`,
+        and `_connect` waits for it."""
+        settings = self.settings
+        for url in settings.fallback_urls:
+            if await _accepts_connections(settings.url):
+                return
+            if await _accepts_connections(url):
+                log.info(
+                    "[%s] nothing accepts connections at %s: joining through %s",
+                    settings.room,
+                    settings.url,
+                    url,
+                )
+                self.settings = attrs.evolve(settings, url=url)
+                return
+
+    async def _leave_a_lost_node(self) -> None:
+        """The SDK reconnects to the node it joined through, for as long as it tries:
+        when nothing accepts connections there and another node of the cluster does,
+        join again through that one (`_choose_node`, in the next incarnation)."""
+        if await _accepts_connections(self.settings.url):
+            return
+        for url in self.settings.fallback_urls:
+            if await _accepts_connections(url):
+                log.warning(
+                    "[%s] nothing accepts connections at %s any more: joining again",
+                    self.settings.room,
+                    self.settings.url,
+                )
+                self.ref.tell_nowait(RoomDisconnectedFrame("node_lost"))
+                return
 
     async def _connect(
         self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
@@ -299,6 +335,8 @@ class ConnectionActor(Actor):
         def reconnecting() -> None:
             log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.key)
             self._set_state("reconnecting")
+            if self.settings.fallback_urls:
+                self.tasks.start_soon(self._leave_a_lost_node)
 
         def reconnected() -> None:
             log.info("[%s] reconnected", self.settings.key)
