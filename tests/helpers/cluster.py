@@ -140,36 +140,33 @@ def running_cluster(folder: Path, nodes: int = 2) -> Iterator[Cluster]:
 
 NODE_ID = re.compile(r'starting LiveKit server\t.*"nodeID": "(\w+)"')
 ROOM_PLACED = re.compile(r'selected node for room\t\{"room": "([^"]+)", "selectedNodeID": "(\w+)"')
+JOB_ASSIGNED = re.compile(r'assigned job to worker\t.*"room": "([^"]+)"')
 
 
-def _log(node: LiveKitServer) -> str:
-    return node.log_path.read_text(errors="replace")
+def _logged(cluster: Cluster, pattern: re.Pattern[str]) -> list[tuple[str, int, re.Match[str]]]:
+    """Every node's log lines matching `pattern`, oldest first: (timestamp, node, match)."""
+    found = []
+    for index, node in enumerate(cluster.nodes):
+        for line in node.log_path.read_text(errors="replace").splitlines():
+            if match := pattern.search(line):
+                found.append((line.split("\t", 1)[0], index, match))
+    return sorted(found, key=lambda entry: entry[:2])
 
 
 def node_ids(cluster: Cluster) -> list[str]:
-    """Each node's id, as its log says (the last start's, after a restart)."""
-    return [NODE_ID.findall(_log(node))[-1] for node in cluster.nodes]
+    """Each node's id, as its log says (a node gets a new one each time it starts)."""
+    ids = {index: match[1] for _, index, match in _logged(cluster, NODE_ID)}
+    return [ids[index] for index in range(len(cluster.nodes))]
 
 
 def room_nodes(cluster: Cluster) -> dict[str, int]:
     """The index of the node each room was last placed on, as the nodes logged it."""
     index = {node_id: i for i, node_id in enumerate(node_ids(cluster))}
-    placed: list[tuple[str, str, str]] = []  # (timestamp, room, node id)
-    for node in cluster.nodes:
-        for line in _log(node).splitlines():
-            if found := ROOM_PLACED.search(line):
-                placed.append((line.split("\t", 1)[0], found[1], found[2]))
-    return {room: index[node_id] for _, room, node_id in sorted(placed) if node_id in index}
-
-
-JOB_ASSIGNED = re.compile(r'assigned job to worker\t.*"room": "([^"]+)"')
+    placed = _logged(cluster, ROOM_PLACED)
+    return {match[1]: index[match[2]] for _, _, match in placed if match[2] in index}
 
 
 def assigning_nodes(cluster: Cluster) -> dict[str, int]:
-    """The node that assigned each room's (last) job to a worker: the node the bot joins
+    """The node that assigned each room's last job to a worker: the node the bot joined
     through, wherever the room lives (the nodes' logs say)."""
-    return {
-        found[1]: index
-        for index, node in enumerate(cluster.nodes)
-        for found in JOB_ASSIGNED.finditer(_log(node))
-    }
+    return {match[1]: index for _, index, match in _logged(cluster, JOB_ASSIGNED)}
