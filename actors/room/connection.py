@@ -65,6 +65,11 @@ FINAL_REASONS = frozenset(
 )
 """Disconnect reasons that end a dispatched room's session: rejoining would recreate a
 room that was closed (and dispatch it again), or take a bot's place from the server."""
+CLUSTER_FINAL_REASONS = FINAL_REASONS | {"server_shutdown"}
+"""...and in a cluster (`fallback_urls`), the room's node shutting down: its rooms end
+with it (LiveKit does not move a room to another node), and a bot joining again through
+another node would create the room anew there, where the callers coming back get a
+newly dispatched bot as well."""
 
 
 class ConnectionLostError(ConnectionError):
@@ -373,7 +378,8 @@ class ConnectionActor(Actor):
             log.warning("[%s] %s: rejoining", self.settings.room, frame.reason)
             raise SignallingLostError(f"[{self.settings.room}] {frame.reason}")
         if isinstance(frame, RoomDisconnectedFrame):
-            if self.settings.job is not None and frame.reason in FINAL_REASONS:
+            final = CLUSTER_FINAL_REASONS if self.settings.fallback_urls else FINAL_REASONS
+            if self.settings.job is not None and frame.reason in final:
                 log.info("[%s] the server ended the session (%s): not rejoining",
                          self.settings.key, frame.reason)
                 if self.stats is not None:

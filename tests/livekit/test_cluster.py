@@ -19,6 +19,7 @@ import anyio
 import pytest
 from livekit import api, rtc
 
+from supervisor.livekit_server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving
 from tests.helpers.cluster import (
     Cluster,
@@ -138,6 +139,16 @@ async def created_rooms(cluster: Cluster, names: Sequence[str]) -> AsyncIterator
                         tasks.start_soon(apis[0].room.delete_room, api.DeleteRoomRequest(room=name))
 
 
+@contextlib.asynccontextmanager
+async def restarted_on_exit(node: LiveKitServer) -> AsyncIterator[None]:
+    """A stopped node is running again after the block, for the module's next tests."""
+    try:
+        yield
+    finally:
+        if not node.running:
+            await anyio.to_thread.run_sync(node.start)
+
+
 @pytest.mark.anyio
 async def test_rooms_created_through_either_node_each_get_one_bot(
     tmp_path: Path, cluster: Cluster
@@ -235,6 +246,7 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
         gone = [name for name in rooms if name not in stay]
         before = {name: bot_track(rooms[name]) for name in stay}
         await anyio.to_thread.run_sync(lost.stop)
+        await callers.enter_async_context(restarted_on_exit(lost))
         for run in (a, b):
             await run.wait_for(rf"\[dispatch\] not registered with {lost.url}")
             assert metrics(run)["lksup_dispatch_registered"] == 1
@@ -253,9 +265,12 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
             await hears_echo(room)
         for name in gone:
             (taker,) = taken_by((a, b), name)
+            ended = rf"\[{name}\] job \S+ ends \(JS_SUCCESS\): (terminated by )?the server"
+            await (a, b)[taker].wait_for(ended)
             await (a, b)[taker].wait_for(rf"\[{name}\] left")
             async with join(survivor, name, "caller-again") as room:
                 await hears_echo(room)
+                assert agents_in(room) == ["bot"], (name, agents_in(room))
         await anyio.to_thread.run_sync(lost.start)
         for run in (a, b):
             await run.wait_for(registered_with(lost.url), count=2, timeout=60)
