@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus chromium espeak-ng web agents-venv
+.PHONY: run lint test livekit-server prometheus redis chromium espeak-ng web agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,11 +68,22 @@ chromium:
 espeak-ng:
 	$(call debian,espeak-ng,espeak-ng,the talker's tests)
 
+# The cluster tests (tests/livekit/test_cluster.py) run two livekit-server nodes on a
+# Redis (Debian's `redis-server` package). Installed when missing and we are root;
+# otherwise those tests skip (and fail under CI) with the reason.
+redis:
+	@if command -v redis-server >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's redis-server package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	else echo "redis-server missing and not root: install Debian's redis-server package" \
+		"(apt-get install redis-server) or the cluster tests skip"; fi
+
 # Lint and types (configured in pyproject.toml) before any test: ruff over everything,
 # mypy over the product (strict on actors/). A finding fails the build.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint livekit-server prometheus chromium espeak-ng web
+test: lint livekit-server prometheus redis chromium espeak-ng web
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -19,7 +19,18 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
   taken for gone.
 
 When the socket drops (a server restart) the running rooms go on, and the worker
-registers again with exponential backoff. A message it cannot parse or does not know
+registers again with exponential backoff.
+
+With `[livekit] cluster_urls` (the other nodes of a LiveKit cluster) the worker holds
+one registration per node (a `_Link` each), sharing this process's jobs and capacity,
+and each job reports to the node that assigned it and joins through it. This is what
+spreads a burst over hosts: livekit-server routes a job to the node whose workers have
+the most room left (psrpc affinity, the *highest* claim wins, from the load last
+reported), so with one host per node a burst of rooms created at once all lands on
+one host; on the node it lands on, the job goes to a worker chosen at random weighted
+by load, and to the next one when that one declines. A worker registered with every
+node is among those choices wherever the job lands, and a node's loss leaves it
+registered with the others. A message it cannot parse or does not know
 is logged and skipped. `drain` (SIGTERM) reports full, lets the running jobs end by
 themselves within `drain_seconds`, then ends the rest.
 
@@ -32,11 +43,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 from google.protobuf.message import DecodeError
@@ -74,6 +86,7 @@ JOB_TYPES = {
 """`[dispatch] job_type` as the protocol names it."""
 OUTBOX = 1024
 """Messages waiting for the socket; more means the server stopped reading."""
+OPEN_JOB_STATUSES = (agent.JobStatus.JS_PENDING, agent.JobStatus.JS_RUNNING)
 DROPPED_TEXT = 128
 """How much of an unexpected text frame a log line shows."""
 
@@ -87,6 +100,36 @@ def agent_url(url: str) -> str:
 
 class SessionEnded(ConnectionError):
     """The socket closed or went silent: register again."""
+
+
+@attrs.define(eq=False)
+class _Link:
+    """The registration with one node: its socket's outbox while registered."""
+
+    url: str
+    worker_id: str = ""
+    registered: bool = False
+    outbox: MemoryObjectSendStream[agent.WorkerMessage] | None = None
+    heard_at: float = 0.0
+    status: agent.WorkerStatus | None = None
+    """As last reported to this node."""
+    nudged: anyio.Event = attrs.field(factory=anyio.Event)
+    server_api: api.LiveKitAPI | None = None
+    """The node's API, while the worker runs: who is in a room offered (`_rival_in_room`)."""
+
+    def send(self, message: agent.WorkerMessage) -> None:
+        """Queue a message for the node; dropped while not registered (a new session
+        is a new worker to the server, which forgot the old one's jobs)."""
+        if self.outbox is None:
+            return
+        try:
+            self.outbox.send_nowait(message)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.warning(
+                "[dispatch] a %s message to %s was dropped: the server does not read",
+                message.WhichOneof("message"),
+                self.url,
+            )
 
 
 class AgentWorker:
@@ -106,28 +149,26 @@ class AgentWorker:
         self.state = state
         self.jobs: Jobs | None = None
         """Set by `dispatching` before `run`."""
-        self.worker_id = ""
-        self._outbox: MemoryObjectSendStream[agent.WorkerMessage] | None = None
-        self._heard_at = 0.0
-        self._status: agent.WorkerStatus | None = None
-        self._nudged = anyio.Event()
-        self._server_api: api.LiveKitAPI | None = None
-        """The server's API, while `run` runs: who is in a room offered (`_rival_in_room`)."""
+        self.links = [_Link(url) for url in (credentials.url, *config.livekit.cluster_urls)]
+        self._job_links: dict[str, _Link] = {}
+        """The link of each job assigned and not yet ended: its status goes there."""
+
+    @property
+    def worker_id(self) -> str:
+        """The worker id of the first node's registration ("" before one)."""
+        return self.links[0].worker_id
 
     # --- what the jobs and the CLI call ----------------------------------------------
 
     def send(self, message: agent.WorkerMessage) -> None:
-        """Queue a message for the server; dropped while not registered (a new session
-        is a new worker to the server, which forgot the old one's jobs)."""
-        if self._outbox is None:
+        """A job's status, for the node that assigned the job (`supervisor.jobs`)."""
+        job_id = message.update_job.job_id
+        link = self._job_links.get(job_id)
+        if link is None:
             return
-        try:
-            self._outbox.send_nowait(message)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            log.warning(
-                "[dispatch] a %s message was dropped: the server does not read",
-                message.WhichOneof("message"),
-            )
+        if message.update_job.status not in OPEN_JOB_STATUSES:
+            del self._job_links[job_id]
+        link.send(message)
 
     async def drain(self) -> None:
         """No new jobs; the running ones may end by themselves within `drain_seconds`."""
@@ -149,41 +190,59 @@ class AgentWorker:
     # --- the connection --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Register, serve the session, and register again after it ends, for ever."""
-        attempt = 0
+        """Keep a registration with every node, for ever."""
         handshake = aiohttp.ClientTimeout(total=REGISTER_TIMEOUT_SECONDS)
+        key, secret = self.credentials.api_key, self.credentials.api_secret
         async with (
             aiohttp.ClientSession(timeout=handshake) as http,
-            api.LiveKitAPI(
-                self.credentials.url, self.credentials.api_key, self.credentials.api_secret
-            ) as self._server_api,
+            AsyncExitStack() as apis,
+            anyio.create_task_group() as tasks,
         ):
-            while True:
-                try:
-                    with single_errors():
-                        await self._session(http)
-                except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
-                    reason = str(err) or type(err).__name__
-                except Exception as err:
-                    log.exception("[dispatch] the session failed")
-                    reason = repr(err)
-                else:
-                    reason = "the session ended"
-                if self.state.registered:
-                    attempt = 0  # it worked: start the backoff over
-                self.state.registered = False
-                attempt += 1
-                delay = RECONNECT.delay(attempt, random.random)
-                log.warning("[dispatch] not registered (%s): trying again in %.1f s", reason, delay)
-                await anyio.sleep(delay)
+            for link in self.links:
+                link.server_api = await apis.enter_async_context(
+                    api.LiveKitAPI(link.url, key, secret)
+                )
+                tasks.start_soon(self._keep_registered, http, link)
 
-    async def _session(self, http: aiohttp.ClientSession) -> None:
+    async def _keep_registered(self, http: aiohttp.ClientSession, link: _Link) -> None:
+        """Register with `link`'s node, serve the session, and register again after it
+        ends."""
+        attempt = 0
+        while True:
+            try:
+                with single_errors():
+                    await self._session(http, link)
+            except (SessionEnded, aiohttp.ClientError, OSError, TimeoutError) as err:
+                reason = str(err) or type(err).__name__
+            except Exception as err:
+                log.exception("[dispatch] the session failed")
+                reason = repr(err)
+            else:
+                reason = "the session ended"
+            if link.registered:
+                attempt = 0  # it worked: start the backoff over
+            link.registered = False
+            self._update_registered()
+            attempt += 1
+            delay = RECONNECT.delay(attempt, random.random)
+            log.warning(
+                "[dispatch] not registered with %s (%s): trying again in %.1f s",
+                link.url,
+                reason,
+                delay,
+            )
+            await anyio.sleep(delay)
+
+    def _update_registered(self) -> None:
+        self.state.registered = any(link.registered for link in self.links)
+
+    async def _session(self, http: aiohttp.ClientSession, link: _Link) -> None:
         token = (
             api.AccessToken(self.credentials.api_key, self.credentials.api_secret)
             .with_grants(api.VideoGrants(agent=True))
             .to_jwt()
         )
-        url = agent_url(self.credentials.url)
+        url = agent_url(link.url)
         async with http.ws_connect(
             url,
             headers={"Authorization": f"Bearer {token}"},
@@ -191,17 +250,19 @@ class AgentWorker:
         ) as ws:
             await ws.send_bytes(self._register().SerializeToString())
             with anyio.fail_after(REGISTER_TIMEOUT_SECONDS):
-                while (first := await self._next(ws)) is None:
+                while (first := await self._next(ws, link)) is None:
                     pass
             if first.WhichOneof("message") != "register":
                 answer = first.WhichOneof("message")
                 raise SessionEnded(f"the server answered the registration with {answer}")
-            self.worker_id = self.state.worker_id = first.register.worker_id
+            link.worker_id = first.register.worker_id
+            # one id per node this process is registered with (`/status`)
+            self.state.worker_id = " ".join(n.worker_id for n in self.links if n.worker_id)
             info = first.register.server_info
             log.info(
                 "[dispatch] registered as worker %s with %s (livekit-server %s, agent "
                 "protocol %d) for %s",
-                self.worker_id,
+                link.worker_id,
                 url,
                 info.version,
                 info.agent_protocol,
@@ -210,17 +271,19 @@ class AgentWorker:
                 else "every new room",
             )
             send, outgoing = anyio.create_memory_object_stream[agent.WorkerMessage](OUTBOX)
-            self._outbox, self._status = send, None
-            self.admission.load.restart()
-            self.state.registered = True
+            link.outbox, link.status = send, None
+            if not self.state.registered:
+                self.admission.load.restart()
+            link.registered = True
+            self._update_registered()
             try:
                 async with outgoing, anyio.create_task_group() as tasks:
                     tasks.start_soon(self._send_all, ws, outgoing)
-                    tasks.start_soon(self._report_status)
-                    tasks.start_soon(self._ping)
-                    await self._receive_all(ws, tasks)
+                    tasks.start_soon(self._report_status, link)
+                    tasks.start_soon(self._ping, link)
+                    await self._receive_all(ws, link, tasks)
             finally:
-                self._outbox = None
+                link.outbox = None
                 send.close()
 
     def _register(self) -> agent.WorkerMessage:
@@ -238,7 +301,9 @@ class AgentWorker:
         )
         return agent.WorkerMessage(register=request)
 
-    async def _next(self, ws: aiohttp.ClientWebSocketResponse) -> agent.ServerMessage | None:
+    async def _next(
+        self, ws: aiohttp.ClientWebSocketResponse, link: _Link
+    ) -> agent.ServerMessage | None:
         """The next server message; None for a frame that is not one (logged)."""
         frame = await ws.receive()
         if frame.type in (
@@ -248,7 +313,7 @@ class AgentWorker:
             aiohttp.WSMsgType.ERROR,
         ):
             raise SessionEnded(f"the server closed the socket ({ws.close_code})")
-        self._heard_at = time.monotonic()
+        link.heard_at = time.monotonic()
         if frame.type is not aiohttp.WSMsgType.BINARY:
             log.warning(
                 "[dispatch] unexpected %s frame from the server, ignored: %.*r",
@@ -267,17 +332,23 @@ class AgentWorker:
             return None
         return message
 
-    async def _receive_all(self, ws: aiohttp.ClientWebSocketResponse, tasks: TaskGroup) -> None:
+    async def _receive_all(
+        self, ws: aiohttp.ClientWebSocketResponse, link: _Link, tasks: TaskGroup
+    ) -> None:
         assert self.jobs is not None
         while True:
-            message = await self._next(ws)
+            message = await self._next(ws, link)
             which = message.WhichOneof("message") if message is not None else None
             if message is None:
                 continue
             if which == "availability":
-                tasks.start_soon(self._answer, message.availability)
+                tasks.start_soon(self._answer, message.availability, link)
             elif which == "assignment":
-                self.jobs.assigned(message.assignment)
+                assignment = message.assignment
+                if not assignment.HasField("url"):
+                    assignment.url = link.url  # the bot joins through the node that assigned
+                self._job_links[assignment.job.id] = link
+                self.jobs.assigned(assignment)
             elif which == "termination":
                 self.jobs.terminate(message.termination.job_id)
             elif which == "pong":
@@ -294,30 +365,31 @@ class AgentWorker:
         async for message in outgoing:
             await ws.send_bytes(message.SerializeToString())
 
-    async def _ping(self) -> None:
+    async def _ping(self, link: _Link) -> None:
         while True:
             await anyio.sleep(PING_SECONDS)
-            if time.monotonic() - self._heard_at > SILENT_SECONDS:
+            if time.monotonic() - link.heard_at > SILENT_SECONDS:
                 raise SessionEnded(f"no word from the server for {SILENT_SECONDS:g} s")
-            self.send(agent.WorkerMessage(ping=agent.WorkerPing(timestamp=int(time.time() * 1000))))
+            link.send(agent.WorkerMessage(ping=agent.WorkerPing(timestamp=int(time.time() * 1000))))
 
     # --- availability and status -------------------------------------------------------
 
-    async def _answer(self, request: agent.AvailabilityRequest) -> None:
+    async def _answer(self, request: agent.AvailabilityRequest, link: _Link) -> None:
         """Yes or no to one offer; a yes reserves its place until the assignment."""
         assert self.jobs is not None
         job = job_of(request.job)
         answer = agent.AvailabilityResponse(job_id=job.id)
         why_not = self._why_not(job)
         if why_not is not None:
-            self._decline(answer, job, *why_not)
+            self._decline(link, answer, job, *why_not)
             return
         self.jobs.reserve(job)
         decision: Accept | Reject = Reject("the session ended")
         try:
-            rival = await self._rival_in_room(job)
+            rival = await self._rival_in_room(job, link)
             if rival is not None:
-                self._decline(answer, job, "served", f"{rival}, a bot of this agent, is there")
+                there = f"{rival}, a bot of this agent, is there"
+                self._decline(link, answer, job, "served", there)
                 return
             decision = await self.admission.decide(job)
             if isinstance(decision, Accept):
@@ -328,7 +400,7 @@ class AgentWorker:
         if isinstance(decision, Reject):
             self.state.offers["rejected"] += 1
             log.info("[%s] job %s rejected: %s", job.key, job.id, decision.reason)
-            self.send(agent.WorkerMessage(availability=answer))
+            link.send(agent.WorkerMessage(availability=answer))
             return
         identity = bot_identity(job, decision, self.config.dispatch_bot.identity)
         answer.available = True
@@ -339,27 +411,28 @@ class AgentWorker:
         self.jobs.accept(job, decision)
         self.state.offers["accepted"] += 1
         log.info("[%s] job %s accepted (dispatch %s)", job.key, job.id, job.dispatch_id or "-")
-        self.send(agent.WorkerMessage(availability=answer))
+        link.send(agent.WorkerMessage(availability=answer))
 
     def _decline(
-        self, answer: agent.AvailabilityResponse, job: Job, kind: str, reason: str
+        self, link: _Link, answer: agent.AvailabilityResponse, job: Job, kind: str, reason: str
     ) -> None:
         """Say no to an offer: `kind` is one of `OFFER_ANSWERS`; a room served already
         is answered `terminate`, so that the server offers it to no other worker."""
         answer.terminate = kind == "served"
         self.state.offers[kind] += 1
         log.info("[%s] job %s declined: %s", job.key, job.id, reason)
-        self.send(agent.WorkerMessage(availability=answer))
+        link.send(agent.WorkerMessage(availability=answer))
 
-    async def _rival_in_room(self, job: Job) -> str | None:
+    async def _rival_in_room(self, job: Job, link: _Link) -> str | None:
         """A bot of this agent already in a room job's room (`is_rival`): it came back
         to the room a restarted server lost, by itself or through another worker; one
-        is enough. None when there is none, or the server does not say in time."""
-        if job.participant is not None or self._server_api is None:
+        is enough. None when there is none, or the server does not say in time. Asked of
+        the node that offers the job (any node of a cluster knows every room)."""
+        if job.participant is not None or link.server_api is None:
             return None
         try:
             with anyio.fail_after(RIVAL_CHECK_SECONDS):
-                listing = await self._server_api.room.list_participants(
+                listing = await link.server_api.room.list_participants(
                     api.ListParticipantsRequest(room=job.room)
                 )
         except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
@@ -386,9 +459,10 @@ class AgentWorker:
 
     def nudge(self) -> None:
         """The jobs changed (or the worker drains): report the status now if it changed."""
-        self._nudged.set()
+        for link in self.links:
+            link.nudged.set()
 
-    async def _report_status(self) -> None:
+    async def _report_status(self, link: _Link) -> None:
         """Load and status every `STATUS_SECONDS`, and as soon as the status changes."""
         assert self.jobs is not None
         sent_at = 0.0
@@ -398,21 +472,21 @@ class AgentWorker:
             full = "draining" if self.state.draining else self.admission.full(running, starting)
             status = agent.WorkerStatus.WS_FULL if full else agent.WorkerStatus.WS_AVAILABLE
             now = time.monotonic()
-            if status != self._status or now - sent_at >= STATUS_SECONDS:
-                if status != self._status and self._status is not None:
+            if status != link.status or now - sent_at >= STATUS_SECONDS:
+                if status != link.status and link.status is not None and link is self.links[0]:
                     log.info("[dispatch] %s", f"full: {full}" if full else "available again")
-                self._status, sent_at = status, now
+                link.status, sent_at = status, now
                 self.state.full, self.state.load = bool(full), min(load, 1.0)
                 update = agent.UpdateWorkerStatus(
                     status=status,
                     load=min(load, 1.0),
                     job_count=running,
                 )
-                self.send(agent.WorkerMessage(update_worker=update))
+                link.send(agent.WorkerMessage(update_worker=update))
             with anyio.move_on_after(LOAD_SAMPLE_SECONDS):
-                await self._nudged.wait()
-            if self._nudged.is_set():
-                self._nudged = anyio.Event()
+                await link.nudged.wait()
+            if link.nudged.is_set():
+                link.nudged = anyio.Event()
 
 
 @asynccontextmanager

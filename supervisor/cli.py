@@ -157,6 +157,9 @@ def _web_line(config: Config) -> str:
 def check(config: Config) -> None:
     """Report what a valid config would run, without connecting anywhere."""
     print(f"config OK: {len(config.rooms)} room(s) on {config.livekit.url}")
+    if config.livekit.cluster_urls:
+        print(f"  cluster: also {', '.join(config.livekit.cluster_urls)} (the agent worker "
+              "registers with every node)")
     print(f"  bot: {config.bot.factory} as {config.bot.identity!r}, "
           f"{config.bot.audio_in_sample_rate} Hz in, {config.bot.audio_out_sample_rate} Hz out, "
           f"VAD {'on' if config.bot.vad else 'off'}")

@@ -37,6 +37,9 @@ class LiveKitConfig:
     api_key_env: str = "LIVEKIT_API_KEY"
     api_secret_env: str = "LIVEKIT_API_SECRET"
     embedded_server: bool = True
+    cluster_urls: tuple[str, ...] = ()
+    """The other nodes of `url`'s LiveKit cluster (the same key and secret): the agent
+    worker registers with each of them as well (`supervisor.agent_worker`)."""
 
 
 @attrs.frozen
@@ -302,12 +305,34 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
-                ("url", "api_key_env", "api_secret_env", "embedded_server"))
+                ("url", "cluster_urls", "api_key_env", "api_secret_env", "embedded_server"))
+    url = lk.text("url", "a ws:// or wss:// URL", check=_url)
+    cluster_urls = tuple(
+        lk.get(
+            "cluster_urls",
+            list,
+            f"a list of ws:// or wss:// URLs, each once and none of them url ({url!r})",
+            [],
+            lambda v: all(isinstance(u, str) and _url(u) for u in v)
+            and len({*v, url}) == len(v) + 1,
+        )
+    )
     livekit = LiveKitConfig(
-        url=lk.text("url", "a ws:// or wss:// URL", check=_url),
+        url=url,
         api_key_env=lk.env_name("api_key_env", "LIVEKIT_API_KEY"),
         api_secret_env=lk.env_name("api_secret_env", "LIVEKIT_API_SECRET"),
-        embedded_server=lk.flag("embedded_server", True),
+        # a node of a cluster is never embedded: one down must not be replaced by a
+        # lone server of our own with other credentials
+        embedded_server=lk.get(
+            "embedded_server",
+            bool,
+            "false with cluster_urls (a cluster's nodes are not embedded)"
+            if cluster_urls
+            else "true or false",
+            not cluster_urls,
+            lambda v: not (v and cluster_urls),
+        ),
+        cluster_urls=cluster_urls,
     )
 
     bot = _read_bot(_Table(top.get("bot", dict, "a [bot] table"), "bot", _BOT_KEYS))

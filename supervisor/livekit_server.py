@@ -194,15 +194,27 @@ class ServerSettings:
     api_key: str
     api_secret: str = attrs.field(repr=False)
     log_level: str = "info"
+    redis_address: str | None = None
+    """`host:port` of a Redis shared by the nodes of a cluster (LiveKit's multi-node mode:
+    rooms are placed on nodes, signalling and agent jobs routed between them); None:
+    a single node, which keeps everything in memory."""
 
     @classmethod
-    def generate(cls, ports: Ports | None = None) -> ServerSettings:
+    def generate(
+        cls, ports: Ports | None = None, *, redis_address: str | None = None
+    ) -> ServerSettings:
         """Fresh credentials, on free ports unless `ports` pins them."""
         return cls(
             ports=ports or Ports.free(),
             api_key="API" + secrets.token_hex(6),
             api_secret=secrets.token_urlsafe(32),
+            redis_address=redis_address,
         )
+
+    def another_node(self) -> ServerSettings:
+        """A second node of the same cluster: the same key, secret and Redis, its own ports
+        (nodes on one host must not share RTC ports)."""
+        return attrs.evolve(self, ports=Ports.free())
 
     def config_yaml(self) -> str:
         """The server config, kept to loopback so no media or STUN leaves the machine.
@@ -217,10 +229,13 @@ class ServerSettings:
           try to reach the internet. It must not be the RTC UDP port: libwebrtc
           treats every packet from a STUN server's address as a STUN reply, so
           ICE over UDP would silently fail and media would fall back to ICE-TCP.
+        With `redis_address` the server joins that Redis's cluster (`redis.address`).
         JSON is valid YAML, which spares a YAML dependency and any quoting questions.
         """
+        redis = {"redis": {"address": self.redis_address}} if self.redis_address else {}
         return json.dumps(
             {
+                **redis,
                 "port": self.ports.http,
                 "bind_addresses": [LOOPBACK],
                 "development": True,
@@ -279,6 +294,24 @@ def _parent_death_kill() -> Callable[[], None] | None:
             os._exit(1)
 
     return in_child
+
+
+def spawn(argv: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a service process that never outlives this one, its output appended to
+    `log_path`: forked from `_SPAWNER` with a parent-death SIGKILL, in a session of its
+    own (a Ctrl-C in the terminal reaches only our process, which then stops it in
+    order). The livekit-server and the tests' Redis start this way."""
+    with log_path.open("ab") as log_file:
+        return _SPAWNER.submit(
+            subprocess.Popen,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_parent_death_kill(),
+        ).result()
 
 
 def stop_in_order(
@@ -399,19 +432,7 @@ class LiveKitServer:
     def _start_once(self, timeout: float) -> None:
         binary = ensure_binary()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            self._process = _SPAWNER.submit(
-                subprocess.Popen,
-                [str(binary)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=self._server_env(),
-                # Its own session: a Ctrl-C in the terminal reaches only our process,
-                # which then stops the server in order.
-                start_new_session=True,
-                preexec_fn=_parent_death_kill(),
-            ).result()
+        self._process = spawn([str(binary)], env=self._server_env(), log_path=self.log_path)
         try:
             self._wait_ready(timeout)
         except BaseException:

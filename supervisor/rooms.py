@@ -117,8 +117,16 @@ class RoomSet:
         joined with the job assignment's token (which names the bot `identity`); counted
         as served until `job_ended`."""
         static = room_settings(RoomConfig(job.room, self.config.dispatch_bot), self.credentials)
+        livekit = self.config.livekit
+        others = tuple(u for u in (self.credentials.url, *livekit.cluster_urls) if u != url)
         settings = attrs.evolve(
-            static, url=url, join_token=token, job=job, identity=identity, name=identity
+            static,
+            url=url,
+            join_token=token,
+            job=job,
+            identity=identity,
+            name=identity,
+            fallback_urls=others if livekit.cluster_urls else (),
         )
         self.dispatched[job.key] = job
         return self._spec(settings)

@@ -145,10 +145,15 @@ async def fake_server() -> AsyncIterator[FakeAgentServer]:
         await runner.cleanup()
 
 
-def room_set(port: int, **dispatch: Any) -> RoomSet:
+def room_set(port: int, *cluster_ports: int, **dispatch: Any) -> RoomSet:
+    cluster_urls = [f"http://127.0.0.1:{other}" for other in cluster_ports]
     config = parse_config(
         {
-            "livekit": {"url": f"http://127.0.0.1:{port}", "embedded_server": False},
+            "livekit": {
+                "url": f"http://127.0.0.1:{port}",
+                "embedded_server": False,
+                **({"cluster_urls": cluster_urls} if cluster_urls else {}),
+            },
             "bot": {"factory": "supervisor.bots.echo:create_bot"},
             "dispatch": {"enabled": True, "agent_name": "unit", **dispatch},
             "rooms": [{"name": "static-1"}],
@@ -317,6 +322,29 @@ async def test_a_dropped_socket_registers_again_and_readyz_follows() -> None:
                     await anyio.sleep(0.01)
             worker.state.draining = True
             assert "agent worker draining" in readiness()[1]
+            second.done.set()
+
+
+@pytest.mark.anyio
+async def test_with_cluster_urls_it_registers_with_every_node_and_outlives_one() -> None:
+    """Each node gets the worker's registration, status and answers; one node gone,
+    the worker stays registered with the other and offers there are still answered."""
+    async with fake_server() as one, fake_server() as two:
+        rooms = room_set(one.port, two.port)
+        async with running_worker(rooms) as worker:
+            first, second = await one.next_session(), await two.next_session()
+            await first.register("AW_one")
+            await second.register("AW_two")
+            for session in (first, second):
+                status = (await session.expect("update_worker")).update_worker
+                assert status.status == agent.WorkerStatus.WS_AVAILABLE
+            first.done.set()  # node one goes away
+            with anyio.fail_after(5):
+                while worker.links[0].registered:
+                    await anyio.sleep(0.01)
+            assert worker.state.registered
+            assert (await second.offer("AJ_two", "via-two")).available
+            assert (await one.next_session()).headers["Authorization"].startswith("Bearer ")
             second.done.set()
 
 

@@ -147,6 +147,22 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
             "dispatch.max_rooms = 0: expected a whole number >= 1",
         ),
         ("[bot]", "[dispatch]\nagent = 'x'\n[bot]", "dispatch.agent is not a known key"),
+        (
+            "embedded_server = true",
+            "embedded_server = true\ncluster_urls = ['ws://10.0.0.2:7880']",
+            "livekit.embedded_server = True: expected false with cluster_urls",
+        ),
+        (
+            "embedded_server = true",
+            "embedded_server = false\ncluster_urls = ['ws://10.0.0.2:7880', 'ws://10.0.0.2:7880']",
+            "livekit.cluster_urls = ['ws://10.0.0.2:7880', 'ws://10.0.0.2:7880']: expected a "
+            "list of ws:// or wss:// URLs, each once and none of them url",
+        ),
+        (
+            "embedded_server = true",
+            "embedded_server = false\ncluster_urls = 'ws://10.0.0.2:7880'",
+            "livekit.cluster_urls = 'ws://10.0.0.2:7880': expected a list of ws:// or wss:// URLs",
+        ),
     ],
     ids=[
         "missing-key",
@@ -175,6 +191,9 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "dispatch-hook-not-found",
         "dispatch-max-rooms-0",
         "unknown-dispatch-key",
+        "embedded-server-in-a-cluster",
+        "cluster-url-twice",
+        "cluster-urls-not-a-list",
     ],
 )
 def test_bad_config_exits_2_with_one_line(
@@ -252,6 +271,8 @@ def test_check_reports_dispatch_and_accepts_a_config_without_rooms(tmp_path: Pat
     path = write_config(tmp_path, """
 [livekit]
 url = "ws://127.0.0.1:7880"
+cluster_urls = ["ws://127.0.0.2:7880"]
+embedded_server = false
 [bot]
 factory = "supervisor.bots.echo:create_bot"
 [dispatch]
@@ -263,6 +284,9 @@ max_duration_seconds = 600
 """)
     checked = checked_config(path)
     assert "config OK: 0 room(s)" in checked
+    assert (
+        "  cluster: also ws://127.0.0.2:7880 (the agent worker registers with every node)\n"
+    ) in checked
     assert (
         "  dispatch: jobs for agent 'support-bot', a bot per room, up to 20 job(s) or load "
         "0.7; accept hook tests.helpers.dispatch_hooks:choosy; bot leaves 30 s after the "

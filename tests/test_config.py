@@ -47,6 +47,22 @@ def test_a_deployment_config_parses() -> None:
     ]
 
 
+def test_a_cluster_config_names_every_node() -> None:
+    doc = {
+        "livekit": {
+            "url": "wss://lk-a.example.com",
+            "cluster_urls": ["wss://lk-b.example.com", "wss://lk-c.example.com"],
+            "embedded_server": False,
+        },
+        "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        "dispatch": {"enabled": True},
+    }
+    environ = {"LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "secret"}
+    livekit = parse_config(tomllib.loads(config_toml(doc)), environ).livekit
+    assert livekit.cluster_urls == ("wss://lk-b.example.com", "wss://lk-c.example.com")
+    assert not livekit.embedded_server
+
+
 @pytest.mark.parametrize("value", [float("nan"), object(), None])
 def test_what_toml_cannot_hold_is_refused(value: Any) -> None:
     with pytest.raises((TypeError, ValueError)):

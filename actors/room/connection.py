@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
+import attrs
 from livekit import api, rtc
 from pipecat.frames.frames import Frame
 
@@ -64,6 +65,11 @@ FINAL_REASONS = frozenset(
 )
 """Disconnect reasons that end a dispatched room's session: rejoining would recreate a
 room that was closed (and dispatch it again), or take a bot's place from the server."""
+CLUSTER_FINAL_REASONS = FINAL_REASONS | {"server_shutdown"}
+"""...and in a cluster (`fallback_urls`), the room's node shutting down: its rooms end
+with it (LiveKit does not move a room to another node), and a bot joining again through
+another node would create the room anew there, where the callers coming back get a
+newly dispatched bot as well."""
 
 
 class ConnectionLostError(ConnectionError):
@@ -116,6 +122,7 @@ class ConnectionActor(Actor):
                 key_provider_options=rtc.KeyProviderOptions(shared_key=self.settings.e2ee_key)
             )
         try:
+            await self._choose_node()
             async with self.settings.server_api() as server:
                 self._server = server
                 self.tasks.start_soon(senders.serve, self._who_is_here)
@@ -147,6 +154,40 @@ class ConnectionActor(Actor):
             if self.room is not None:
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
                 log.info("[%s] left", self.settings.key)
+
+    async def _choose_node(self) -> None:
+        """Join through the first of `url` and `fallback_urls` that accepts connections
+        (this incarnation only: the next one tries `url` first again); none does: `url`,
+        and `_connect` waits for it."""
+        settings = self.settings
+        for url in settings.fallback_urls:
+            if await _accepts_connections(settings.url):
+                return
+            if await _accepts_connections(url):
+                log.info(
+                    "[%s] nothing accepts connections at %s: joining through %s",
+                    settings.room,
+                    settings.url,
+                    url,
+                )
+                self.settings = attrs.evolve(settings, url=url)
+                return
+
+    async def _leave_a_lost_node(self) -> None:
+        """The SDK reconnects to the node it joined through, for as long as it tries:
+        when nothing accepts connections there and another node of the cluster does,
+        join again through that one (`_choose_node`, in the next incarnation)."""
+        if await _accepts_connections(self.settings.url):
+            return
+        for url in self.settings.fallback_urls:
+            if await _accepts_connections(url):
+                log.warning(
+                    "[%s] nothing accepts connections at %s any more: joining again",
+                    self.settings.room,
+                    self.settings.url,
+                )
+                self.ref.tell_nowait(RoomDisconnectedFrame("node_lost"))
+                return
 
     async def _connect(
         self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
@@ -299,6 +340,8 @@ class ConnectionActor(Actor):
         def reconnecting() -> None:
             log.warning("[%s] connection lost: the SDK is reconnecting", self.settings.key)
             self._set_state("reconnecting")
+            if self.settings.fallback_urls:
+                self.tasks.start_soon(self._leave_a_lost_node)
 
         def reconnected() -> None:
             log.info("[%s] reconnected", self.settings.key)
@@ -335,7 +378,8 @@ class ConnectionActor(Actor):
             log.warning("[%s] %s: rejoining", self.settings.room, frame.reason)
             raise SignallingLostError(f"[{self.settings.room}] {frame.reason}")
         if isinstance(frame, RoomDisconnectedFrame):
-            if self.settings.job is not None and frame.reason in FINAL_REASONS:
+            final = CLUSTER_FINAL_REASONS if self.settings.fallback_urls else FINAL_REASONS
+            if self.settings.job is not None and frame.reason in final:
                 log.info("[%s] the server ended the session (%s): not rejoining",
                          self.settings.key, frame.reason)
                 if self.stats is not None:

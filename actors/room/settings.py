@@ -56,6 +56,10 @@ class RoomSettings:
     long call) joins with the same claims signed anew, as livekit-agents does."""
     job: Job | None = None
     """The agent job a dispatched room serves; None for a configured room."""
+    fallback_urls: tuple[str, ...] = ()
+    """Other nodes of `url`'s LiveKit cluster: a join while nothing accepts connections
+    at `url` goes through the first of them that does (the room may live on a node
+    that is up while the one the bot joined through is down)."""
     connect_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
     max_data_bytes: int = attrs.field(default=64 * 1024, validator=v.ge(1))
     """Larger incoming data messages are refused (and counted)."""

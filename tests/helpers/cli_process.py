@@ -182,6 +182,8 @@ class SupervisorConfig:
     """Rooms whose bot is not `bot`: room name -> factory."""
     web: Mapping[str, Any] = attrs.field(factory=dict)
     """A `[web]` table's keys; none: no table (the defaults)."""
+    cluster_urls: tuple[str, ...] = ()
+    """`[livekit] cluster_urls`: the other nodes of the server's cluster."""
     metrics_port: int = attrs.field(factory=free_port)
 
     def text(self) -> str:
@@ -192,6 +194,7 @@ class SupervisorConfig:
                     "api_key_env": KEY_ENV,
                     "api_secret_env": SECRET_ENV,
                     "embedded_server": False,
+                    **({"cluster_urls": list(self.cluster_urls)} if self.cluster_urls else {}),
                 },
                 "bot": {"factory": self.bot},
                 "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
