@@ -68,16 +68,9 @@ chromium:
 espeak-ng:
 	$(call debian,espeak-ng,espeak-ng,the talker's tests)
 
-# The cluster tests (tests/livekit/test_cluster.py) run two livekit-server nodes on a
-# Redis (Debian's `redis-server` package). Installed when missing and we are root;
-# otherwise those tests skip (and fail under CI) with the reason.
+# The cluster tests (tests/livekit/test_cluster.py) run two livekit-server nodes on a Redis.
 redis:
-	@if command -v redis-server >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's redis-server package"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
-	else echo "redis-server missing and not root: install Debian's redis-server package" \
-		"(apt-get install redis-server) or the cluster tests skip"; fi
+	$(call debian,redis-server,redis-server,the cluster tests)
 
 # Lint and types (configured in pyproject.toml) before any test: ruff over everything,
 # mypy over the product (strict on actors/). A finding fails the build.
