@@ -364,7 +364,11 @@ class Jobs:
 
 def _company(job: Job, stats: RoomStats) -> bool:
     """Whether the bot has someone to serve: its participant, for a participant's job;
-    anyone but other agents, for a room job."""
+    anyone but other agents, for a room job. While its connection is not joined it
+    cannot tell, and counts as served: the SDK reconnecting reports everyone gone, so
+    an idle timeout would otherwise end a job whose callers never left."""
+    if stats.connection != "connected":
+        return True
     if job.participant is not None:
         return job.participant in stats.participants
     return bool(stats.participants - stats.agents)

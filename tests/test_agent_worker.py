@@ -25,7 +25,7 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from actors import ActorRef
-from actors.room import Job, RoomSettings
+from actors.room import Job, RoomSettings, RoomStats
 from supervisor import admission, agent_worker, jobs
 from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, ProcessLoad, Reject
@@ -496,3 +496,14 @@ def test_a_job_tree_is_named_by_room_and_participant_and_a_slash_is_escaped() ->
         spec = rooms.job_spec(job, TOKEN, "ws://127.0.0.1:1", "bot")
         assert spec.name == job.key
         assert rooms.dispatched[job.key] is job
+
+
+def test_a_reconnecting_bot_is_not_alone_however_empty_the_room_looks() -> None:
+    """The SDK reconnecting reports every participant gone: the idle timeout must not run."""
+    job = Job(id="AJ_1", room="call")
+    stats = RoomStats(connection="connected", participants={"caller"})
+    assert jobs._company(job, stats)
+    stats.participants.clear()
+    assert not jobs._company(job, stats)
+    stats.connection = "reconnecting"
+    assert jobs._company(job, stats)
