@@ -337,7 +337,8 @@ def stop_in_order(
     exited(None)
 
 
-def _waiter(process: subprocess.Popen[bytes]) -> Callable[[float | None], bool]:
+def exit_waiter(process: subprocess.Popen[bytes]) -> Callable[[float | None], bool]:
+    """`stop_in_order`'s `exited` for `process`: whether it exited within the seconds given."""
     def exited(seconds: float | None) -> bool:
         try:
             process.wait(seconds)
@@ -494,7 +495,7 @@ class LiveKitServer:
         process = self._process
         if process is None:
             return
-        stop_in_order(process.send_signal, _waiter(process), timeout)
+        stop_in_order(process.send_signal, exit_waiter(process), timeout)
         self._process = None
 
     def kill(self) -> None:

@@ -28,6 +28,7 @@ from supervisor.livekit_server import (
     LOOPBACK,
     LiveKitServer,
     ServerSettings,
+    exit_waiter,
     free_port,
     spawn,
     stop_in_order,
@@ -87,15 +88,7 @@ class Redis:
         process, self.process = self.process, None
         if process is None:
             return
-
-        def exited(seconds: float | None) -> bool:
-            try:
-                process.wait(seconds)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-
-        stop_in_order(process.send_signal, exited, timeout=5)
+        stop_in_order(process.send_signal, exit_waiter(process), timeout=5)
 
 
 @attrs.define
