@@ -60,7 +60,9 @@ from benchmarks.echo import (
     REPO_ROOT,
     SATURATED,
     SECRET_ENV,
+    add_run_arguments,
     cell,
+    chosen_runs,
     config_text,
     machine,
     measure_each,
@@ -725,16 +727,13 @@ async def run(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rooms", default="1,10,50", help="comma-separated room counts")
-    parser.add_argument("--systems", default="agents,agents-tuned,supervisor",
-                        help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    add_run_arguments(parser, "1,10,50", "agents,agents-tuned,supervisor", SYSTEMS)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--idle", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--second-burst", action="store_true",
                         help="after the talking, as many rooms again join at once")
-    parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--logs", type=Path, metavar="DIR",
                         help="keep each worker's config and log here")
     return parser
@@ -742,13 +741,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        systems = [SYSTEMS[name] for name in args.systems.split(",")]
-    except KeyError as err:
-        raise SystemExit(
-            f"--systems: unknown system {err}; expected some of {', '.join(SYSTEMS)}"
-        ) from None
-    rooms = [int(count) for count in args.rooms.split(",")]
+    rooms, systems = chosen_runs(args, SYSTEMS)
     options = Options(args.settle, args.idle, args.warmup, args.window, args.second_burst)
     try:
         anyio.run(run, rooms, systems, options, args.json, args.logs, backend="asyncio")

@@ -37,12 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
@@ -533,28 +533,45 @@ async def measure_each(
     return results
 
 
+T = TypeVar("T")
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, rooms: str, systems: str, known: Mapping[str, Any]
+) -> None:
+    """`--rooms`, `--systems` (of `known`) and `--json`, which every harness takes
+    (`measure_each`); `chosen_runs` reads them back."""
+    parser.add_argument("--rooms", default=rooms, help="comma-separated room counts")
+    parser.add_argument("--systems", default=systems,
+                        help=f"comma-separated, of {', '.join(known)}")
+    parser.add_argument("--json", type=Path, metavar="PATH")
+
+
+def chosen_runs(args: argparse.Namespace, known: Mapping[str, T]) -> tuple[list[int], list[T]]:
+    """The room counts and systems `add_run_arguments` read; an unknown system exits."""
+    try:
+        systems = [known[name] for name in args.systems.split(",")]
+    except KeyError as err:
+        raise SystemExit(
+            f"--systems: unknown system {err}; expected some of {', '.join(known)}"
+        ) from None
+    return [int(count) for count in args.rooms.split(",")], systems
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rooms", default="10,25,50", help="comma-separated room counts")
-    parser.add_argument("--systems", default="floor,pipecat,supervisor",
-                        help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    add_run_arguments(parser, "10,25,50", "floor,pipecat,supervisor", SYSTEMS)
     parser.add_argument("--warmup", type=float, default=6.0)
     parser.add_argument("--window", type=float, default=12.0)
     parser.add_argument("--idle", type=float, default=4.0)
     parser.add_argument("--idle-only", action="store_true",
                         help="join and measure idle only, without the load generator")
-    parser.add_argument("--json", type=Path, metavar="PATH")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        systems = [SYSTEMS[name] for name in args.systems.split(",")]
-    except KeyError as err:
-        known = ", ".join(SYSTEMS)
-        raise SystemExit(f"--systems: unknown system {err}; expected some of {known}") from None
-    rooms = [int(count) for count in args.rooms.split(",")]
+    rooms, systems = chosen_runs(args, SYSTEMS)
     options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
     anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
     return 0
