@@ -42,7 +42,7 @@ from aiohttp import web
 
 from supervisor.config import MetricsConfig, WatchdogConfig
 from supervisor.metrics import SupervisorMetrics
-from supervisor.playground import Served, TokenMinter, add_playground
+from supervisor.playground import TokenMinter, add_playground, served_now
 from supervisor.rooms import RoomSet
 from supervisor.status import Status
 from supervisor.watchdog import LoopWatchdog
@@ -134,15 +134,6 @@ def metrics_app(metrics: SupervisorMetrics, status: Status, on_loop: _OnLoop) ->
     else:
         app.router.add_get("/", index)
     return app
-
-
-def served_now(room_set: RoomSet) -> Served:
-    """The rooms a try-it page may join now, and the identities their bots use."""
-    config = room_set.config
-    rooms = {room.name for room in config.rooms}
-    rooms |= {job.room for job in room_set.dispatched.values()}
-    bots = {room.bot.identity for room in config.rooms} | {config.dispatch_bot.identity}
-    return Served(frozenset(rooms), frozenset(bots))
 
 
 class _Listener:

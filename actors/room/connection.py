@@ -155,39 +155,35 @@ class ConnectionActor(Actor):
                 events.tell_nowait(RoomDisconnectedFrame("client_initiated"))
                 log.info("[%s] left", self.settings.key)
 
+    async def _live_fallback(self) -> str | None:
+        """The first of `fallback_urls` that accepts connections while `url` does not;
+        None while `url` does, or when none does."""
+        settings = self.settings
+        if not settings.fallback_urls or await _accepts_connections(settings.url):
+            return None
+        for url in settings.fallback_urls:
+            if await _accepts_connections(url):
+                return url
+        return None
+
     async def _choose_node(self) -> None:
         """Join through the first of `url` and `fallback_urls` that accepts connections
         (this incarnation only: the next one tries `url` first again); none does: `url`,
         and `_connect` waits for it."""
-        settings = self.settings
-        for url in settings.fallback_urls:
-            if await _accepts_connections(settings.url):
-                return
-            if await _accepts_connections(url):
-                log.info(
-                    "[%s] nothing accepts connections at %s: joining through %s",
-                    settings.room,
-                    settings.url,
-                    url,
-                )
-                self.settings = attrs.evolve(settings, url=url)
-                return
+        url = await self._live_fallback()
+        if url is not None:
+            log.info("[%s] nothing accepts connections at %s: joining through %s",
+                     self.settings.key, self.settings.url, url)
+            self.settings = attrs.evolve(self.settings, url=url)
 
     async def _leave_a_lost_node(self) -> None:
         """The SDK reconnects to the node it joined through, for as long as it tries:
         when nothing accepts connections there and another node of the cluster does,
         join again through that one (`_choose_node`, in the next incarnation)."""
-        if await _accepts_connections(self.settings.url):
-            return
-        for url in self.settings.fallback_urls:
-            if await _accepts_connections(url):
-                log.warning(
-                    "[%s] nothing accepts connections at %s any more: joining again",
-                    self.settings.room,
-                    self.settings.url,
-                )
-                self.ref.tell_nowait(RoomDisconnectedFrame("node_lost"))
-                return
+        if await self._live_fallback() is not None:
+            log.warning("[%s] nothing accepts connections at %s any more: joining again",
+                        self.settings.key, self.settings.url)
+            self.ref.tell_nowait(RoomDisconnectedFrame("node_lost"))
 
     async def _connect(
         self, room: rtc.Room, options: rtc.RoomOptions, server: api.LiveKitAPI
@@ -375,8 +371,8 @@ class ConnectionActor(Actor):
         if isinstance(frame, GetRoomFrame):
             return room
         if isinstance(frame, SignallingLostFrame):
-            log.warning("[%s] %s: rejoining", self.settings.room, frame.reason)
-            raise SignallingLostError(f"[{self.settings.room}] {frame.reason}")
+            log.warning("[%s] %s: rejoining", self.settings.key, frame.reason)
+            raise SignallingLostError(f"[{self.settings.key}] {frame.reason}")
         if isinstance(frame, RoomDisconnectedFrame):
             final = CLUSTER_FINAL_REASONS if self.settings.fallback_urls else FINAL_REASONS
             if self.settings.job is not None and frame.reason in final:

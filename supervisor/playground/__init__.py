@@ -39,6 +39,7 @@ from livekit import api
 
 from supervisor.access import Credentials
 from supervisor.config import DispatchConfig, MetricsConfig, WebConfig
+from supervisor.rooms import RoomSet
 
 log = logging.getLogger("supervisor")
 
@@ -165,6 +166,15 @@ class TokenMinter:
             "room": room,
             "identity": identity,
         }
+
+
+def served_now(room_set: RoomSet) -> Served:
+    """The rooms a try-it page may join now, and the identities their bots use."""
+    config = room_set.config
+    rooms = {room.name for room in config.rooms}
+    rooms |= {job.room for job in room_set.dispatched.values()}
+    bots = {room.bot.identity for room in config.rooms} | {config.dispatch_bot.identity}
+    return Served(frozenset(rooms), frozenset(bots))
 
 
 def add_playground(
