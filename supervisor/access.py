@@ -33,3 +33,39 @@ def join_token(
         .with_ttl(ttl)
         .to_jwt()
     )
+
+
+def agent_token(
+    credentials: Credentials,
+    room: str,
+    identity: str,
+    *,
+    name: str = "",
+    metadata: str = "",
+    attributes: dict[str, str] | None = None,
+    ttl: timedelta = timedelta(hours=6),
+) -> str:
+    """A token for a bot, as livekit-server mints one for a job it assigns (its
+    `BuildAgentToken`): kind agent, the agent grant, publish, subscribe, data, and
+    updating its own metadata. For a job restored after its worker died, and for the
+    fleet's own room (`supervisor.fleet`)."""
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room,
+        agent=True,
+        can_publish=True,
+        can_subscribe=True,
+        can_publish_data=True,
+        can_update_own_metadata=True,
+    )
+    return (
+        api.AccessToken(credentials.api_key, credentials.api_secret)
+        .with_identity(identity)
+        .with_name(name or identity)
+        .with_metadata(metadata)
+        .with_attributes(attributes or {})
+        .with_kind("agent")
+        .with_grants(grants)
+        .with_ttl(ttl)
+        .to_jwt()
+    )

@@ -61,8 +61,9 @@ from supervisor import __version__
 from supervisor.access import Credentials
 from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
+from supervisor.fleet import Fleet, fleet_room
 from supervisor.jobs import Jobs, bot_identity, job_of
-from supervisor.rooms import RoomSet, WorkerState
+from supervisor.rooms import FleetState, RoomSet, WorkerState
 
 log = logging.getLogger("supervisor.dispatch")
 
@@ -449,6 +450,8 @@ class AgentWorker:
         assert self.jobs is not None
         if self.state.draining:
             return "draining", "the worker is draining"
+        if job.room == fleet_room(self.dispatch.agent_name):
+            return "served", "the room is the fleet's own (`supervisor.fleet`)"
         if self.jobs.serves(job):
             what = "room" if job.participant is None else "participant"
             return "served", f"this process already serves the {what}"
@@ -495,6 +498,8 @@ async def dispatching(
 ) -> AsyncIterator[AgentWorker | None]:
     """The agent worker for the block's duration when `[dispatch]` is enabled, else None.
 
+    With `[dispatch] restore` the process is also a member of its agent's fleet
+    (`supervisor.fleet`) for the block's duration; leaving the block says bye there.
     Leaving the block ends the session and every job's task; the room trees are the
     room supervisor's, which stops them as it stops (`AgentWorker.drain` first, for a
     clean end)."""
@@ -504,11 +509,19 @@ async def dispatching(
     state = room_set.worker = WorkerState()
     worker = AgentWorker(config, credentials, Admission(config.dispatch), state)
     async with anyio.create_task_group() as tasks:
-        worker.jobs = Jobs(
+        jobs = worker.jobs = Jobs(
             config, room_set, rooms, credentials.url, tasks, worker.send, worker.nudge
         )
+        fleet = None
+        if config.dispatch.restore:
+            room_set.fleet = FleetState()
+            fleet = Fleet(config, credentials, jobs, state, room_set.fleet)
+            tasks.start_soon(fleet.run)
+            await fleet.tried.wait()  # see `Fleet.tried`
         tasks.start_soon(worker.run)
         try:
             yield worker
         finally:
+            if fleet is not None:
+                await fleet.leave()
             tasks.cancel_scope.cancel()

@@ -30,6 +30,7 @@ from supervisor.access import join_token  # noqa: E402
 from supervisor.agent_worker import dispatching  # noqa: E402
 from supervisor.config import Config, ConfigError, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
+from supervisor.fleet import fleet_room, probe_url  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.playground import tokens_off  # noqa: E402
@@ -191,6 +192,9 @@ def check(config: Config) -> None:
         same = " (the [bot])" if ds.bot is None else ""
         print(f"  dispatched rooms' bot: {bot.factory}{same}, identity {bot.identity!r}"
               + (" plus the job's id" if ds.job_type != "room" else ""))
+        print(f"  fleet: {fleet_room(ds.agent_name)!r}, restoring the jobs of a worker silent "
+              f"{ds.restore_after_seconds:g} s whose probe does not answer; this one's probe "
+              f"{probe_url(config)}" if ds.restore else "  fleet: off (restore = false)")
     else:
         print("  dispatch: off")
     print(f"  {_web_line(config)}")

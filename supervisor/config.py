@@ -130,6 +130,12 @@ class DispatchConfig:
     """A job's hard limit; 0: none."""
     drain_seconds: float = 600.0
     """On SIGTERM, how long running jobs may go on before their bots leave."""
+    restore: bool = True
+    """Join the fleet of this agent's workers and restore the jobs of one that dies
+    (`supervisor.fleet`)."""
+    restore_after_seconds: float = 2.0
+    """A fleet member not heard from for this long is probed, and dead unless it
+    answers (it beats twice a second)."""
 
 
 @attrs.frozen
@@ -473,6 +479,11 @@ def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
             "max_duration_seconds", d.max_duration_seconds, allow_zero=True
         ),
         drain_seconds=table.seconds("drain_seconds", d.drain_seconds, allow_zero=True),
+        restore=table.flag("restore", d.restore),
+        restore_after_seconds=float(table.get(
+            "restore_after_seconds", (int, float), "a number of seconds >= 1 (two beats)",
+            d.restore_after_seconds, lambda v: v >= 1,
+        )),
     )
 
 

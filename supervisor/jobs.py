@@ -23,7 +23,7 @@ leaves the room while it still runs as failed ("agent worker left the room").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import attrs
@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 from livekit.protocol import agent
 
 from actors import ActorError, ActorRef, ActorState, StartChildFrame, StopChildFrame
-from actors.room import Job, RoomStats
+from actors.room import AGENT_NAME_ATTRIBUTE, Job, RoomStats
 from supervisor.admission import Accept, Reject
 from supervisor.config import Config
 from supervisor.rooms import RoomSet
@@ -79,6 +79,27 @@ def job_of(job: agent.Job) -> Job:
     )
 
 
+def _strings(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+@attrs.frozen
+class Served:
+    """A job this process serves, with what a token for the same bot needs: what a
+    survivor restores when this process dies (`supervisor.fleet`)."""
+
+    job: Job
+    identity: str
+    name: str
+    metadata: str
+    attributes: Mapping[str, str] = attrs.field(converter=_strings)
+    """The bot's (the accept hook's), `lk.agent_name` aside."""
+
+    def token_attributes(self) -> dict[str, str]:
+        """The bot's attributes as the server gives them: its own and its agent name."""
+        return {**self.attributes, AGENT_NAME_ATTRIBUTE: self.job.agent_name}
+
+
 @attrs.frozen
 class Outcome:
     status: agent.JobStatus
@@ -100,6 +121,10 @@ class _Running:
     accepted_at: float
     identity: str
     """The bot's, in the job's room."""
+    accept: Accept
+    restored: bool = False
+    """Restored from a dead member of the fleet, not assigned by the server: no status
+    to report, no dispatch latency to observe."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
     """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
@@ -205,10 +230,33 @@ class Jobs:
             return
         job = entry.job
         identity = self._identity(job, entry.accept)
-        running = _Running(job, entry.since, identity)
+        running = _Running(job, entry.since, identity, entry.accept)
         self.running[job.id] = running
         url = assignment.url or self.url
         self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
+
+    def restore(self, served: Served, token: str, url: str) -> None:
+        """Run a dead fleet member's job here, joined with `token` (minted for its bot's
+        identity, which replaces the dead bot's ghost in the room)."""
+        accept = Accept(name=served.name, metadata=served.metadata, attributes=served.attributes)
+        running = _Running(served.job, anyio.current_time(), served.identity, accept, True)
+        self.running[served.job.id] = running
+        self.tasks.start_soon(self._serve, running, token, url, served.identity)
+        self._changed()
+
+    def served(self) -> list[Served]:
+        """The jobs running here and not ending, for the fleet's record."""
+        return [
+            Served(
+                r.job,
+                r.identity,
+                r.accept.name or r.identity,
+                r.accept.metadata,
+                r.accept.attributes,
+            )
+            for r in self.running.values()
+            if r.serving()
+        ]
 
     def terminate(self, job_id: str) -> None:
         """The server ended the job (its dispatch deleted): the bot leaves."""
@@ -302,7 +350,7 @@ class Jobs:
             if not joined and ref.state is ActorState.RUNNING and stats.connection == "connected":
                 joined = True
                 alone_since = now
-                if self.room_set.worker is not None:
+                if self.room_set.worker is not None and not running.restored:
                     self.room_set.worker.join_time.observe(now - running.accepted_at)
                 self._report(job, Outcome(agent.JobStatus.JS_RUNNING, ""))
             if dispatch.max_duration_seconds and now - started >= dispatch.max_duration_seconds:
@@ -333,7 +381,7 @@ class Jobs:
         audio, once each, at the moments the room's tree noted them (`RoomStats`): the
         interval of the look does not blur them."""
         worker = self.room_set.worker
-        if worker is None:
+        if worker is None or running.restored:
             return
         for moment, at, histogram in (
             ("track", stats.track_published_at, worker.track_time),

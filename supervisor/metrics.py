@@ -665,6 +665,25 @@ class DispatchCollector(Collector):
                 f"From a job's offer accepted to {doc}.",
                 times.bounds, times.counts, times.sum_ns,
             )  # fmt: skip
+        fleet = self.room_set.fleet
+        if fleet is None:
+            return
+        yield GaugeMetricFamily(
+            f"{PREFIX}_fleet_members",
+            "Workers of this agent heard in the fleet's room, this one included; 0 while "
+            "this one is not in it (no restores either way).",
+            value=fleet.members,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_fleet_dead",
+            "Fleet members this worker found dead (not heard for restore_after_seconds).",
+            value=fleet.dead,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_fleet_restored",
+            "Jobs of dead fleet members this worker restored (its bot back in the room).",
+            value=fleet.restored,
+        )
 
 
 class SupervisorMetrics:

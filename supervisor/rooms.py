@@ -86,6 +86,22 @@ class WorkerState:
 
 
 @attrs.define
+class FleetState:
+    """The fleet membership's (`supervisor.fleet`), for `/status` and the metrics."""
+
+    identity: str = ""
+    connected: bool = False
+    members: int = 0
+    """Live members heard, this one included (0 while not in the fleet)."""
+    others: list[tuple[str, int, bool]] = attrs.field(factory=list)
+    """The other live members: identity, jobs in its record, full."""
+    restored: int = 0
+    """Jobs this process restored."""
+    dead: int = 0
+    """Members this process found dead."""
+
+
+@attrs.define
 class RoomSet:
     """The rooms this process serves and how to build each one's tree."""
 
@@ -104,6 +120,8 @@ class RoomSet:
     (`Job.key`: the room's name, or `room:participant` for a participant's job)."""
     worker: WorkerState | None = None
     """The agent worker's state while `[dispatch]` is enabled."""
+    fleet: FleetState | None = None
+    """The fleet membership's, with `[dispatch] restore`."""
 
     def served(self) -> list[str]:
         """Every room tree this process runs now: the configured, then the dispatched."""

@@ -89,6 +89,24 @@ class Status:
             "rooms": len(self.room_set.dispatched),
             "offers": {answer: state.offers[answer] for answer in OFFER_ANSWERS},
             "jobs_ended": {status: state.ended[status] for status in JOB_ENDS},
+            "fleet": self._fleet(),
+        }
+
+    def _fleet(self) -> Document:
+        fleet = self.room_set.fleet
+        if fleet is None:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "identity": fleet.identity,
+            "connected": fleet.connected,
+            "members": fleet.members,
+            "others": [
+                {"identity": identity, "jobs": jobs, "full": full}
+                for identity, jobs, full in fleet.others
+            ],
+            "dead": fleet.dead,
+            "restored": fleet.restored,
         }
 
     def _rooms(self) -> list[Document]:

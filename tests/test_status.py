@@ -17,7 +17,7 @@ from supervisor import __version__
 from supervisor.access import Credentials
 from supervisor.config import parse_config
 from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import OFFER_ANSWERS, RoomSet, WorkerState
+from supervisor.rooms import OFFER_ANSWERS, FleetState, RoomSet, WorkerState
 from supervisor.status import Status
 
 TOKEN = "an-assignment-token-not-for-status"
@@ -97,6 +97,10 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
     state.offers["accepted"] += 3
     state.offers["full"] += 1
     state.ended["succeeded"] += 2
+    rooms.fleet = FleetState(
+        identity="fleet-h-1-aa", connected=True, members=2, others=[("fleet-g-2-bb", 3, True)],
+        restored=1, dead=1,
+    )  # fmt: skip
 
     document = status.read()
     text = json.dumps(document)
@@ -123,6 +127,15 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
         "rooms": 1,
         "offers": {answer: {"accepted": 3, "full": 1}.get(answer, 0) for answer in OFFER_ANSWERS},
         "jobs_ended": {"succeeded": 2, "failed": 0},
+        "fleet": {
+            "enabled": True,
+            "identity": "fleet-h-1-aa",
+            "connected": True,
+            "members": 2,
+            "others": [{"identity": "fleet-g-2-bb", "jobs": 3, "full": True}],
+            "dead": 1,
+            "restored": 1,
+        },
     }
     by_name = {room["name"]: room for room in document["rooms"]}
     call = "call-1:caller"  # a participant's job: its tree's key

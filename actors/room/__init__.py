@@ -1,6 +1,6 @@
 """One LiveKit room as an actor tree, and the pipecat transport a bot sees of it."""
 
-from actors.room.job import Job, is_rival
+from actors.room.job import AGENT_NAME_ATTRIBUTE, Job, is_rival
 from actors.room.room import CURRENT_ROOM, room_spec
 from actors.room.settings import (
     SAMPLE_RATES,
@@ -20,6 +20,7 @@ from actors.room.timing import (
 from actors.room.transport import RoomTransport
 
 __all__ = [
+    "AGENT_NAME_ATTRIBUTE",
     "CONNECT_BUCKETS",
     "CURRENT_ROOM",
     "LATENCY_BUCKETS",

@@ -267,6 +267,27 @@ async def listen_for_tone(
     return heard
 
 
+async def first_tone_at(
+    track: rtc.Track, frequency: float, *, window: float = 0.1, timeout: float = 30.0
+) -> float:
+    """The loop time at which `track` first carries `frequency`: the end of the first
+    `window` of its audio that is that tone (for a time to the echo, not a verdict on
+    its quality, which `listen_for_tone` gives)."""
+    wanted = int(window * SAMPLE_RATE)
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    recent = np.zeros(0, dtype=np.int16)
+    try:
+        with anyio.fail_after(timeout):
+            async for event in stream:
+                chunk = np.frombuffer(event.frame.data, dtype=np.int16)
+                recent = np.concatenate([recent, chunk])[-wanted:]
+                if recent.size == wanted and is_tone(recent, frequency):
+                    return asyncio.get_running_loop().time()
+    finally:
+        await stream.aclose()
+    raise AssertionError("the track ended without the tone")
+
+
 def longest_silent_run(levels: Sequence[float], start: int = 0) -> int:
     """The longest run of silent frames (by RMS level) from frame `start` on."""
     longest = run = 0

@@ -9,12 +9,16 @@ either node, or a backend creates them through either node's API.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import re
 import signal
+import statistics
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -30,6 +34,7 @@ from tests.helpers.cluster import (
     running_cluster,
 )
 from tests.helpers.participants import (
+    first_tone_at,
     is_tone,
     join,
     listen_for_tone,
@@ -331,3 +336,97 @@ async def test_a_host_drained_takes_no_new_room_and_lets_its_rooms_finish(
     for i in range(2):
         a_ended = rf"\[roll-{i}\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout"
         assert a.matches(a_ended), a.tail()
+
+
+def fleet_status(run: SupervisorProcess) -> dict[str, Any]:
+    port = run.matches(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[0][1]
+    return json.loads(get(f"http://127.0.0.1:{port}/status")[1])["worker"]["fleet"]
+
+
+def served_rooms(run: SupervisorProcess) -> set[str]:
+    port = run.matches(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[0][1]
+    return {room["name"] for room in json.loads(get(f"http://127.0.0.1:{port}/status")[1])["rooms"]}
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Until `condition` holds; failing after `timeout` with `what` was awaited."""
+    with anyio.move_on_after(timeout):
+        while not condition():
+            await anyio.sleep(0.1)
+        return
+    raise AssertionError(f"not within {timeout:g} s: {what or condition}")
+
+
+@pytest.mark.anyio
+async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Host a serves ten rooms, each with a caller whose tone the bot echoes; b and c
+    (on either node) join the fleet and learn a's record; a is SIGKILLed. b and c both
+    find it dead at once (its beats stop; its probe refuses), split its jobs between
+    them by rendezvous hashing without a word, and each restored bot, joining under the
+    dead bot's identity, replaces its ghost: every caller hears the echo again, each
+    room has one bot, served by one survivor."""
+    names = [f"dies-{i}" for i in range(10)]
+    patience = {"idle_timeout_seconds": 30, "drain_seconds": 1}
+    async with (
+        host(tmp_path / "a", cluster, 0, **patience) as a,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        callers = {}
+        for i, name in enumerate(names):
+            room = await stack.enter_async_context(join(cluster.nodes[i % 2], name, "caller"))
+            await stack.enter_async_context(publishing_tone(room, 440.0))
+            callers[name] = room
+        await all_joined([a], names)
+        tracks = {}
+        for name, room in callers.items():
+            tracks[name] = await subscribed_audio_track(room, "bot", timeout=30)
+        async with anyio.create_task_group() as tasks:
+            for track in tracks.values():
+                tasks.start_soon(listen_for_tone, track, 440.0)
+        old = {name: bot_track(room) for name, room in callers.items()}
+        async with host(tmp_path / "b", cluster, 1, **patience) as b, host(
+            tmp_path / "c", cluster, 0, **patience
+        ) as c:
+            a_id = fleet_status(a)["identity"]
+
+            def knows_a(run: SupervisorProcess) -> bool:
+                others = {o["identity"]: o["jobs"] for o in fleet_status(run)["others"]}
+                return others.get(a_id) == len(names) and len(others) == 2
+
+            await until(lambda: knows_a(b) and knows_a(c), what="b and c know a's record")
+            loop = asyncio.get_running_loop()
+            killed_at = loop.time()
+            a.send_signal(signal.SIGKILL)
+            back: dict[str, float] = {}
+
+            async def echo_back(name: str) -> None:
+                room = callers[name]
+                await until(lambda: bot_track(room) not in (old[name], None), timeout=60)
+                track = await subscribed_audio_track(room, "bot")
+                back[name] = await first_tone_at(track, 440.0) - killed_at
+
+            async with anyio.create_task_group() as tasks:
+                for name in names:
+                    tasks.start_soon(echo_back, name)
+            times = sorted(back.values())
+            print(
+                f"\nkill to echo heard again over {len(times)} rooms: p50 "
+                f"{statistics.median(times):.2f} s, max {times[-1]:.2f} s; "
+                f"restored by b {fleet_status(b)['restored']}, c {fleet_status(c)['restored']}"
+            )
+            for name in names:
+                assert await agents_listed(cluster.nodes[0], name) == ["bot"], name
+            # one survivor serves each room (a second claim would have been replaced)
+            await until(
+                lambda: all(
+                    len([run for run in (b, c) if name in served_rooms(run)]) == 1
+                    for name in names
+                ),
+                what="each room served by one survivor",
+            )
+            assert fleet_status(b)["restored"] + fleet_status(c)["restored"] == len(names)
+            async with anyio.create_task_group() as tasks:
+                for room in callers.values():
+                    tasks.start_soon(hears_echo, room)

@@ -1,0 +1,562 @@
+"""The fleet: the workers of one agent, restoring the rooms of one that dies.
+
+Why it is needed: self-hosted livekit-server does not dispatch again a job whose
+worker died (livekit/agents#1472: the dispatch stays active, the room stays without
+its bot), and a SIGKILLed bot stays a participant of its room for 20 s (the server's
+`CONNECTION_TIMEOUT`, measured here), so neither the server nor a room's
+participants can say soon that a host is gone. The workers say it to each other.
+
+How: with `[dispatch] restore` (the default) every worker process joins the fleet's
+LiveKit room (`fleet_room`: one per agent name) as an agent participant, which the
+server gives no participant job, named `fleet-HOST-PID-RANDOM`:
+
+- its metadata is its record (`Record`): the jobs it serves, each with what a token
+  for the same bot needs (`Served`), set when it changed, at most once a beat, and
+  its probe, the `/status` URL of its metrics listener;
+- every `BEAT_SECONDS` it sends a lossy data packet on `BEAT_TOPIC` saying whether it
+  is full.
+
+A member not heard from for `restore_after_seconds` is silent; a silent member whose
+probe does not answer as itself within `PROBE_SECONDS` is dead (a SIGKILLed process's
+port refuses at once; a dead machine's times out), and the jobs of its last record
+are restored by the survivors, each job by one of them: its *owner*, the member with
+the highest rendezvous hash of (member, job key) among the live members that are not
+full (`FleetView.owner`). Survivors with the same view agree without a word. The
+owner mints the bot's token itself, as the server would have (the same identity,
+name, metadata and attributes, `lk.agent_name` among them, kind agent), and, if the
+room still has someone the job serves, runs the job's tree like a dispatched one
+(`Jobs.restore`): its bot comes back within about `restore_after_seconds` plus a join.
+The probe is what keeps a member that only lost its fleet connection (through a
+LiveKit node that died, say) from being taken for dead while its bots serve on.
+
+Why no room gets two bots, even when survivors notice at once or disagree:
+
+- livekit-server admits one participant per identity in a room: a join under an
+  identity that is there replaces that participant (`DUPLICATE_IDENTITY`), and a bot
+  replaced so takes it as the end of its room and does not come back (`connection`'s
+  ending reasons). Whoever restores a job, its room has at most one bot of the job,
+  and the restored bot replaces the dead one's ghost at once instead of 20 s later.
+- Views differ only for about a beat: a member that just joined or died, or whose
+  full flag just changed. Rendezvous hashing moves only the jobs of the member seen
+  differently, so two survivors both claiming a job is the worst that can happen,
+  and the rule above ends it with one bot.
+- A member wrongly taken for dead (no beat of it heard for `restore_after_seconds` and
+  its probe unreachable from a survivor: a network split between hosts) loses its
+  bots to their restorers: the room is handed over, one bot still.
+- A member whose own loop stalled does not judge: a look that comes `STALL_SECONDS`
+  late first forgets when everyone was heard, as does a fleet connection that was
+  lost, since what was not heard meanwhile says nothing about the others.
+
+A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpose and
+are not restored. A job started within the last beat before a death may not be in
+the record the survivors have, and is not restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiohttp
+import anyio
+import attrs
+from livekit import api, rtc
+from livekit.protocol import models
+
+from actors import Backoff, single_errors
+from actors.room import Job
+from supervisor.access import Credentials, agent_token
+from supervisor.config import Config
+from supervisor.jobs import Jobs, Served
+from supervisor.rooms import FleetState, WorkerState
+from supervisor.rtc_shutdown import end_room
+
+log = logging.getLogger("supervisor.fleet")
+
+FLEET_ROOM = "lksup-fleet"
+BEAT_SECONDS = 0.5
+BEAT_TOPIC = "lksup.fleet.beat"
+LOOK_SECONDS = 0.25
+"""How often a member looks for the dead."""
+STALL_SECONDS = 1.0
+"""A look this late means this process was not listening: nobody is judged then."""
+RECORD_BYTES = 256 * 1024
+"""At most this much record in a member's metadata (livekit-server allows 512 KiB)."""
+SEND_SECONDS = 5.0
+"""How long a beat or a record's update may take to leave."""
+PROBE_SECONDS = 1.0
+"""How long a silent member's probe may take to answer: it answers from its listener's
+thread even while its loop is stalled."""
+ROOM_CHECK_SECONDS = 2.0
+"""How long a restore waits for the server to say who is in the room."""
+JOIN_TIMEOUT_SECONDS = 10.0
+REJOIN = Backoff(initial=0.5, maximum=5.0, jitter=0.2)
+
+
+def fleet_room(agent_name: str) -> str:
+    """The fleet's LiveKit room: workers of one agent name serve the same bot, so any of
+    them can restore another's jobs."""
+    return f"{FLEET_ROOM}.{agent_name}" if agent_name else FLEET_ROOM
+
+
+def probe_url(config: Config) -> str:
+    """This process's `/status` as other hosts reach it: the metrics listener's address,
+    or this host's name when it listens on every address."""
+    host = config.metrics.host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.metrics.port}/status"
+
+
+def rank(member: str, key: str) -> bytes:
+    """Rendezvous (highest random weight) hashing: a job's owner is the member ranking
+    it highest, so every member computes the same owner from the same view, and a
+    member joining or leaving moves only the jobs it wins or held."""
+    return hashlib.blake2b(f"{member}\0{key}".encode(), digest_size=8).digest()
+
+
+@attrs.frozen
+class Record:
+    """What a member tells the fleet in its metadata."""
+
+    jobs: tuple[Served, ...] = ()
+    probe: str = ""
+    """Its `/status` URL, where a member silent in the fleet is asked whether it lives."""
+
+
+def encode_record(record: Record, limit: int = RECORD_BYTES) -> tuple[str, int]:
+    """The record as a member's metadata, and how many jobs did not fit in `limit`."""
+    entries = [attrs.asdict(entry, value_serializer=_plain) for entry in record.jobs]
+
+    def text() -> str:
+        return json.dumps({"jobs": entries, "probe": record.probe}, separators=(",", ":"))
+
+    left_out = 0
+    while len(text().encode()) > limit and entries:
+        cut = max(1, len(entries) // 10)
+        del entries[-cut:]
+        left_out += cut
+    return text(), left_out
+
+
+def _plain(_: Any, __: Any, value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+class RecordError(ValueError):
+    """A member's metadata is not a record this version reads."""
+
+
+def decode_record(text: str) -> Record:
+    """A member's metadata as its record; "" is an empty one. Raises `RecordError`."""
+    if not text:
+        return Record()
+    try:
+        doc = json.loads(text)
+        probe = doc.get("probe", "")
+        if not isinstance(probe, str):
+            raise TypeError(f"probe = {probe!r}")
+        return Record(tuple(_served(entry) for entry in doc["jobs"]), probe)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RecordError(f"not a fleet record: {err}") from err
+
+
+_JOB_TEXT = ("id", "room", "room_sid", "room_metadata", "dispatch_id", "metadata", "agent_name")
+
+
+def _served(entry: dict[str, Any]) -> Served:
+    job = entry["job"]
+    participant = job.get("participant")
+    if participant is not None and not isinstance(participant, str):
+        raise TypeError(f"job.participant = {participant!r}")
+    return Served(
+        job=Job(
+            **_texts(job, _JOB_TEXT),
+            participant=participant,
+            attributes=_text_map(job.get("attributes", {})),
+        ),
+        **_texts(entry, ("identity", "name", "metadata")),
+        attributes=_text_map(entry["attributes"]),
+    )
+
+
+def _texts(entry: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    values = {name: entry[name] for name in names}
+    wrong = {name: value for name, value in values.items() if not isinstance(value, str)}
+    if wrong:
+        raise TypeError(f"expected strings: {wrong!r}")
+    return values
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise TypeError(f"expected a table of strings: {value!r}")
+    return value
+
+
+@attrs.define
+class Member:
+    heard_at: float
+    full: bool = False
+    record: Record = Record()
+    bye: bool = False
+
+
+@attrs.define
+class FleetView:
+    """Who is in the fleet and what each serves, as one member hears it. No I/O: the
+    rules of who is dead and who restores what, for the tests to prove."""
+
+    me: str
+    restore_after: float
+    members: dict[str, Member] = attrs.field(factory=dict)
+    """The others, by identity."""
+
+    def heard(self, identity: str, now: float, *, full: bool | None = None) -> None:
+        if identity == self.me:  # its own metadata changing is reported too
+            return
+        member = self.members.setdefault(identity, Member(now))
+        member.heard_at = now
+        if full is not None:
+            member.full = full
+
+    def recorded(self, identity: str, now: float, record: Record) -> None:
+        self.heard(identity, now)
+        if identity in self.members:
+            self.members[identity].record = record
+
+    def said_bye(self, identity: str) -> None:
+        member = self.members.get(identity)
+        if member is not None:
+            member.bye = True
+
+    def left(self, identity: str) -> None:
+        """The member's participant left: gone for good after a bye, else it is judged
+        by its beats (a member that lost its connection may be back at once)."""
+        member = self.members.get(identity)
+        if member is not None and member.bye:
+            del self.members[identity]
+
+    def forget_times(self, now: float) -> None:
+        """This process heard nothing for a while (a stall, a lost connection): what it
+        did not hear says nothing about the others."""
+        for member in self.members.values():
+            member.heard_at = now
+
+    def take_silent(self, now: float) -> list[tuple[str, Member]]:
+        """The members not heard from for `restore_after`, removed: dead, unless their
+        probe says otherwise (`revive`)."""
+        silent = [
+            (identity, member)
+            for identity, member in self.members.items()
+            if not member.bye and now - member.heard_at >= self.restore_after
+        ]
+        for identity, _ in silent:
+            del self.members[identity]
+        return silent
+
+    def revive(self, identity: str, member: Member, now: float) -> None:
+        """A silent member lives (its probe answered): judged again `restore_after` from
+        now, unless it was heard meanwhile."""
+        member.heard_at = now
+        self.members.setdefault(identity, member)
+
+    def live(self) -> list[str]:
+        """Every member, this one included."""
+        return [self.me, *(i for i, m in self.members.items() if not m.bye)]
+
+    def owner(self, key: str, me_full: bool) -> str:
+        """Who restores the job of tree name `key`: the highest ranked live member that
+        is not full; the highest ranked of all when every one is."""
+        full = {i for i, m in self.members.items() if m.full} | ({self.me} if me_full else set())
+        live = self.live()
+        candidates = [i for i in live if i not in full] or live
+        return max(candidates, key=lambda member: rank(member, key))
+
+
+class Fleet:
+    """This process's membership of the fleet, and the restores it owns."""
+
+    def __init__(
+        self,
+        config: Config,
+        credentials: Credentials,
+        jobs: Jobs,
+        worker: WorkerState,
+        state: FleetState,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        self.config = config
+        self.credentials = credentials
+        self.jobs = jobs
+        self.worker = worker
+        self.state = state
+        self.clock = clock
+        self.room_name = fleet_room(config.dispatch.agent_name)
+        suffix = secrets.token_hex(3)
+        state.identity = f"fleet-{socket.gethostname()}-{os.getpid()}-{suffix}"
+        self.view = FleetView(state.identity, config.dispatch.restore_after_seconds)
+        self.urls = (credentials.url, *config.livekit.cluster_urls)
+        self.probe = probe_url(config)
+        self._room: rtc.Room | None = None
+        self._published = ""
+        self.tried = anyio.Event()
+        """Set once the first join ended, joined or not: the worker registers after it
+        (`dispatching`), so that the join's CPU (the SDK's runtime starting) is not
+        counted in the load the worker first reports, nor makes it full then."""
+
+    async def run(self) -> None:
+        """Be in the fleet for ever, joining again (through the next node of a cluster)
+        whenever the connection is lost."""
+        attempt = 0
+        key, secret = self.credentials.api_key, self.credentials.api_secret
+        async with AsyncExitStack() as stack:
+            apis = [
+                await stack.enter_async_context(api.LiveKitAPI(url, key, secret))
+                for url in self.urls
+            ]
+            while True:
+                node = attempt % len(self.urls)
+                url = self.urls[node]
+                try:
+                    with single_errors():
+                        await self._member(url, apis[node])  # rooms asked of the same node
+                    attempt = 0
+                except (rtc.ConnectError, TimeoutError) as err:
+                    log.warning(
+                        "[%s] cannot join the fleet through %s: %s", self.room_name, url, err
+                    )
+                except Exception:  # a membership is not worth the process: join again
+                    log.exception("[%s] the fleet membership failed", self.room_name)
+                finally:
+                    self.tried.set()
+                self.state.connected = False
+                self.state.members = 0
+                self.state.others = []
+                attempt += 1
+                await anyio.sleep(REJOIN.delay(attempt, random.random))
+
+    async def leave(self) -> None:
+        """Say bye (this process's jobs ended on purpose) and leave the fleet."""
+        room = self._room
+        if room is None or not room.isconnected():
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await room.local_participant.publish_data(
+                json.dumps({"bye": True}), reliable=True, topic=BEAT_TOPIC
+            )
+            await end_room(room)
+
+    async def _member(self, url: str, server_api: api.LiveKitAPI) -> None:
+        """One membership, until the connection is lost."""
+        room = rtc.Room()
+        lost = anyio.Event()
+        now = self.clock
+
+        def on_data(packet: rtc.DataPacket) -> None:
+            if packet.topic != BEAT_TOPIC or packet.participant is None:
+                return
+            try:
+                beat = json.loads(packet.data)
+            except ValueError:
+                return
+            identity = packet.participant.identity
+            if isinstance(beat, dict) and beat.get("bye") is True:
+                self.view.said_bye(identity)
+            elif isinstance(beat, dict):
+                self.view.heard(identity, now(), full=beat.get("full") is True)
+
+        def on_metadata(participant: rtc.Participant, _: str, metadata: str) -> None:
+            self._read_record(participant.identity, metadata)
+
+        def on_joined(participant: rtc.RemoteParticipant) -> None:
+            self._read_record(participant.identity, participant.metadata)
+
+        def on_left(participant: rtc.RemoteParticipant) -> None:
+            self.view.left(participant.identity)
+
+        room.on("data_received", on_data)
+        room.on("participant_metadata_changed", on_metadata)
+        room.on("participant_connected", on_joined)
+        room.on("participant_disconnected", on_left)
+        room.on("reconnected", lambda: self.view.forget_times(now()))
+        room.on("disconnected", lambda *_: lost.set())
+        # the server forwards data packets to participants that may subscribe
+        token = agent_token(self.credentials, self.room_name, self.state.identity)
+        try:
+            with anyio.fail_after(JOIN_TIMEOUT_SECONDS):
+                await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+            self._room = room
+            self._published = ""
+            for participant in room.remote_participants.values():
+                on_joined(participant)
+            self.view.forget_times(now())
+            self.state.connected = True
+            self.tried.set()  # joined: the worker may register now
+            log.info(
+                "[%s] in the fleet as %s through %s: %d other member(s)",
+                self.room_name,
+                self.state.identity,
+                url,
+                len(room.remote_participants),
+            )
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._beat, room)
+                tasks.start_soon(self._record, room)
+                tasks.start_soon(self._look, server_api)
+                await lost.wait()
+                tasks.cancel_scope.cancel()
+            log.warning("[%s] the fleet connection was lost: joining again", self.room_name)
+        finally:
+            self._room = None
+            await end_room(room)
+
+    def _read_record(self, identity: str, metadata: str) -> None:
+        try:
+            record = decode_record(metadata)
+        except RecordError as err:
+            log.warning("[%s] member %s: %s; its jobs are not known", self.room_name, identity, err)
+            record = Record()
+        self.view.recorded(identity, self.clock(), record)
+
+    async def _beat(self, room: rtc.Room) -> None:
+        """A beat every `BEAT_SECONDS`, whatever the record's update is doing."""
+        while True:
+            beat = json.dumps({"full": self.worker.full or self.worker.draining})
+            with anyio.move_on_after(SEND_SECONDS):
+                await room.local_participant.publish_data(beat, reliable=False, topic=BEAT_TOPIC)
+            await anyio.sleep(BEAT_SECONDS)
+
+    async def _record(self, room: rtc.Room) -> None:
+        """The record, when it changed, looked at every `BEAT_SECONDS`. An update the
+        server does not confirm within `SEND_SECONDS` is sent again."""
+        while True:
+            record, left_out = encode_record(Record(tuple(self.jobs.served()), self.probe))
+            if record != self._published:
+                if left_out:
+                    log.warning(
+                        "[%s] %d job(s) left out of this member's record (over %d bytes): "
+                        "they would not be restored",
+                        self.room_name,
+                        left_out,
+                        RECORD_BYTES,
+                    )
+                with anyio.move_on_after(SEND_SECONDS) as timed:
+                    await room.local_participant.set_metadata(record)
+                    self._published = record
+                if timed.cancelled_caught:
+                    log.warning("[%s] the record's update was not confirmed: again", self.room_name)
+            await anyio.sleep(BEAT_SECONDS)
+
+    async def _look(self, server_api: api.LiveKitAPI) -> None:
+        """Find the silent every `LOOK_SECONDS`, and restore the jobs this member owns
+        of those that are dead."""
+        last = self.clock()
+        async with aiohttp.ClientSession() as http, anyio.create_task_group() as judging:
+            while True:
+                await anyio.sleep(LOOK_SECONDS)
+                now = self.clock()
+                late, last = now - last > STALL_SECONDS, now
+                if late:
+                    self.view.forget_times(now)
+                    continue
+                for identity, member in self.view.take_silent(now):
+                    judging.start_soon(self._judge, identity, member, http, server_api)
+                self.state.members = len(self.view.live())
+                self.state.others = [
+                    (identity, len(m.record.jobs), m.full)
+                    for identity, m in self.view.members.items()
+                    if not m.bye
+                ]
+
+    async def _judge(
+        self, identity: str, member: Member, http: aiohttp.ClientSession, server_api: api.LiveKitAPI
+    ) -> None:
+        """A member silent in the fleet is dead unless its probe answers as itself (a
+        member that lost its fleet connection, e.g. through a LiveKit node that died,
+        serves on); then restore the dead one's jobs this member owns."""
+        silence = self.view.restore_after
+        if await self._answers(member.record.probe, identity, http):
+            log.warning(
+                "[%s] member %s silent for %g s but its probe answers: alive",
+                self.room_name, identity, silence,
+            )  # fmt: skip
+            self.view.revive(identity, member, self.clock())
+            return
+        self.state.dead += 1
+        jobs = member.record.jobs
+        mine = [s for s in jobs if self.view.owner(s.job.key, self.worker.full) == self.view.me]
+        log.warning(
+            "[%s] member %s not heard for %g s and its probe does not answer: dead; of its "
+            "%d job(s) this member restores %d",
+            self.room_name, identity, silence, len(jobs), len(mine),
+        )  # fmt: skip
+        async with anyio.create_task_group() as restores:
+            for served in mine:
+                restores.start_soon(self._restore, served, server_api)
+
+    async def _answers(self, probe: str, identity: str, http: aiohttp.ClientSession) -> bool:
+        """Whether `probe` answers as the member `identity` (a process started since on
+        its port is another member)."""
+        if not probe:
+            return False
+        try:
+            with anyio.fail_after(PROBE_SECONDS):
+                async with http.get(probe) as response:
+                    status = await response.json(content_type=None)
+            return status["worker"]["fleet"]["identity"] == identity
+        except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
+            return False
+
+    async def _restore(self, served: Served, server_api: api.LiveKitAPI) -> None:
+        """Run a dead member's job here, if its room still has someone it serves."""
+        job = served.job
+        if self.jobs.serves(job):
+            log.info("[%s] job %s of a dead member: served here already", job.key, job.id)
+            return
+        try:
+            with anyio.fail_after(ROOM_CHECK_SECONDS):
+                listing = await server_api.room.list_participants(
+                    api.ListParticipantsRequest(room=job.room)
+                )
+        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            log.warning("[%s] job %s not restored: who is in the room is unknown (%s)",
+                        job.key, job.id, err)
+            return
+        if not _has_company(job, listing.participants):
+            log.info("[%s] job %s of a dead member: nobody to serve, not restored",
+                     job.key, job.id)
+            return
+        token = agent_token(
+            self.credentials,
+            job.room,
+            served.identity,
+            name=served.name,
+            metadata=served.metadata,
+            attributes=served.token_attributes(),
+        )
+        self.state.restored += 1
+        log.info("[%s] restoring job %s of a dead member as %s", job.key, job.id, served.identity)
+        self.jobs.restore(served, token, self.credentials.url)
+
+
+def _has_company(job: Job, participants: Iterable[models.ParticipantInfo]) -> bool:
+    """Whether the room has someone the job's bot serves: its participant, for a
+    participant's job; anyone but an agent (the dead bot's ghost among them), else."""
+    agent_kind = models.ParticipantInfo.Kind.AGENT
+    if job.participant is not None:
+        return any(p.identity == job.participant for p in participants)
+    return any(p.kind != agent_kind for p in participants)
+

@@ -1,0 +1,215 @@
+"""The fleet's rules without a server: who is dead, who restores what, the record.
+
+The real-server proof (a host SIGKILLed, its rooms' bots back from two survivors) is
+`tests/livekit/test_cluster.py`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.room import Job
+from supervisor.config import Config, ConfigError, parse_config
+from supervisor.fleet import (
+    FleetView,
+    Record,
+    RecordError,
+    decode_record,
+    encode_record,
+    fleet_room,
+    probe_url,
+)
+from supervisor.jobs import Served
+
+names = st.text("abcdef0123", min_size=1, max_size=6)
+members = st.lists(names, min_size=1, max_size=8, unique=True)
+keys = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30, unique=True)
+
+
+def view_of(me: str, others: list[str], full: frozenset[str] = frozenset()) -> FleetView:
+    view = FleetView(me, restore_after=3.0)
+    for identity in others:
+        view.heard(identity, 0.0, full=identity in full)
+    return view
+
+
+@given(members, keys)
+def test_every_job_has_one_owner_whoever_computes_it(names: list[str], job_keys: list[str]) -> None:
+    """Every member computes the same owner from the same view: views built by each
+    member (itself as `me`, in any order) agree job by job."""
+    owners = {
+        key: {view_of(me, [n for n in names if n != me]).owner(key, False) for me in names}
+        for key in job_keys
+    }
+    assert all(len(found) == 1 for found in owners.values())
+    assert all(found <= set(names) for found in owners.values())
+
+
+@given(members, keys, st.text("xyz", min_size=1, max_size=4))
+def test_a_member_joining_takes_only_jobs_it_wins(
+    names: list[str], job_keys: list[str], newcomer: str
+) -> None:
+    """Rendezvous hashing: a view with one more member moves jobs only to that member,
+    so survivors that see a newcomer differently disagree only on the newcomer's jobs."""
+    me, others = names[0], names[1:]
+    before = view_of(me, others)
+    after = view_of(me, [*others, newcomer])
+    for key in job_keys:
+        moved_to = after.owner(key, False)
+        assert moved_to in (before.owner(key, False), newcomer)
+
+
+@given(members, keys, st.data())
+def test_full_members_restore_nothing_unless_all_are_full(
+    names: list[str], job_keys: list[str], data: st.DataObject
+) -> None:
+    me, others = names[0], names[1:]
+    full = frozenset(data.draw(st.sets(st.sampled_from(names))))
+    view = view_of(me, others, full - {me})
+    for key in job_keys:
+        owner = view.owner(key, me in full)
+        assert owner not in full or full == set(names)
+
+
+def test_a_silent_member_is_taken_once_and_a_bye_never() -> None:
+    view = FleetView("me", restore_after=3.0)
+    view.heard("a", 0.0)
+    view.heard("b", 0.0)
+    view.said_bye("b")
+    view.heard("me", 0.0)  # its own metadata is reported too: never a member
+    assert view.take_silent(2.9) == []
+    assert [identity for identity, _ in view.take_silent(3.0)] == ["a"]
+    assert view.take_silent(10.0) == []  # taken once
+    view.left("b")  # left after its bye: gone
+    assert view.live() == ["me"]
+
+
+def test_a_member_revived_by_its_probe_is_judged_again_later() -> None:
+    view = FleetView("me", restore_after=3.0)
+    view.heard("a", 0.0)
+    [(identity, member)] = view.take_silent(3.0)
+    view.revive(identity, member, 3.0)
+    assert view.take_silent(5.9) == []
+    assert [i for i, _ in view.take_silent(6.0)] == ["a"]
+
+
+def test_a_member_that_left_without_a_bye_is_judged_by_its_beats() -> None:
+    """Its connection may be lost and back at once; a SIGKILLed one's leave comes 20 s
+    late anyway."""
+    view = FleetView("me", restore_after=3.0)
+    view.heard("a", 0.0)
+    view.left("a")
+    assert "a" in view.live()
+    assert [i for i, _ in view.take_silent(3.0)] == ["a"]
+
+
+def test_forgetting_times_after_a_stall_spares_everyone() -> None:
+    view = FleetView("me", restore_after=3.0)
+    view.heard("a", 0.0)
+    view.forget_times(10.0)
+    assert view.take_silent(12.9) == []
+
+
+def served(room: str, participant: str | None = None, **job: str) -> Served:
+    return Served(
+        Job(id=f"AJ_{room}", room=room, participant=participant, agent_name="bot", **job),
+        identity="bot" if participant is None else f"bot-AJ_{room}",
+        name="Bot",
+        metadata='{"voice": "x"}',
+        attributes={"team": "a"},
+    )
+
+
+def test_a_record_reads_back_as_written() -> None:
+    record = Record(
+        (served("r1", dispatch_id="AD_1", metadata="m", room_sid="RM_1"), served("r2", "alice")),
+        probe="http://h:9464/status",
+    )
+    text, left_out = encode_record(record)
+    assert left_out == 0
+    assert decode_record(text) == record
+    assert decode_record("") == Record()
+    assert served("r1").token_attributes() == {"team": "a", "lk.agent_name": "bot"}
+
+
+def test_a_record_over_its_limit_leaves_jobs_out_and_says_how_many() -> None:
+    record = Record(tuple(served(f"room-{i}") for i in range(100)))
+    text, left_out = encode_record(record, limit=4000)
+    assert len(text.encode()) <= 4000
+    kept = decode_record(text).jobs
+    assert left_out == 100 - len(kept) > 0
+    assert kept == record.jobs[: len(kept)]
+
+
+ENTRY = json.loads(encode_record(Record((served("r"),)))[0])["jobs"][0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        json.dumps({"jobs": "x"}),
+        json.dumps({"jobs": [{"job": {"id": "a"}}]}),
+        json.dumps({"jobs": [], "probe": 5}),
+        json.dumps({"jobs": [{**ENTRY, "identity": 7}]}),
+        json.dumps({"jobs": [{**ENTRY, "attributes": {"a": 1}}]}),
+        json.dumps({"jobs": [{**ENTRY, "job": {**ENTRY["job"], "participant": 3}}]}),
+    ],
+)
+def test_a_malformed_record_is_an_error(text: str) -> None:
+    with pytest.raises(RecordError):
+        decode_record(text)
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:9464", "http://127.0.0.1:9464/status"),
+        ("10.0.0.5:9500", "http://10.0.0.5:9500/status"),
+        ("[::1]:9464", "http://[::1]:9464/status"),
+    ],
+)
+def test_the_probe_is_the_metrics_listener(listen: str, expected: str) -> None:
+    assert probe_url(config(listen)) == expected
+
+
+def test_a_listener_on_every_address_is_probed_by_host_name() -> None:
+    probe = probe_url(config("0.0.0.0:9464"))
+    assert probe.endswith(":9464/status")
+    assert "0.0.0.0" not in probe
+
+
+def test_each_agent_name_has_its_own_fleet() -> None:
+    assert fleet_room("") == "lksup-fleet"
+    assert fleet_room("support") == "lksup-fleet.support"
+
+
+def config(listen: str) -> Config:
+    return parse_config(
+        {
+            "livekit": {"url": "ws://127.0.0.1:7880"},
+            "bot": {"factory": "supervisor.bots.echo:create_bot"},
+            "metrics": {"listen": listen},
+            "dispatch": {"enabled": True},
+        },
+        environ={},
+    )
+
+
+def test_restore_is_on_by_default_and_its_silence_checked() -> None:
+    assert config("127.0.0.1:9464").dispatch.restore is True
+    expected = r"dispatch.restore_after_seconds = 0.5: expected a number of seconds >= 1"
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(
+            {
+                "livekit": {"url": "ws://x:1"},
+                "bot": {"factory": "supervisor.bots.echo:create_bot"},
+                "dispatch": {"restore_after_seconds": 0.5},
+            },
+            environ={},
+        )
