@@ -36,6 +36,7 @@ from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.playground import tokens_off  # noqa: E402
 from supervisor.rooms import RoomSet  # noqa: E402
 from supervisor.rtc_shutdown import release_rtc  # noqa: E402
+from supervisor.targets import file_sd, host_targets, is_loopback, srv_records  # noqa: E402
 from supervisor.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
 
 log = logging.getLogger("supervisor")
@@ -204,6 +205,19 @@ def check(config: Config) -> None:
         print(f"  room {room.name}{' (' + ', '.join(extras) + ')' if extras else ''}")
 
 
+def print_targets(
+    config: Config, workers: int, host: str | None, address: str | None, srv: str | None
+) -> None:
+    """This host's metrics endpoints on stdout, for Prometheus (see `supervisor.targets`)."""
+    found = host_targets(config, workers, host, address)
+    if any(map(is_loopback, found)):
+        print(f"supervisor: warning: {found[0].address} is a loopback address: only a "
+              f"Prometheus on this host can scrape it (metrics.listen = "
+              f"{config.metrics.listen!r}; for a fleet, listen on this host's address or "
+              "0.0.0.0, or pass --address)", file=sys.stderr)
+    print(srv_records(found, srv) if srv else file_sd(found), end="")
+
+
 def token(config: Config, room: str, identity: str, ttl_hours: float) -> None:
     """Print a join token and the URL, for a person joining from a browser client."""
     credentials = for_token(config.livekit)
@@ -252,6 +266,30 @@ def _parser() -> argparse.ArgumentParser:
         description="Check every key of CONFIG (and import the bot factory); exit 2 on an error.",
     )
     check_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    targets_parser = sub.add_parser(
+        "targets",
+        help="print this host's metrics endpoints for Prometheus' service discovery",
+        description="Print, for `supervisor run CONFIG --workers N` on this host, each worker's "
+        "metrics endpoint: Prometheus file_sd JSON labelled host and worker (default), or DNS "
+        "SRV records with --srv. Connects nowhere.",
+    )
+    targets_parser.add_argument("config", type=Path, metavar="CONFIG", help="path to config.toml")
+    targets_parser.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N",
+        help="the --workers this host runs with (default: 1)",
+    )  # fmt: skip
+    targets_parser.add_argument(
+        "--host", metavar="NAME", help="the host label (default: this machine's host name)"
+    )
+    targets_parser.add_argument(
+        "--address", metavar="ADDR",
+        help="what Prometheus dials (default: metrics.listen's address, or this machine's "
+        "fully qualified name when it listens on every address)",
+    )  # fmt: skip
+    targets_parser.add_argument(
+        "--srv", metavar="NAME",
+        help="print SRV records under NAME (e.g. _lksup._tcp.fleet.example.) instead of JSON",
+    )
     token_parser = sub.add_parser(
         "token",
         help="print a join token and URL for a person",
@@ -278,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--late-ms", type=float, default=500.0,
                               help="an echo later than this is late (default: 500)")
     bench_parser.add_argument("--json", type=Path, metavar="PATH", help="also write JSON here")
-    for sub_parser in (run_parser, check_parser, token_parser, bench_parser):
+    for sub_parser in (run_parser, check_parser, targets_parser, token_parser, bench_parser):
         sub_parser.add_argument(
             "--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"],
             help="as the global --log-level",
@@ -307,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if args.command == "check":
             check(config)
+            return EXIT_OK
+        if args.command == "targets":
+            print_targets(config, args.workers, args.host, args.address, args.srv)
             return EXIT_OK
         if args.command == "token":
             if not math.isfinite(args.ttl_hours) or args.ttl_hours <= 0:

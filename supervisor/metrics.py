@@ -608,6 +608,15 @@ class DispatchCollector(Collector):
     def __init__(self, room_set: RoomSet) -> None:
         self.room_set = room_set
 
+    def capacity_used(self) -> float:
+        """Why not `full` alone: a fleet's `full` flips from 0 to 1 per worker, so a sum of
+        it says nothing until workers are already refusing; this says how close each is."""
+        state, limits = self.room_set.worker, self.room_set.config.dispatch
+        if state is None or state.full or state.draining:
+            return 1.0
+        rooms = len(self.room_set.dispatched) / limits.max_rooms
+        return min(1.0, max(rooms, state.load / limits.load_threshold))
+
     def describe(self) -> list[Metric]:
         return []
 
@@ -633,6 +642,13 @@ class DispatchCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_dispatch_rooms", "Rooms this worker serves for a dispatched job.",
             value=len(self.room_set.dispatched),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_dispatch_capacity_used",
+            "The share of this worker's capacity in use, 0 to 1: the larger of dispatched "
+            "rooms over max_rooms and reported load over load_threshold; 1 while full or "
+            "draining. Averaged over a fleet's workers, how near it is to taking no job.",
+            value=self.capacity_used(),
         )
         offers = CounterMetricFamily(
             f"{PREFIX}_dispatch_offers",

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -63,8 +64,10 @@ def test_alert_rule_unit_tests_can_fail(tmp_path: Path) -> None:
     assert "LksupRoomsFailing" in result.stdout + result.stderr
 
 
-def test_example_prometheus_config_is_valid() -> None:
-    result = run_tool("promtool", "check", "config", "prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus-dns.yml"])
+def test_example_prometheus_configs_are_valid(config: str) -> None:
+    """The fleet found by files (`supervisor targets` output) or by DNS SRV records."""
+    result = run_tool("promtool", "check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

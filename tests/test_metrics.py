@@ -26,7 +26,7 @@ from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
 from supervisor.access import Credentials
 from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
-from supervisor.rooms import RoomSet
+from supervisor.rooms import RoomSet, WorkerState
 from supervisor.watchdog import BEAT_SECONDS
 from tests.helpers.probes import wait_until
 
@@ -226,6 +226,31 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
     assert samples["lksup_participant_joins_total", ()] == 7
     assert samples["lksup_audio_frames_dropped_total", (("reason", "late"),)] == 3
     assert samples["lksup_audio_latency_seconds_count", ()] == 3
+
+
+def test_capacity_used_is_the_nearer_of_the_room_and_load_limits() -> None:
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": "supervisor.bots.echo:create_bot"},
+        "dispatch": {"enabled": True, "max_rooms": 4, "load_threshold": 0.5},
+    }
+    room_set = RoomSet(parse_config(doc, environ={}), Credentials("ws://x", "k", "s"))
+    room_set.worker = WorkerState(registered=True, load=0.1)
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+
+    def used() -> float:
+        return scrape(metrics)["lksup_dispatch_capacity_used", ()]
+
+    assert used() == pytest.approx(0.2)  # load 0.1 of 0.5; no room of 4
+    for index in range(3):
+        room_set.dispatched[f"call-{index}"] = Job(id=f"AJ_{index}", room=f"call-{index}")
+    assert used() == pytest.approx(0.75)  # 3 rooms of 4
+    room_set.worker.load = 0.45
+    assert used() == pytest.approx(0.9)
+    room_set.worker.load = 0.6  # past the threshold, not yet reported full
+    assert used() == 1
+    room_set.worker.load, room_set.worker.draining = 0.0, True
+    assert used() == 1
 
 
 @pytest.mark.parametrize(

@@ -89,16 +89,19 @@ class Samples:
 
 
 class Prometheus:
-    """One Prometheus server on a free loopback port, scraping `targets` every second."""
+    """One Prometheus server on a free loopback port, scraping every second the targets
+    it discovers in `discovery` (files in Prometheus' file_sd format, as `supervisor
+    targets` writes them: how a fleet is found, see the README's Many hosts)."""
 
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(self, workdir: Path, discovery: list[Path]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prometheus.log"
+        files = {"files": [str(path) for path in discovery]}
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": JOB, "file_sd_configs": [files]}],
         }
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(json.dumps(config))  # JSON is YAML

@@ -307,35 +307,49 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
         print("\n".join(line for run in (a, b) for line in run.lines if "joining through" in line))
 
 
+DRAIN_SECONDS = 30
+"""The drained host's `drain_seconds` in the rolling-update test: long past what its
+checks before the deadline take (an echo heard), short enough to wait for."""
+
+
 @pytest.mark.anyio
-async def test_a_host_drained_takes_no_new_room_and_lets_its_rooms_finish(
+async def test_a_host_drained_takes_no_new_room_and_lets_its_rooms_finish_or_end(
     tmp_path: Path, cluster: Cluster
 ) -> None:
-    """A rolling update: SIGTERM one host while its rooms run."""
-    async with host(tmp_path / "a", cluster, 0) as a, contextlib.AsyncExitStack() as callers:
-        mine = [
-            await callers.enter_async_context(join(cluster.nodes[i], f"roll-{i}", "caller"))
-            for i in range(2)
-        ]
+    """A rolling update: SIGTERM one host while its rooms run. No new job lands there
+    (new rooms through either node go to the other host); of its two rooms, the one
+    whose caller hangs up finishes (its job ends when the bot is alone), the one whose
+    caller stays keeps its echo until `drain_seconds`, then its bot leaves; the host
+    exits 0."""
+    async with (
+        host(tmp_path / "a", cluster, 0, drain_seconds=DRAIN_SECONDS) as a,
+        contextlib.AsyncExitStack() as first_call,
+        join(cluster.nodes[1], "roll-1", "caller") as stays,
+    ):
+        hangs_up = await first_call.enter_async_context(join(cluster.nodes[0], "roll-0", "caller"))
         async with anyio.create_task_group() as tasks:
-            for room in mine:
+            for room in (hangs_up, stays):
                 tasks.start_soon(hears_echo, room)
         async with host(tmp_path / "b", cluster, 1) as b:
+            accepted_before = len(a.matches(r"job \S+ accepted"))
             a.send_signal(signal.SIGTERM)
             await a.wait_for(r"\[dispatch\] draining: no new jobs; 2 running job")
-            for i in range(2):
-                async with join(cluster.nodes[i], f"roll-new-{i}", "caller") as late:
+            await hears_echo(stays)  # a's rooms go on
+            await first_call.aclose()  # roll-0's caller hangs up: that job finishes
+            await a.wait_for(r"\[roll-0\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout")
+            for n, node in enumerate((0, 1, 0, 1)):  # new rooms through either node: all to b
+                name = f"roll-new-{n}"
+                async with join(cluster.nodes[node], name, "caller") as late:
                     await hears_echo(late)
-                assert taken_by((a, b), f"roll-new-{i}") == [1]
-            async with anyio.create_task_group() as tasks:
-                for room in mine:
-                    tasks.start_soon(hears_echo, room)  # a's rooms go on
-            assert a.process.returncode is None
-            await callers.aclose()  # the callers hang up: a's jobs end, then a exits
+                assert taken_by((a, b), name) == [1]
+            assert len(a.matches(r"job \S+ accepted")) == accepted_before, a.tail()
+            # roll-1's caller stays: at drain_seconds its bot leaves, and a exits
+            await a.wait_for(r"\[dispatch\] drain_seconds passed: ending 1 job", timeout=60)
+            await a.wait_for(r"\[roll-1\] job \S+ ends \(JS_SUCCESS\): the worker drained")
+            with anyio.fail_after(30):
+                while agents_in(stays):
+                    await anyio.sleep(0.1)
             assert await a.wait(timeout=30) == 0
-    for i in range(2):
-        a_ended = rf"\[roll-{i}\] job \S+ ends \(JS_SUCCESS\): alone for idle_timeout"
-        assert a.matches(a_ended), a.tail()
 
 
 def fleet_status(run: SupervisorProcess) -> dict[str, Any]:

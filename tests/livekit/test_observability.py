@@ -6,9 +6,11 @@ crashes on request (tests/helpers/crashing_bot.py) and a fourth with the talker 
 (its `lksup_bot_*` series), with per-room series capped at two rooms, and is an agent
 worker for `obs-agent`, which a test dispatches to a room;
 `b` runs `--workers 2`, one worker with an echo room and one with a room whose bot
-never starts, so it ends quarantined. A Prometheus scrapes the three endpoints every
-second and evaluates grafana/alerts.yml. Simulated participants make the load; every
-check reads what Prometheus (or the endpoint itself) reports.
+never starts, so it ends quarantined. Each stands for a host (`host-a`, `host-b`):
+a Prometheus finds the three endpoints in the files `supervisor targets` writes for
+each, as a fleet's would, scrapes them every second and evaluates grafana/alerts.yml.
+Simulated participants make the load; every check reads what Prometheus (or the
+endpoint itself) reports.
 """
 
 from __future__ import annotations
@@ -170,9 +172,31 @@ class SupervisorProcess:
     def log_path(self) -> Path:
         return self.workdir / f"supervisor-{self.name}.log"
 
-    def start(self) -> None:
+    @property
+    def host(self) -> str:
+        """The `host` label its targets get: each supervisor stands for a host."""
+        return f"host-{self.name}"
+
+    def _config(self) -> Path:
         config = self.workdir / f"{self.name}.toml"
         config.write_text(config_text(self.server, self.port, self.metrics, self.body))
+        return config
+
+    def discovery(self) -> Path:
+        """Its targets file for Prometheus, written by `supervisor targets` as a host's
+        deployment would."""
+        command = ["targets", str(self._config()), "--workers", str(self.workers)]
+        result = subprocess.run(
+            supervisor_command(*command, "--host", self.host),
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        path = self.workdir / f"{self.host}.json"
+        path.write_text(result.stdout)
+        return path
+
+    def start(self) -> None:
+        config = self._config()
         env = {
             **os.environ,
             KEY_ENV: self.server.api_key,
@@ -243,7 +267,7 @@ def fleet(
     workdir = tmp_path_factory.mktemp("observability")
     a = SupervisorProcess("a", workdir, livekit_server, A_CONFIG, "max_room_series = 2")
     b = SupervisorProcess("b", workdir, livekit_server, B_CONFIG, workers=2)
-    prometheus = Prometheus(workdir, [*a.instances, *b.instances])
+    prometheus = Prometheus(workdir, [a.discovery(), b.discovery()])
     try:
         a.start()
         b.start()
@@ -302,6 +326,31 @@ async def test_health_and_readiness_endpoints(fleet: Fleet) -> None:
     )  # fmt: skip
     assert get(b.url(BROKEN_WORKER) + "/healthz") == (200, "ok\n")
     assert get(a.url() + "/nothing-here")[0] == 404
+
+
+async def test_prometheus_finds_every_worker_from_the_hosts_targets_files(fleet: Fleet) -> None:
+    """No hand list of ports: Prometheus reads each host's `supervisor targets` file and
+    scrapes every worker, b's two included, each labelled with its host and worker."""
+    a, b = fleet.a, fleet.b
+
+    def up() -> dict[tuple[str, str], tuple[str, float]]:
+        return {
+            (r["metric"]["host"], r["metric"]["worker"]): (
+                r["metric"]["instance"], float(r["value"][1]),
+            )
+            for r in fleet.prometheus.query(f'up{{job="{JOB}"}}')
+        }  # fmt: skip
+
+    every_worker = {
+        (a.host, "0"): (a.instance(), 1.0),
+        (b.host, "0"): (b.instance(0), 1.0),
+        (b.host, "1"): (b.instance(1), 1.0),
+    }
+    await eventually(up, lambda found: found == every_worker, "every worker up")
+    # the supervisor's own series carry the labels too: the fleet row sums by host
+    by_host = f'sum by (host) (lksup_rooms_configured{{job="{JOB}"}})'
+    rooms = {r["metric"]["host"]: float(r["value"][1]) for r in fleet.prometheus.query(by_host)}
+    assert rooms == {a.host: len(A_ROOMS), b.host: 2}
 
 
 def test_a_taken_metrics_port_stops_the_start_with_its_setting_named(
@@ -482,7 +531,9 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
 ) -> None:
     prometheus = fleet.prometheus
     board = dashboard()
-    values = {"job": JOB, "instance": ".+", "room": ".+", "__rate_interval": RATE_INTERVAL}
+    values = {
+        "job": JOB, "instance": ".+", "host": ".+", "room": ".+", "__rate_interval": RATE_INTERVAL
+    }  # fmt: skip
     speech = utterance("Hello there, how are you today?", then_silent=3.0)
     async with (
         join(livekit_server, "obs-a", "speaker") as room,
@@ -526,6 +577,7 @@ async def test_every_dashboard_query_and_alert_expression_returns_data(
         # the fleet view: sums over every scraped process (a, and each worker of b)
         assert fleet.value("sum(lksup_rooms_configured)") == len(A_ROOMS) + 2
         assert fleet.value(f'count(up{{job="{JOB}"}} == 1)') == 3
+        assert fleet.value(f'count(count by (host) (up{{job="{JOB}"}}))') == 2  # hosts a, b
 
     groups = prometheus.api("rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
