@@ -20,7 +20,7 @@ from actors.room.timing import service_buckets
 from supervisor.access import Credentials
 from supervisor.config import parse_config
 from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import RoomSet, WorkerState
+from supervisor.rooms import FleetState, RoomSet, WorkerState
 from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
@@ -195,8 +195,8 @@ def test_the_linter_rules_catch_mistakes() -> None:
 
 def exported_names() -> set[str]:
     """Every sample name one process exports, with a room (its per-room series),
-    `[dispatch]` on (the `lksup_dispatch_*` series) and a bot that reported a service's
-    timings (the `lksup_bot_*` series labelled by processor)."""
+    `[dispatch]` on (the `lksup_dispatch_*` and `lksup_fleet_*` series) and a bot that
+    reported a service's timings (the `lksup_bot_*` series labelled by processor)."""
     config = parse_config(
         {
             "livekit": {"url": "ws://127.0.0.1:7880"},
@@ -208,6 +208,7 @@ def exported_names() -> set[str]:
     )
     room_set = RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret"))
     room_set.worker = WorkerState()
+    room_set.fleet = FleetState()
     bot = room_set.stats.setdefault("lobby", RoomStats())
     bot.bot_ttfb["EspeakTTSService"] = service_buckets()
     bot.bot_processing["EspeakTTSService"] = service_buckets()
