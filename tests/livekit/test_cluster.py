@@ -24,7 +24,10 @@ import anyio
 import pytest
 from livekit import api, rtc
 
+from actors.room import AGENT_NAME_ATTRIBUTE
+from supervisor.access import Credentials, agent_token
 from supervisor.livekit_server import LiveKitServer
+from supervisor.rtc_shutdown import end_room
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving
 from tests.helpers.cluster import (
     Cluster,
@@ -380,7 +383,8 @@ async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
     find it dead at once (its beats stop; its probe refuses), split its jobs between
     them by rendezvous hashing without a word, and each restored bot, joining under the
     dead bot's identity, replaces its ghost: every caller hears the echo again, each
-    room has one bot, served by one survivor."""
+    room has one bot, served by one survivor. Then a second claim of one of the rooms,
+    as a survivor seeing the fleet otherwise would make, leaves one bot too."""
     names = [f"dies-{i}" for i in range(10)]
     patience = {"idle_timeout_seconds": 30, "drain_seconds": 1}
     async with (
@@ -444,3 +448,35 @@ async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
             async with anyio.create_task_group() as tasks:
                 for room in callers.values():
                     tasks.start_soon(hears_echo, room)
+            await second_claim_replaces_the_first(cluster, names[0], (b, c))
+
+
+async def second_claim_replaces_the_first(
+    cluster: Cluster, name: str, survivors: Sequence[SupervisorProcess]
+) -> None:
+    """What makes two survivors that both restore a room safe: the later join under the
+    bot's identity (a stand-in for the second survivor's bot here) replaces the first,
+    whose job ends and whose tree stops without joining again (the stand-in stays)."""
+    (serving,) = [run for run in survivors if name in served_rooms(run)]
+    node = cluster.nodes[0]
+    token = agent_token(
+        Credentials(node.url, node.api_key, node.api_secret),
+        name,
+        "bot",
+        attributes={AGENT_NAME_ATTRIBUTE: ""},
+    )
+    claim = rtc.Room()
+    replaced = anyio.Event()
+    claim.on("disconnected", lambda *_: replaced.set())
+    try:
+        await claim.connect(node.url, token)
+        await serving.wait_for(
+            rf"\[{name}\] job \S+ ends \(JS_SUCCESS\): the server ended the room "
+            r"\(duplicate_identity\)"
+        )
+        await serving.wait_for(rf"\[{name}\] left")
+        await until(lambda: name not in served_rooms(serving), what="the replaced tree stopped")
+        assert await agents_listed(node, name) == ["bot"]
+        assert not replaced.is_set(), "the replaced bot came back and took its identity again"
+    finally:
+        await end_room(claim)
