@@ -61,7 +61,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -296,14 +296,13 @@ class Fleet:
         jobs: Jobs,
         worker: WorkerState,
         state: FleetState,
-        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self.config = config
         self.credentials = credentials
         self.jobs = jobs
         self.worker = worker
         self.state = state
-        self.clock = clock
+        self.clock = anyio.current_time
         self.room_name = fleet_room(config.dispatch.agent_name)
         suffix = secrets.token_hex(3)
         state.identity = f"fleet-{socket.gethostname()}-{os.getpid()}-{suffix}"
