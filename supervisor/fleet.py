@@ -522,6 +522,9 @@ class Fleet:
     async def _restore(self, served: Served, server_api: api.LiveKitAPI) -> None:
         """Run a dead member's job here, if its room still has someone it serves."""
         job = served.job
+        if self.worker.draining:  # it beats as full, but every member may be full
+            log.info("[%s] job %s of a dead member: not restored, draining", job.key, job.id)
+            return
         if self.jobs.serves(job):
             log.info("[%s] job %s of a dead member: served here already", job.key, job.id)
             return
