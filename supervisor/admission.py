@@ -36,7 +36,11 @@ log = logging.getLogger("supervisor.dispatch")
 HOOK_TIMEOUT_SECONDS = 3.0
 """The server waits 10 s for an answer to an offer before it gives up on the worker."""
 LOAD_WINDOW_SECONDS = 2.5
-"""The load is the CPU used over this window (livekit-agents averages 2.5 s as well)."""
+"""The load is the CPU used over this window (livekit-agents averages 2.5 s as well)..."""
+LOAD_MIN_SECONDS = 1.0
+"""...once it spans this much: over a shorter span the figure is noise (the rtc SDK's
+threads finishing the fleet's join in the milliseconds after a `restart` read as
+several cores), and until then the load stays as it was."""
 STARTING_JOB_LOAD = 0.02
 """What a job accepted and not yet running is expected to add to the load, before any
 room runs to measure it by (a talking echo room costs about 4 % of one of 2 cores)."""
@@ -100,7 +104,7 @@ class ProcessLoad:
         while len(self._samples) > 2 and now - self._samples[1][0] >= LOAD_WINDOW_SECONDS:
             self._samples.popleft()
         then, used_then = self._samples[0]
-        if now > then:
+        if now - then >= LOAD_MIN_SECONDS:
             self.value = max(0.0, (used - used_then) / (now - then) / self.cores)
         return self.value
 

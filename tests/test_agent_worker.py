@@ -370,11 +370,17 @@ def test_start_up_work_before_registering_is_not_load() -> None:
     available: a room created at that moment is offered once, and only once."""
     now, cpu = [0.0], [0.0]
     load = ProcessLoad(clock=lambda: now[0], cpu=lambda: cpu[0], cores=1)
-    now[0] += 0.5
-    cpu[0] += 0.5  # start-up: a core busy
+    now[0] += 1.0
+    cpu[0] += 1.0  # start-up: a core busy
     assert load.sample() == pytest.approx(1.0)
     load.restart()  # registered
     assert load.value == 0.0
+    now[0] += 0.02
+    cpu[0] += 0.03  # the SDK's threads finishing a join: 1.5 cores over 20 ms
+    assert load.sample() == 0.0  # too short a span to say
+    now[0] += 0.48
+    cpu[0] += 0.02
+    assert load.sample() == 0.0
     now[0] += 0.5
     cpu[0] += 0.05
     assert load.sample() == pytest.approx(0.1)
