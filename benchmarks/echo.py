@@ -3,7 +3,7 @@ in one run against one local livekit-server and the same load generator.
 
     python -m benchmarks.echo [--rooms 10,25,50] [--systems floor,pipecat,supervisor]
                               [--warmup 6] [--window 12] [--idle 4] [--idle-only]
-                              [--json PATH]
+                              [--json PATH] [--charts DIR]
 
 For each number of rooms and each system, the harness starts the bot process (a
 baseline from `echo_floor.py` / `echo_pipecat.py`, or `supervisor run` on the built-in
@@ -410,7 +410,7 @@ def _internal(
 
     quantiles((LATENCY_METRIC, ""), "internal")
     quantiles((LOOP_LAG_METRIC, ""), "loop_lag")
-    for (name, hop) in sorted(after):
+    for (name, hop) in after:  # exposition order: the hops in path order
         if name == HOP_METRIC:
             quantiles((name, hop), f"hop_{hop}")
         elif name == GC_METRIC:
@@ -572,7 +572,11 @@ def _marginal_memory(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 async def run(
-    rooms: Sequence[int], systems: Sequence[System], options: Options, json_path: Path | None
+    rooms: Sequence[int],
+    systems: Sequence[System],
+    options: Options,
+    json_path: Path | None,
+    charts: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first."""
     described = machine()
@@ -587,6 +591,11 @@ async def run(
             json_path,
         )
     print(format_markdown(results), flush=True)
+    if charts is not None:
+        from benchmarks.charts import draw  # matplotlib: the `bench` extra
+
+        for path in draw([results], charts, "echo", ""):
+            print(f"chart: {path}", flush=True)
     return results
 
 
@@ -649,6 +658,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=float, default=4.0)
     parser.add_argument("--idle-only", action="store_true",
                         help="join and measure idle only, without the load generator")
+    parser.add_argument("--charts", type=Path, metavar="DIR",
+                        help="draw PNG charts of this run into DIR (needs the bench extra)")
     return parser
 
 
@@ -656,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     rooms, systems = chosen_runs(args, SYSTEMS)
     options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
-    anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
+    anyio.run(run, rooms, systems, options, args.json, args.charts, backend="asyncio")
     return 0
 
 
