@@ -158,6 +158,9 @@ class BotProcess:
     ready: anyio.Event = attrs.field(factory=anyio.Event)
     ready_at: float | None = None
     log: list[str] = attrs.field(factory=list)
+    on_joining: Callable[[int], None] | None = None
+    """Called with the process's pid when its joining line comes (the join cost reads
+    its CPU there)."""
 
     async def read(self, workers: int) -> None:
         assert self.process.stderr is not None
@@ -170,6 +173,8 @@ class BotProcess:
                 self.log.append(line)
                 if self.joining is None and JOINING.search(line):
                     self.joining = now
+                    if self.on_joining is not None:
+                        self.on_joining(self.process.pid)
                 if READY.search(line):
                     self.ready_lines += 1
                     if self.ready_lines == workers:
@@ -179,7 +184,11 @@ class BotProcess:
 
 @asynccontextmanager
 async def bot_process(
-    system: System, config: Path, rooms: Sequence[str], env: dict[str, str]
+    system: System,
+    config: Path,
+    rooms: Sequence[str],
+    env: dict[str, str],
+    on_joining: Callable[[int], None] | None = None,
 ) -> AsyncIterator[BotProcess]:
     """The bot, until every room is joined; stopped with SIGTERM (then killed) after."""
     spawned = time.perf_counter()
@@ -187,7 +196,7 @@ async def bot_process(
         system.command(config, rooms), cwd=REPO_ROOT, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    bot = BotProcess(process, spawned)
+    bot = BotProcess(process, spawned, on_joining=on_joining)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(bot.read, system.workers)
         try:
