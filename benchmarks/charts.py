@@ -1,6 +1,7 @@
 """PNG charts of echo-harness runs: CPU per talking room and latency p99 against rooms.
 
     python -m benchmarks.charts RUN.json [RUN.json ...] [--out benchmarks] [--prefix echo]
+                                [--systems floor,pipecat,supervisor] [--title TEXT]
 
 Each RUN.json is what `python -m benchmarks.echo --json` writes; with several, each
 point is the median of the runs of that system and room count, so a chart of three
@@ -73,7 +74,7 @@ def draw(
     def colour(system: str) -> str:
         return colours.setdefault(system, f"C{len(colours)}")
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
     for field, style, label in CPU_LINES:
         for system, points in medians(runs, field).items():
             axes.plot(
@@ -87,10 +88,10 @@ def draw(
     axes.set_ylim(bottom=0)
     axes.set_xticks(room_counts)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     written.append(_save(figure, out / f"{prefix}-cpu.png"))
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
     for field, style, label in LATENCY_LINES:
         for system, points in medians(runs, field).items():
             axes.plot(
@@ -101,7 +102,7 @@ def draw(
     axes.set_xticks(room_counts)
     axes.set(xlabel="talking rooms", ylabel="ms (log scale)", title=f"Latency p99{title}")
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     written.append(_save(figure, out / f"{prefix}-latency.png"))
     return written
 
@@ -121,8 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     parser.add_argument("--prefix", default="echo")
     parser.add_argument("--title", default="", help="appended to each chart's title")
+    parser.add_argument("--systems", help="comma-separated: draw only these systems")
     args = parser.parse_args(argv)
-    runs = [json.loads(path.read_text())["runs"] for path in args.runs]
+    wanted = set(args.systems.split(",")) if args.systems else None
+    runs = [
+        [r for r in json.loads(path.read_text())["runs"] if wanted is None or r["system"] in wanted]
+        for path in args.runs
+    ]
     for path in draw(runs, args.out, args.prefix, args.title):
         print(path)
     return 0
