@@ -241,7 +241,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
         f"supervisor: error: {bad}: bots is not a known key: expected one of "
-        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, rooms"
+        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, runtime, rooms"
     )
 
 
