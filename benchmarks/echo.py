@@ -3,7 +3,7 @@ in one run against one local livekit-server and the same load generator.
 
     python -m benchmarks.echo [--rooms 10,25,50] [--systems floor,pipecat,supervisor]
                               [--warmup 6] [--window 12] [--idle 4] [--idle-only]
-                              [--json PATH]
+                              [--json PATH] [--charts DIR]
 
 For each number of rooms and each system, the harness starts the bot process (a
 baseline from `echo_floor.py` / `echo_pipecat.py`, or `supervisor run` on the built-in
@@ -69,6 +69,13 @@ JOINING = re.compile(r"joining \d+ room|metrics on http")
 """The first line a bot process writes once its imports are done and it starts joining."""
 READY = re.compile(r"ready: \d+ room")
 LATENCY_METRIC = "lksup_audio_latency_seconds"
+HOP_METRIC = "lksup_audio_hop_seconds"
+LOOP_LAG_METRIC = "lksup_event_loop_lag_seconds"
+GC_METRIC = "lksup_gc_pause_seconds"
+HISTOGRAMS = {LATENCY_METRIC: "", HOP_METRIC: "hop", LOOP_LAG_METRIC: "", GC_METRIC: "generation"}
+"""The supervisor's histograms the harness reads, each with the label it is split by."""
+SUM = -1.0
+"""The key of a histogram's sum beside its bucket bounds (no bound is negative)."""
 SATURATED = 0.85
 """A run whose bot, generator and server together used more than this share of the
 machine's cores was starved: its latencies are the machine's, and its CPU per room is
@@ -151,6 +158,9 @@ class BotProcess:
     ready: anyio.Event = attrs.field(factory=anyio.Event)
     ready_at: float | None = None
     log: list[str] = attrs.field(factory=list)
+    on_joining: Callable[[int], None] | None = None
+    """Called with the process's pid when its joining line comes (the join cost reads
+    its CPU there)."""
 
     async def read(self, workers: int) -> None:
         assert self.process.stderr is not None
@@ -163,6 +173,8 @@ class BotProcess:
                 self.log.append(line)
                 if self.joining is None and JOINING.search(line):
                     self.joining = now
+                    if self.on_joining is not None:
+                        self.on_joining(self.process.pid)
                 if READY.search(line):
                     self.ready_lines += 1
                     if self.ready_lines == workers:
@@ -172,7 +184,11 @@ class BotProcess:
 
 @asynccontextmanager
 async def bot_process(
-    system: System, config: Path, rooms: Sequence[str], env: dict[str, str]
+    system: System,
+    config: Path,
+    rooms: Sequence[str],
+    env: dict[str, str],
+    on_joining: Callable[[int], None] | None = None,
 ) -> AsyncIterator[BotProcess]:
     """The bot, until every room is joined; stopped with SIGTERM (then killed) after."""
     spawned = time.perf_counter()
@@ -180,7 +196,7 @@ async def bot_process(
         system.command(config, rooms), cwd=REPO_ROOT, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    bot = BotProcess(process, spawned)
+    bot = BotProcess(process, spawned, on_joining=on_joining)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(bot.read, system.workers)
         try:
@@ -204,21 +220,33 @@ async def bot_process(
             tasks.cancel_scope.cancel()
 
 
-async def scrape_latency(ports: Sequence[int]) -> dict[float, float]:
-    """The supervisor's audio-latency histogram, cumulative counts by upper bound,
-    summed over its workers."""
-    buckets: dict[float, float] = {}
+HistogramKey = tuple[str, str]
+"""(metric name, its one label's value or ""): one histogram of a scrape."""
+
+
+async def scrape_histograms(ports: Sequence[int]) -> dict[HistogramKey, dict[float, float]]:
+    """The supervisor's histograms the harness reads (`HISTOGRAMS`), cumulative counts
+    by upper bound, summed over its workers; a labelled family (the per-hop times, GC
+    pauses by generation) one histogram per value of its label."""
+    buckets: dict[HistogramKey, dict[float, float]] = {}
     async with aiohttp.ClientSession() as session:
         for port in ports:
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 text = await response.text()
             for family in text_string_to_metric_families(text):
-                if family.name != LATENCY_METRIC:
+                label = HISTOGRAMS.get(family.name)
+                if label is None:
                     continue
                 for sample in family.samples:
-                    if sample.name == f"{LATENCY_METRIC}_bucket":
+                    if sample.name == f"{family.name}_bucket":
+                        key = (family.name, sample.labels.get(label, "") if label else "")
                         bound = float(sample.labels["le"])
-                        buckets[bound] = buckets.get(bound, 0.0) + sample.value
+                        found = buckets.setdefault(key, {})
+                        found[bound] = found.get(bound, 0.0) + sample.value
+                    elif sample.name == f"{family.name}_sum":
+                        key = (family.name, sample.labels.get(label, "") if label else "")
+                        sums = buckets.setdefault(key, {})
+                        sums[SUM] = sums.get(SUM, 0.0) + sample.value
     return buckets
 
 
@@ -227,7 +255,9 @@ def bucket_quantile(
 ) -> float | None:
     """The upper bound of the bucket holding quantile `q` of what was observed between two
     scrapes (inf when it is past the last bound), or None if nothing was."""
-    deltas = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    deltas = sorted(
+        (bound, after[bound] - before.get(bound, 0.0)) for bound in after if bound != SUM
+    )
     if not deltas or deltas[-1][1] <= 0:
         return None
     wanted = q * deltas[-1][1]
@@ -283,7 +313,7 @@ async def measure(
         SECRET_ENV: server.api_secret,
         "LIVEKIT_URL": server.url,
     }
-    result: dict[str, Any] = {"system": system.name, "rooms": rooms}
+    result: dict[str, Any] = {"system": system.name, "rooms": rooms, "load_1m": os.getloadavg()[0]}
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
         assert bot.ready_at is not None
@@ -332,10 +362,10 @@ async def _under_load(
         await _all_sending(log)
         await anyio.sleep(options.warmup)
         before, started = _cpu_readings(processes), time.perf_counter()
-        latency_before = await scrape_latency(metrics_ports) if system.is_supervisor else {}
+        histograms_before = await scrape_histograms(metrics_ports) if system.is_supervisor else {}
         await anyio.sleep(options.window)
         after, elapsed = _cpu_readings(processes), time.perf_counter() - started
-        latency_after = await scrape_latency(metrics_ports) if system.is_supervisor else {}
+        histograms_after = await scrape_histograms(metrics_ports) if system.is_supervisor else {}
         cores = {name: _per_second(after[name] - before[name], elapsed) for name in before}
         result["cpu_cores"] = cores["bot"]
         result["cpu_per_room"] = cores["bot"] / rooms
@@ -345,8 +375,7 @@ async def _under_load(
         result["generator_cores"] = cores["generator"]
         result["server_cores"] = cores["server"]
         if system.is_supervisor:
-            result["internal_p50_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.5))
-            result["internal_p99_ms"] = _ms(bucket_quantile(latency_before, latency_after, 0.99))
+            result |= _internal(histograms_before, histograms_after, elapsed)
         with anyio.move_on_after(seconds + GENERATOR_GRACE):
             await generator.wait()
     finally:
@@ -369,6 +398,35 @@ async def _under_load(
     result["bursts_sent"] = summary["bursts_sent"]
     result["lost"] = summary["lost"]
     result["generator_lag_p99_ms"] = summary["generator_lag_ms"]["p99"]
+    return result
+
+
+def _internal(
+    before: dict[HistogramKey, dict[float, float]],
+    after: dict[HistogramKey, dict[float, float]],
+    seconds: float,
+) -> dict[str, Any]:
+    """The supervisor's own figures over the window: internal latency p50/p99, each
+    hop's, the loop lag's, and the share of the window the garbage collector held the
+    interpreter, by generation."""
+    result: dict[str, Any] = {}
+
+    def quantiles(key: HistogramKey, name: str) -> None:
+        if key in after:
+            for q in (50, 99):
+                found = bucket_quantile(before.get(key, {}), after[key], q / 100)
+                result[f"{name}_p{q}_ms"] = _ms(found)
+
+    quantiles((LATENCY_METRIC, ""), "internal")
+    quantiles((LOOP_LAG_METRIC, ""), "loop_lag")
+    for (name, hop) in after:  # exposition order: the hops in path order
+        if name == HOP_METRIC:
+            quantiles((name, hop), f"hop_{hop}")
+        elif name == GC_METRIC:
+            held = after[name, hop].get(SUM, 0.0) - before.get((name, hop), {}).get(SUM, 0.0)
+            result[f"gc{hop}_share"] = _per_second(held, seconds)
+            collections = after[name, hop].get(math.inf, 0.0)
+            result[f"gc{hop}_count"] = collections - before.get((name, hop), {}).get(math.inf, 0.0)
     return result
 
 
@@ -421,9 +479,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     rows = [
         "| system | rooms | join all s | ready s | idle CPU %/room | CPU %/room | "
         "of it Python loop | RSS MB | RSS MB/room | echo p50 ms | echo p99 ms | lost | "
-        "internal p50 ms | internal p99 ms | generator cores | server cores |",
+        "internal p50 ms | internal p99 ms | generator cores | server cores | load 1m |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: | ---: | ---: |",
+        "---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         starved = " (saturated)" if r.get("saturated") else ""
@@ -436,7 +494,8 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
             f"{cell(r.get('rss_per_room_mb'), 2)} | {cell(r.get('echo_p50_ms'))} | "
             f"{cell(r.get('echo_p99_ms'))} | {lost} | "
             f"{cell(r.get('internal_p50_ms'))} | {cell(r.get('internal_p99_ms'))} | "
-            f"{cell(r.get('generator_cores'), 2)} | {cell(r.get('server_cores'), 2)} |"
+            f"{cell(r.get('generator_cores'), 2)} | {cell(r.get('server_cores'), 2)} | "
+            f"{cell(r.get('load_1m'), 2)} |"
         )
     by_key = {(r["system"], r["rooms"]): r for r in results}
     ratio_rows = [
@@ -467,9 +526,42 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(
         rows
         + (ratio_rows if len(ratio_rows) > 3 else [])
+        + _where_the_time_goes(results)
         + _marginal_memory(results)
         + (["", "Load generator failures:", *errors] if errors else [])
     )
+
+
+def _where_the_time_goes(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The supervisor's runs, hop by hop (p50/p99 bucket bounds, ms), with its loop's
+    lag and the share of the window each GC generation held the interpreter."""
+    runs = [r for r in results if "internal_p99_ms" in r]
+    if not runs:
+        return []
+    hops = [key[len("hop_") : -len("_p99_ms")] for key in runs[0]
+            if key.startswith("hop_") and key.endswith("_p99_ms")]  # fmt: skip
+    lines = [
+        "",
+        "| system | rooms | load 1m | internal p50/p99 | "
+        + " | ".join(f"{hop} p50/p99" for hop in hops)
+        + " | loop lag p50/p99 | GC held % (gen 0/1/2) | GC collections (gen 0/1/2) |",
+        "| --- | ---: | ---: | ---: | "
+        + " | ".join("---:" for _ in hops)
+        + " | ---: | ---: | ---: |",
+    ]
+
+    def pair(r: dict[str, Any], name: str) -> str:
+        return f"{cell(r.get(f'{name}_p50_ms'), 2)} / {cell(r.get(f'{name}_p99_ms'), 2)}"
+
+    for r in runs:
+        gc_held = " / ".join(percent(r.get(f"gc{g}_share")) for g in range(3))
+        gc_count = " / ".join(cell(r.get(f"gc{g}_count"), 0) for g in range(3))
+        lines.append(
+            f"| {r['system']} | {r['rooms']} | {cell(r.get('load_1m'), 2)} | "
+            f"{pair(r, 'internal')} | " + " | ".join(pair(r, f"hop_{hop}") for hop in hops)
+            + f" | {pair(r, 'loop_lag')} | {gc_held} | {gc_count} |"
+        )
+    return lines
 
 
 def _marginal_memory(results: Sequence[dict[str, Any]]) -> list[str]:
@@ -489,7 +581,11 @@ def _marginal_memory(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 async def run(
-    rooms: Sequence[int], systems: Sequence[System], options: Options, json_path: Path | None
+    rooms: Sequence[int],
+    systems: Sequence[System],
+    options: Options,
+    json_path: Path | None,
+    charts: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first."""
     described = machine()
@@ -504,6 +600,11 @@ async def run(
             json_path,
         )
     print(format_markdown(results), flush=True)
+    if charts is not None:
+        from benchmarks.charts import draw  # matplotlib: the `bench` extra
+
+        for path in draw([results], charts, "echo", ""):
+            print(f"chart: {path}", flush=True)
     return results
 
 
@@ -566,6 +667,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=float, default=4.0)
     parser.add_argument("--idle-only", action="store_true",
                         help="join and measure idle only, without the load generator")
+    parser.add_argument("--charts", type=Path, metavar="DIR",
+                        help="draw PNG charts of this run into DIR (needs the bench extra)")
     return parser
 
 
@@ -573,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     rooms, systems = chosen_runs(args, SYSTEMS)
     options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
-    anyio.run(run, rooms, systems, options, args.json, backend="asyncio")
+    anyio.run(run, rooms, systems, options, args.json, args.charts, backend="asyncio")
     return 0
 
 

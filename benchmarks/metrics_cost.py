@@ -2,15 +2,18 @@
 
     python benchmarks/metrics_cost.py [--frames 20000] [--repeats 7]
 
-The audio latency histogram is the only metric that runs per audio frame (everything
-else is read at scrape time). Its work: the audio-in actor stamps each frame's
-metadata, the output transport carries the stamps across pipecat's re-chunking
-(`StampCarrier`), and the audio-out actor observes one pre-bucketed histogram slot.
+The audio latency histograms are the only metrics that run per audio frame (everything
+else is read at scrape time). Their work: the audio-in actor stamps each frame's
+metadata, the pipeline actor stamps it again (for the per-hop histograms), the output
+transport carries the stamps across pipecat's re-chunking (`StampCarrier`), and the
+audio-out actor observes one pre-bucketed slot of the total's histogram and one of
+each hop's.
 
 Three figures, each with metrics on and off over the same pre-built audio:
 
-1. the metric code alone: per frame, the stamp, the carrier's two calls and the
-   observation, against the same loop without them;
+1. the metric code alone: per frame, the stamps, the carrier's two calls and the
+   observations, against the same loop without them; and the same with the total's
+   histogram only (no hops), so the hops' own share shows;
 2. an audio path through the actor kernel as a room runs it: an audio-in producer
    builds a `UserAudioRawFrame` and tells it (drop-oldest lane) to a pipeline actor,
    which echoes it, resamples 16 kHz -> 24 kHz with pipecat's stream resampler and
@@ -57,7 +60,7 @@ from actors import (
 )
 from actors.room.bot_metrics import BotMetricsObserver, observe_response
 from actors.room.stats import RoomStats
-from actors.room.timing import StampCarrier, observe_latency, stamp
+from actors.room.timing import StampCarrier, observe_latency, stamp, stamp_pipeline_in
 
 RATE_IN, RATE_OUT, FRAME_MS = 16000, 24000, 20
 AUDIO = bytes(range(256)) * (2 * RATE_IN * FRAME_MS // 1000 // 256) + bytes(
@@ -69,21 +72,26 @@ CHUNK_BYTES = 2 * RATE_OUT * FRAME_MS // 1000
 # --- 1. the metric code alone ----------------------------------------------------------
 
 
-def metric_code(frames: int, metrics: bool) -> float:
-    """CPU seconds for `frames` frames of the per-frame work around the metrics."""
+def metric_code(frames: int, metrics: bool, hops: bool = True) -> float:
+    """CPU seconds for `frames` frames of the per-frame work around the metrics (without
+    `hops`: the total's histogram only, as before the per-hop histograms)."""
     stats, carrier = RoomStats(), StampCarrier()
+    hop_histograms = stats.audio_hops if hops else ()
     start = time.process_time()
     for _ in range(frames):
         frame = UserAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1, user_id="p")
         if metrics:
             stamp(frame)
+            if hops:
+                stamp_pipeline_in(frame)
         echo = OutputAudioRawFrame(audio=frame.audio, sample_rate=RATE_IN, num_channels=1)
         echo.metadata = frame.metadata
         chunk = OutputAudioRawFrame(audio=AUDIO, sample_rate=RATE_IN, num_channels=1)
         if metrics:
             carrier.entering(echo)
             carrier.leaving(chunk)
-            observe_latency(chunk, stats.audio_latency)
+            received = time.perf_counter_ns() if hops else 0
+            observe_latency(chunk, stats.audio_latency, hop_histograms, received)
             observe_response(stats)  # audio-out: the bot's response, when one is due
         stats.audio_frames_out += 1
     return time.process_time() - start
@@ -98,9 +106,10 @@ class AudioOut(Actor):
         self.expected, self.done = expected, done
 
     async def receive(self, frame: Any) -> Any:
+        received = time.perf_counter_ns()
         self.stats.audio_frames_out += 1
         if self.metrics:
-            observe_latency(frame, self.stats.audio_latency)
+            observe_latency(frame, self.stats.audio_latency, self.stats.audio_hops, received)
             observe_response(self.stats)
         if self.stats.audio_frames_out >= self.expected:
             self.done.set()
@@ -116,6 +125,8 @@ class Pipeline(Actor):
         self.buffer = b""
 
     async def receive(self, frame: Any) -> Any:
+        if self.metrics:
+            stamp_pipeline_in(frame)
         echo = OutputAudioRawFrame(audio=frame.audio, sample_rate=RATE_IN, num_channels=1)
         echo.metadata = frame.metadata
         if self.metrics:
@@ -199,12 +210,15 @@ def main() -> None:
     n = args.frames
 
     code: dict[bool, list[float]] = {True: [], False: []}
+    total_only: list[float] = []
     path: dict[bool, list[float]] = {True: [], False: []}
     observed: dict[bool, list[float]] = {True: [], False: []}
     timed = 0
     for _ in range(args.repeats):
         for metrics in (False, True):  # alternate, so drift in machine load hits both
             code[metrics].append(metric_code(n, metrics) / n)
+            if metrics:
+                total_only.append(metric_code(n, metrics, hops=False) / n)
             seconds, stats = anyio.run(kernel_path, n, metrics, backend="asyncio")
             path[metrics].append(seconds / n)
             observed[metrics].append(
@@ -220,6 +234,9 @@ def main() -> None:
     print(f"frames per run: {n}, repeats: {args.repeats} (CPU time per frame, best of the repeats)")
     print(f"1. metric code alone:   off {us(code[False]):7.2f} us   on {us(code[True]):7.2f} us"
           f"   -> the metrics add {extra:.2f} us per frame")
+    hops = us(code[True]) - us(total_only)
+    print(f"   of which the per-hop histograms: {hops:.2f} us per frame"
+          f" (the total's alone: {us(total_only) - us(code[False]):.2f} us)")
     off, on = us(path[False]), us(path[True])
     print(f"2. kernel audio path:   off {off:7.2f} us   on {on:7.2f} us"
           f"   -> ratio on/off {on / off:.3f} ({(on - off) / off * 100:+.1f} %),"

@@ -28,7 +28,7 @@ from actors import ActorRef, open_actor, single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.access import join_token  # noqa: E402
 from supervisor.agent_worker import dispatching  # noqa: E402
-from supervisor.config import Config, ConfigError, load_config  # noqa: E402
+from supervisor.config import Config, ConfigError, RuntimeConfig, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.fleet import fleet_room, probe_url  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
@@ -338,6 +338,17 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("livekit").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def loop_options(runtime: RuntimeConfig) -> dict[str, object]:
+    """anyio's asyncio backend options for `[runtime] event_loop` (the rooms' processes
+    only: the parent of `--workers N` and `supervisor bench` keep asyncio's loop)."""
+    if runtime.event_loop != "uvloop":
+        return {}
+    log.warning(
+        "event loop: uvloop ([runtime] event_loop); the loop watchdog sees no stall under it"
+    )
+    return {"use_uvloop": True}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.log_level)
@@ -361,13 +372,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(bench.run_bench, config, options, args.json, backend="asyncio")
         if args.worker_count is not None:
             shard, config = start_worker(args.worker_index or 0, args.worker_count, config)
-            return anyio.run(run, args.config, config, shard, backend="asyncio")
+            return anyio.run(
+                run, args.config, config, shard,
+                backend="asyncio", backend_options=loop_options(config.runtime),
+            )  # fmt: skip
         if args.workers > 1:
             clean = anyio.run(
                 serve_workers, args.config, config, args.workers, args.log_level, backend="asyncio"
             )
             return EXIT_OK if clean else EXIT_FAILURE
-        return anyio.run(run, args.config, config, backend="asyncio")
+        return anyio.run(
+            run, args.config, config,
+            backend="asyncio", backend_options=loop_options(config.runtime),
+        )  # fmt: skip
     except ConfigError as err:
         print(f"supervisor: error: {err}", file=sys.stderr)
         return EXIT_USAGE

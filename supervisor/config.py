@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +90,21 @@ class WatchdogConfig:
     the room whose code runs, counted, and `/healthz` answers 503 while it lasts..."""
     restart_after_seconds: float = 10.0
     """...and with `--workers N` the parent kills and restarts a worker stalled this long."""
+
+
+EVENT_LOOPS = ("asyncio", "uvloop")
+"""`[runtime] event_loop`: asyncio's own loop, or uvloop's (the `uvloop` extra)."""
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """How the rooms' processes run: read at start, a reload changes nothing here."""
+
+    event_loop: str = "asyncio"
+    """The event loop under anyio's asyncio backend (see `EVENT_LOOPS`): uvloop costs
+    a talking room less CPU (RESULTS.md, run G), but the loop watchdog sees no stall
+    under it: it recognises a task step by asyncio's own `Handle._run` on the loop
+    thread's stack, which uvloop runs in C. The lag histogram still measures."""
 
 
 @attrs.frozen
@@ -172,6 +188,7 @@ class Config:
     watchdog: WatchdogConfig = WatchdogConfig()
     dispatch: DispatchConfig = DispatchConfig()
     web: WebConfig = WebConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     sibling_rooms: frozenset[str] = frozenset()
     """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
     dispatched job for one of them is declined, or its room would get a second bot."""
@@ -307,7 +324,7 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         doc,
         "",
         ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "web",
-         "rooms"),
+         "runtime", "rooms"),
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
@@ -417,8 +434,21 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
                tuple(f.name for f in attrs.fields(WebConfig) if f.name != "access_secret")),
         environ,
     )
+    rt = _Table(top.get("runtime", dict, "a [runtime] table", {}), "runtime",
+                tuple(f.name for f in attrs.fields(RuntimeConfig)))
+    dr = RuntimeConfig()
+    runtime = RuntimeConfig(
+        event_loop=rt.get(
+            "event_loop",
+            str,
+            "'asyncio' or 'uvloop' (installed: pip install 'livekit-supervisor[uvloop]')",
+            dr.event_loop,
+            lambda v: v == "asyncio" or (v == "uvloop" and find_spec("uvloop") is not None),
+        ),
+    )
     return Config(
-        livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch, web
+        livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch, web,
+        runtime,
     )
 
 

@@ -185,23 +185,27 @@ class _Listener:
 async def serving_metrics(
     config: MetricsConfig, watchdog_config: WatchdogConfig, room_set: RoomSet
 ) -> AsyncIterator[SupervisorMetrics]:
-    """Serve the endpoints and run the loop watchdog (the lag probe) for the block's duration.
+    """Serve the endpoints, run the loop watchdog (the lag probe) and time the garbage
+    collector's pauses for the block's duration.
 
     A port already in use fails here, at start, with the OSError the CLI reports.
     """
     metrics = SupervisorMetrics(room_set, config, watchdog_config)
     on_loop = _OnLoop(asyncio.get_running_loop(), metrics.watchdog)
-    async with anyio.create_task_group() as tasks:
-        await tasks.start(metrics.watchdog.run)
-        status = Status(metrics, room_set)
-        listener = _Listener(config, metrics_app(metrics, status, on_loop))
-        listener.thread.start()
-        try:
-            await asyncio.wrap_future(listener.started)
-            log.info("metrics on http://%s/metrics (and /healthz, /readyz, /status)", config.listen)
-            yield metrics
-        finally:
-            listener.stop()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(listener.thread.join)
-            tasks.cancel_scope.cancel()
+    with metrics.gc_pauses.installed():
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(metrics.watchdog.run)
+            status = Status(metrics, room_set)
+            listener = _Listener(config, metrics_app(metrics, status, on_loop))
+            listener.thread.start()
+            try:
+                await asyncio.wrap_future(listener.started)
+                log.info(
+                    "metrics on http://%s/metrics (and /healthz, /readyz, /status)", config.listen
+                )
+                yield metrics
+            finally:
+                listener.stop()
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(listener.thread.join)
+                tasks.cancel_scope.cancel()

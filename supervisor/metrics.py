@@ -46,6 +46,8 @@ from prometheus_client.registry import Collector
 from actors import ActorState, ChildStatistics, RestartIntensityError
 from actors.room import (
     CONNECT_BUCKETS,
+    HOP_BUCKETS,
+    HOPS,
     LATENCY_BUCKETS,
     RESPONSE_BUCKETS,
     SERVICE_BUCKETS,
@@ -54,6 +56,7 @@ from actors.room import (
 )
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
+from supervisor.gc_pauses import GC_PAUSE_BUCKETS, GENERATIONS, GCPauses
 from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
 from supervisor.watchdog import BEAT_SECONDS, LoopWatchdog
 
@@ -77,6 +80,13 @@ ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipelin
 _RESPONSE_HELP = (
     "From the user's speech ending (the VAD's stop, less the silence it waited for; else "
     "pipecat's turn end) to the bot's first audio captured into the room after it."
+)
+_HOP_HELP = (
+    "The time of the same frames as lksup_audio_latency_seconds, hop by hop: to_pipeline "
+    "(the pipeline actor's lane), pipeline (pacing, pipecat's input transport and the bot's "
+    "processors), output (pipecat's output transport: its queue, resampling, re-chunking), "
+    "to_audio_out (the audio-out lane), capture (capture_frame, waiting while the source's "
+    "buffer is full)."
 )
 _TOKENS_HELP = "LLM tokens the bot's services reported, by kind: prompt, completion."
 _SERVICE_TIMES = (
@@ -373,6 +383,11 @@ class RoomSetCollector(Collector):
             "actor, for the frames the bot passes through (one per captured chunk).",
             LATENCY_BUCKETS, counts, sum_ns,
         )  # fmt: skip
+        hops = HistogramMetricFamily(f"{PREFIX}_audio_hop_seconds", _HOP_HELP, labels=["hop"])
+        for index, hop in enumerate(HOPS):
+            counts, sum_ns = _sum_histograms((s.audio_hops[index] for s in everything), HOP_BUCKETS)
+            hops.add_metric([hop], _cumulative(HOP_BUCKETS, counts), sum_value=sum_ns / 1e9)
+        yield hops
         counts, sum_ns = _sum_histograms((s.connect_time for s in everything), CONNECT_BUCKETS)
         yield _histogram(
             f"{PREFIX}_room_connect_seconds",
@@ -391,12 +406,19 @@ class RoomSetCollector(Collector):
                 f"{PREFIX}_room_audio_frames_out", "Audio frames the bot sent in the room.",
                 labels=["room"],
             )
+            # a count and a sum per hop (a summary): buckets per room and hop would
+            # multiply the series; the process's histogram carries the quantiles
+            room_hops = SummaryMetricFamily(
+                f"{PREFIX}_room_audio_hop_seconds", _HOP_HELP, labels=["room", "hop"]
+            )
             for name in labelled:
                 s = stats.get(name) or RoomStats()
                 participants.add_metric([name], len(s.participants))
                 frames_in.add_metric([name], s.audio_frames_in)
                 frames_out.add_metric([name], s.audio_frames_out)
-            yield from (participants, frames_in, frames_out)
+                for hop, histogram in zip(HOPS, s.audio_hops, strict=True):
+                    room_hops.add_metric([name, hop], histogram.count, histogram.sum_seconds)
+            yield from (participants, frames_in, frames_out, room_hops)
 
     def _bot(
         self, stats: dict[str, RoomStats], retired: RoomStats, labelled: list[str]
@@ -600,6 +622,30 @@ class LoopWatchdogCollector(Collector):
             yield per_room
 
 
+class GCPausesCollector(Collector):
+    """Collection times (`supervisor.gc_pauses`); safe to collect off the loop."""
+
+    def __init__(self, pauses: GCPauses) -> None:
+        self.pauses = pauses
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            f"{PREFIX}_gc_pause_seconds",
+            "How long each garbage collection held the interpreter (and so every room), "
+            "by generation.",
+            labels=["generation"],
+        )
+        for generation, histogram in zip(GENERATIONS, self.pauses.pauses, strict=True):
+            family.add_metric(
+                [str(generation)], _cumulative(GC_PAUSE_BUCKETS, histogram.counts),
+                sum_value=histogram.sum_seconds,
+            )  # fmt: skip
+        yield family
+
+
 class DispatchCollector(Collector):
     """The agent worker (`lksup_dispatch_*`), while `[dispatch]` is enabled: read from its
     `WorkerState` at scrape time. Dispatched rooms are rooms: they count in the room
@@ -725,15 +771,20 @@ class SupervisorMetrics:
         )
         self.watchdog = LoopWatchdog(watchdog_config, on_beat=self.loop_lag.observe)
         """Its heartbeat is the lag probe; `run` it for both."""
+        self.gc_pauses = GCPauses()
+        """Times collections while `installed`."""
         self.rooms = RoomSetCollector(room_set, config)
         self.registry.register(self.rooms)
         self.registry.register(LoopWatchdogCollector(self.watchdog, self.rooms))
         self.registry.register(DispatchCollector(room_set))
+        gc_pauses = GCPausesCollector(self.gc_pauses)
+        self.registry.register(gc_pauses)
         self.stall_registry.register(LoopWatchdogCollector(self.watchdog, None))
         for collector in (
             ProcessCollector(registry=self.registry),
             PlatformCollector(registry=self.registry),
             GCCollector(registry=self.registry),
+            gc_pauses,
             self.loop_lag,
         ):
             self.stall_registry.register(collector)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from supervisor.livekit_server import LiveKitServer
 from supervisor.rtc_shutdown import release_rtc
+from tests.helpers.event_loop import ASYNCIO
 
 _SERVER_KEY = pytest.StashKey[LiveKitServer]()
 
@@ -18,16 +20,17 @@ settings.register_profile("suite", deadline=None)
 settings.load_profile("suite")
 
 
-@pytest.fixture(params=["asyncio", "trio"], scope="module")
-def anyio_backend(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=[ASYNCIO, "trio"], ids=["asyncio", "trio"], scope="module")
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
     """Every `@pytest.mark.anyio` test runs on both backends: the kernel must not
     depend on asyncio.
 
     The livekit rtc SDK is asyncio-only: `tests/livekit/conftest.py` overrides this
     for every LiveKit test, and a single asyncio-only test elsewhere parametrizes it:
-    `@pytest.mark.parametrize("anyio_backend", ["asyncio"])`.
+    `@pytest.mark.parametrize("anyio_backend", ["asyncio"])`. asyncio's loop is
+    uvloop's with `LKSUP_TEST_EVENT_LOOP=uvloop` (`tests/helpers/event_loop.py`).
     """
-    return str(request.param)
+    return request.param
 
 
 @pytest.fixture(scope="session")

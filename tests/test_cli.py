@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from supervisor import __version__
-from supervisor.cli import main
+from supervisor.cli import loop_options, main
+from supervisor.config import RuntimeConfig
 from supervisor.livekit_server import free_port, listening
 from tests.helpers.cli_process import (
     GOOD_CONFIG,
@@ -240,7 +241,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
         f"supervisor: error: {bad}: bots is not a known key: expected one of "
-        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, rooms"
+        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, runtime, rooms"
     )
 
 
@@ -314,3 +315,8 @@ identity = "helper"
         "  dispatched rooms' bot: supervisor.bots.data:create_bot, identity 'helper' plus the "
         "job's id\n"
     ) in checked
+
+
+def test_the_rooms_run_on_uvloop_only_when_the_config_asks() -> None:
+    assert loop_options(RuntimeConfig()) == {}
+    assert loop_options(RuntimeConfig(event_loop="uvloop")) == {"use_uvloop": True}

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from supervisor import config as config_module
 from supervisor.config import ConfigError, config_toml, parse_config
 
 keys = st.text(min_size=1, max_size=12)
@@ -163,4 +164,37 @@ def test_the_web_access_secret_is_read_from_its_variable_and_kept_out_of_repr() 
 def test_a_bad_web_key_is_named(web: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(web_doc(**web), ENVIRON)
+    assert str(raised.value).startswith(error), raised.value
+
+
+def runtime_doc(**runtime: Any) -> dict[str, Any]:
+    return {**dispatch_doc(), "runtime": runtime}
+
+
+def test_the_event_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
+    assert parse_config(dispatch_doc(), ENVIRON).runtime.event_loop == "asyncio"
+    pytest.importorskip("uvloop")
+    assert parse_config(runtime_doc(event_loop="uvloop"), ENVIRON).runtime.event_loop == "uvloop"
+
+
+def test_uvloop_asked_for_and_not_installed_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config_module, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"runtime.event_loop = 'uvloop': expected 'asyncio' "
+                       r"or 'uvloop' \(installed: pip install 'livekit-supervisor\[uvloop\]'\)"):
+        parse_config(runtime_doc(event_loop="uvloop"), ENVIRON)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "error"),
+    [
+        ({"event_loop": "trio"}, "runtime.event_loop = 'trio': expected 'asyncio' or 'uvloop'"),
+        ({"event_loop": 1}, "runtime.event_loop = 1: expected 'asyncio' or 'uvloop'"),
+        ({"gc_freeze": True}, "runtime.gc_freeze is not a known key"),
+    ],
+)
+def test_a_bad_runtime_key_is_named(runtime: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(runtime_doc(**runtime), ENVIRON)
     assert str(raised.value).startswith(error), raised.value

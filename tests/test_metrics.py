@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.room import timing
 from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM
-from actors.room.timing import ARRIVAL, BucketCounts, StampCarrier
+from actors.room.timing import ARRIVAL, HOP_BUCKETS, HOPS, BucketCounts, StampCarrier
 from supervisor.access import Credentials
 from supervisor.config import ConfigError, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
@@ -134,6 +134,43 @@ def test_frames_without_a_stamp_are_not_timed() -> None:
     assert histogram.counts[0] == 1  # well within 1 ms
 
 
+def test_each_hop_of_a_passed_through_frame_is_timed(clock: list[int]) -> None:
+    """Arrival, pipeline in, bot out, written, audio-out in, captured: five hops whose
+    times add up to the total, observed when the chunk is captured."""
+    carrier = StampCarrier()
+    latency, hops = timing.latency_buckets(), timing.hop_buckets()
+    frame = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    timing.stamp(frame)
+    steps_ns = (300_000, 1_500_000, 4_000_000, 30_000_000, 700_000)  # one per hop
+    clock[0] += steps_ns[0]
+    timing.stamp_pipeline_in(frame)
+    clock[0] += steps_ns[1]
+    carrier.entering(frame)
+    clock[0] += steps_ns[2]
+    chunk = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    carrier.leaving(chunk)
+    clock[0] += steps_ns[3]
+    received = clock[0]
+    clock[0] += steps_ns[4]
+    timing.observe_latency(chunk, latency, hops, received)
+    assert latency.sum_ns == sum(steps_ns)
+    assert [h.sum_ns for h in hops] == list(steps_ns), dict(zip(HOPS, hops, strict=True))
+    assert [h.count for h in hops] == [1] * len(HOPS)
+
+
+def test_a_frame_without_hop_stamps_counts_in_the_total_only(clock: list[int]) -> None:
+    """Audio-in stamped it, the pipeline actor did not (a bot fed another way)."""
+    carrier, latency, hops = StampCarrier(), timing.latency_buckets(), timing.hop_buckets()
+    frame = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    timing.stamp(frame)
+    carrier.entering(frame)
+    chunk = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    carrier.leaving(chunk)
+    timing.observe_latency(chunk, latency, hops, clock[0])
+    assert latency.count == 1
+    assert sum(h.count for h in hops) == 0
+
+
 # --- process totals and the per-room cap ------------------------------------------------
 
 
@@ -218,6 +255,7 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
         stats = room_set.stats[job.room]
         stats.joins += 2
         stats.audio_latency.observe(0.004)
+        stats.audio_hops[HOPS.index("capture")].observe(0.0003)
         stats.audio_frames_dropped["late"] += 1
         room_set.job_ended(job)
     room_set.stats["room-0"].joins += 1  # the static room: its own, kept
@@ -226,6 +264,39 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
     assert samples["lksup_participant_joins_total", ()] == 7
     assert samples["lksup_audio_frames_dropped_total", (("reason", "late"),)] == 3
     assert samples["lksup_audio_latency_seconds_count", ()] == 3
+    capture = (("hop", "capture"),)
+    assert samples["lksup_audio_hop_seconds_count", capture] == 3
+    assert samples["lksup_audio_hop_seconds_bucket", (*capture, ("le", "0.0005"))] == 3
+    assert samples["lksup_audio_hop_seconds_count", (("hop", "pipeline"),)] == 0
+    assert HOP_BUCKETS[-1] == 0.25
+
+
+def test_per_room_hop_series_are_a_count_and_a_sum() -> None:
+    room_set = RoomSet(config(1), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    room_set.room_spec(room_set.config.rooms[0])
+    room_set.stats["room-0"].audio_hops[HOPS.index("output")].observe(0.002)
+    samples = scrape(metrics)
+    labels = (("hop", "output"), ("room", "room-0"))
+    assert samples["lksup_room_audio_hop_seconds_count", labels] == 1
+    assert samples["lksup_room_audio_hop_seconds_sum", labels] == pytest.approx(0.002)
+    assert not any(
+        name == "lksup_room_audio_hop_seconds_bucket" for name, _ in samples
+    ), "per-room buckets"
+
+
+def test_garbage_collections_are_timed_while_installed() -> None:
+    import gc
+
+    metrics = watchdog_metrics()
+    with metrics.gc_pauses.installed():
+        gc.collect()
+    gc.collect()  # not timed: uninstalled
+    samples = scrape(metrics)
+    assert samples["lksup_gc_pause_seconds_count", (("generation", "2"),)] == 1
+    assert samples["lksup_gc_pause_seconds_sum", (("generation", "2"),)] > 0
+    stalled = scrape(metrics, stalled=True)  # read off the loop too
+    assert stalled["lksup_gc_pause_seconds_count", (("generation", "2"),)] == 1
 
 
 def test_capacity_used_is_the_nearer_of_the_room_and_load_limits() -> None:

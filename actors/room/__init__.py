@@ -12,6 +12,8 @@ from actors.room.settings import (
 from actors.room.stats import RoomStats
 from actors.room.timing import (
     CONNECT_BUCKETS,
+    HOP_BUCKETS,
+    HOPS,
     LATENCY_BUCKETS,
     RESPONSE_BUCKETS,
     SERVICE_BUCKETS,
@@ -23,6 +25,8 @@ __all__ = [
     "AGENT_NAME_ATTRIBUTE",
     "CONNECT_BUCKETS",
     "CURRENT_ROOM",
+    "HOPS",
+    "HOP_BUCKETS",
     "LATENCY_BUCKETS",
     "RESPONSE_BUCKETS",
     "SAMPLE_RATES",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from time import perf_counter_ns
 from typing import Any
 
 import anyio
@@ -148,6 +149,7 @@ class AudioOutActor(Actor):
     async def receive(self, frame: Frame) -> Any:
         source = self._source
         if isinstance(frame, OutputAudioRawFrame):
+            received = perf_counter_ns()  # the capture hop (see actors.room.timing)
             samples = len(frame.audio) // (2 * frame.num_channels)
             if not samples:
                 return None
@@ -163,7 +165,7 @@ class AudioOutActor(Actor):
             self.stats.audio_frames_out += 1
             if self.stats.first_audio_at is None:
                 self.stats.first_audio_at = anyio.current_time()
-            observe_latency(frame, self.stats.audio_latency)
+            observe_latency(frame, self.stats.audio_latency, self.stats.audio_hops, received)
             observe_response(self.stats)
         elif isinstance(frame, InterruptionFrame):
             if source is not None:

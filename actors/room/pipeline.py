@@ -35,6 +35,7 @@ from actors.room.bot_metrics import BotMetricsObserver, metrics_enabled
 from actors.room.frames import GetRoomFrame, RoomDisconnectedFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
+from actors.room.timing import stamp_pipeline_in
 from actors.room.transport import RoomTransport
 
 log = logging.getLogger("actors.room")
@@ -129,6 +130,7 @@ class PipelineActor(Actor):
         transport = self.transport
         assert transport is not None
         if isinstance(frame, InputAudioRawFrame):  # all the audio the audio-in actor sends
+            stamp_pipeline_in(frame)  # the per-hop histograms (see actors.room.timing)
             await transport.push_audio(frame)
         elif isinstance(frame, BotFailedFrame):
             cause = frame.error.exception

@@ -17,6 +17,7 @@ import attrs
 from actors.room.timing import (
     BucketCounts,
     connect_buckets,
+    hop_buckets,
     latency_buckets,
     response_buckets,
     service_buckets,
@@ -64,6 +65,8 @@ class RoomStats:
     play (`late`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
     audio_latency: BucketCounts = attrs.field(factory=latency_buckets)
     """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
+    audio_hops: tuple[BucketCounts, ...] = attrs.field(factory=hop_buckets)
+    """The same frames' time hop by hop, in the order of `timing.HOPS`."""
     connect_time: BucketCounts = attrs.field(factory=connect_buckets)
     """How long each successful `rtc.Room.connect` took."""
     undelivered: set[str] = attrs.field(factory=set)
@@ -114,6 +117,8 @@ class RoomStats:
         self.audio_frames_dropped.update(ended.audio_frames_dropped)
         self.undelivered |= ended.undelivered
         self.audio_latency.absorb(ended.audio_latency)
+        for hop, ended_hop in zip(self.audio_hops, ended.audio_hops, strict=True):
+            hop.absorb(ended_hop)
         self.connect_time.absorb(ended.connect_time)
         self.bot_response.absorb(ended.bot_response)
         for mine, theirs in ((self.bot_ttfb, ended.bot_ttfb),

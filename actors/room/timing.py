@@ -12,6 +12,14 @@ pipecat's output transport re-chunks the bot's audio (and resamples it) into fra
 of its own, which start with an empty `metadata`; `StampCarrier` carries the stamps
 across that step, by audio position, so a frame the bot passes through is timed when
 its last sample is captured.
+
+The same frame is also timed hop by hop (`HOPS`), so an operator can tell which part of
+the path holds a slow frame: the pipeline actor stamps it when it takes the frame from
+its lane (`PIPELINE_IN`), the carrier notes when it reaches the bot's output transport
+and when that transport writes the chunk, and audio-out, which knows when it took the
+chunk from its lane and when `capture_frame` returned, observes the five differences
+with the total. Two clock reads per frame beyond the total's (the carrier reads the
+clock anyway), measured by `benchmarks/metrics_cost.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,22 @@ if TYPE_CHECKING:
 
 ARRIVAL = "lksup_arrival_ns"
 """`frame.metadata` key: `perf_counter_ns()` when the audio-in actor got the frame."""
+PIPELINE_IN = "lksup_pipeline_in_ns"
+"""`frame.metadata` key: when the pipeline actor took the frame from its lane."""
+HOP_STAMPS = "lksup_hop_stamps_ns"
+"""`chunk.metadata` key, set by `StampCarrier`: (pipeline in, bot out, written) of the
+frame whose arrival the chunk carries."""
+
+HOPS = ("to_pipeline", "pipeline", "output", "to_audio_out", "capture")
+"""A passed-through frame's path, in order: audio-in to the pipeline actor (its
+drop-oldest lane), the pipeline actor to the bot's output transport (pacing, pipecat's
+input transport and the bot's processors), through the output transport (its queue,
+resampling, re-chunking) until it writes the chunk, the audio-out lane, and
+`capture_frame` (waiting while the source's buffer is full)."""
+HOP_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
+)
+"""Seconds of one hop: 0.1 ms (a task switch) to 250 ms (a stalled loop)."""
 
 LATENCY_BUCKETS = (
     0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -106,16 +130,46 @@ def service_buckets() -> BucketCounts:
     return BucketCounts(SERVICE_BUCKETS)
 
 
+def hop_buckets() -> tuple[BucketCounts, ...]:
+    """One histogram per hop, in the order of `HOPS`."""
+    return tuple(BucketCounts(HOP_BUCKETS) for _ in HOPS)
+
+
 def stamp(frame: Any) -> None:
     """Mark a frame's arrival (the audio-in actor, once per frame)."""
     frame.metadata[ARRIVAL] = perf_counter_ns()
 
 
-def observe_latency(frame: Any, histogram: BucketCounts) -> None:
-    """Time a captured frame that carries an arrival stamp (the audio-out actor)."""
-    arrival = frame.metadata.get(ARRIVAL)
-    if arrival is not None:
-        histogram.observe_ns(perf_counter_ns() - arrival)
+def stamp_pipeline_in(frame: Any) -> None:
+    """Mark the pipeline actor taking a frame from its lane."""
+    frame.metadata[PIPELINE_IN] = perf_counter_ns()
+
+
+def observe_latency(
+    frame: Any,
+    histogram: BucketCounts,
+    hops: Sequence[BucketCounts] = (),
+    received_ns: int = 0,
+) -> None:
+    """Time a captured frame that carries an arrival stamp (the audio-out actor): its
+    total into `histogram` and, when it carries the carrier's stamps, each hop into
+    `hops` (`hop_buckets`), audio-out's own from `received_ns`, when it took the frame."""
+    metadata = frame.metadata
+    arrival = metadata.get(ARRIVAL)
+    if arrival is None:
+        return
+    now = perf_counter_ns()
+    histogram.observe_ns(now - arrival)
+    stamps = metadata.get(HOP_STAMPS)
+    if stamps is None or not hops:
+        return
+    pipeline_in, bot_out, written = stamps
+    to_pipeline, pipeline, output, to_audio_out, capture = hops
+    to_pipeline.observe_ns(pipeline_in - arrival)
+    pipeline.observe_ns(bot_out - pipeline_in)
+    output.observe_ns(written - bot_out)
+    to_audio_out.observe_ns(received_ns - written)
+    capture.observe_ns(now - received_ns)
 
 
 def arrival_age(frame: Any) -> float | None:
@@ -137,6 +191,8 @@ class StampCarrier:
     chunk the transport writes and, once the written audio reaches a noted end, puts
     that frame's stamp on the chunk. Several frames completed by one chunk (frames
     shorter than a chunk) give the chunk the oldest stamp: one observation per chunk.
+    A frame the pipeline actor stamped (`PIPELINE_IN`) also gives the chunk the hop
+    stamps (`HOP_STAMPS`): pipeline in, and the two moments the carrier sees.
 
     pipecat drops buffered audio on an interruption, and a partial chunk (and what its
     resampler holds back) when the bot stops speaking, so the two positions can drift.
@@ -152,7 +208,7 @@ class StampCarrier:
     __slots__ = ("_last_seen", "_pending", "_queued", "_written")
 
     def __init__(self) -> None:
-        self._pending: deque[tuple[float, int]] = deque()
+        self._pending: deque[tuple[float, int, int | None, int]] = deque()
         self._queued = 0.0
         self._written = 0.0
         self._last_seen = 0
@@ -163,16 +219,20 @@ class StampCarrier:
             self.clear()
         self._last_seen = now
         self._queued += _seconds(frame)
-        arrival = frame.metadata.get(ARRIVAL)
+        metadata = frame.metadata
+        arrival = metadata.get(ARRIVAL)
         if arrival is not None:
-            self._pending.append((self._queued, arrival))
+            self._pending.append((self._queued, arrival, metadata.get(PIPELINE_IN), now))
 
     def leaving(self, chunk: Any) -> None:
-        self._last_seen = perf_counter_ns()
+        now = self._last_seen = perf_counter_ns()
         self._written += _seconds(chunk)
         pending = self._pending
         if pending and pending[0][0] <= self._written + self.TOLERANCE:
-            chunk.metadata[ARRIVAL] = pending.popleft()[1]
+            _, arrival, pipeline_in, entered = pending.popleft()
+            chunk.metadata[ARRIVAL] = arrival
+            if pipeline_in is not None:
+                chunk.metadata[HOP_STAMPS] = (pipeline_in, entered, now)
             while pending and pending[0][0] <= self._written + self.TOLERANCE:
                 pending.popleft()
 

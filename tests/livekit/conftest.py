@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.helpers.event_loop import ASYNCIO
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """The rtc SDK is asyncio-only: overrides the suite's asyncio+trio parametrization."""
-    return "asyncio"
+def anyio_backend() -> Any:
+    """The rtc SDK is asyncio-only: overrides the suite's asyncio+trio parametrization
+    (uvloop's loop with `LKSUP_TEST_EVENT_LOOP=uvloop`)."""
+    return ASYNCIO
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors.room import HOPS
 from supervisor.livekit_server import LiveKitServer
 from tests.helpers.cli_process import REPO_ROOT, SupervisorConfig, serving, supervisor_command
 
@@ -113,6 +114,10 @@ async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_
     supervisor = results[-1]
     assert supervisor["internal_p50_ms"] is not None
     assert supervisor["internal_p99_ms"] is not None
+    # where its time went, hop by hop, and its loop's lag
+    hops = [f"hop_{hop}_p99_ms" for hop in HOPS]
+    assert all(supervisor[hop] is not None for hop in hops), supervisor
+    assert supervisor["loop_lag_p99_ms"] is not None, supervisor
     table = format_markdown(results)
     print(table)
-    assert table.count("| supervisor | 2 |") == 2  # its figures and its ratios
+    assert table.count("| supervisor | 2 |") == 3  # its figures, its ratios, its hops

@@ -33,6 +33,7 @@ import attrs
 import pytest
 from livekit import api
 
+from actors.room import HOPS
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.workers import shard_of
 from tests.helpers.cli_process import supervisor_command
@@ -448,12 +449,26 @@ async def test_latency_histogram_counts_the_echoed_frames(
         f"\naudio latency through the supervisor: p50 <= {p50 * 1000:g} ms, "
         f"p99 <= {p99 * 1000:g} ms ({timed:.0f} frames; mean {mean_ms:.1f} ms)"
     )
+    # the same frames hop by hop: each hop times every one, and the hops add up to it
+    hops = {hop: delta("lksup_audio_hop_seconds_count", hop=hop) for hop in HOPS}
+    assert hops == dict.fromkeys(HOPS, timed), hops
+    hops_ms = {hop: delta("lksup_audio_hop_seconds_sum", hop=hop) / timed * 1000 for hop in HOPS}
+    assert sum(hops_ms.values()) == pytest.approx(mean_ms, rel=1e-3), hops_ms
+    print("mean per hop: " + ", ".join(f"{hop} {ms:.2f} ms" for hop, ms in hops_ms.items()))
     seen = f"sum(lksup_audio_latency_seconds_count{on(fleet.a)})"
     await eventually(
         lambda: fleet.value(seen),
         lambda v: v is not None and v >= after["lksup_audio_latency_seconds_count"],
         "latency count in Prometheus",
     )
+    by_hop = f"sum by (hop) (lksup_audio_hop_seconds_count{on(fleet.a)})"
+    in_prometheus = await eventually(
+        lambda: {r["metric"]["hop"]: float(r["value"][1]) for r in fleet.prometheus.query(by_hop)},
+        lambda found: found.keys() == set(HOPS)
+        and all(found[hop] >= after["lksup_audio_hop_seconds_count", {"hop": hop}] for hop in HOPS),
+        "per-hop counts in Prometheus",
+    )
+    assert min(in_prometheus.values()) >= timed
 
 
 async def test_data_messages_and_a_bot_crash_show_in_prometheus(
