@@ -28,7 +28,7 @@ import numpy as np
 from livekit import rtc
 from livekit.rtc.participant import PublishTrackError
 
-from actors.room.signalling import SUBSCRIBE_GRACE_SECONDS
+from actors.room import SUBSCRIBE_GRACE_SECONDS
 from supervisor.access import Credentials, join_token
 from supervisor.config import Config, ConfigError
 from supervisor.credentials import for_token

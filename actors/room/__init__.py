@@ -9,6 +9,7 @@ from actors.room.settings import (
     BotFactory,
     RoomSettings,
 )
+from actors.room.signalling import SUBSCRIBE_GRACE_SECONDS
 from actors.room.stats import RoomStats
 from actors.room.timing import (
     CONNECT_BUCKETS,
@@ -31,6 +32,7 @@ __all__ = [
     "RESPONSE_BUCKETS",
     "SAMPLE_RATES",
     "SERVICE_BUCKETS",
+    "SUBSCRIBE_GRACE_SECONDS",
     "VAD_RATES_TEXT",
     "VAD_SAMPLE_RATES",
     "BotFactory",
