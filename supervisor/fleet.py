@@ -24,8 +24,9 @@ the highest rendezvous hash of (member, job key) among the live members that are
 full (`FleetView.owner`). Survivors with the same view agree without a word. The
 owner mints the bot's token itself, as the server would have (the same identity,
 name, metadata and attributes, `lk.agent_name` among them, kind agent), and, if the
-room still has someone the job serves, runs the job's tree like a dispatched one
-(`Jobs.restore`): its bot comes back within about `restore_after_seconds` plus a join.
+room still has someone the job serves, removes the dead bot's ghost through the server
+API and runs the job's tree like a dispatched one (`Jobs.restore`): its bot comes back
+within about `restore_after_seconds` plus a join.
 The probe is what keeps a member that only lost its fleet connection (through a
 LiveKit node that died, say) from being taken for dead while its bots serve on.
 
@@ -34,8 +35,10 @@ Why no room gets two bots, even when survivors notice at once or disagree:
 - livekit-server admits one participant per identity in a room: a join under an
   identity that is there replaces that participant (`DUPLICATE_IDENTITY`), and a bot
   replaced so takes it as the end of its room and does not come back (`connection`'s
-  ending reasons). Whoever restores a job, its room has at most one bot of the job,
-  and the restored bot replaces the dead one's ghost at once instead of 20 s later.
+  ending reasons). Whoever restores a job, its room has at most one bot of the job
+  (a second survivor's removal of the "ghost" may remove the first one's bot: that
+  one ends too, and the second's bot stays); and the dead bot's ghost goes at once
+  instead of 20 s later.
 - Views differ only for about a beat: a member that just joined or died, or whose
   full flag just changed. Rendezvous hashing moves only the jobs of the member seen
   differently, so two survivors both claiming a job is the worst that can happen,
@@ -541,6 +544,8 @@ class Fleet:
             log.info("[%s] job %s of a dead member: nobody to serve, not restored",
                      job.key, job.id)
             return
+        if any(p.identity == served.identity for p in listing.participants):
+            await self._remove_ghost(job, served.identity, server_api)
         token = agent_token(
             self.credentials,
             job.room,
@@ -552,6 +557,22 @@ class Fleet:
         self.state.restored += 1
         log.info("[%s] restoring job %s of a dead member as %s", job.key, job.id, served.identity)
         self.jobs.restore(served, token, self.credentials.url)
+
+
+    async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
+        """Remove the dead bot's ghost through the server API before joining under its
+        identity, so the server and the callers see the plain path, a leave then a
+        join: a join replacing the ghost (`duplicate_identity`) was followed, once in a
+        dozen runs here, by a restored bot whose requests the server did not answer and
+        whose track the caller never got. A removal that fails (the ghost gone already,
+        or removed by another survivor) is no matter: the join replaces what is there."""
+        try:
+            with anyio.fail_after(ROOM_CHECK_SECONDS):
+                await server_api.room.remove_participant(
+                    api.RoomParticipantIdentity(room=job.room, identity=identity)
+                )
+        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            log.info("[%s] the dead bot %s was not removed (%s)", job.key, identity, err)
 
 
 def _has_company(job: Job, participants: Iterable[models.ParticipantInfo]) -> bool:
