@@ -1,13 +1,20 @@
-"""Access to a LiveKit server: its URL and API credentials, and the join tokens minted
-from them. Kept free of the supervisor's config and of pipecat, so that a baseline bot
-in `benchmarks/` can mint its tokens without loading either."""
+"""Access to a LiveKit server: its URL and API credentials, the join tokens minted
+from them, and who is in a room (`participants_in`). Kept free of the supervisor's
+config and of pipecat, so that a baseline bot in `benchmarks/` can mint its tokens
+without loading either."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
+import aiohttp
+import anyio
 import attrs
 from livekit import api
+
+API_ERRORS = (TimeoutError, aiohttp.ClientError, api.TwirpError)
+"""What a call of the server API raises when the server does not answer, or says no."""
 
 
 @attrs.frozen
@@ -69,3 +76,14 @@ def agent_token(
         .with_ttl(ttl)
         .to_jwt()
     )
+
+
+async def participants_in(
+    server_api: api.LiveKitAPI, room: str, timeout: float
+) -> Sequence[api.ParticipantInfo]:
+    """Who is in `room`, as the server lists them; one of `API_ERRORS` when it does not
+    say within `timeout` seconds (or the room does not exist)."""
+    with anyio.fail_after(timeout):
+        listing = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
+    return listing.participants
+

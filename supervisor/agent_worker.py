@@ -58,7 +58,7 @@ from livekit.protocol import agent, models
 from actors import ActorRef, Backoff, single_errors
 from actors.room import Job, is_rival
 from supervisor import __version__
-from supervisor.access import Credentials
+from supervisor.access import API_ERRORS, Credentials, participants_in
 from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
 from supervisor.fleet import Fleet, fleet_room
@@ -432,15 +432,12 @@ class AgentWorker:
         if job.participant is not None or link.server_api is None:
             return None
         try:
-            with anyio.fail_after(RIVAL_CHECK_SECONDS):
-                listing = await link.server_api.room.list_participants(
-                    api.ListParticipantsRequest(room=job.room)
-                )
-        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            participants = await participants_in(link.server_api, job.room, RIVAL_CHECK_SECONDS)
+        except API_ERRORS as err:
             log.warning("[%s] job %s: who is in the room is unknown (%s)", job.key, job.id, err)
             return None
         agent_kind = models.ParticipantInfo.Kind.AGENT
-        for participant in listing.participants:
+        for participant in participants:
             if is_rival(job, participant.kind == agent_kind, participant.attributes):
                 return participant.identity
         return None

@@ -76,7 +76,7 @@ from livekit.protocol import models
 
 from actors import Backoff, single_errors
 from actors.room import Job
-from supervisor.access import Credentials, agent_token
+from supervisor.access import API_ERRORS, Credentials, agent_token, participants_in
 from supervisor.config import Config
 from supervisor.jobs import Jobs, Served
 from supervisor.rooms import FleetState, WorkerState
@@ -305,7 +305,6 @@ class Fleet:
         self.jobs = jobs
         self.worker = worker
         self.state = state
-        self.clock = anyio.current_time
         self.room_name = fleet_room(config.dispatch.agent_name)
         suffix = secrets.token_hex(3)
         state.identity = f"fleet-{socket.gethostname()}-{os.getpid()}-{suffix}"
@@ -365,7 +364,7 @@ class Fleet:
         """One membership, until the connection is lost."""
         room = rtc.Room()
         lost = anyio.Event()
-        now = self.clock
+        now = anyio.current_time
 
         def on_data(packet: rtc.DataPacket) -> None:
             if packet.topic != BEAT_TOPIC or packet.participant is None:
@@ -431,7 +430,7 @@ class Fleet:
         except RecordError as err:
             log.warning("[%s] member %s: %s; its jobs are not known", self.room_name, identity, err)
             record = Record()
-        self.view.recorded(identity, self.clock(), record)
+        self.view.recorded(identity, anyio.current_time(), record)
 
     async def _beat(self, room: rtc.Room) -> None:
         """A beat every `BEAT_SECONDS`, whatever the record's update is doing."""
@@ -465,11 +464,11 @@ class Fleet:
     async def _look(self, server_api: api.LiveKitAPI) -> None:
         """Find the silent every `LOOK_SECONDS`, and restore the jobs this member owns
         of those that are dead."""
-        last = self.clock()
+        last = anyio.current_time()
         async with aiohttp.ClientSession() as http, anyio.create_task_group() as judging:
             while True:
                 await anyio.sleep(LOOK_SECONDS)
-                now = self.clock()
+                now = anyio.current_time()
                 late, last = now - last > STALL_SECONDS, now
                 if late:
                     self.view.forget_times(now)
@@ -495,7 +494,7 @@ class Fleet:
                 "[%s] member %s silent for %g s but its probe answers: alive",
                 self.room_name, identity, silence,
             )  # fmt: skip
-            self.view.revive(identity, member, self.clock())
+            self.view.revive(identity, member, anyio.current_time())
             return
         self.state.dead += 1
         jobs = member.record.jobs
@@ -532,19 +531,16 @@ class Fleet:
             log.info("[%s] job %s of a dead member: served here already", job.key, job.id)
             return
         try:
-            with anyio.fail_after(ROOM_CHECK_SECONDS):
-                listing = await server_api.room.list_participants(
-                    api.ListParticipantsRequest(room=job.room)
-                )
-        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+            participants = await participants_in(server_api, job.room, ROOM_CHECK_SECONDS)
+        except API_ERRORS as err:
             log.warning("[%s] job %s not restored: who is in the room is unknown (%s)",
                         job.key, job.id, err)
             return
-        if not _has_company(job, listing.participants):
+        if not _has_company(job, participants):
             log.info("[%s] job %s of a dead member: nobody to serve, not restored",
                      job.key, job.id)
             return
-        if any(p.identity == served.identity for p in listing.participants):
+        if any(p.identity == served.identity for p in participants):
             await self._remove_ghost(job, served.identity, server_api)
         token = agent_token(
             self.credentials,
@@ -571,7 +567,7 @@ class Fleet:
                 await server_api.room.remove_participant(
                     api.RoomParticipantIdentity(room=job.room, identity=identity)
                 )
-        except (TimeoutError, aiohttp.ClientError, api.TwirpError) as err:
+        except API_ERRORS as err:
             log.info("[%s] the dead bot %s was not removed (%s)", job.key, identity, err)
 
 
