@@ -63,7 +63,7 @@ from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
 from supervisor.fleet import Fleet, fleet_room
 from supervisor.jobs import Jobs, bot_identity, job_of
-from supervisor.rooms import FleetState, RoomSet, WorkerState
+from supervisor.rooms import RoomSet, WorkerState
 
 log = logging.getLogger("supervisor.dispatch")
 
@@ -503,15 +503,15 @@ async def dispatching(
     if not config.dispatch.enabled:
         yield None
         return
-    state = room_set.worker = WorkerState()
+    state = room_set.worker
+    assert state is not None  # built with the set, as `[dispatch]` is enabled
     worker = AgentWorker(config, credentials, Admission(config.dispatch), state)
     async with anyio.create_task_group() as tasks:
         jobs = worker.jobs = Jobs(
             config, room_set, rooms, credentials.url, tasks, worker.send, worker.nudge
         )
         fleet = None
-        if config.dispatch.restore:
-            room_set.fleet = FleetState()
+        if room_set.fleet is not None:  # `[dispatch] restore`
             fleet = Fleet(config, credentials, jobs, state, room_set.fleet)
             tasks.start_soon(fleet.run)
             await fleet.tried.wait()  # see `Fleet.tried`

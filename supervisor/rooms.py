@@ -118,10 +118,21 @@ class RoomSet:
     dispatched: dict[str, Job] = attrs.field(factory=dict)
     """The room trees running for an agent job (`supervisor.jobs`), by tree name
     (`Job.key`: the room's name, or `room:participant` for a participant's job)."""
-    worker: WorkerState | None = None
-    """The agent worker's state while `[dispatch]` is enabled."""
-    fleet: FleetState | None = None
+    worker: WorkerState | None = attrs.field()
+    """The agent worker's state while `[dispatch]` is enabled. Built with the set, not
+    with the worker: between the configured rooms running and the worker starting,
+    `/readyz` must already say the worker is not registered, not that there is none."""
+    fleet: FleetState | None = attrs.field()
     """The fleet membership's, with `[dispatch] restore`."""
+
+    @worker.default
+    def _worker_if_dispatching(self) -> WorkerState | None:
+        return WorkerState() if self.config.dispatch.enabled else None
+
+    @fleet.default
+    def _fleet_if_restoring(self) -> FleetState | None:
+        dispatch = self.config.dispatch
+        return FleetState() if dispatch.enabled and dispatch.restore else None
 
     def served(self) -> list[str]:
         """Every room tree this process runs now: the configured, then the dispatched."""

@@ -28,7 +28,7 @@ from typing import Any
 from supervisor import __version__
 from supervisor.config import DispatchConfig
 from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet, WorkerState
+from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
 
 Document = dict[str, Any]
 
@@ -75,7 +75,8 @@ class Status:
     def _worker(self) -> Document:
         if not self.dispatch.enabled:
             return {"enabled": False}
-        state = self.room_set.worker or WorkerState()  # not built yet: at start
+        state = self.room_set.worker
+        assert state is not None  # built with the set, as `[dispatch]` is enabled
         return {
             "enabled": True,
             "registered": state.registered,

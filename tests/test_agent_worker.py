@@ -305,6 +305,9 @@ async def test_a_dropped_socket_registers_again_and_readyz_follows() -> None:
     async with fake_server() as server:
         rooms = room_set(server.port)
         readiness = RoomSetCollector(rooms, MetricsConfig()).readiness
+        # before the worker starts (the configured rooms may all run by then): not ready
+        # for its sake either
+        assert readiness()[1].endswith("; agent worker not registered, 0 dispatched room(s)")
         async with running_worker(rooms) as worker:
             first = await server.next_session()
             assert not readiness()[0]

@@ -20,7 +20,7 @@ from actors.room.timing import service_buckets
 from supervisor.access import Credentials
 from supervisor.config import parse_config
 from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import FleetState, RoomSet, WorkerState
+from supervisor.rooms import RoomSet
 from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
@@ -207,8 +207,6 @@ def exported_names() -> set[str]:
         environ={},
     )
     room_set = RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret"))
-    room_set.worker = WorkerState()
-    room_set.fleet = FleetState()
     bot = room_set.stats.setdefault("lobby", RoomStats())
     bot.bot_ttfb["EspeakTTSService"] = service_buckets()
     bot.bot_processing["EspeakTTSService"] = service_buckets()
