@@ -116,7 +116,17 @@ class ConnectionActor(Actor):
         senders = SenderAttribution(self.settings.key, events.tell_nowait, self._unattributed)
         self._wire(room, events.tell_nowait, senders)
         self._set_state("connecting")
-        options = rtc.RoomOptions(auto_subscribe=True)
+        # ICE candidates gathered once per connection, not continually (the SDK's
+        # default): a join costs about half the SDK's CPU (benchmarks/RESULTS.md, "Join
+        # cost"), and a settled idle room less. Continual gathering notices a network
+        # interface appearing or changing without a reconnect; a server bot's network is
+        # fixed, and when a path fails the SDK's reconnect restarts ICE, which gathers
+        # anew (the server-restart and failover tests run on it). The ICE servers stay
+        # the server's: an empty list falls back to them.
+        once = rtc.RtcConfiguration(
+            continual_gathering_policy=rtc.ContinualGatheringPolicy.GATHER_ONCE
+        )
+        options = rtc.RoomOptions(auto_subscribe=True, rtc_config=once)
         if self.settings.e2ee_key is not None:
             options.encryption = rtc.E2EEOptions(
                 key_provider_options=rtc.KeyProviderOptions(shared_key=self.settings.e2ee_key)
