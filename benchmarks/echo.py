@@ -3,16 +3,19 @@ in one run against one local livekit-server and the same load generator.
 
     python -m benchmarks.echo [--rooms 10,25,50] [--systems floor,pipecat,supervisor]
                               [--warmup 6] [--window 12] [--idle 4] [--idle-only]
+                              [--beside N]
                               [--json PATH] [--charts DIR]
 
 For each number of rooms and each system, the harness starts the bot process (a
 baseline from `echo_floor.py` / `echo_pipecat.py`, or `supervisor run` on the built-in
 echo bot; `supervisor-w2` is the same with `--workers 2`), waits until it has joined
 every room, measures it idle, then runs `supervisor bench` (a separate process) with one
-talking participant per room. Over a window inside the talking it reads, from /proc,
-the CPU time and resident memory of the bot process and its children only, and the
-supervisor's own audio-latency histogram from its /metrics. Every system gets fresh
-rooms of its own, the same rates, and the same time on the machine.
+talking participant per room. With `--beside N` the bot also serves N idle rooms that
+nobody joins, beside the talking ones: what idle rooms cost the talking ones. Over a
+window inside the talking it reads, from /proc, the CPU time and resident memory of the
+bot process and its children only, and the supervisor's own audio-latency histogram
+from its /metrics. Every system gets fresh rooms of its own, the same rates, and the
+same time on the machine.
 
 Figures per run: time to join all rooms (from the process's first connect to its last
 room joined) and to be ready from spawn (imports included); CPU in core-seconds per
@@ -123,6 +126,9 @@ class Options:
     idle_only: bool = False
     """Join and measure idle only: no load generator (for room counts the machine
     cannot load)."""
+    beside: int = 0
+    """Idle rooms the bot serves beside the talking ones, nobody in them. The per-room
+    figures under load stay per talking room; the idle ones are per room served."""
 
 
 def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
@@ -303,17 +309,23 @@ async def measure(
 ) -> dict[str, Any]:
     """One system serving `rooms` echo rooms, idle and then (unless `options.idle_only`)
     under load: the figures of one run."""
-    names = [f"{system.name}-{rooms}-{index}" for index in range(rooms)]
+    talking = [f"{system.name}-{rooms}-{index}" for index in range(rooms)]
+    names = talking + [f"{system.name}-{rooms}-idle-{index}" for index in range(options.beside)]
     metrics_port = free_port()
     config = workdir / f"{system.name}-{rooms}.toml"
     config.write_text(config_text(server, names, metrics_port))
+    load_config = workdir / f"{system.name}-{rooms}-load.toml"  # the generator's rooms
+    load_config.write_text(config_text(server, talking, metrics_port))
     env = {
         **os.environ,
         KEY_ENV: server.api_key,
         SECRET_ENV: server.api_secret,
         "LIVEKIT_URL": server.url,
     }
-    result: dict[str, Any] = {"system": system.name, "rooms": rooms, "load_1m": os.getloadavg()[0]}
+    result: dict[str, Any] = {
+        "system": system.name, "rooms": rooms, "beside": options.beside,
+        "load_1m": os.getloadavg()[0],
+    }  # fmt: skip
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
         assert bot.ready_at is not None
@@ -326,11 +338,13 @@ async def measure(
         await anyio.sleep(options.idle)
         idle_used = cpu_seconds(pid) - idle_cpu
         idle_seconds = time.perf_counter() - idle_started
-        result["idle_cpu_per_room"] = _per_second(idle_used, idle_seconds) / rooms
+        result["idle_cpu_per_room"] = _per_second(idle_used, idle_seconds) / len(names)
         result["idle_rss_mb"] = rss_bytes(pid) / 1e6
         if not options.idle_only:
             ports = [metrics_port + index for index in range(system.workers)]
-            result |= await _under_load(system, rooms, pid, server, ports, config, env, options)
+            result |= await _under_load(
+                system, rooms, pid, server, ports, load_config, env, options
+            )
     return result
 
 
@@ -344,7 +358,8 @@ async def _under_load(
     env: dict[str, str],
     options: Options,
 ) -> dict[str, Any]:
-    """Run the load generator and measure the bot over a window while every room talks."""
+    """Run the load generator on `config`'s rooms and measure the bot over a window
+    while they talk."""
     assert server.pid is not None
     out = config.with_suffix(".json")
     seconds = options.warmup + options.window + 1.0
@@ -474,6 +489,12 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
+def rooms_cell(result: dict[str, Any]) -> str:
+    """The talking rooms, and the idle ones beside them if any (`Options.beside`)."""
+    beside = result.get("beside", 0)
+    return f"{result['rooms']} (+{beside} idle)" if beside else str(result["rooms"])
+
+
 def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     """Every run as one table row, then the ratios: what RESULTS.md records."""
     rows = [
@@ -487,7 +508,7 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         starved = " (saturated)" if r.get("saturated") else ""
         lost = f"{r['lost']}/{r['bursts_sent']}" if "lost" in r else "-"
         rows.append(
-            f"| {r['system']} | {r['rooms']}{starved} | {cell(r['join_all_s'], 2)} | "
+            f"| {r['system']} | {rooms_cell(r)}{starved} | {cell(r['join_all_s'], 2)} | "
             f"{cell(r['ready_from_spawn_s'], 2)} | {percent(r['idle_cpu_per_room'])} | "
             f"{percent(r.get('cpu_per_room'))} | {percent(r.get('loop_cpu_per_room'))} | "
             f"{cell(r.get('rss_mb', r['idle_rss_mb']), 0)} | "
@@ -510,7 +531,7 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         floor = by_key.get(("floor", r["rooms"]), {})
         pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
         ratio_rows.append(
-            f"| {r['system']} | {r['rooms']} | "
+            f"| {r['system']} | {rooms_cell(r)} | "
             f"{ratio(r['idle_cpu_per_room'], floor.get('idle_cpu_per_room'))} | "
             f"{ratio(r.get('cpu_per_room'), floor.get('cpu_per_room'))} | "
             f"{ratio(r.get('cpu_per_room'), pipecat.get('cpu_per_room'))} | "
@@ -557,7 +578,7 @@ def _where_the_time_goes(results: Sequence[dict[str, Any]]) -> list[str]:
         gc_held = " / ".join(percent(r.get(f"gc{g}_share")) for g in range(3))
         gc_count = " / ".join(cell(r.get(f"gc{g}_count"), 0) for g in range(3))
         lines.append(
-            f"| {r['system']} | {r['rooms']} | {cell(r.get('load_1m'), 2)} | "
+            f"| {r['system']} | {rooms_cell(r)} | {cell(r.get('load_1m'), 2)} | "
             f"{pair(r, 'internal')} | " + " | ".join(pair(r, f"hop_{hop}") for hop in hops)
             + f" | {pair(r, 'loop_lag')} | {gc_held} | {gc_count} |"
         )
@@ -667,6 +688,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=float, default=4.0)
     parser.add_argument("--idle-only", action="store_true",
                         help="join and measure idle only, without the load generator")
+    parser.add_argument("--beside", type=int, default=0, metavar="N",
+                        help="also serve N idle rooms beside the talking ones")
     parser.add_argument("--charts", type=Path, metavar="DIR",
                         help="draw PNG charts of this run into DIR (needs the bench extra)")
     return parser
@@ -675,7 +698,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     rooms, systems = chosen_runs(args, SYSTEMS)
-    options = Options(args.warmup, args.window, args.idle, idle_only=args.idle_only)
+    options = Options(
+        args.warmup, args.window, args.idle, idle_only=args.idle_only, beside=args.beside
+    )
     anyio.run(run, rooms, systems, options, args.json, args.charts, backend="asyncio")
     return 0
 

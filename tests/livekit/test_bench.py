@@ -91,11 +91,12 @@ async def test_repeated_runs_on_many_rooms_exit_cleanly(
 
 @pytest.mark.anyio
 async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_path: Path) -> None:
-    """`benchmarks/echo.py` on 2 rooms for a few seconds: each system joins, echoes and is
-    measured, and the summary sets the supervisor beside both baselines."""
+    """`benchmarks/echo.py` on 2 talking rooms, an idle one beside them, for a few
+    seconds: each system joins, echoes and is measured, and the summary sets the
+    supervisor beside both baselines."""
     from benchmarks.echo import SYSTEMS, Options, format_markdown, measure
 
-    options = Options(warmup=2.0, window=2.0, idle=1.0, settle=1.0)
+    options = Options(warmup=2.0, window=2.0, idle=1.0, settle=1.0, beside=1)
     results = []
     for name in ("floor", "pipecat", "supervisor"):
         with anyio.fail_after(90):
@@ -120,4 +121,5 @@ async def test_harness_measures_every_system(livekit_server: LiveKitServer, tmp_
     assert supervisor["loop_lag_p99_ms"] is not None, supervisor
     table = format_markdown(results)
     print(table)
-    assert table.count("| supervisor | 2 |") == 3  # its figures, its ratios, its hops
+    # its figures, its ratios, its hops
+    assert table.count("| supervisor | 2 (+1 idle) |") == 3, table
