@@ -46,6 +46,7 @@ from actors.room.frames import (
 )
 from actors.room.job import is_rival
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
+from actors.room.rtc_fanout import narrow_room_events
 from actors.room.senders import SenderAttribution
 from actors.room.settings import RoomSettings
 from actors.room.signalling import SignallingLostError, watch_subscriptions
@@ -139,6 +140,7 @@ class ConnectionActor(Actor):
                 started = time.perf_counter()
                 with anyio.fail_after(self.settings.connect_timeout):
                     await self._connect(room, options, server)
+                narrow_room_events(room)
                 if self.stats is not None:
                     self.stats.connect_time.observe(time.perf_counter() - started)
                     # a new connection is a new view of the room: present_state below
