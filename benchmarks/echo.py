@@ -332,7 +332,7 @@ async def measure(
         assert bot.joining is not None
         result["join_all_s"] = round(bot.ready_at - bot.joining, 3)
         result["ready_from_spawn_s"] = round(bot.ready_at - bot.spawned, 3)
-        await anyio.sleep(settle_seconds(rooms) if options.settle is None else options.settle)
+        await anyio.sleep(settle_seconds(len(names)) if options.settle is None else options.settle)
         idle_cpu = cpu_seconds(pid)
         idle_started = time.perf_counter()
         await anyio.sleep(options.idle)
