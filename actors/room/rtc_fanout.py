@@ -8,9 +8,10 @@ room's listening task also wakes for every other room's capture callbacks: one p
 process, then handed on through the room's own queue. No room needs them (each
 `capture_frame` waits for its own callback through a subscription of its own), yet
 they make a process's Python work grow with talking rooms times rooms: 25 idle rooms
-beside 5 talking ones added half again to the talking rooms' Python loop and moved
-their internal p99 from 10 to 50 ms (benchmarks/RESULTS.md, run H). Narrowed, a room
-hears what it did before less those callbacks.
+beside 5 talking ones added two fifths to the talking rooms' CPU and Python loop and
+moved their internal p50 from 3 to 7.5 ms; narrowed, a sixth (the idle rooms' own
+upkeep) and 3 ms (benchmarks/RESULTS.md, run H). A narrowed room hears what it did
+before less those callbacks.
 
 This reaches into two private names of the SDK (`FfiQueue._subscribers` and `_lock`,
 `Room._ffi_queue`); tests/livekit/test_rtc_fanout.py fails if they change, and until
