@@ -75,7 +75,7 @@ from livekit import api, rtc
 from livekit.protocol import models
 
 from actors import Backoff, single_errors
-from actors.room import Job
+from actors.room import Job, narrow_room_events
 from supervisor.access import API_ERRORS, Credentials, agent_token, participants_in
 from supervisor.config import Config
 from supervisor.jobs import Jobs, Served
@@ -399,6 +399,7 @@ class Fleet:
         try:
             with anyio.fail_after(JOIN_TIMEOUT_SECONDS):
                 await room.connect(url, token, rtc.RoomOptions(auto_subscribe=False))
+            narrow_room_events(room)  # not woken by the process's rooms' capture callbacks
             self._room = room
             self._published = ""
             for participant in room.remote_participants.values():

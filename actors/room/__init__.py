@@ -2,6 +2,7 @@
 
 from actors.room.job import AGENT_NAME_ATTRIBUTE, Job, is_rival
 from actors.room.room import CURRENT_ROOM, room_spec
+from actors.room.rtc_fanout import narrow_room_events
 from actors.room.settings import (
     SAMPLE_RATES,
     VAD_RATES_TEXT,
@@ -42,5 +43,6 @@ __all__ = [
     "RoomStats",
     "RoomTransport",
     "is_rival",
+    "narrow_room_events",
     "room_spec",
 ]
