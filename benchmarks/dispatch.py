@@ -36,13 +36,11 @@ reported as not available, with the reason, and the run goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -709,18 +707,14 @@ async def run(
     if any(system.agents_options is not None for system in systems):
         ensure_agents_venv()
         described |= {"agents": agents_versions()}
-    print(json.dumps(described), flush=True)
-    with tempfile.TemporaryDirectory(prefix="lksup-dispatch-") as tmp:
-        workdir = Path(tmp) if logs is None else logs
-        workdir.mkdir(parents=True, exist_ok=True)
-        results = await measure_each(
-            rooms,
-            systems,
-            lambda system, count, server, workdir: measure(system, count, server, options, workdir),
-            workdir,
-            described,
-            json_path,
-        )
+    results = await measure_each(
+        rooms,
+        systems,
+        lambda system, count, server, workdir: measure(system, count, server, options, workdir),
+        described,
+        json_path,
+        logs,
+    )
     print(format_markdown(results), flush=True)
     return results
 

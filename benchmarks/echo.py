@@ -245,14 +245,14 @@ async def scrape_histograms(ports: Sequence[int]) -> dict[HistogramKey, dict[flo
                     continue
                 for sample in family.samples:
                     if sample.name == f"{family.name}_bucket":
-                        key = (family.name, sample.labels.get(label, "") if label else "")
                         bound = float(sample.labels["le"])
-                        found = buckets.setdefault(key, {})
-                        found[bound] = found.get(bound, 0.0) + sample.value
                     elif sample.name == f"{family.name}_sum":
-                        key = (family.name, sample.labels.get(label, "") if label else "")
-                        sums = buckets.setdefault(key, {})
-                        sums[SUM] = sums.get(SUM, 0.0) + sample.value
+                        bound = SUM
+                    else:
+                        continue
+                    key = (family.name, sample.labels.get(label, "") if label else "")
+                    found = buckets.setdefault(key, {})
+                    found[bound] = found.get(bound, 0.0) + sample.value
     return buckets
 
 
@@ -609,17 +609,13 @@ async def run(
     charts: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first."""
-    described = machine()
-    print(json.dumps(described), flush=True)
-    with tempfile.TemporaryDirectory(prefix="lksup-bench-") as tmp:
-        results = await measure_each(
-            rooms,
-            systems,
-            lambda system, count, server, workdir: measure(system, count, server, options, workdir),
-            Path(tmp),
-            described,
-            json_path,
-        )
+    results = await measure_each(
+        rooms,
+        systems,
+        lambda system, count, server, workdir: measure(system, count, server, options, workdir),
+        machine(),
+        json_path,
+    )
     print(format_markdown(results), flush=True)
     if charts is not None:
         from benchmarks.charts import draw  # matplotlib: the `bench` extra
@@ -633,25 +629,30 @@ async def measure_each(
     rooms: Sequence[int],
     systems: Sequence[Any],
     measure_one: Callable[[Any, int, LiveKitServer, Path], Awaitable[dict[str, Any]]],
-    workdir: Path,
     described: dict[str, Any],
     json_path: Path | None,
+    workdir: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (rooms, system) pair in turn against one server (its log in `workdir`),
-    smallest load first; each result printed as a JSON line and the JSON file rewritten
-    as they come, so a run cut short keeps what it measured. Serves the dispatch
-    benchmark too."""
+    """Every (rooms, system) pair in turn against one server, smallest load first: the
+    machine (`described`) printed first as a JSON line, then each result as it comes,
+    with the JSON file rewritten each time, so a run cut short keeps what it measured.
+    The server's log and each run's files go to `workdir` (a temporary folder if None).
+    Serves every harness: echo, join cost, dispatch."""
+    print(json.dumps(described), flush=True)
     results: list[dict[str, Any]] = []
-    with LiveKitServer(log_path=workdir / "livekit-server.log") as server:
-        for count in rooms:
-            for system in systems:
-                result = await measure_one(system, count, server, workdir)
-                results.append(result)
-                print(json.dumps(result), flush=True)
-                if json_path is not None:
-                    await anyio.Path(json_path).write_text(
-                        json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
-                    )
+    with tempfile.TemporaryDirectory(prefix="lksup-bench-") as tmp:
+        folder = Path(tmp) if workdir is None else workdir
+        folder.mkdir(parents=True, exist_ok=True)
+        with LiveKitServer(log_path=folder / "livekit-server.log") as server:
+            for count in rooms:
+                for system in systems:
+                    result = await measure_one(system, count, server, folder)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+                    if json_path is not None:
+                        await anyio.Path(json_path).write_text(
+                            json.dumps({"machine": described, "runs": results}, indent=2) + "\n"
+                        )
     return results
 
 

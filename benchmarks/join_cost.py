@@ -19,10 +19,8 @@ Systems are the echo harness's (`benchmarks.echo`), each with its own fresh room
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,19 +133,15 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     rooms, systems = chosen_runs(args, SYSTEMS)
-    described = machine()
-    print(json.dumps(described), flush=True)
-    with tempfile.TemporaryDirectory(prefix="lksup-join-") as tmp:
-        results = await measure_each(
-            rooms,
-            systems,
-            lambda system, count, server, workdir: measure(
-                system, count, server, workdir, args.seconds, args.tail
-            ),
-            Path(tmp),
-            described,
-            args.json,
-        )
+    results = await measure_each(
+        rooms,
+        systems,
+        lambda system, count, server, workdir: measure(
+            system, count, server, workdir, args.seconds, args.tail
+        ),
+        machine(),
+        args.json,
+    )
     print(format_markdown(results), flush=True)
 
 
