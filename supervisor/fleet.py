@@ -555,7 +555,6 @@ class Fleet:
         log.info("[%s] restoring job %s of a dead member as %s", job.key, job.id, served.identity)
         self.jobs.restore(served, token, self.credentials.url)
 
-
     async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
         """Remove the dead bot's ghost through the server API before joining under its
         identity, so the server and the callers see the plain path, a leave then a
