@@ -164,7 +164,7 @@ def check(config: Config) -> None:
               "registers with every node)")
     print(f"  bot: {config.bot.factory} as {config.bot.identity!r}, "
           f"{config.bot.audio_in_sample_rate} Hz in, {config.bot.audio_out_sample_rate} Hz out, "
-          f"VAD {'on' if config.bot.vad else 'off'}")
+          f"{config.bot.audio_frame_ms} ms frames, VAD {'on' if config.bot.vad else 'off'}")
     sv = config.supervision
     print(f"  supervision: {sv.max_restarts} restarts within {sv.within_seconds:g} s per room, "
           f"backoff {sv.backoff_initial_seconds:g}..{sv.backoff_max_seconds:g} s, "

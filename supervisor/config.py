@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from actors.room import SAMPLE_RATES, VAD_RATES_TEXT, VAD_SAMPLE_RATES, BotFactory
+from actors.room import (
+    FRAME_DURATIONS_MS,
+    SAMPLE_RATES,
+    VAD_RATES_TEXT,
+    VAD_SAMPLE_RATES,
+    BotFactory,
+)
 from supervisor.bots import BotLoadError, load_bot
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -50,6 +56,7 @@ class BotConfig:
     identity: str = "bot"
     audio_in_sample_rate: int = 16000
     audio_out_sample_rate: int = 24000
+    audio_frame_ms: int = 20
     audio_in_user_tracks: bool = True
     vad: bool = False
 
@@ -296,6 +303,13 @@ def _read_bot(table: _Table, inherited: BotConfig | None = None) -> BotConfig:
         audio_out_sample_rate=table.get(
             "audio_out_sample_rate", int, rate, base.audio_out_sample_rate, in_sample_rate
         ),
+        audio_frame_ms=table.get(
+            "audio_frame_ms",
+            int,
+            f"milliseconds of audio a frame, one of {', '.join(map(str, FRAME_DURATIONS_MS))}",
+            base.audio_frame_ms,
+            FRAME_DURATIONS_MS.__contains__,
+        ),
         audio_in_user_tracks=table.flag("audio_in_user_tracks", base.audio_in_user_tracks),
         vad=table.flag("vad", base.vad),
     )
@@ -312,6 +326,7 @@ _BOT_KEYS = (
     "identity",
     "audio_in_sample_rate",
     "audio_out_sample_rate",
+    "audio_frame_ms",
     "audio_in_user_tracks",
     "vad",
 )

@@ -333,7 +333,8 @@ class RoomSetCollector(Collector):
             value=sum(len(s.undelivered) + s.unanswered_publishes for s in everything),
         )
         yield CounterMetricFamily(
-            f"{PREFIX}_audio_frames_in", "Audio frames (20 ms) read from participants' tracks.",
+            f"{PREFIX}_audio_frames_in",
+            "Audio frames (of the bot's audio_frame_ms) read from participants' tracks.",
             value=sum(s.audio_frames_in for s in everything),
         )
         yield CounterMetricFamily(

@@ -44,6 +44,7 @@ def room_settings(room: RoomConfig, credentials: Credentials) -> RoomSettings:
         name=bot.identity,
         audio_in_sample_rate=bot.audio_in_sample_rate,
         audio_out_sample_rate=bot.audio_out_sample_rate,
+        audio_frame_ms=bot.audio_frame_ms,
         audio_in_user_tracks=bot.audio_in_user_tracks,
         vad=bot.vad,
         e2ee_key=room.e2ee_key,

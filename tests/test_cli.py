@@ -103,6 +103,11 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         ),
         (
             "[bot]",
+            "[bot]\naudio_frame_ms = 30",
+            "bot.audio_frame_ms = 30: expected milliseconds of audio a frame, one of 10, 20, 40",
+        ),
+        (
+            "[bot]",
             "[limits]\nmax_rooms = 1\n[bot]",
             "rooms has 2 entries: expected at most limits.max_rooms (1)",
         ),
@@ -182,6 +187,7 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "negative-timeout",
         "bad-sample-rate",
         "vad-at-24000-hz",
+        "bad-frame-size",
         "max-rooms-exceeded",
         "bad-metrics-address",
         "missing-e2ee-key-variable",
@@ -228,6 +234,7 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert f"config OK: 2 room(s) on ws://127.0.0.1:{port}" in result.stdout
+    assert "Hz out, 20 ms frames, VAD off\n" in result.stdout
     assert "  watchdog: a loop stalled 2 s is logged and fails /healthz" in result.stdout
     assert "  room lobby\n" in result.stdout
     assert "  room support\n" in result.stdout

@@ -92,15 +92,18 @@ def test_dispatched_rooms_run_the_bot_unless_dispatch_names_its_own() -> None:
 def test_a_dispatch_bot_overrides_the_keys_it_sets_and_keeps_the_rest_of_bot() -> None:
     doc = dispatch_doc(
         job_type="participant",
-        bot={"factory": "supervisor.bots.data:create_bot", "identity": "helper"},
+        bot={"factory": "supervisor.bots.data:create_bot", "identity": "helper",
+             "audio_frame_ms": 40},
     )
     config = parse_config(tomllib.loads(config_toml(doc)), ENVIRON)
     bot = config.dispatch_bot
-    assert (bot.factory, bot.identity, bot.audio_in_sample_rate) == (
+    assert (bot.factory, bot.identity, bot.audio_in_sample_rate, bot.audio_frame_ms) == (
         "supervisor.bots.data:create_bot",
         "helper",
         48000,
+        40,
     )
+    assert config.bot.audio_frame_ms == 20
     assert bot.load.__module__ == "supervisor.bots.data"
     assert config.rooms[0].bot is config.bot  # a configured room keeps the [bot]
     assert config.dispatch.job_type == "participant"

@@ -4,6 +4,7 @@ from actors.room.job import AGENT_NAME_ATTRIBUTE, Job, is_rival
 from actors.room.room import CURRENT_ROOM, room_spec
 from actors.room.rtc_fanout import narrow_room_events
 from actors.room.settings import (
+    FRAME_DURATIONS_MS,
     SAMPLE_RATES,
     VAD_RATES_TEXT,
     VAD_SAMPLE_RATES,
@@ -27,6 +28,7 @@ __all__ = [
     "AGENT_NAME_ATTRIBUTE",
     "CONNECT_BUCKETS",
     "CURRENT_ROOM",
+    "FRAME_DURATIONS_MS",
     "HOPS",
     "HOP_BUCKETS",
     "LATENCY_BUCKETS",

@@ -34,8 +34,6 @@ from actors.room.timing import stamp
 
 log = logging.getLogger("actors.room")
 
-FRAME_MS = 20
-
 
 class AudioInActor(Actor):
     """Reads every subscribed audio track and tells its frames to the pipeline."""
@@ -52,7 +50,8 @@ class AudioInActor(Actor):
             yield
             return
         rate = self.settings.audio_in_sample_rate
-        self._mixer = rtc.AudioMixer(rate, 1, blocksize=rate * FRAME_MS // 1000)
+        blocksize = rate * self.settings.audio_frame_ms // 1000
+        self._mixer = rtc.AudioMixer(rate, 1, blocksize=blocksize)
         self.tasks.start_soon(self._forward_mix, self._mixer)
         try:
             yield
@@ -80,12 +79,12 @@ class AudioInActor(Actor):
         self, subscribed: AudioTrackSubscribedFrame, *, task_status: TaskStatus[None]
     ) -> None:
         sid, user = subscribed.track_sid, subscribed.participant_id
-        rate = self.settings.audio_in_sample_rate
+        rate, frame_ms = self.settings.audio_in_sample_rate, self.settings.audio_frame_ms
         with anyio.CancelScope() as scope:
             self._readers[sid] = scope
             task_status.started()
             stream = rtc.AudioStream(
-                subscribed.track, sample_rate=rate, num_channels=1, frame_size_ms=FRAME_MS
+                subscribed.track, sample_rate=rate, num_channels=1, frame_size_ms=frame_ms
             )
             log.info("[%s] receiving audio of %s (track %s)", self.settings.key, user, sid)
             try:

@@ -22,10 +22,10 @@ from actors.room.stats import RoomStats
 
 log = logging.getLogger("actors.room")
 
-AUDIO_MARK_EVERY = 5
-"""Input audio frames (of 20 ms) between two marks sent down the bot's pipeline."""
-MAX_AUDIO_BEHIND = 15
-"""How many input audio frames the pipeline may lag (300 ms) before audio is held back."""
+AUDIO_MARK_EVERY_MS = 100
+"""Input audio between two marks sent down the bot's pipeline."""
+MAX_AUDIO_BEHIND_MS = 300
+"""How much input audio the pipeline may lag before audio is held back."""
 STALL_SECONDS = 0.5
 """How long one audio frame waits for a lagging pipeline before it is dropped."""
 
@@ -46,9 +46,11 @@ class PacedInput(Protocol):
 class InputPacer:
     """Paces one pipeline incarnation's input audio by the marks reaching its end."""
 
-    def __init__(self, room_name: str, stats: RoomStats) -> None:
+    def __init__(self, room_name: str, stats: RoomStats, frame_ms: int) -> None:
         self._room_name = room_name
         self._stats = stats
+        self._mark_every = max(1, AUDIO_MARK_EVERY_MS // frame_ms)  # in frames, as is the rest
+        self._max_behind = MAX_AUDIO_BEHIND_MS // frame_ms
         self._pacing = False  # until `pace_with`: a bot running itself has no worker to watch
         self._sent = 0
         self._through = 0
@@ -83,7 +85,7 @@ class InputPacer:
                 self._pacing = False
         await input.push_audio_frame(frame)
         self._sent += 1
-        if self._pacing and self._sent % AUDIO_MARK_EVERY == 0:
+        if self._pacing and self._sent % self._mark_every == 0:
             await input.push_frame(AudioMarkFrame(self._sent))
 
     async def _mark_reached(self, worker: PipelineWorker, frame: Frame) -> None:
@@ -92,4 +94,4 @@ class InputPacer:
 
     def _lagging(self, input: PacedInput) -> bool:
         behind = self._sent - self._through
-        return behind > MAX_AUDIO_BEHIND or input.audio_backlog > MAX_AUDIO_BEHIND
+        return behind > self._max_behind or input.audio_backlog > self._max_behind

@@ -29,10 +29,25 @@ from actors.room.stats import RoomStats
 from actors.specs import Backoff, ChildSpec, Restart, RestartIntensity, Strategy
 from actors.supervision import Supervisor
 
-AUDIO_LANE = MailboxSpec(capacity=16, overflow=Overflow.DROP_OLDEST)
-"""The pipeline's data lane: 16 frames of 20 ms; a lagging bot skips stale audio."""
-OUTPUT_LANE = MailboxSpec(capacity=8, overflow=Overflow.BLOCK, send_timeout=2.0)
-"""The audio-out lane: small and blocking, so it paces the bot to real time."""
+AUDIO_LANE_MS = 320
+"""The pipeline's data lane holds this much input audio (drop-oldest): a lagging bot
+skips stale audio."""
+OUTPUT_LANE_MS = 160
+"""The audio-out lane holds this much output audio (blocking): small, so it paces the
+bot to real time."""
+
+
+def audio_lanes(frame_ms: int) -> tuple[MailboxSpec, MailboxSpec]:
+    """The pipeline's and audio-out's data lanes for frames of `frame_ms`: the same
+    audio whatever the frame size, so a room's delays do not change with it."""
+    return (
+        MailboxSpec(capacity=AUDIO_LANE_MS // frame_ms, overflow=Overflow.DROP_OLDEST),
+        MailboxSpec(
+            capacity=OUTPUT_LANE_MS // frame_ms, overflow=Overflow.BLOCK, send_timeout=2.0
+        ),
+    )
+
+
 CURRENT_ROOM: ContextVar[str] = ContextVar("current_room")
 """The room whose tree the running code belongs to. Set once per incarnation in the
 room supervisor's own task, it is inherited by every task and callback the tree starts
@@ -58,12 +73,13 @@ def room_spec(
 ) -> ChildSpec:
     """The child spec of one room's supervisor, named `settings.key` (the room's name,
     or `room:participant` for a participant's job)."""
+    audio_lane, output_lane = audio_lanes(settings.audio_frame_ms)
     children = [
         ChildSpec("connection", lambda: ConnectionActor(settings, stats)),
         ChildSpec("events", lambda: EventActor(settings, stats)),
         ChildSpec("audio_in", lambda: AudioInActor(settings, stats)),
-        ChildSpec("audio_out", lambda: AudioOutActor(settings, stats), mailbox=OUTPUT_LANE),
-        ChildSpec("pipeline", lambda: PipelineActor(settings, stats), mailbox=AUDIO_LANE),
+        ChildSpec("audio_out", lambda: AudioOutActor(settings, stats), mailbox=output_lane),
+        ChildSpec("pipeline", lambda: PipelineActor(settings, stats), mailbox=audio_lane),
     ]
     return ChildSpec(
         settings.key,

@@ -111,7 +111,7 @@ def default_params(settings: RoomSettings) -> LiveKitParams:
         audio_in_sample_rate=settings.audio_in_sample_rate,
         audio_out_sample_rate=settings.audio_out_sample_rate,
         audio_in_user_tracks=settings.audio_in_user_tracks,
-        audio_out_10ms_chunks=2,
+        audio_out_10ms_chunks=settings.audio_frame_ms // 10,
         audio_out_end_silence_secs=0,  # pipecat pads 2 s of silence on EndFrame: a slow stop
     )
 
@@ -219,7 +219,7 @@ class RoomTransport(BaseTransport):
         self._audio_out = audio_out
         self._input: RoomInputTransport | None = None
         self._output: RoomOutputTransport | None = None
-        self._pacer = InputPacer(settings.key, stats)
+        self._pacer = InputPacer(settings.key, stats, settings.audio_frame_ms)
         self._delivery = EventDelivery(
             settings.key, room, self._call_event_handler, self._started_input
         )

@@ -63,6 +63,55 @@ async def test_participant_hears_its_own_tone_back(
     assert tree.stats.audio_frames_out > 0
 
 
+class InputDurations(FrameProcessor):
+    """Notes how much audio each input frame the bot gets carries, in ms."""
+
+    def __init__(self) -> None:
+        super().__init__(enable_direct_mode=True)
+        self.seen: set[float] = set()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            self.seen.add(1000 * len(frame.audio) / (2 * frame.num_channels * frame.sample_rate))
+        await self.push_frame(frame, direction)
+
+
+@pytest.mark.parametrize("frame_ms", [10, 40])
+async def test_the_bot_hears_and_speaks_in_frames_of_audio_frame_ms(
+    livekit_server: LiveKitServer, frame_ms: int
+) -> None:
+    """Every input frame carries `audio_frame_ms` of audio, and the output transport
+    writes chunks of as much: once the tone stops and the echo drains, each input frame
+    was captured as one chunk or counted as dropped (chunks of another size would make
+    more or fewer)."""
+    durations = InputDurations()
+    room = f"echo-frames-{frame_ms}"
+
+    def bot(transport: RoomTransport) -> PipelineWorker:
+        return room_pipeline(transport, durations, EchoProcessor())
+
+    async with (
+        running_room(
+            livekit_server, room, bot, audio_frame_ms=frame_ms,
+            audio_in_sample_rate=16000, audio_out_sample_rate=16000,
+        ) as tree,
+        join(livekit_server, room, "alice") as alice,
+    ):
+        async with publishing_tone(alice, 440.0):
+            heard = await listen_for_tone(await subscribed_audio_track(alice, "bot"), 440.0)
+        stats = tree.stats
+
+        def passed_on() -> int:
+            return stats.audio_frames_out + sum(stats.audio_frames_dropped.values())
+
+        await wait_until(lambda: passed_on() >= stats.audio_frames_in, 10.0)
+        frames_in, passed = stats.audio_frames_in, passed_on()
+    assert is_tone(heard, 440.0)
+    assert durations.seen == {float(frame_ms)}
+    assert passed == frames_in, f"{frames_in} frames in, {passed} chunks out or dropped"
+
+
 async def onset_delay(alice: rtc.Room, *, bursts: int = 5, frame_ms: int = 20) -> list[float]:
     """Seconds from sending a tone burst to hearing it back, by energy onset, per burst."""
     source = rtc.AudioSource(SAMPLE_RATE, 1)
