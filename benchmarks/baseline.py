@@ -34,6 +34,8 @@ class BaselineOptions:
     """The bot's audio rate both ways (the SDK resamples to and from the room's 48 kHz)."""
     queue_ms: int
     """The audio source's buffer, as the supervisor's `audio_out_queue_ms`."""
+    frame_ms: int = 20
+    """Audio per frame, as the supervisor's `audio_frame_ms`."""
 
 
 def say(line: str) -> None:
@@ -70,14 +72,17 @@ def main(
     serve: Callable[[Credentials, BaselineOptions], Awaitable[None]],
     description: str,
 ) -> None:
-    """Parse `--rooms a,b,c --sample-rate R --queue-ms Q` and serve until SIGTERM or
+    """Parse `--rooms a,b,c --sample-rate R --queue-ms Q --frame-ms F` and serve until SIGTERM or
     SIGINT, which cancel `serve` so that every room is left cleanly."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rooms", required=True, help="comma-separated room names")
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--queue-ms", type=int, default=200)
+    parser.add_argument("--frame-ms", type=int, default=20)
     args = parser.parse_args(argv)
-    options = BaselineOptions(tuple(args.rooms.split(",")), args.sample_rate, args.queue_ms)
+    options = BaselineOptions(
+        tuple(args.rooms.split(",")), args.sample_rate, args.queue_ms, args.frame_ms
+    )
     try:
         anyio.run(
             _until_signalled, serve, credentials_from_environment(), options, backend="asyncio"

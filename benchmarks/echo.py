@@ -88,28 +88,36 @@ what the bot got, not what it asked for."""
 @attrs.frozen
 class System:
     name: str
+    program: str
+    """What runs: `floor`, `pipecat` or `supervisor`."""
     workers: int = 1
     """Processes that each say `ready` once their rooms are joined."""
+    frame_ms: int = 20
+    """Audio per frame in and out (the supervisor's `audio_frame_ms`; the floor's read
+    frames). pipecat's `LiveKitTransport` reads its SDK's default, 10 ms."""
 
     @property
     def is_supervisor(self) -> bool:
-        return self.name.startswith("supervisor")
+        return self.program == "supervisor"
 
     def command(self, config: Path, rooms: Sequence[str]) -> list[str]:
         if self.is_supervisor:
             return [sys.executable, "-m", "supervisor.cli", "run", str(config),
                     "--workers", str(self.workers)]
-        module = {"floor": "benchmarks.echo_floor", "pipecat": "benchmarks.echo_pipecat"}
-        return [sys.executable, "-m", module[self.name], "--rooms", ",".join(rooms),
-                "--sample-rate", str(SAMPLE_RATE)]
+        return [sys.executable, "-m", f"benchmarks.echo_{self.program}",
+                "--rooms", ",".join(rooms), "--sample-rate", str(SAMPLE_RATE),
+                "--frame-ms", str(self.frame_ms)]
 
 
 SYSTEMS = {
-    "floor": System("floor"),
-    "pipecat": System("pipecat"),
-    "supervisor": System("supervisor"),
-    "supervisor-w2": System("supervisor-w2", workers=2),
+    "floor": System("floor", "floor"),
+    "floor-40": System("floor-40", "floor", frame_ms=40),
+    "pipecat": System("pipecat", "pipecat"),
+    "supervisor": System("supervisor", "supervisor"),
+    "supervisor-40": System("supervisor-40", "supervisor", frame_ms=40),
+    "supervisor-w2": System("supervisor-w2", "supervisor", workers=2),
 }
+"""`-40`: 40 ms frames, compared with the floor of the same frame size."""
 
 
 @attrs.frozen
@@ -131,7 +139,9 @@ class Options:
     figures under load stay per talking room; the idle ones are per room served."""
 
 
-def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) -> str:
+def config_text(
+    server: LiveKitServer, rooms: Sequence[str], metrics_port: int, frame_ms: int = 20
+) -> str:
     """The supervisor's config; the load generator reads its rooms and the bot identity."""
     return config_toml(
         {
@@ -145,6 +155,7 @@ def config_text(server: LiveKitServer, rooms: Sequence[str], metrics_port: int) 
                 "factory": "supervisor.bots.echo:create_bot",
                 "audio_in_sample_rate": SAMPLE_RATE,
                 "audio_out_sample_rate": SAMPLE_RATE,
+                "audio_frame_ms": frame_ms,
             },
             "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
             "limits": {"max_rooms": max(1000, len(rooms))},
@@ -313,7 +324,7 @@ async def measure(
     names = talking + [f"{system.name}-{rooms}-idle-{index}" for index in range(options.beside)]
     metrics_port = free_port()
     config = workdir / f"{system.name}-{rooms}.toml"
-    config.write_text(config_text(server, names, metrics_port))
+    config.write_text(config_text(server, names, metrics_port, system.frame_ms))
     load_config = workdir / f"{system.name}-{rooms}-load.toml"  # the generator's rooms
     load_config.write_text(config_text(server, talking, metrics_port))
     env = {
@@ -324,7 +335,7 @@ async def measure(
     }
     result: dict[str, Any] = {
         "system": system.name, "rooms": rooms, "beside": options.beside,
-        "load_1m": os.getloadavg()[0],
+        "frame_ms": system.frame_ms, "load_1m": os.getloadavg()[0],
     }  # fmt: skip
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
@@ -519,6 +530,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
             f"{cell(r.get('load_1m'), 2)} |"
         )
     by_key = {(r["system"], r["rooms"]): r for r in results}
+    floors = {  # each system against the floor of its own frame size
+        (r.get("frame_ms", 20), r["rooms"]): r for r in results if r["system"].startswith("floor")
+    }
     ratio_rows = [
         "",
         "| system | rooms | idle CPU/room vs floor | CPU/room vs floor | CPU/room vs pipecat | "
@@ -526,9 +540,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        if r["system"] == "floor":
+        if r["system"].startswith("floor"):
             continue
-        floor = by_key.get(("floor", r["rooms"]), {})
+        floor = floors.get((r.get("frame_ms", 20), r["rooms"]), {})
         pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
         ratio_rows.append(
             f"| {r['system']} | {rooms_cell(r)} | "

@@ -1,6 +1,7 @@
 """The floor: a bare livekit rtc SDK echo loop, every room in one process.
 
     python -m benchmarks.echo_floor --rooms a,b,c [--sample-rate 16000] [--queue-ms 200]
+                                    [--frame-ms 20]
 
 Per room: join, publish an audio source, and for each subscribed audio track read an
 `rtc.AudioStream` at the bot's rate and capture every frame into the source. Nothing
@@ -19,11 +20,11 @@ from benchmarks.baseline import BaselineOptions, Readiness, bot_token, main
 from supervisor.access import Credentials
 from supervisor.rtc_shutdown import end_room
 
-FRAME_MS = 20
 
-
-async def echo(track: rtc.Track, source: rtc.AudioSource, sample_rate: int) -> None:
-    stream = rtc.AudioStream(track, sample_rate=sample_rate, num_channels=1, frame_size_ms=FRAME_MS)
+async def echo(track: rtc.Track, source: rtc.AudioSource, options: BaselineOptions) -> None:
+    stream = rtc.AudioStream(
+        track, sample_rate=options.sample_rate, num_channels=1, frame_size_ms=options.frame_ms
+    )
     try:
         async for event in stream:
             await source.capture_frame(event.frame)
@@ -42,7 +43,7 @@ async def serve_room(
 
             def on_subscribed(track: rtc.Track, *_: object) -> None:
                 if isinstance(track, rtc.RemoteAudioTrack):
-                    tasks.start_soon(echo, track, source, options.sample_rate)
+                    tasks.start_soon(echo, track, source, options)
 
             room.on("track_subscribed", on_subscribed)
             await room.connect(credentials.url, bot_token(credentials, name))

@@ -2,13 +2,15 @@
 in one process.
 
     python -m benchmarks.echo_pipecat --rooms a,b,c [--sample-rate 16000] [--queue-ms 200]
+                                      [--frame-ms 20]
 
 What a team writes without the supervisor: for each room a `LiveKitTransport`, the
 same echo processor the supervisor's echo bot runs between `input()` and `output()`,
 and one `WorkerRunner` running every room's `PipelineWorker`, with the worker settings
 of the supervisor's `room_pipeline` (no idle timeout, no RTVI, no turn tracking). The
-transport gets the supervisor's output settings (20 ms output chunks, the same audio
-source buffer) and the same rates, so the two differ only in how they move audio, not
+transport gets the supervisor's output settings (output chunks of `--frame-ms`, the same
+audio source buffer; its input reads the SDK's 10 ms frames, which it does not let a bot
+change) and the same rates, so the two differ only in how they move audio, not
 in how they are tuned; pipecat's logging is quieted to warnings, as the supervisor's.
 """
 
@@ -47,7 +49,7 @@ def echo_worker(
             audio_out_enabled=True,
             audio_in_sample_rate=rate,
             audio_out_sample_rate=rate,
-            audio_out_10ms_chunks=2,
+            audio_out_10ms_chunks=options.frame_ms // 10,
             audio_out_queue_size_ms=options.queue_ms,
         ),
     )
