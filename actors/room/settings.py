@@ -46,9 +46,9 @@ class RoomSettings:
     audio_out_sample_rate: int = attrs.field(default=24000, validator=v.in_(SAMPLE_RATES))
     audio_frame_ms: int = attrs.field(default=20, validator=v.in_(FRAME_DURATIONS_MS))
     """Milliseconds of audio in each frame the bot's input gets and in each chunk its
-    output transport writes. 40 halves the frames each room moves (about a quarter less
-    CPU per talking room, measured in benchmarks/RESULTS.md) for 20 ms more delay each
-    way: an input frame is handed on when it is full, and so is an output chunk."""
+    output transport writes. 40 halves the frames each room moves (a fifth less CPU per
+    talking room, benchmarks/RESULTS.md run I) for 20 ms more delay each way: an input
+    frame is handed on when it is full, and so is an output chunk."""
     audio_in_user_tracks: bool = True
     """Each participant's audio as its own `UserAudioRawFrame` stream (pipecat's
     default), or one mixed `InputAudioRawFrame` stream when False."""
