@@ -334,8 +334,8 @@ async def measure(
         "LIVEKIT_URL": server.url,
     }
     result: dict[str, Any] = {
-        "system": system.name, "rooms": rooms, "beside": options.beside,
-        "frame_ms": system.frame_ms, "load_1m": os.getloadavg()[0],
+        "system": system.name, "program": system.program, "rooms": rooms,
+        "beside": options.beside, "frame_ms": system.frame_ms, "load_1m": os.getloadavg()[0],
     }  # fmt: skip
     async with bot_process(system, config, names, env) as bot:
         pid = bot.process.pid
@@ -531,7 +531,7 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         )
     by_key = {(r["system"], r["rooms"]): r for r in results}
     floors = {  # each system against the floor of its own frame size
-        (r.get("frame_ms", 20), r["rooms"]): r for r in results if r["system"].startswith("floor")
+        (r["frame_ms"], r["rooms"]): r for r in results if r["program"] == "floor"
     }
     ratio_rows = [
         "",
@@ -540,9 +540,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        if r["system"].startswith("floor"):
+        if r["program"] == "floor":
             continue
-        floor = floors.get((r.get("frame_ms", 20), r["rooms"]), {})
+        floor = floors.get((r["frame_ms"], r["rooms"]), {})
         pipecat = by_key.get(("pipecat", r["rooms"]), {}) if r["system"] != "pipecat" else {}
         ratio_rows.append(
             f"| {r['system']} | {rooms_cell(r)} | "
