@@ -4,7 +4,7 @@ The SDK's runtime hands every event to every subscriber of one process-wide queu
 (`FfiQueue.put`, on the runtime's thread, each delivery a `call_soon_threadsafe`), and
 each `rtc.Room` subscribes to every event but the audio and video stream ones. So each
 room's listening task also wakes for every other room's capture callbacks: one per
-20 ms frame the bot sends, in every talking room, delivered to every room of the
+frame the bot sends (50 a second at 20 ms), in every talking room, delivered to every room of the
 process, then handed on through the room's own queue. No room needs them (each
 `capture_frame` waits for its own callback through a subscription of its own), yet
 they make a process's Python work grow with talking rooms times rooms: 25 idle rooms
