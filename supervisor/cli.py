@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ loguru.logger.add(sys.stderr, level="WARNING")
 
 import aiohttp  # noqa: E402
 import anyio  # noqa: E402
+import attrs  # noqa: E402
 from anyio.abc import ObjectReceiveStream  # noqa: E402
 from livekit import api  # noqa: E402
 
@@ -34,6 +36,15 @@ from supervisor.fleet import fleet_room, probe_url  # noqa: E402
 from supervisor.http import serving_metrics  # noqa: E402
 from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.playground import tokens_off  # noqa: E402
+from supervisor.recycle import (  # noqa: E402
+    RELEASE,
+    SUCCEEDS_ENV,
+    Bounds,
+    describe,
+    recycles,
+    report,
+    report_fd,
+)
 from supervisor.rooms import RoomSet  # noqa: E402
 from supervisor.rtc_shutdown import release_rtc  # noqa: E402
 from supervisor.targets import file_sd, host_targets, is_loopback, srv_records  # noqa: E402
@@ -58,8 +69,11 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
     """
     result = EXIT_OK
     draining = anyio.Event()
+    released = anyio.Event()
     reload_send, reload_receive = anyio.create_memory_object_stream[None](1)
-    with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals, single_errors():
+    recycled = (RELEASE,) if report_fd() is not None else ()  # a parent may replace us
+    handled = (*STOP_SIGNALS, signal.SIGHUP, *recycled)
+    with anyio.open_signal_receiver(*handled) as signals, single_errors():
         async with anyio.create_task_group() as tasks:
             serving = anyio.CancelScope()
 
@@ -67,8 +81,12 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
                 nonlocal result
                 async for signum in signals:
                     name = signal.Signals(signum).name
-                    if signum == signal.SIGHUP:
-                        log.info("SIGHUP: reloading %s", path)
+                    if signum == RELEASE:
+                        log.info("%s: a successor is coming (see supervisor.recycle)", name)
+                        released.set()
+                    if signum in (signal.SIGHUP, RELEASE):
+                        if signum == signal.SIGHUP:
+                            log.info("SIGHUP: reloading %s", path)
                         # a full stream: a reload is already pending; it will read the file
                         with contextlib.suppress(anyio.WouldBlock):
                             reload_send.send_nowait(None)
@@ -82,7 +100,7 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
 
             tasks.start_soon(watch_signals)
             with serving:
-                await _serve(path, config, shard, draining, reload_receive)
+                await _serve(path, config, shard, draining, released, reload_receive)
             tasks.cancel_scope.cancel()
     return result
 
@@ -92,13 +110,18 @@ async def _serve(
     config: Config,
     shard: Shard,
     draining: anyio.Event,
+    released: anyio.Event,
     reloads: ObjectReceiveStream[None],
 ) -> None:
+    """Serve until `draining`; each item of `reloads` reloads the config, with this
+    worker's configured rooms let go once `released` (`supervisor.recycle`)."""
     async with livekit_credentials(config.livekit) as credentials:
         room_set = RoomSet(config, credentials)
         async with (
             # /metrics, /healthz, /readyz; the loop watchdog
-            serving_metrics(config.metrics, config.watchdog, room_set),
+            serving_metrics(
+                config.metrics, config.watchdog, room_set, released, SUCCEEDS_ENV in os.environ
+            ) as metrics,
             open_actor(room_set.supervisor_spec()) as rooms,
             dispatching(config, credentials, room_set, rooms) as worker,
         ):
@@ -110,8 +133,18 @@ async def _serve(
             )
             async with anyio.create_task_group() as serving:
                 serving.start_soon(_cancel_on, draining, serving.cancel_scope)
+                fd = report_fd()
+                if fd is not None:
+                    bounds = Bounds(config.recycle, lambda: room_set.rooms_served)
+                    serving.start_soon(report, fd, bounds, metrics.readiness)
                 async for _ in reloads:
-                    await _reload(path, shard, room_set, rooms)
+                    if released.is_set() and shard.configured:
+                        shard = attrs.evolve(shard, configured=False)
+                        _, stopped = await room_set.reload(rooms, shard.of(room_set.config))
+                        log.info("recycle: left %d configured room(s) to the successor",
+                                 len(stopped))
+                    else:
+                        await _reload(path, shard, room_set, rooms)
             if worker is not None:
                 await worker.drain()
             log.info("draining %d room(s)", len(room_set.config.rooms))
@@ -198,6 +231,7 @@ def check(config: Config) -> None:
               f"{probe_url(config)}" if ds.restore else "  fleet: off (restore = false)")
     else:
         print("  dispatch: off")
+    print(f"  recycle: {describe(config)}")
     print(f"  {_web_line(config)}")
     for room in config.rooms:
         extras = [f"bot {room.bot.factory}"] if room.bot != config.bot else []
@@ -376,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run, args.config, config, shard,
                 backend="asyncio", backend_options=loop_options(config.runtime),
             )  # fmt: skip
-        if args.workers > 1:
+        if args.workers > 1 or recycles(config):
             clean = anyio.run(
                 serve_workers, args.config, config, args.workers, args.log_level, backend="asyncio"
             )

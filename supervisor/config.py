@@ -162,6 +162,22 @@ class DispatchConfig:
 
 
 @attrs.frozen
+class RecycleConfig:
+    """When a worker process is replaced by a fresh one (`supervisor.recycle`): the rtc
+    SDK keeps native memory for every room a process served while others lived beside
+    it, so a process that serves rooms in turn for ever grows until it fails."""
+
+    max_rooms_served: int = 200
+    """Room trees started (configured, dispatched, restored); 0: no bound."""
+    max_rss_mb: int = 0
+    """Resident memory in MiB; 0: no bound."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.max_rooms_served or self.max_rss_mb)
+
+
+@attrs.frozen
 class WebConfig:
     """The try-it page on the metrics listener (`supervisor.playground`)."""
 
@@ -196,6 +212,7 @@ class Config:
     dispatch: DispatchConfig = DispatchConfig()
     web: WebConfig = WebConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    recycle: RecycleConfig = RecycleConfig()
     sibling_rooms: frozenset[str] = frozenset()
     """With `--workers N`, the configured rooms the other workers serve (`Shard.of`): a
     dispatched job for one of them is declined, or its room would get a second bot."""
@@ -339,7 +356,7 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
         doc,
         "",
         ("livekit", "bot", "supervision", "metrics", "watchdog", "limits", "dispatch", "web",
-         "runtime", "rooms"),
+         "runtime", "recycle", "rooms"),
     )
 
     lk = _Table(top.get("livekit", dict, "a [livekit] table"), "livekit",
@@ -461,9 +478,15 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
             lambda v: v == "asyncio" or (v == "uvloop" and find_spec("uvloop") is not None),
         ),
     )
+    rc = _Table(top.get("recycle", dict, "a [recycle] table", {}), "recycle",
+                tuple(f.name for f in attrs.fields(RecycleConfig)))
+    recycle = RecycleConfig(
+        max_rooms_served=rc.count("max_rooms_served", RecycleConfig().max_rooms_served, 0),
+        max_rss_mb=rc.count("max_rss_mb", RecycleConfig().max_rss_mb, 0),
+    )
     return Config(
         livekit, bot, supervision, metrics, limits, tuple(rooms), watchdog, dispatch, web,
-        runtime,
+        runtime, recycle,
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -55,6 +56,9 @@ T = TypeVar("T")
 def _text(ok: bool, body: str) -> web.Response:
     return web.Response(status=200 if ok else 503, text=body + "\n")
 
+
+PORT_RETRY_SECONDS = 0.1
+"""How often a successor tries the port its predecessor is letting go."""
 
 _pretty = functools.partial(json.dumps, indent=2)
 """`/status` is read by people (curl) as much as by scripts."""
@@ -139,9 +143,10 @@ def metrics_app(metrics: SupervisorMetrics, status: Status, on_loop: _OnLoop) ->
 class _Listener:
     """The aiohttp server, run by its own thread on its own event loop."""
 
-    def __init__(self, config: MetricsConfig, app: web.Application) -> None:
+    def __init__(self, config: MetricsConfig, app: web.Application, wait_for_port: bool) -> None:
         self.config = config
         self.app = app
+        self.wait_for_port = wait_for_port
         self.loop = asyncio.new_event_loop()
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop = asyncio.Event()
@@ -164,14 +169,26 @@ class _Listener:
         )
         await runner.setup()
         try:
+            if self.wait_for_port:  # a successor: the worker it replaces is letting go
+                self.started.set_result(None)
             site = web.TCPSite(runner, self.config.host, self.config.port)
-            try:
-                await site.start()
-            except OSError as err:  # say which setting to change
-                raise OSError(
-                    err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}"
-                ) from err
-            self.started.set_result(None)
+            while True:
+                try:
+                    await site.start()
+                    break
+                except OSError as err:
+                    if not (self.wait_for_port and err.errno == errno.EADDRINUSE):
+                        raise OSError(  # say which setting to change
+                            err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}"
+                        ) from err
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), PORT_RETRY_SECONDS)
+                if self._stop.is_set():
+                    return
+            log.info("metrics on http://%s/metrics (and /healthz, /readyz, /status)",
+                     self.config.listen)
+            if not self.started.done():
+                self.started.set_result(None)
             await self._stop.wait()
         finally:
             await runner.cleanup()
@@ -181,14 +198,27 @@ class _Listener:
             self.loop.call_soon_threadsafe(self._stop.set)
 
 
+async def _stop_on(release: anyio.Event, listener: _Listener) -> None:
+    await release.wait()
+    listener.stop()
+    log.info("metrics listener on %s closed: the successor takes the port", listener.config.listen)
+
+
 @asynccontextmanager
 async def serving_metrics(
-    config: MetricsConfig, watchdog_config: WatchdogConfig, room_set: RoomSet
+    config: MetricsConfig,
+    watchdog_config: WatchdogConfig,
+    room_set: RoomSet,
+    release: anyio.Event | None = None,
+    wait_for_port: bool = False,
 ) -> AsyncIterator[SupervisorMetrics]:
     """Serve the endpoints, run the loop watchdog (the lag probe) and time the garbage
     collector's pauses for the block's duration.
 
-    A port already in use fails here, at start, with the OSError the CLI reports.
+    A port already in use fails here, at start, with the OSError the CLI reports, unless
+    `wait_for_port` (a recycled worker's successor, `supervisor.recycle`): then the
+    port is taken as soon as it is free. `release` set closes the listener early, for
+    the successor (the process goes on without its endpoints).
     """
     metrics = SupervisorMetrics(room_set, config, watchdog_config)
     on_loop = _OnLoop(asyncio.get_running_loop(), metrics.watchdog)
@@ -196,13 +226,12 @@ async def serving_metrics(
         async with anyio.create_task_group() as tasks:
             await tasks.start(metrics.watchdog.run)
             status = Status(metrics, room_set)
-            listener = _Listener(config, metrics_app(metrics, status, on_loop))
+            listener = _Listener(config, metrics_app(metrics, status, on_loop), wait_for_port)
             listener.thread.start()
             try:
                 await asyncio.wrap_future(listener.started)
-                log.info(
-                    "metrics on http://%s/metrics (and /healthz, /readyz, /status)", config.listen
-                )
+                if release is not None:
+                    tasks.start_soon(_stop_on, release, listener)
                 yield metrics
             finally:
                 listener.stop()

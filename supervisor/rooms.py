@@ -116,6 +116,10 @@ class RoomSet:
     children in place (`Supervisor.children()`) without asking it anything (busy
     starting a room, it answers no question until it is done)."""
 
+    rooms_served: int = 0
+    """Room trees this process started and saw end: dispatched (and restored) jobs
+    ended, configured rooms a reload stopped. What `[recycle] max_rooms_served` bounds:
+    the rtc SDK's memory grows with rooms gone, not with rooms running."""
     dispatched: dict[str, Job] = attrs.field(factory=dict)
     """The room trees running for an agent job (`supervisor.jobs`), by tree name
     (`Job.key`: the room's name, or `room:participant` for a participant's job)."""
@@ -164,6 +168,7 @@ class RoomSet:
     def job_ended(self, job: Job) -> None:
         """The job's room is stopped: its counts join `retired` (a static room of the
         same name keeps its own)."""
+        self.rooms_served += 1
         self.dispatched.pop(job.key, None)
         if all(room.name != job.key for room in self.config.rooms):
             ended = self.stats.pop(job.key, None)
@@ -210,6 +215,7 @@ class RoomSet:
         for name in stopped:
             timeout = new.supervision.shutdown_timeout_seconds + 5
             await rooms.ask(StopChildFrame(name), timeout=timeout)
+            self.rooms_served += 1
             log.info("[%s] stopped: no longer configured as it was", name)
         for name in started:
             if name in self.dispatched:  # one tree per room name

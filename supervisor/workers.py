@@ -42,13 +42,14 @@ from pathlib import Path
 import aiohttp
 import anyio
 import attrs
-from anyio.abc import Process, TaskGroup
+from anyio.abc import Process, TaskGroup, TaskStatus
 from yarl import URL
 
 from actors import Backoff
 from supervisor.access import Credentials
 from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
 from supervisor.credentials import livekit_credentials
+from supervisor.recycle import DUE, READY, RELEASE, REPORT_FD_ENV, SUCCEEDS_ENV, describe
 
 log = logging.getLogger("supervisor")
 
@@ -63,6 +64,8 @@ PARENT_POLL_SECONDS = 0.5
 """How soon a worker notices that its parent is gone."""
 HEALTH_POLL_SECONDS = 1.0
 """At most this long between two polls of a worker's /healthz (less for a short stall limit)."""
+SUCCESSOR_READY_SECONDS = 60.0
+"""A recycled worker's successor not serving this long after its start is tried again."""
 HEALTH_TIMEOUT_SECONDS = 2.0
 """A worker's /healthz unanswered this long counts as stalled: something holds its
 interpreter (a C call that keeps the GIL), not only its event loop."""
@@ -79,13 +82,15 @@ class Shard:
 
     index: int = 0
     count: int = 1
+    configured: bool = True
+    """False once a successor took this worker's configured rooms over (`supervisor.recycle`)."""
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.index < self.count:
             raise ConfigError(f"worker index {self.index}: expected 0 <= index < {self.count}")
 
     def owns(self, room: str) -> bool:
-        return shard_of(room, self.count) == self.index
+        return self.configured and shard_of(room, self.count) == self.index
 
     def metrics(self, metrics: MetricsConfig) -> MetricsConfig:
         """This worker's metrics address: the configured port plus its index."""
@@ -101,7 +106,8 @@ class Shard:
         """The part of `config` this worker serves: its rooms and its metrics address
         (and the names of the rooms its siblings serve)."""
         rooms = tuple(room for room in config.rooms if self.owns(room.name))
-        siblings = frozenset(room.name for room in config.rooms) - {room.name for room in rooms}
+        named = config.sibling_rooms | {room.name for room in config.rooms}
+        siblings = named - {room.name for room in rooms}
         return attrs.evolve(
             config, rooms=rooms, metrics=self.metrics(config.metrics), sibling_rooms=siblings
         )
@@ -219,19 +225,51 @@ def _send(process: Process, signum: signal.Signals) -> None:
         process.send_signal(signum)
 
 
+@attrs.define(eq=False)
+class _Worker:
+    """One worker process of a slot, and what it reported (`supervisor.recycle`)."""
+
+    shard: Shard
+    process: Process
+    reports: int
+    """The read end of its report pipe."""
+    started_at: float
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    due: anyio.Event = attrs.field(factory=anyio.Event)
+    exited: anyio.Event = attrs.field(factory=anyio.Event)
+    code: int = 0
+    watch: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    """Its stall watch, cancelled once its port is its successor's."""
+
+
+async def _either(*events: anyio.Event) -> None:
+    """Return as soon as one of `events` is set."""
+    async with anyio.create_task_group() as tasks:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tasks.cancel_scope.cancel()
+
+        for event in events:
+            tasks.start_soon(wait, event)
+
+
 @attrs.define
 class WorkerPool:
-    """N worker processes kept running until a stop signal, each restarted when it dies."""
+    """N worker slots kept running until a stop signal: a slot's worker is restarted
+    when it dies and replaced, make before break, when it reports itself due
+    (`supervisor.recycle`)."""
 
     path: Path
     config: Config
     count: int
     log_level: str
     env: dict[str, str] = attrs.field(repr=False)
-    processes: dict[int, Process] = attrs.field(factory=dict)
+    workers: set[_Worker] = attrs.field(factory=set)
     stopping: anyio.Event = attrs.field(factory=anyio.Event)
     stop_signal: signal.Signals = signal.SIGTERM
     clean: bool = True
+    recycled: int = 0
 
     @property
     def backoff(self) -> Backoff:
@@ -239,35 +277,183 @@ class WorkerPool:
         initial = max(sv.backoff_initial_seconds, MIN_RESTART_DELAY_SECONDS)
         return Backoff(initial=initial, maximum=max(sv.backoff_max_seconds, initial), jitter=0.2)
 
-    async def keep_running(self, index: int) -> None:
-        """Run worker `index` until the pool stops; restart it whenever it dies.
+    @property
+    def drain_deadline(self) -> float:
+        """How long a draining worker may take before it is killed."""
+        deadline = self.config.supervision.shutdown_timeout_seconds + DRAIN_MARGIN_SECONDS
+        if self.config.dispatch.enabled:  # its jobs may run on first
+            deadline += self.config.dispatch.drain_seconds
+        return deadline
 
-        Backoff counts the restarts of this worker; one that ran longer than the
+    async def keep_running(self, index: int) -> None:
+        """Run slot `index`'s worker until the pool stops: restart it whenever it dies,
+        replace it whenever it is due.
+
+        Backoff counts the restarts of this slot; a worker that ran longer than the
         supervision window starts over from the initial delay.
         """
         shard = Shard(index, self.count)
         attempt = 0
-        while not self.stopping.is_set():
-            started = anyio.current_time()
-            async with self._worker(shard) as process, anyio.create_task_group() as watch:
-                watch.start_soon(self._kill_when_stalled, shard, process)
-                code = await process.wait()
-                watch.cancel_scope.cancel()
-            if self.stopping.is_set():
-                level = logging.INFO if code in (0, -self.stop_signal) else logging.WARNING
-                log.log(
-                    level, "worker %d (pid %d) stopped: %s", index, process.pid, describe_exit(code)
-                )
-                return
-            ran = anyio.current_time() - started
-            attempt = 1 if ran > self.config.supervision.within_seconds else attempt + 1
+        async with anyio.create_task_group() as slot:
+            current: _Worker = await slot.start(self._run, shard, None)
+            while True:
+                await _either(current.exited, current.due)
+                if current.due.is_set() and not current.exited.is_set():
+                    if self.stopping.is_set():
+                        await current.exited.wait()
+                    else:
+                        current = await self._recycle(slot, current)
+                    continue
+                if self.stopping.is_set():
+                    return
+                ran = anyio.current_time() - current.started_at
+                attempt = 1 if ran > self.config.supervision.within_seconds else attempt + 1
+                delay = self.backoff.delay(attempt, random.random)
+                log.error(
+                    "worker %d (pid %d) died after %.1f s (%s): restart %d in %.1f s",
+                    index, current.process.pid, ran, describe_exit(current.code), attempt, delay,
+                )  # fmt: skip
+                with anyio.move_on_after(delay):
+                    await self.stopping.wait()
+                if self.stopping.is_set():
+                    return
+                current = await slot.start(self._run, shard, None)
+
+    async def _recycle(self, slot: TaskGroup, old: _Worker) -> _Worker:
+        """Replace `old`, which is due: its successor serves before it drains.
+
+        A successor that does not report ready within `SUCCESSOR_READY_SECONDS`, or dies,
+        is killed and tried again with backoff while the old worker goes on serving its
+        jobs; the old worker returned as it is when it dies meanwhile or the pool stops.
+        """
+        index = old.shard.index
+        old.watch.cancel()  # its port is about to be the successor's
+        _send(old.process, RELEASE)
+        attempt = 0
+        while True:
+            new: _Worker = await slot.start(self._run, old.shard, old.process.pid)
+            with anyio.move_on_after(SUCCESSOR_READY_SECONDS):
+                await _either(new.ready, new.exited, self.stopping)
+            if (new.ready.is_set() and not new.exited.is_set()) or self.stopping.is_set():
+                if not self.stopping.is_set():
+                    log.info(
+                        "worker %d (pid %d) serves: its predecessor (pid %d) drains",
+                        index, new.process.pid, old.process.pid,
+                    )  # fmt: skip
+                    _send(old.process, signal.SIGTERM)
+                    self.recycled += 1
+                slot.start_soon(self._retire, old)
+                return new
+            attempt += 1
             delay = self.backoff.delay(attempt, random.random)
             log.error(
-                "worker %d (pid %d) died after %.1f s (%s): restart %d in %.1f s",
-                index, process.pid, ran, describe_exit(code), attempt, delay,
+                "worker %d's successor (pid %d) did not serve within %g s (%s): pid %d goes "
+                "on; another successor in %.1f s",
+                index, new.process.pid, SUCCESSOR_READY_SECONDS,
+                describe_exit(new.code) if new.exited.is_set() else "no ready report",
+                old.process.pid, delay,
             )  # fmt: skip
+            _send(new.process, signal.SIGKILL)
+            await new.exited.wait()
             with anyio.move_on_after(delay):
-                await self.stopping.wait()
+                await _either(old.exited, self.stopping)
+            if old.exited.is_set() or self.stopping.is_set():
+                return old
+
+    async def _retire(self, old: _Worker) -> None:
+        """Wait for a replaced worker's drain; kill it past the drain deadline."""
+        with anyio.move_on_after(self.drain_deadline):
+            await old.exited.wait()
+        if not old.exited.is_set():
+            log.warning(
+                "worker %d's predecessor (pid %d) still draining after %g s: killing it",
+                old.shard.index, old.process.pid, self.drain_deadline,
+            )  # fmt: skip
+            _send(old.process, signal.SIGKILL)
+            await old.exited.wait()
+        level = logging.INFO if old.code in (0, -signal.SIGTERM) else logging.WARNING
+        log.log(level, "worker %d (pid %d) retired: %s", old.shard.index, old.process.pid,
+                describe_exit(old.code))
+
+    async def _run(
+        self,
+        shard: Shard,
+        succeeds: int | None,
+        *,
+        task_status: TaskStatus[_Worker] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One worker process, from its start to its exit; killed if cancelled."""
+        reports, write_end = os.pipe()
+        os.set_blocking(reports, False)
+        env = {**self.env, REPORT_FD_ENV: str(write_end)}
+        if succeeds is not None:
+            env[SUCCEEDS_ENV] = str(succeeds)
+        try:
+            with anyio.CancelScope(shield=True):  # a cancel here would orphan a started process
+                process = await anyio.open_process(
+                    worker_command(self.path, shard, self.log_level),
+                    stdin=subprocess.DEVNULL,
+                    stdout=None,
+                    stderr=None,
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(write_end,),
+                )
+        finally:
+            os.close(write_end)  # the worker's own copy: its exit ends the reports
+        worker = _Worker(shard, process, reports, anyio.current_time())
+        self.workers.add(worker)
+        log.info(
+            "worker %d started (pid %d)%s", shard.index, process.pid,
+            "" if succeeds is None else f" to succeed pid {succeeds}",
+        )  # fmt: skip
+        if self.stopping.is_set():  # the stop was forwarded while this one was starting
+            _send(process, self.stop_signal)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._read_reports, worker)
+                tasks.start_soon(self._watch, worker)
+                task_status.started(worker)
+                worker.code = await process.wait()
+                tasks.cancel_scope.cancel()
+            if self.stopping.is_set():
+                level = logging.INFO if worker.code in (0, -self.stop_signal) else logging.WARNING
+                log.log(level, "worker %d (pid %d) stopped: %s",
+                        shard.index, process.pid, describe_exit(worker.code))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                _send(process, signal.SIGKILL)
+                await process.wait()
+            raise
+        finally:
+            self.workers.discard(worker)
+            os.close(reports)
+            worker.exited.set()
+
+    async def _read_reports(self, worker: _Worker) -> None:
+        """Read the worker's report lines until it closes the pipe."""
+        pending = b""
+        while True:
+            await anyio.wait_readable(worker.reports)
+            try:
+                chunk = os.read(worker.reports, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                kind, _, detail = line.decode(errors="replace").partition(" ")
+                if kind == READY:
+                    worker.ready.set()
+                elif kind == DUE and not worker.due.is_set():
+                    log.info("worker %d (pid %d) is due for recycling: %s",
+                             worker.shard.index, worker.process.pid, detail)
+                    worker.due.set()
+
+    async def _watch(self, worker: _Worker) -> None:
+        with worker.watch:
+            await self._kill_when_stalled(worker.shard, worker.process)
 
     async def _kill_when_stalled(self, shard: Shard, process: Process) -> None:
         """SIGKILL the worker once its event loop has been stalled `restart_after_seconds`.
@@ -306,35 +492,9 @@ class WorkerPool:
                     _send(process, signal.SIGKILL)
                     return
 
-    @contextlib.asynccontextmanager
-    async def _worker(self, shard: Shard) -> AsyncIterator[Process]:
-        """One worker process, listed while it runs and killed if the block is cancelled."""
-        with anyio.CancelScope(shield=True):  # a cancel here would orphan a started process
-            process = await anyio.open_process(
-                worker_command(self.path, shard, self.log_level),
-                stdin=subprocess.DEVNULL,
-                stdout=None,
-                stderr=None,
-                env=self.env,
-                start_new_session=True,
-            )
-        self.processes[shard.index] = process
-        log.info("worker %d started (pid %d)", shard.index, process.pid)
-        if self.stopping.is_set():  # the stop was forwarded while this one was starting
-            _send(process, self.stop_signal)
-        try:
-            yield process
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                _send(process, signal.SIGKILL)
-                await process.wait()
-            raise
-        finally:
-            del self.processes[shard.index]
-
     def send_all(self, signum: signal.Signals) -> None:
-        for process in list(self.processes.values()):
-            _send(process, signum)
+        for worker in list(self.workers):
+            _send(worker.process, signum)
 
     async def watch_signals(self, signals: AsyncIterator[signal.Signals], tasks: TaskGroup) -> None:
         async for signum in signals:
@@ -342,33 +502,31 @@ class WorkerPool:
             if signum == signal.SIGHUP:
                 log.info(
                     "SIGHUP: forwarded to %d worker(s); each reloads %s",
-                    len(self.processes),
+                    len(self.workers),
                     self.path,
                 )
                 self.send_all(signum)
             elif not self.stopping.is_set():
-                deadline = self.config.supervision.shutdown_timeout_seconds + DRAIN_MARGIN_SECONDS
-                if self.config.dispatch.enabled:  # each worker's jobs may run on first
-                    deadline += self.config.dispatch.drain_seconds
+                deadline = self.drain_deadline
                 log.info(
                     "%s: draining %d worker(s) within %g s (a second signal kills them at once)",
-                    name, len(self.processes), deadline,
+                    name, len(self.workers), deadline,
                 )  # fmt: skip
                 self.stop_signal = signum
                 self.stopping.set()
                 self.send_all(signum)
                 tasks.start_soon(self._kill_after, deadline)
             else:
-                log.warning("%s again: killing %d worker(s)", name, len(self.processes))
+                log.warning("%s again: killing %d worker(s)", name, len(self.workers))
                 self.clean = False
                 self.send_all(signal.SIGKILL)
 
     async def _kill_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
-        if self.processes:
+        if self.workers:
             log.warning(
                 "%d worker(s) still draining after %g s: killing them",
-                len(self.processes),
+                len(self.workers),
                 seconds,
             )
             self.clean = False
@@ -389,6 +547,8 @@ async def serve_workers(path: Path, config: Config, count: int, log_level: str) 
                 "starting %d worker(s) for %d room(s) on %s; Ctrl-C or SIGTERM drains",
                 count, len(config.rooms), credentials.url,
             )  # fmt: skip
+            log.info("recycle: %s", describe(config))
+
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(pool.watch_signals, signals, tasks)
                 async with anyio.create_task_group() as slots:

@@ -108,6 +108,11 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         ),
         (
             "[bot]",
+            "[recycle]\nmax_rss_mb = -1\n[bot]",
+            "recycle.max_rss_mb = -1: expected a whole number >= 0",
+        ),
+        (
+            "[bot]",
             "[limits]\nmax_rooms = 1\n[bot]",
             "rooms has 2 entries: expected at most limits.max_rooms (1)",
         ),
@@ -188,6 +193,7 @@ def test_help_lists_run_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         "bad-sample-rate",
         "vad-at-24000-hz",
         "bad-frame-size",
+        "negative-rss-bound",
         "max-rooms-exceeded",
         "bad-metrics-address",
         "missing-e2ee-key-variable",
@@ -239,6 +245,8 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert "  room lobby\n" in result.stdout
     assert "  room support\n" in result.stdout
     assert "  dispatch: off\n" in result.stdout
+    recycle = "  recycle: with --workers N, a worker is replaced past 200 rooms served"
+    assert recycle in result.stdout
     assert not listening(port), "check started a server"
 
     result = subprocess.run(
@@ -248,7 +256,8 @@ def test_check_reports_a_good_config_and_refuses_a_bad_one(tmp_path: Path) -> No
     assert result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == (
         f"supervisor: error: {bad}: bots is not a known key: expected one of "
-        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, runtime, rooms"
+        "livekit, bot, supervision, metrics, watchdog, limits, dispatch, web, runtime, recycle, "
+        "rooms"
     )
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from supervisor import config as config_module
 from supervisor.config import ConfigError, config_toml, parse_config
+from supervisor.recycle import recycles
 
 keys = st.text(min_size=1, max_size=12)
 scalars = (
@@ -200,4 +201,33 @@ def test_uvloop_asked_for_and_not_installed_says_how_to_get_it(
 def test_a_bad_runtime_key_is_named(runtime: dict[str, Any], error: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(runtime_doc(**runtime), ENVIRON)
+    assert str(raised.value).startswith(error), raised.value
+
+
+def recycle_doc(dispatch: bool = True, **recycle: Any) -> dict[str, Any]:
+    doc = dispatch_doc() if dispatch else {k: v for k, v in dispatch_doc().items()
+                                           if k != "dispatch"}
+    return {**doc, "recycle": recycle}
+
+
+def test_recycling_needs_a_parent_where_rooms_come_and_go_or_memory_is_bounded() -> None:
+    default = parse_config(recycle_doc(), ENVIRON)
+    assert (default.recycle.max_rooms_served, default.recycle.max_rss_mb) == (200, 0)
+    assert recycles(default)
+    assert not recycles(parse_config(recycle_doc(dispatch=False), ENVIRON))
+    assert recycles(parse_config(recycle_doc(dispatch=False, max_rss_mb=800), ENVIRON))
+    assert not recycles(parse_config(recycle_doc(max_rooms_served=0), ENVIRON))
+
+
+@pytest.mark.parametrize(
+    ("recycle", "error"),
+    [
+        ({"max_rooms_served": -1}, "recycle.max_rooms_served = -1: expected a whole number >= 0"),
+        ({"max_rss_mb": 1.5}, "recycle.max_rss_mb = 1.5: expected a whole number >= 0"),
+        ({"max_requests": 10}, "recycle.max_requests is not a known key"),
+    ],
+)
+def test_a_bad_recycle_key_is_named(recycle: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(recycle_doc(**recycle), ENVIRON)
     assert str(raised.value).startswith(error), raised.value

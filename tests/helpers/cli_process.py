@@ -182,6 +182,10 @@ class SupervisorConfig:
     """Rooms whose bot is not `bot`: room name -> factory."""
     web: Mapping[str, Any] = attrs.field(factory=dict)
     """A `[web]` table's keys; none: no table (the defaults)."""
+    recycle: Mapping[str, int] = attrs.field(factory=lambda: {"max_rooms_served": 0})
+    """A `[recycle]` table's keys. Off unless a test says otherwise: with `[dispatch]`
+    the default bound runs the rooms in a worker under a parent (`supervisor.recycle`),
+    and the tests of one process's behaviour (a SIGKILL of the host, its pid) want one."""
     cluster_urls: tuple[str, ...] = ()
     """`[livekit] cluster_urls`: the other nodes of the server's cluster."""
     metrics_port: int = attrs.field(factory=free_port)
@@ -202,6 +206,7 @@ class SupervisorConfig:
                 "watchdog": dict(self.watchdog),
                 **({"dispatch": dict(self.dispatch)} if self.dispatch else {}),
                 **({"web": dict(self.web)} if self.web else {}),
+                "recycle": dict(self.recycle),
                 "rooms": [
                     {"name": room, **({"bot": {"factory": self.room_bots[room]}}
                                       if room in self.room_bots else {})}

@@ -1,0 +1,111 @@
+"""Recycling against the real server: a worker past `[recycle] max_rooms_served` is
+replaced by a fresh one that serves before the old one drains (`supervisor.recycle`).
+
+`supervisor run` with `[dispatch]` and no `--workers` runs its rooms in one worker under
+a parent, so the single-process run is the one tested here; `--workers N` runs the same
+slots. Callers create rooms by joining them, as in `test_dispatch.py`. Waits are for
+log lines and conditions, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from supervisor.livekit_server import LiveKitServer
+from tests.helpers.cli_process import SupervisorConfig, serving
+from tests.helpers.participants import join
+from tests.helpers.probes import wait_until
+from tests.helpers.prometheus import get
+from tests.livekit.test_dispatch import DISPATCH_BOT, REGISTERED, hears_echo
+
+pytestmark = [pytest.mark.livekit, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+
+def status_of(port: int) -> dict[str, object]:
+    """The `/status` of whichever worker holds the metrics port now."""
+    return json.loads(get(f"http://127.0.0.1:{port}/status")[1])
+
+
+@pytest.mark.anyio
+async def test_a_worker_past_its_bound_is_replaced_before_it_drains(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Two rooms served: the worker is due. Its successor registers and takes the next
+    room and the metrics port while the old worker keeps its call until the caller
+    hangs up, then exits 0; no room goes without its bot."""
+    config = SupervisorConfig(
+        livekit_server,
+        rooms=(),
+        bot=DISPATCH_BOT,
+        dispatch={"enabled": True, "idle_timeout_seconds": 1, "drain_seconds": 120},
+        recycle={"max_rooms_served": 2},
+    )
+    async with serving(tmp_path, config) as (run, _):
+        await run.wait_for(REGISTERED, timeout=30)
+        first_pid = status_of(config.metrics_port)["pid"]
+        async with join(livekit_server, "recycle-long", "caller") as long_call:
+            await hears_echo(long_call)
+            for n in (1, 2):
+                async with join(livekit_server, f"recycle-{n}", "caller") as room:
+                    await hears_echo(room)
+            await run.wait_for(r"worker 0 \(pid \d+\) is due for recycling: 2 rooms served")
+            (serves,) = await run.wait_for(
+                r"worker 0 \(pid (\d+)\) serves: its predecessor \(pid (\d+)\) drains", timeout=60
+            )
+            successor, predecessor = int(serves[1]), int(serves[2])
+            assert predecessor == first_pid != successor
+            await wait_until(
+                lambda: _pid_answering(config.metrics_port) == successor, timeout=10
+            )
+            # the next room goes to the successor, which took the port
+            async with join(livekit_server, "recycle-3", "caller") as room:
+                await hears_echo(room)
+                names = [r["name"] for r in status_of(config.metrics_port)["rooms"]]  # type: ignore[index]
+                assert names == ["recycle-3"]
+            # the old worker still serves its call: the echo goes on through the drain
+            await hears_echo(long_call)
+            assert not run.matches(rf"worker 0 \(pid {predecessor}\) retired")
+        # the call ended: the old worker's drain is over
+        (retired,) = await run.wait_for(rf"worker 0 \(pid {predecessor}\) retired: (.*)$")
+        assert retired[1] == "exit code 0"
+        assert await run.stop() == 0
+    assert not run.matches(r"died after|did not serve within|still draining")
+
+
+def _pid_answering(port: int) -> int | None:
+    try:
+        pid = status_of(port)["pid"]
+    except OSError:
+        return None
+    assert isinstance(pid, int)
+    return pid
+
+
+@pytest.mark.anyio
+async def test_a_successor_that_cannot_serve_leaves_the_old_worker_serving(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """A recycle never costs capacity: while no successor serves, the old worker takes
+    rooms. Here every successor fails at start (`tests.helpers.successor_fails`) and
+    the old worker still serves the next room."""
+    config = SupervisorConfig(
+        livekit_server,
+        rooms=(),
+        bot="tests.helpers.successor_fails:create_bot",
+        dispatch={"enabled": True, "idle_timeout_seconds": 1},
+        recycle={"max_rooms_served": 1},
+    )
+    async with serving(tmp_path, config) as (run, _):
+        await run.wait_for(REGISTERED, timeout=30)
+        first_pid = status_of(config.metrics_port)["pid"]
+        async with join(livekit_server, "recycle-a", "caller") as room:
+            await hears_echo(room)
+        await run.wait_for(r"worker 0's successor \(pid \d+\) did not serve", timeout=90)
+        async with join(livekit_server, "recycle-b", "caller") as room:
+            await hears_echo(room)
+        assert re.search(rf"\(pid {first_pid}\) is due", run.tail())
+        assert await run.stop() == 0
