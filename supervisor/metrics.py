@@ -261,6 +261,12 @@ class RoomSetCollector(Collector):
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
 
         yield from self._identity(len(configured))
+        yield CounterMetricFamily(
+            f"{PREFIX}_rooms_served",
+            "Room trees this process started and saw end (what [recycle] max_rooms_served "
+            "bounds).",
+            value=room_set.rooms_served,
+        )
         yield from self._rooms(self._states(room_cells), labelled)
         yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
         yield from self._bot(room_set.stats, room_set.retired, labelled)

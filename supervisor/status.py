@@ -50,6 +50,7 @@ class Status:
             "read_at": round(time.time(), 3),
             "ready": ready,
             "readiness": readiness,
+            "rooms_served": self.room_set.rooms_served,
             "worker": self._worker(),
             "rooms": self._rooms(),
         }
@@ -58,7 +59,7 @@ class Status:
     def stalled(self, why: str) -> Document:
         """The document from the listener's thread, while the loop does not answer: not
         ready, and the worker and rooms as last read (None before any read)."""
-        last = self._last or {"read_at": None, "worker": None, "rooms": None}
+        last = self._last or {"read_at": None, "rooms_served": None, "worker": None, "rooms": None}
         return self._document({**last, "ready": False, "readiness": why}, stale=True)
 
     def _document(self, read: Document, *, stale: bool) -> Document:

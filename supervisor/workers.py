@@ -270,6 +270,9 @@ class WorkerPool:
     stop_signal: signal.Signals = signal.SIGTERM
     clean: bool = True
     recycled: int = 0
+    one_recycle: anyio.Lock = attrs.field(factory=anyio.Lock)
+    """Successors start one at a time: workers that reach their bound together (they
+    share the load) would otherwise start at once, on the cores their rooms use."""
 
     @property
     def backoff(self) -> Backoff:
@@ -302,7 +305,8 @@ class WorkerPool:
                     if self.stopping.is_set():
                         await current.exited.wait()
                     else:
-                        current = await self._recycle(slot, current)
+                        async with self.one_recycle:
+                            current = await self._recycle(slot, current)
                     continue
                 if self.stopping.is_set():
                     return
@@ -326,6 +330,8 @@ class WorkerPool:
         is killed and tried again with backoff while the old worker goes on serving its
         jobs; the old worker returned as it is when it dies meanwhile or the pool stops.
         """
+        if old.exited.is_set() or self.stopping.is_set():  # while waiting for its turn
+            return old
         index = old.shard.index
         old.watch.cancel()  # its port is about to be the successor's
         _send(old.process, RELEASE)

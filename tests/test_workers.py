@@ -7,14 +7,20 @@ tests/livekit/test_workers.py.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from supervisor import workers
 from supervisor.cli import main
 from supervisor.config import Config, ConfigError, RoomConfig, parse_config
 from supervisor.livekit_server import free_port
@@ -81,3 +87,108 @@ def test_workers_must_be_at_least_one(capsys: pytest.CaptureFixture[str]) -> Non
         main(["run", "config.toml", "--workers", "0"])
     assert exit_info.value.code == 2
     assert "--workers: '0': expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_released_shard_serves_no_configured_room_and_names_them_all_siblings() -> None:
+    config = with_rooms(BASE, ["a", "b", "c", "d"])
+    mine = Shard(0, 2).of(config)
+    released = attrs.evolve(Shard(0, 2), configured=False).of(mine)
+    assert released.rooms == ()
+    assert released.sibling_rooms == {"a", "b", "c", "d"}
+
+
+# --- recycling: the parent's side, with stand-in workers ------------------------------
+
+FAKE_WORKER = """
+import os, signal, sys, time
+fd = int(os.environ["SUPERVISOR_WORKER_REPORT_FD"])
+succeeds = os.environ.get("SUPERVISOR_WORKER_SUCCEEDS")
+def say(line):
+    with open(sys.argv[1], "a") as log:
+        log.write(f"{os.getpid()} {line}\\n")
+def term(*_):
+    say("drains")
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, lambda *_: say("released"))
+signal.signal(signal.SIGTERM, term)
+say(f"started after {succeeds}")
+if succeeds and sys.argv[2] == "successors-fail":
+    sys.exit(2)
+if succeeds:
+    time.sleep(0.3)  # a start takes time: the old worker must be draining only after it
+    say("ready")
+os.write(fd, b"ready\\n")
+if not succeeds:
+    os.write(fd, b"due 1 rooms served (recycle.max_rooms_served = 1)\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def fake_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> tuple[Any, Path]:
+    script, events = tmp_path / "worker.py", tmp_path / "events"
+    script.write_text(FAKE_WORKER)
+    events.touch()
+    monkeypatch.setattr(
+        workers, "worker_command", lambda *_: [sys.executable, str(script), str(events), mode]
+    )
+    config = attrs.evolve(
+        BASE,
+        metrics=attrs.evolve(BASE.metrics, listen=f"127.0.0.1:{free_port()}"),
+        supervision=attrs.evolve(BASE.supervision, backoff_initial_seconds=0.5),
+    )
+    return workers.WorkerPool(tmp_path / "config.toml", config, 1, "info", dict(os.environ)), events
+
+
+def lines(events: Path) -> list[tuple[int, str]]:
+    return [(int(pid), what) for pid, what in
+            (line.split(" ", 1) for line in events.read_text().splitlines())]
+
+
+async def until(events: Path, done: Any) -> list[tuple[int, str]]:
+    with anyio.fail_after(20):
+        while not done(found := lines(events)):
+            await anyio.sleep(0.05)
+    return found
+
+
+ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""The pool polls each worker's /healthz with aiohttp: it runs on asyncio, as
+`serve_workers` does."""
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_a_due_worker_is_released_then_drains_once_its_successor_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool, events = fake_pool(tmp_path, monkeypatch, "successors-serve")
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.keep_running, 0)
+        found = await until(events, lambda found: any(w == "drains" for _, w in found))
+        pool.stopping.set()
+        pool.send_all(signal.SIGTERM)
+    old = found[0][0]
+    assert found[:2] == [(old, "started after None"), (old, "released")]
+    assert found[2:] == [(new := found[2][0], f"started after {old}"), (new, "ready"),
+                         (old, "drains")]
+    assert pool.recycled == 1
+    assert lines(events)[-1] == (new, "drains")  # the successor served until the stop
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
+async def test_while_no_successor_serves_the_due_worker_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool, events = fake_pool(tmp_path, monkeypatch, "successors-fail")
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.keep_running, 0)
+        found = await until(events, lambda found: len(found) >= 4)  # two successors tried
+        pool.stopping.set()
+        pool.send_all(signal.SIGTERM)
+    old = found[0][0]
+    assert [what for pid, what in found if pid == old] == ["started after None", "released"]
+    assert all(what == f"started after {old}" for pid, what in found if pid != old)
+    assert pool.recycled == 0
+    assert lines(events)[-1] == (old, "drains")  # only the stop ended it

@@ -10,11 +10,14 @@ log lines and conditions, never fixed sleeps.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 
+from benchmarks.process_tree import rss_bytes, tree
 from supervisor.livekit_server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.participants import join
@@ -109,3 +112,61 @@ async def test_a_successor_that_cannot_serve_leaves_the_old_worker_serving(
             await hears_echo(room)
         assert re.search(rf"\(pid {first_pid}\) is due", run.tail())
         assert await run.stop() == 0
+
+
+CHURN_LIFETIMES = 240
+CHURN_AT_ONCE = 6
+CHURN_BOUND = 40
+WARM_LIFETIMES = 20
+
+
+@pytest.mark.anyio
+async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """240 room lifetimes, 6 at a time, each a caller who creates a room, hears the
+    bot's echo and hangs up: with workers replaced every 40 rooms served, no worker's
+    resident memory reaches twice the first worker's after its warm-up (20 rooms), where
+    one worker serving them all grows past it (the rtc SDK's native growth, issue 26),
+    and every caller is served."""
+    config = SupervisorConfig(
+        livekit_server,
+        rooms=(),
+        bot=DISPATCH_BOT,
+        dispatch={"enabled": True, "idle_timeout_seconds": 1},
+        recycle={"max_rooms_served": int(os.environ.get("CHURN_BOUND", CHURN_BOUND))},
+    )
+    served = 0
+    rss: dict[int, list[float]] = {}
+    warm: float | None = None
+    async with serving(tmp_path, config) as (run, _):
+        await run.wait_for(REGISTERED, timeout=30)
+
+        async def lifetime(n: int, limit: anyio.CapacityLimiter) -> None:
+            nonlocal served
+            async with limit, join(livekit_server, f"churn-{n}", "caller") as room:
+                await hears_echo(room, timeout=30)
+            served += 1
+
+        async def sample() -> None:
+            nonlocal warm
+            while True:
+                pids = tree(run.process.pid)
+                for pid in pids[1:] or pids:  # the workers (one process when not recycling)
+                    rss.setdefault(pid, []).append(rss_bytes(pid) / 2**20)
+                if warm is None and served >= WARM_LIFETIMES:
+                    warm = max(samples[-1] for samples in rss.values())
+                await anyio.sleep(0.5)
+
+        limit = anyio.CapacityLimiter(CHURN_AT_ONCE)
+        async with anyio.create_task_group() as sampling:
+            sampling.start_soon(sample)
+            async with anyio.create_task_group() as callers:
+                for n in range(int(os.environ.get("CHURN_LIFETIMES", CHURN_LIFETIMES))):
+                    callers.start_soon(lifetime, n, limit)
+            sampling.cancel_scope.cancel()
+        assert await run.stop() == 0
+    peaks = {pid: max(samples) for pid, samples in rss.items() if samples}
+    print(f"churn: {served} lifetimes; warm-up {warm:.0f} MiB; worker peaks (MiB): "
+          + ", ".join(f"{peak:.0f}" for peak in peaks.values())
+          + f"; {len(run.matches(r'retired: exit code 0'))} recycled")
