@@ -290,7 +290,8 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument(
         "--workers", type=_positive_int, default=1, metavar="N",
         help="worker processes, each serving a stable shard of the rooms on its own metrics "
-        "port (metrics port + index); the parent restarts dead ones (default: 1, no child)",
+        "port (metrics port + index); the parent restarts dead ones and replaces those past "
+        "[recycle]'s bounds (default: 1, no child unless [recycle] needs one)",
     )  # fmt: skip
     for hidden in ("--worker-index", "--worker-count"):  # how the parent starts a worker
         run_parser.add_argument(hidden, type=int, help=argparse.SUPPRESS)
