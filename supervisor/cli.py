@@ -38,12 +38,15 @@ from supervisor.livekit_server import LiveKitServerError  # noqa: E402
 from supervisor.playground import tokens_off  # noqa: E402
 from supervisor.recycle import (  # noqa: E402
     RELEASE,
+    RELEASED,
     SUCCEEDS_ENV,
+    TAKE,
     Bounds,
     describe,
     recycles,
     report,
     report_fd,
+    tell_parent,
 )
 from supervisor.rooms import RoomSet  # noqa: E402
 from supervisor.rtc_shutdown import release_rtc  # noqa: E402
@@ -65,13 +68,13 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
     all within `supervision.shutdown_timeout_seconds`; a second one cancels at once.
     The signal receiver is installed before any work starts, so a Ctrl-C during
     start-up is not a KeyboardInterrupt halfway through. A worker (`--workers N`)
-    serves only its `shard` of the rooms, on reload too.
+    serves only its `shard` of `config`'s rooms, on reload too; a recycled worker and
+    its successor pass its configured rooms on when their parent says (`RELEASE`, `TAKE`).
     """
     result = EXIT_OK
     draining = anyio.Event()
-    released = anyio.Event()
-    reload_send, reload_receive = anyio.create_memory_object_stream[None](1)
-    recycled = (RELEASE,) if report_fd() is not None else ()  # a parent may replace us
+    order_send, order_receive = anyio.create_memory_object_stream[signal.Signals](8)
+    recycled = (RELEASE, TAKE) if report_fd() is not None else ()  # a parent may replace us
     handled = (*STOP_SIGNALS, signal.SIGHUP, *recycled)
     with anyio.open_signal_receiver(*handled) as signals, single_errors():
         async with anyio.create_task_group() as tasks:
@@ -81,15 +84,11 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
                 nonlocal result
                 async for signum in signals:
                     name = signal.Signals(signum).name
-                    if signum == RELEASE:
-                        log.info("%s: a successor is coming (see supervisor.recycle)", name)
-                        released.set()
-                    if signum in (signal.SIGHUP, RELEASE):
-                        if signum == signal.SIGHUP:
-                            log.info("SIGHUP: reloading %s", path)
-                        # a full stream: a reload is already pending; it will read the file
+                    if signum in (signal.SIGHUP, *recycled):
+                        log.info("%s: %s", name, ORDERS.get(signum, f"reloading {path}"))
+                        # a full stream: reloads are pending; the last one reads the file
                         with contextlib.suppress(anyio.WouldBlock):
-                            reload_send.send_nowait(None)
+                            order_send.send_nowait(signum)
                     elif not draining.is_set():
                         log.info("%s: draining (a second signal stops at once)", name)
                         draining.set()
@@ -100,21 +99,30 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
 
             tasks.start_soon(watch_signals)
             with serving:
-                await _serve(path, config, shard, draining, released, reload_receive)
+                await _serve(path, config, shard, draining, order_receive)
             tasks.cancel_scope.cancel()
     return result
 
 
+ORDERS = {
+    RELEASE: "the successor serves: leaving it the configured rooms and the metrics port",
+    TAKE: "the predecessor let go: taking the configured rooms and the metrics port",
+}
+"""What a recycled worker and its successor do on their parent's signals."""
+
+
 async def _serve(
     path: Path,
-    config: Config,
+    whole: Config,
     shard: Shard,
     draining: anyio.Event,
-    released: anyio.Event,
-    reloads: ObjectReceiveStream[None],
+    orders: ObjectReceiveStream[signal.Signals],
 ) -> None:
-    """Serve until `draining`; each item of `reloads` reloads the config, with this
-    worker's configured rooms let go once `released` (`supervisor.recycle`)."""
+    """Serve `shard` of `whole` until `draining`, and carry out each of `orders`:
+    SIGHUP reloads the config, `RELEASE` and `TAKE` pass configured rooms on
+    (`supervisor.recycle`)."""
+    config = shard.of(whole)
+    released = anyio.Event()
     async with livekit_credentials(config.livekit) as credentials:
         room_set = RoomSet(config, credentials)
         async with (
@@ -137,14 +145,15 @@ async def _serve(
                 if fd is not None:
                     bounds = Bounds(config.recycle, lambda: room_set.rooms_served)
                     serving.start_soon(report, fd, bounds, metrics.readiness)
-                async for _ in reloads:
-                    if released.is_set() and shard.configured:
-                        shard = attrs.evolve(shard, configured=False)
-                        _, stopped = await room_set.reload(rooms, shard.of(room_set.config))
-                        log.info("recycle: left %d configured room(s) to the successor",
-                                 len(stopped))
-                    else:
+                async for order in orders:
+                    if order == signal.SIGHUP:
                         await _reload(path, shard, room_set, rooms)
+                    elif fd is not None and shard.configured == (order == RELEASE):
+                        shard = attrs.evolve(shard, configured=order == TAKE)
+                        await room_set.reload(rooms, shard.of(whole))
+                        if order == RELEASE:
+                            released.set()  # the listener lets its port go
+                            tell_parent(fd, RELEASED)
             if worker is not None:
                 await worker.drain()
             log.info("draining %d room(s)", len(room_set.config.rooms))
@@ -406,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = bench.options_from(config, args.rooms, args.seconds, args.late_ms)
             return anyio.run(bench.run_bench, config, options, args.json, backend="asyncio")
         if args.worker_count is not None:
-            shard, config = start_worker(args.worker_index or 0, args.worker_count, config)
+            shard = start_worker(args.worker_index or 0, args.worker_count, config)
             return anyio.run(
                 run, args.config, config, shard,
                 backend="asyncio", backend_options=loop_options(config.runtime),

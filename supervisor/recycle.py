@@ -14,14 +14,16 @@ each worker (`REPORT_FD_ENV`), one line a report, and signals back:
 - the worker reports `ready` once it serves (what its `/readyz` says: registered with
   the server, every configured room running), and `due REASON` once past a bound; it
   goes on serving and taking jobs, so capacity does not drop;
-- the parent answers `due` with `RELEASE` (SIGUSR1): the worker leaves its configured rooms
-  (its successor joins them: two bots of one identity would take each other's place
-  back and forth) and closes its metrics listener (the successor takes its port), and
-  goes on serving its jobs and taking new ones;
-- the parent starts the successor, and once it reports `ready`, sends the old worker
-  SIGTERM: it drains as on any stop (full, no new job, its running jobs go on for up to
-  `[dispatch] drain_seconds`) and exits; its jobs ended by the drain are not restored by
-  the fleet, as for any drain.
+- the parent starts a successor for the same slot (`SUCCEEDS_ENV`): it registers for
+  jobs but holds back the slot's configured rooms and waits for its metrics port;
+- once the successor reports `ready`, the parent sends the old worker `RELEASE`
+  (SIGUSR1): it leaves its configured rooms, closes its metrics listener and reports
+  `released`; then the successor gets `TAKE` (SIGUSR2) and joins those rooms (two bots
+  of one identity would take each other's place back and forth, so one leaves before
+  the other joins: a configured room is without its bot for a leave and a join), and
+  the old worker SIGTERM: it drains as on any stop (full, no new job, its running jobs
+  go on for up to `[dispatch] drain_seconds`) and exits; the jobs its drain ends are
+  not restored by the fleet, as for any drain.
 
 A single-process `supervisor run` that can be recycled (`recycles`) runs its rooms in
 one worker under a thin parent, as `--workers 1` would; one of configured rooms alone
@@ -47,9 +49,13 @@ REPORT_FD_ENV = "SUPERVISOR_WORKER_REPORT_FD"
 SUCCEEDS_ENV = "SUPERVISOR_WORKER_SUCCEEDS"
 """Set for a successor: the pid of the worker it replaces, whose port it waits for."""
 RELEASE = signal.SIGUSR1
-"""The parent to a worker past its bound: a successor is coming."""
+"""The parent to a worker past its bound, once its successor serves: let go of the
+configured rooms and the metrics port."""
+TAKE = signal.SIGUSR2
+"""The parent to a successor, once its predecessor let go: take them."""
 READY = "ready"
 DUE = "due"
+RELEASED = "released"
 CHECK_SECONDS = 1.0
 """How often the bounds are checked and readiness read."""
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -115,21 +121,23 @@ def report_fd() -> int | None:
     return int(value) if value else None
 
 
+def tell_parent(fd: int, line: str) -> None:
+    """One report: a line shorter than a pipe's atomic write, so the parent reads whole
+    lines whatever else it reads."""
+    os.write(fd, (line[:500] + "\n").encode())
+
+
 async def report(
     fd: int, bounds: Bounds, readiness: Callable[[], tuple[bool, str]]
 ) -> None:
-    """Tell the parent once when this worker is ready and once when it is due, for ever.
-
-    A report is a line shorter than a pipe's atomic write, so the parent reads whole
-    lines whatever else it reads.
-    """
+    """Tell the parent once when this worker is ready and once when it is due, for ever."""
     ready_sent = False
     while True:
         if not ready_sent and readiness()[0]:
-            os.write(fd, f"{READY}\n".encode())
+            tell_parent(fd, READY)
             ready_sent = True
         reason = bounds.check()
         if reason is not None:
             log.warning("recycle: %s; asking the parent for a successor", reason)
-            os.write(fd, f"{DUE} {reason}\n".encode()[:512])
+            tell_parent(fd, f"{DUE} {reason}")
         await anyio.sleep(CHECK_SECONDS)

@@ -49,7 +49,16 @@ from actors import Backoff
 from supervisor.access import Credentials
 from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
 from supervisor.credentials import livekit_credentials
-from supervisor.recycle import DUE, READY, RELEASE, REPORT_FD_ENV, SUCCEEDS_ENV, describe
+from supervisor.recycle import (
+    DUE,
+    READY,
+    RELEASE,
+    RELEASED,
+    REPORT_FD_ENV,
+    SUCCEEDS_ENV,
+    TAKE,
+    describe,
+)
 
 log = logging.getLogger("supervisor")
 
@@ -66,6 +75,9 @@ HEALTH_POLL_SECONDS = 1.0
 """At most this long between two polls of a worker's /healthz (less for a short stall limit)."""
 SUCCESSOR_READY_SECONDS = 60.0
 """A recycled worker's successor not serving this long after its start is tried again."""
+RELEASE_SECONDS = 30.0
+"""How long a recycled worker may take to leave its configured rooms to its successor
+(rooms leave `[limits] join_concurrency` at a time)."""
 HEALTH_TIMEOUT_SECONDS = 2.0
 """A worker's /healthz unanswered this long counts as stalled: something holds its
 interpreter (a C call that keeps the GIL), not only its event loop."""
@@ -113,9 +125,10 @@ class Shard:
         )
 
 
-def start_worker(index: int, count: int, config: Config) -> tuple[Shard, Config]:
-    """Set this process up as worker `index` of `count`; return its shard and its config."""
-    shard = Shard(index, count)
+def start_worker(index: int, count: int, config: Config) -> Shard:
+    """Set this process up as worker `index` of `count`; return its shard (a recycled
+    worker's successor takes its configured rooms only when told, `supervisor.recycle`)."""
+    shard = Shard(index, count, configured=SUCCEEDS_ENV not in os.environ)
     _tag_logs(f"[worker {index}] ")
     _die_with_parent()
     mine = shard.of(config)
@@ -129,7 +142,7 @@ def start_worker(index: int, count: int, config: Config) -> tuple[Shard, Config]
         ", ".join(room.name for room in mine.rooms) or "none",
         mine.metrics.listen,
     )
-    return shard, mine
+    return shard
 
 
 class _Tagged(logging.Formatter):
@@ -236,8 +249,11 @@ class _Worker:
     started_at: float
     ready: anyio.Event = attrs.field(factory=anyio.Event)
     due: anyio.Event = attrs.field(factory=anyio.Event)
+    released: anyio.Event = attrs.field(factory=anyio.Event)
     exited: anyio.Event = attrs.field(factory=anyio.Event)
     code: int = 0
+    holds_port: anyio.Event = attrs.field(factory=anyio.Event)
+    """Set once the slot's metrics port is this worker's: its stall watch starts then."""
     watch: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     """Its stall watch, cancelled once its port is its successor's."""
 
@@ -326,30 +342,31 @@ class WorkerPool:
     async def _recycle(self, slot: TaskGroup, old: _Worker) -> _Worker:
         """Replace `old`, which is due: its successor serves before it drains.
 
-        A successor that does not report ready within `SUCCESSOR_READY_SECONDS`, or dies,
-        is killed and tried again with backoff while the old worker goes on serving its
-        jobs; the old worker returned as it is when it dies meanwhile or the pool stops.
+        The successor registers for jobs while the old worker serves on; then the old one
+        lets its configured rooms and metrics port go (`RELEASE`), the successor takes
+        them (`TAKE`) and the old one drains. A successor that does not report ready
+        within `SUCCESSOR_READY_SECONDS`, or dies, is killed and tried again with backoff
+        while the old worker serves on; the old worker is returned as it is when it dies
+        meanwhile or the pool stops.
         """
         if old.exited.is_set() or self.stopping.is_set():  # while waiting for its turn
             return old
         index = old.shard.index
-        old.watch.cancel()  # its port is about to be the successor's
-        _send(old.process, RELEASE)
         attempt = 0
         while True:
             new: _Worker = await slot.start(self._run, old.shard, old.process.pid)
             with anyio.move_on_after(SUCCESSOR_READY_SECONDS):
-                await _either(new.ready, new.exited, self.stopping)
-            if (new.ready.is_set() and not new.exited.is_set()) or self.stopping.is_set():
-                if not self.stopping.is_set():
-                    log.info(
-                        "worker %d (pid %d) serves: its predecessor (pid %d) drains",
-                        index, new.process.pid, old.process.pid,
-                    )  # fmt: skip
-                    _send(old.process, signal.SIGTERM)
-                    self.recycled += 1
-                slot.start_soon(self._retire, old)
-                return new
+                await _either(new.ready, new.exited, old.exited, self.stopping)
+            if new.ready.is_set() and not new.exited.is_set():
+                break
+            if self.stopping.is_set():
+                return old
+            if old.exited.is_set():  # died meanwhile: the slot is the successor's, all of it
+                if not new.exited.is_set():
+                    _send(new.process, TAKE)
+                    new.holds_port.set()
+                    return new
+                return old
             attempt += 1
             delay = self.backoff.delay(attempt, random.random)
             log.error(
@@ -365,6 +382,26 @@ class WorkerPool:
                 await _either(old.exited, self.stopping)
             if old.exited.is_set() or self.stopping.is_set():
                 return old
+        old.watch.cancel()  # its port is about to be the successor's
+        _send(old.process, RELEASE)
+        with anyio.move_on_after(RELEASE_SECONDS):
+            await _either(old.released, old.exited)
+        if not old.released.is_set():
+            log.warning(
+                "worker %d (pid %d) did not let go of its configured rooms within %g s: "
+                "its successor (pid %d) takes them anyway",
+                index, old.process.pid, RELEASE_SECONDS, new.process.pid,
+            )  # fmt: skip
+        _send(new.process, TAKE)
+        new.holds_port.set()
+        log.info(
+            "worker %d (pid %d) serves: its predecessor (pid %d) drains",
+            index, new.process.pid, old.process.pid,
+        )  # fmt: skip
+        _send(old.process, signal.SIGTERM)
+        self.recycled += 1
+        slot.start_soon(self._retire, old)
+        return new
 
     async def _retire(self, old: _Worker) -> None:
         """Wait for a replaced worker's drain; kill it past the drain deadline."""
@@ -408,6 +445,8 @@ class WorkerPool:
         finally:
             os.close(write_end)  # the worker's own copy: its exit ends the reports
         worker = _Worker(shard, process, reports, anyio.current_time())
+        if succeeds is None:
+            worker.holds_port.set()
         self.workers.add(worker)
         log.info(
             "worker %d started (pid %d)%s", shard.index, process.pid,
@@ -452,6 +491,8 @@ class WorkerPool:
                 kind, _, detail = line.decode(errors="replace").partition(" ")
                 if kind == READY:
                     worker.ready.set()
+                elif kind == RELEASED:
+                    worker.released.set()
                 elif kind == DUE and not worker.due.is_set():
                     log.info("worker %d (pid %d) is due for recycling: %s",
                              worker.shard.index, worker.process.pid, detail)
@@ -459,6 +500,7 @@ class WorkerPool:
 
     async def _watch(self, worker: _Worker) -> None:
         with worker.watch:
+            await worker.holds_port.wait()
             await self._kill_when_stalled(worker.shard, worker.process)
 
     async def _kill_when_stalled(self, shard: Shard, process: Process) -> None:

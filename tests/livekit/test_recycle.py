@@ -9,13 +9,17 @@ log lines and conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
+from livekit import rtc
 
 from benchmarks.process_tree import rss_bytes, tree
 from supervisor.livekit_server import LiveKitServer
@@ -38,11 +42,12 @@ async def test_a_worker_past_its_bound_is_replaced_before_it_drains(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     """Two rooms served: the worker is due. Its successor registers and takes the next
-    room and the metrics port while the old worker keeps its call until the caller
-    hangs up, then exits 0; no room goes without its bot."""
+    room, the configured room and the metrics port while the old worker keeps its call
+    until the caller hangs up, then exits 0; no dispatched room goes without its bot, and
+    the configured room's caller hears the new bot after a gap that is measured."""
     config = SupervisorConfig(
         livekit_server,
-        rooms=(),
+        rooms=("recycle-static",),
         bot=DISPATCH_BOT,
         dispatch={"enabled": True, "idle_timeout_seconds": 1, "drain_seconds": 120},
         recycle={"max_rooms_served": 2},
@@ -50,7 +55,14 @@ async def test_a_worker_past_its_bound_is_replaced_before_it_drains(
     async with serving(tmp_path, config) as (run, _):
         await run.wait_for(REGISTERED, timeout=30)
         first_pid = status_of(config.metrics_port)["pid"]
-        async with join(livekit_server, "recycle-long", "caller") as long_call:
+        async with (
+            join(livekit_server, "recycle-static", "caller") as static,
+            join(livekit_server, "recycle-long", "caller") as long_call,
+        ):
+            bot_seen: list[tuple[str, float]] = []
+            for event in ("participant_connected", "participant_disconnected"):
+                static.on(event, lambda p, e=event: bot_seen.append((e, time.perf_counter())))
+            await hears_echo(static)
             await hears_echo(long_call)
             for n in (1, 2):
                 async with join(livekit_server, f"recycle-{n}", "caller") as room:
@@ -64,11 +76,16 @@ async def test_a_worker_past_its_bound_is_replaced_before_it_drains(
             await wait_until(
                 lambda: _pid_answering(config.metrics_port) == successor, timeout=10
             )
+            # the configured room's bot is the successor's now
+            await wait_until(lambda: [e for e, _ in bot_seen] == [
+                "participant_disconnected", "participant_connected"], timeout=30)
+            await hears_echo(static)
+            gap = bot_seen[1][1] - bot_seen[0][1]
             # the next room goes to the successor, which took the port
             async with join(livekit_server, "recycle-3", "caller") as room:
                 await hears_echo(room)
-                names = [r["name"] for r in status_of(config.metrics_port)["rooms"]]  # type: ignore[index]
-                assert names == ["recycle-3"]
+                rooms = status_of(config.metrics_port)["rooms"]
+                assert [r["name"] for r in rooms] == ["recycle-static", "recycle-3"]  # type: ignore[attr-defined]
             # the old worker still serves its call: the echo goes on through the drain
             await hears_echo(long_call)
             assert not run.matches(rf"worker 0 \(pid {predecessor}\) retired")
@@ -77,6 +94,7 @@ async def test_a_worker_past_its_bound_is_replaced_before_it_drains(
         assert retired[1] == "exit code 0"
         assert await run.stop() == 0
     assert not run.matches(r"died after|did not serve within|still draining")
+    print(f"recycle: the configured room's bot left and came back {gap:.2f} s apart")
 
 
 def _pid_answering(port: int) -> int | None:
@@ -114,27 +132,34 @@ async def test_a_successor_that_cannot_serve_leaves_the_old_worker_serving(
         assert await run.stop() == 0
 
 
-CHURN_LIFETIMES = 240
-CHURN_AT_ONCE = 6
-CHURN_BOUND = 40
+CHURN_LIFETIMES = 160
+CHURN_AT_ONCE = 4
+CHURN_BOUND = 30
 WARM_LIFETIMES = 20
+GROWTH_ALLOWED = 1.5
+"""A worker's peak over the first worker's warm-up. Without recycling the rtc SDK's
+growth (0.6-0.9 MiB a lifetime here, issue 26) passes it within about 100 lifetimes."""
 
 
 @pytest.mark.anyio
 async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    """240 room lifetimes, 6 at a time, each a caller who creates a room, hears the
-    bot's echo and hangs up: with workers replaced every 40 rooms served, no worker's
-    resident memory reaches twice the first worker's after its warm-up (20 rooms), where
-    one worker serving them all grows past it (the rtc SDK's native growth, issue 26),
-    and every caller is served."""
+    """160 room lifetimes, 4 at a time, each a caller who creates a room, hears the
+    bot's echo and hangs up: with workers replaced every 30 rooms served, no worker's
+    resident memory reaches 1.5 times the first worker's after its warm-up (20 rooms),
+    every job accepted is served and no offer is declined but by a draining worker.
+
+    (A room whose job the server never offered is not the supervisor's: livekit-server
+    offers none to a worker whose reported load passes its `agents.target_load`, which a
+    machine busy with other work can make happen; such rooms are counted, not failed.)"""
     bound = int(os.environ.get("CHURN_BOUND", CHURN_BOUND))  # 0: the growth unbounded
     config = SupervisorConfig(
         livekit_server,
         rooms=(),
         bot=DISPATCH_BOT,
-        dispatch={"enabled": True, "idle_timeout_seconds": 1},
+        # a busy machine must not make the worker refuse rooms: admission is not tested here
+        dispatch={"enabled": True, "idle_timeout_seconds": 1, "load_threshold": 1.0},
         recycle={"max_rooms_served": bound},
     )
     served: list[int] = []
@@ -144,19 +169,17 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
         await run.wait_for(REGISTERED, timeout=30)
 
         async def lifetime(n: int, limit: anyio.CapacityLimiter) -> None:
-            async with limit:
+            async with limit, joined_at_last(livekit_server, f"churn-{n}") as room:
                 try:
-                    async with join(livekit_server, f"churn-{n}", "caller") as room:
-                        await hears_echo(room, timeout=30)
-                except (TimeoutError, AssertionError) as err:
-                    unserved.append(f"churn-{n}: {err!r}")
+                    await hears_echo(room, timeout=30)
+                except (TimeoutError, AssertionError):
+                    unserved.append(f"churn-{n}")
                 else:
                     served.append(n)
 
         async def sample() -> None:
             while True:
-                pids = tree(run.process.pid)
-                for pid in pids[1:] or pids:  # the workers (one process when not recycling)
+                for pid in workers_of(run.process.pid):
                     rss.setdefault(pid, []).append((len(served), rss_bytes(pid) / 2**20))
                 await anyio.sleep(0.5)
 
@@ -167,15 +190,42 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
                 for n in range(int(os.environ.get("CHURN_LIFETIMES", CHURN_LIFETIMES))):
                     callers.start_soon(lifetime, n, limit)
             sampling.cancel_scope.cancel()
+        accepted = [room for room in unserved if run.matches(rf"\[{room}\] job \S+ accepted")]
+        assert not accepted  # (inside the block: the log's tail is shown)
+        declined = run.matches(r"\[(churn-\d+)\] job \S+ declined: (.*)")
+        assert all(why == "the worker is draining" for _, why in map(re.Match.groups, declined))
         assert await run.stop() == 0
     first = next(iter(rss))  # the first worker sampled
     warm = next(mb for lifetimes, mb in rss[first] if lifetimes >= WARM_LIFETIMES)
-    peaks = {pid: max(mb for _, mb in samples) for pid, samples in rss.items()}
+    peaks = [max(mb for _, mb in samples) for samples in rss.values()]
     print(
-        f"churn: {len(served)} served, {len(unserved)} not; first worker {warm:.0f} MiB after "
-        f"{WARM_LIFETIMES} lifetimes; peaks (MiB) by worker: "
-        + ", ".join(f"{peak:.0f}" for peak in peaks.values())
-        + f"; {len(run.matches(r'retired: exit code 0'))} retired"
+        f"churn: {len(served)} lifetimes, {len(unserved)} rooms never offered; the first "
+        f"worker {warm:.0f} MiB after {WARM_LIFETIMES}; each worker's peak (MiB): "
+        + ", ".join(f"{peak:.0f}" for peak in peaks)
     )
-    assert not unserved
-    assert max(peaks.values()) < 2 * warm
+    assert max(peaks) < GROWTH_ALLOWED * warm
+
+
+@contextlib.asynccontextmanager
+async def joined_at_last(server: LiveKitServer, room: str) -> AsyncIterator[rtc.Room]:
+    """A caller in `room`, joining again if a join times out: on a busy machine the
+    test's own callers are slow, which is not what is tested."""
+    async with contextlib.AsyncExitStack() as stack:
+        for attempt in (1, 2, 3):
+            try:
+                caller = await stack.enter_async_context(join(server, room, "caller", timeout=20))
+                break
+            except TimeoutError:
+                if attempt == 3:
+                    raise
+        yield caller
+
+
+def workers_of(parent: int) -> list[int]:
+    """The worker processes under `parent` (itself when it runs no worker)."""
+    found = []
+    for pid in tree(parent)[1:]:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if b"--worker-index" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found or [parent]
