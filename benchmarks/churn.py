@@ -83,7 +83,9 @@ LINGER_SECONDS = 3.0
 """The reproducer stays this long after its last lifetime: the final samples."""
 OBJECT_COUNTS = REPO_ROOT / "benchmarks" / "object_counts"
 SDK_LEAK = REPO_ROOT / "benchmarks" / "sdk_leak.py"
-LIFETIME_LINE = re.compile(r"^lifetime (\d+) rss_mb [\d.]+ heap_mb (\S+)")
+LIFETIME_LINE = re.compile(
+    r"^lifetime (\d+) rss_mb [\d.]+ heap_mb (\S+)(?: handles (\d+) objects (\d+))?"
+)
 TOP_TYPES = 8
 
 
@@ -354,6 +356,8 @@ async def measure_sdk(
     }  # fmt: skip
     progress = Progress()
     heap: list[tuple[int, float]] = []
+    held: list[tuple[int, int, int]] = []
+    """(lifetimes done, the SDK's live handles, tracked Python objects)."""
     errors = workdir / f"sdk-{uuid.uuid4().hex[:6]}.stderr"
     with errors.open("w") as stderr:
         process = await anyio.open_process(
@@ -371,6 +375,8 @@ async def measure_sdk(
                     progress.done = int(match[1])
                     if match[2] != "-":
                         heap.append((progress.done, float(match[2])))
+                    if match[3] is not None:
+                        held.append((progress.done, int(match[3]), int(match[4])))
                 elif line.startswith("{"):
                     result["versions"] = {"livekit": json.loads(line)["livekit"]}
         await process.wait()
@@ -388,6 +394,10 @@ async def measure_sdk(
     if heap_after:
         result["heap_mb"] = [heap_after[0][1], heap_after[-1][1]]
         result["heap_mb_per_lifetime"] = _round3(slope(heap_after))
+    held_after = [row for row in held if row[0] >= warmup]
+    if held_after:
+        result["live_handles"] = [held_after[0][1], held_after[-1][1]]
+        result["py_objects"] = [held_after[0][2], held_after[-1][2]]
     return result
 
 

@@ -78,15 +78,18 @@ def pss_bytes(pid: int) -> int:
 
 def sample(pid: int) -> dict[str, float] | None:
     """One process on its own (not its tree): RSS in MB, open fds, threads and CPU seconds
-    so far; None if it is gone. The churn harness reads each process of a tree apart,
-    since workers come and go (recycled) and one growing must not hide in a sum."""
+    so far; None if it is gone or exiting (its memory already released, RSS 0). The
+    churn harness reads each process of a tree apart, since workers come and go
+    (recycled) and one growing must not hide in a sum."""
     fields = _stat_fields(pid)
-    if fields is None:
+    if fields is None or fields[0] in "ZX":
         return None
     try:
         resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, IndexError):
+        return None
+    if not resident:
         return None
     return {
         "rss_mb": resident / 1e6,

@@ -11,7 +11,8 @@ and read it with an `AudioStream`. Then it disconnects, and nothing of it stays 
 `--concurrency C` lifetimes overlap. A line per lifetime gives the process's RSS and
 glibc's own count of the bytes malloc has handed out and not had back (`mallinfo2`):
 RSS growing while that count stays flat is memory freed but kept by the allocator
-(fragmentation), both growing is memory never freed.
+(fragmentation), both growing is memory never freed; the SDK's live native handles
+and the interpreter's tracked objects say whether Python still holds any of it.
 
 Stand-alone on purpose (only `livekit` and `livekit-api`), so it runs in any venv with
 any SDK version and can go to an upstream issue as it is; `benchmarks/churn.py sdk`
@@ -31,6 +32,7 @@ import uuid
 from importlib import metadata
 
 from livekit import api, rtc
+from livekit.rtc import _ffi_client
 
 USAGES = ("connect", "publish", "capture", "stream")
 """Each adds to the one before it."""
@@ -65,6 +67,12 @@ def heap_in_use_mb() -> float | None:
     info = mallinfo2()
     used = info.uordblks + info.hblkhd
     return used / 1e6 if used else None
+
+
+def live_handles() -> int:
+    """Native handles the SDK's Python side still holds (its own weak set of them): a
+    handle kept alive there keeps its native object alive, a leak on the Python side."""
+    return len(getattr(_ffi_client, "_live_handles", ()))
 
 
 def token(name: str, identity: str) -> str:
@@ -149,7 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 trim(0)
             heap = heap_in_use_mb()
             print(f"lifetime {done} rss_mb {rss_mb():.1f} heap_mb "
-                  f"{'-' if heap is None else f'{heap:.1f}'}", flush=True)
+                  f"{'-' if heap is None else f'{heap:.1f}'} handles {live_handles()} "
+                  f"objects {len(gc.get_objects())}", flush=True)
 
     await asyncio.gather(*(one(index) for index in range(args.lifetimes)))
     await asyncio.sleep(args.linger)
