@@ -5,7 +5,7 @@
                                           [--talk 2] [--count-objects] [--json PATH]
     python -m benchmarks.churn sdk [--lifetimes 150] [--concurrency 1,2,4]
                                    [--usage connect,publish,capture,stream] [--hold 1]
-                                   [--aclose] [--collect] [--malloc-trim]
+                                   [--aclose] [--collect] [--malloc-trim] [--resident]
                                    [--env NAME=VALUE ...] [--python PATH] [--json PATH]
 
 `supervisor` runs `supervisor run` with `[dispatch]` (automatic, `idle_timeout_seconds =
@@ -87,6 +87,8 @@ LIFETIME_LINE = re.compile(
     r"^lifetime (\d+) rss_mb [\d.]+ heap_mb (\S+)(?: handles (\d+) objects (\d+))?"
 )
 TOP_TYPES = 8
+SWITCHES = ("--aclose", "--collect", "--malloc-trim", "--resident")
+"""sdk_leak.py's on/off switches, passed through."""
 
 
 @attrs.define
@@ -101,14 +103,15 @@ class Progress:
     async def sample_forever(
         self, root: int, label: Callable[[int], str], also: Sequence[int] = ()
     ) -> None:
-        """Every process under `root`, and `also`, each second, each named by `label`."""
-        while True:
-            readings = {}
-            for pid in [*tree(root), *also]:
+        """Every process under `root`, and `also`, each second, each named by `label`;
+        nothing once `root` has exited (its pid, reaped, may be another process's)."""
+        while (root_now := sample(root)) is not None:
+            readings = {root: root_now}
+            for pid in [*tree(root)[1:], *also]:
                 if (found := sample(pid)) is not None:
                     readings[pid] = found
-                    if pid not in self.labels:
-                        self.labels[pid] = label(pid)
+            for pid in readings.keys() - self.labels.keys():
+                self.labels[pid] = label(pid)
             self.samples.append((time.time(), self.done, readings))
             await anyio.sleep(SAMPLE_SECONDS)
 
@@ -329,7 +332,7 @@ class SdkRun:
     lifetimes: int
     hold: float
     switches: tuple[str, ...]
-    """--aclose, --collect, --malloc-trim as given."""
+    """Of SWITCHES, as given."""
     env: tuple[tuple[str, str], ...]
     python: str
 
@@ -379,8 +382,8 @@ async def measure_sdk(
                         held.append((progress.done, int(match[3]), int(match[4])))
                 elif line.startswith("{"):
                     result["versions"] = {"livekit": json.loads(line)["livekit"]}
+        sampling.cancel_scope.cancel()  # before the reap: its pid may be reused after
         await process.wait()
-        sampling.cancel_scope.cancel()
     tail = errors.read_text(errors="replace").strip().splitlines()
     result |= {
         "served": progress.done,
@@ -460,7 +463,7 @@ def _parser() -> argparse.ArgumentParser:
     sdk.add_argument("--usage", default="connect,publish,capture,stream",
                      help="comma-separated, of sdk_leak.py's --usage: a run each")
     sdk.add_argument("--hold", type=float, default=1.0)
-    for switch in ("--aclose", "--collect", "--malloc-trim"):
+    for switch in SWITCHES:
         sdk.add_argument(switch, action="store_true", help=f"sdk_leak.py's {switch}")
     sdk.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="for the reproducer's environment, e.g. MALLOC_ARENA_MAX=2")
@@ -478,8 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               args.count_objects)]
         measure_one: Callable[..., Any] = measure_supervisor
     else:
-        switches = tuple(s for s in ("--aclose", "--collect", "--malloc-trim")
-                         if getattr(args, s[2:].replace("-", "_")))
+        switches = tuple(s for s in SWITCHES if getattr(args, s[2:].replace("-", "_")))
         env = tuple(tuple(pair.split("=", 1)) for pair in args.env)
         runs = [SdkRun(usage, args.lifetimes, args.hold, switches, env, args.python)
                 for usage in args.usage.split(",")]

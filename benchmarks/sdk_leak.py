@@ -8,7 +8,8 @@ Each lifetime connects an `rtc.Room` to a room of its own, new, and by `--usage`
 (`AudioSource` + `LocalAudioTrack`); `capture` also captures silence into it for the
 hold; `stream` also has a peer `rtc.Room` (same process) join, subscribe to that track
 and read it with an `AudioStream`. Then it disconnects, and nothing of it stays alive.
-`--concurrency C` lifetimes overlap. A line per lifetime gives the process's RSS and
+`--concurrency C` lifetimes overlap; `--resident` keeps one more room connected, idle,
+beside them all. A line per lifetime gives the process's RSS and
 glibc's own count of the bytes malloc has handed out and not had back (`mallinfo2`):
 RSS growing while that count stays flat is memory freed but kept by the allocator
 (fragmentation), both growing is memory never freed; the SDK's live native handles
@@ -160,7 +161,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                   f"{'-' if heap is None else f'{heap:.1f}'} handles {live_handles()} "
                   f"objects {len(gc.get_objects())}", flush=True)
 
+    resident = rtc.Room()
+    if args.resident:
+        await resident.connect(args.url, token(f"leak-resident-{uuid.uuid4().hex[:8]}", "r"))
     await asyncio.gather(*(one(index) for index in range(args.lifetimes)))
+    await resident.disconnect()
     await asyncio.sleep(args.linger)
     end = rss_mb()
     return {
@@ -181,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument("--hold", type=float, default=1.0, help="seconds a room lives")
     found.add_argument("--linger", type=float, default=0.0,
                        help="seconds to stay after the last lifetime (for an outside sampler)")
+    found.add_argument("--resident", action="store_true",
+                       help="one more room, connected (idle) through every lifetime")
     found.add_argument("--aclose", action="store_true",
                        help="aclose() the AudioStream and AudioSource before disconnecting")
     found.add_argument("--collect", action="store_true", help="gc.collect() after each lifetime")
