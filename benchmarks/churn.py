@@ -87,6 +87,7 @@ LIFETIME_LINE = re.compile(
     r"^lifetime (\d+) rss_mb [\d.]+ heap_mb (\S+)(?: handles (\d+) objects (\d+))?"
 )
 TOP_TYPES = 8
+TRANSIENT_SAMPLES = 5
 SWITCHES = ("--aclose", "--collect", "--malloc-trim", "--resident")
 """sdk_leak.py's on/off switches, passed through."""
 
@@ -139,13 +140,17 @@ def _cpu_per_lifetime(
 
 
 def per_process(progress: Progress, lifetimes: int) -> list[dict[str, Any]]:
-    """The figures of each process sampled (see the module's docstring)."""
+    """The figures of each process sampled (see the module's docstring), but for those
+    seen in fewer than TRANSIENT_SAMPLES samples: the SDK runs `lsb_release -a` (a shell
+    script, and its children) as it connects, which has no trend to fit."""
     warmup = min(WARMUP_LIFETIMES, lifetimes // 5)
     rows = []
     for pid, label in progress.labels.items():
         series = [
             (done, readings[pid]) for _, done, readings in progress.samples if pid in readings
         ]
+        if len(series) < TRANSIENT_SAMPLES:
+            continue
         after = [(done, s) for done, s in series if done >= warmup] or series[-1:]
         warm, final = after[0][1], series[-1][1]
         per_lifetime = slope([(done, s["rss_mb"]) for done, s in after])
