@@ -88,6 +88,9 @@ LIFETIME_LINE = re.compile(
 )
 TOP_TYPES = 8
 TRANSIENT_SAMPLES = 5
+SERIES_POINTS = 40
+"""Samples kept per process in the JSON, (lifetimes done, RSS MB, fds, threads): the
+curve's shape (a plateau, a step at a recycle) which a slope alone hides."""
 SWITCHES = ("--aclose", "--collect", "--malloc-trim", "--resident")
 """sdk_leak.py's on/off switches, passed through."""
 
@@ -166,6 +169,10 @@ def per_process(progress: Progress, lifetimes: int) -> list[dict[str, Any]]:
             "cpu_ms_per_lifetime_last_third": _round(
                 _cpu_per_lifetime(series, lifetimes - third, lifetimes)
             ),
+            "rss_series": [
+                [done, round(s["rss_mb"], 1), s["fds"], s["threads"]]
+                for done, s in series[:: max(1, len(series) // SERIES_POINTS)]
+            ],
         })  # fmt: skip
     return rows
 
