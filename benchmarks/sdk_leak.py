@@ -102,11 +102,13 @@ async def _read(stream: rtc.AudioStream) -> None:
 
 
 async def lifetime(index: int, args: argparse.Namespace) -> None:
-    """One room's life; `args.aclose` closes the stream and the source before leaving."""
+    """One room's life; `args.unpublish` unpublishes the track, then `args.aclose` closes
+    the stream and the source, before leaving."""
     level = USAGES.index(args.usage)
     name = f"leak-{uuid.uuid4().hex[:8]}-{index}"
     room, peer = rtc.Room(), rtc.Room() if args.usage == "stream" else None
     source: rtc.AudioSource | None = None
+    publication: rtc.LocalTrackPublication | None = None
     stream: rtc.AudioStream | None = None
     reader: asyncio.Task[None] | None = None
     await room.connect(args.url, token(name, "a"))
@@ -115,7 +117,7 @@ async def lifetime(index: int, args: argparse.Namespace) -> None:
             source = rtc.AudioSource(SAMPLE_RATE, 1)
             track = rtc.LocalAudioTrack.create_audio_track("mic", source)
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-            await room.local_participant.publish_track(track, options)
+            publication = await room.local_participant.publish_track(track, options)
         if peer is not None:
             await peer.connect(args.url, token(name, "b"))
             remote = await _subscribed(peer)
@@ -129,6 +131,8 @@ async def lifetime(index: int, args: argparse.Namespace) -> None:
         else:
             await asyncio.sleep(args.hold)
     finally:
+        if args.unpublish and publication is not None:
+            await room.local_participant.unpublish_track(publication.sid)
         if args.aclose:
             for media in (stream, source):
                 if media is not None:
@@ -188,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds to stay after the last lifetime (for an outside sampler)")
     found.add_argument("--resident", action="store_true",
                        help="one more room, connected (idle) through every lifetime")
+    found.add_argument("--unpublish", action="store_true",
+                       help="unpublish the track before disconnecting")
     found.add_argument("--aclose", action="store_true",
                        help="aclose() the AudioStream and AudioSource before disconnecting")
     found.add_argument("--collect", action="store_true", help="gc.collect() after each lifetime")
