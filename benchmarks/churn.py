@@ -5,8 +5,8 @@
                                           [--talk 2] [--count-objects] [--json PATH]
     python -m benchmarks.churn sdk [--lifetimes 150] [--concurrency 1,2,4]
                                    [--usage connect,publish,capture,stream] [--hold 1]
-                                   [--unpublish] [--aclose] [--collect]
-                                   [--malloc-trim] [--resident]
+                                   [--gather-once] [--unpublish] [--aclose]
+                                   [--collect] [--malloc-trim] [--resident]
                                    [--env NAME=VALUE ...] [--python PATH] [--json PATH]
 
 `supervisor` runs `supervisor run` with `[dispatch]` (automatic, `idle_timeout_seconds =
@@ -92,7 +92,7 @@ TRANSIENT_SAMPLES = 5
 SERIES_POINTS = 40
 """Samples kept per process in the JSON, (lifetimes done, RSS MB, fds, threads): the
 curve's shape (a plateau, a step at a recycle) which a slope alone hides."""
-SWITCHES = ("--unpublish", "--aclose", "--collect", "--malloc-trim", "--resident")
+SWITCHES = ("--gather-once", "--unpublish", "--aclose", "--collect", "--malloc-trim", "--resident")
 """sdk_leak.py's on/off switches, passed through."""
 
 

@@ -85,6 +85,15 @@ def token(name: str, identity: str) -> str:
     )
 
 
+def room_options(args: argparse.Namespace) -> rtc.RoomOptions:
+    """The SDK's defaults, but with `--gather-once` ICE candidates gathered once per
+    connection instead of continually (the supervisor's setting)."""
+    if not args.gather_once:
+        return rtc.RoomOptions()
+    once = rtc.ContinualGatheringPolicy.GATHER_ONCE
+    return rtc.RoomOptions(rtc_config=rtc.RtcConfiguration(continual_gathering_policy=once))
+
+
 async def _subscribed(peer: rtc.Room) -> rtc.RemoteAudioTrack:
     found: asyncio.Future[rtc.RemoteAudioTrack] = asyncio.get_running_loop().create_future()
 
@@ -111,7 +120,7 @@ async def lifetime(index: int, args: argparse.Namespace) -> None:
     publication: rtc.LocalTrackPublication | None = None
     stream: rtc.AudioStream | None = None
     reader: asyncio.Task[None] | None = None
-    await room.connect(args.url, token(name, "a"))
+    await room.connect(args.url, token(name, "a"), room_options(args))
     try:
         if level >= USAGES.index("publish"):
             source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -119,7 +128,7 @@ async def lifetime(index: int, args: argparse.Namespace) -> None:
             options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
             publication = await room.local_participant.publish_track(track, options)
         if peer is not None:
-            await peer.connect(args.url, token(name, "b"))
+            await peer.connect(args.url, token(name, "b"), room_options(args))
             remote = await _subscribed(peer)
             stream = rtc.AudioStream(remote, sample_rate=SAMPLE_RATE, num_channels=1)
             reader = asyncio.create_task(_read(stream))
@@ -192,6 +201,8 @@ def parser() -> argparse.ArgumentParser:
                        help="seconds to stay after the last lifetime (for an outside sampler)")
     found.add_argument("--resident", action="store_true",
                        help="one more room, connected (idle) through every lifetime")
+    found.add_argument("--gather-once", action="store_true",
+                       help="ICE candidates gathered once, not continually")
     found.add_argument("--unpublish", action="store_true",
                        help="unpublish the track before disconnecting")
     found.add_argument("--aclose", action="store_true",
