@@ -29,6 +29,7 @@ import gc
 import json
 import os
 import sys
+import time
 import uuid
 from importlib import metadata
 
@@ -216,6 +217,10 @@ def parser() -> argparse.ArgumentParser:
 def main() -> int:
     args = parser().parse_args()
     print(json.dumps(asyncio.run(run(args))), flush=True)
+    # The SDK's own atexit dispose can abort the process (a native callback meeting the
+    # interpreter's finalization: supervisor/rtc_shutdown.py): dispose while it is whole.
+    _ffi_client.FfiClient.instance._dispose()
+    time.sleep(0.1)
     return 0
 
 
