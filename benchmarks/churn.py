@@ -5,6 +5,7 @@
                                           [--talk 2] [--count-objects] [--json PATH]
     python -m benchmarks.churn sdk [--lifetimes 150] [--concurrency 1,2,4]
                                    [--usage connect,publish,capture,stream] [--hold 1]
+                                   [--linger 3]
                                    [--gather-once] [--unpublish] [--aclose]
                                    [--collect] [--malloc-trim] [--resident]
                                    [--env NAME=VALUE ...] [--python PATH] [--json PATH]
@@ -80,8 +81,6 @@ SAMPLE_SECONDS = 1.0
 SETTLE_SECONDS = 12.0
 """After the last lifetime, before the final sample: the last jobs end (idle timeout),
 and with `--count-objects` one more count comes in."""
-LINGER_SECONDS = 3.0
-"""The reproducer stays this long after its last lifetime: the final samples."""
 OBJECT_COUNTS = REPO_ROOT / "benchmarks" / "object_counts"
 SDK_LEAK = REPO_ROOT / "benchmarks" / "sdk_leak.py"
 LIFETIME_LINE = re.compile(
@@ -348,6 +347,9 @@ class SdkRun:
     """Of SWITCHES, as given."""
     env: tuple[tuple[str, str], ...]
     python: str
+    linger: float
+    """Seconds the reproducer stays after its last lifetime: the final samples, and
+    whether memory comes back once its rooms are long gone."""
 
     @property
     def name(self) -> str:
@@ -363,7 +365,7 @@ async def measure_sdk(
     command = [
         run.python, str(SDK_LEAK), "--url", server.url, "--lifetimes", str(run.lifetimes),
         "--concurrency", str(concurrency), "--usage", run.usage, "--hold", str(run.hold),
-        "--linger", str(LINGER_SECONDS), *run.switches,
+        "--linger", str(run.linger), *run.switches,
     ]  # fmt: skip
     env = {**os.environ, KEY_ENV: server.api_key, SECRET_ENV: server.api_secret, **dict(run.env)}
     result: dict[str, Any] = {
@@ -394,7 +396,9 @@ async def measure_sdk(
                     if match[3] is not None:
                         held.append((progress.done, int(match[3]), int(match[4])))
                 elif line.startswith("{"):
-                    result["versions"] = {"livekit": json.loads(line)["livekit"]}
+                    summary = json.loads(line)
+                    result["versions"] = {"livekit": summary["livekit"]}
+                    result["heap_end_mb"] = summary.get("heap_end_mb")
         sampling.cancel_scope.cancel()  # before the reap: its pid may be reused after
         await process.wait()
     tail = errors.read_text(errors="replace").strip().splitlines()
@@ -476,6 +480,8 @@ def _parser() -> argparse.ArgumentParser:
     sdk.add_argument("--usage", default="connect,publish,capture,stream",
                      help="comma-separated, of sdk_leak.py's --usage: a run each")
     sdk.add_argument("--hold", type=float, default=1.0)
+    sdk.add_argument("--linger", type=float, default=3.0,
+                     help="seconds the reproducer stays after its last lifetime")
     for switch in SWITCHES:
         sdk.add_argument(switch, action="store_true", help=f"sdk_leak.py's {switch}")
     sdk.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -496,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         switches = tuple(s for s in SWITCHES if getattr(args, s[2:].replace("-", "_")))
         env = tuple(tuple(pair.split("=", 1)) for pair in args.env)
-        runs = [SdkRun(usage, args.lifetimes, args.hold, switches, env, args.python)
+        runs = [SdkRun(usage, args.lifetimes, args.hold, switches, env, args.python, args.linger)
                 for usage in args.usage.split(",")]
         measure_one = measure_sdk
 

@@ -186,6 +186,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "usage": args.usage, "concurrency": args.concurrency, "lifetimes": args.lifetimes,
         "rss_start_mb": round(start, 1), "rss_end_mb": round(end, 1),
         "mb_per_lifetime": round((end - start) / args.lifetimes, 3),
+        "heap_end_mb": heap_in_use_mb(),
         "livekit": metadata.version("livekit"),
     }
 

@@ -22,7 +22,7 @@ PROCESS_FIELDS = {
 async def test_sdk_mode_runs_the_reproducer_and_samples_it(
     livekit_server: LiveKitServer, tmp_path: Path
 ) -> None:
-    run = SdkRun("stream", 3, 0.5, ("--aclose",), (), sys.executable)
+    run = SdkRun("stream", 3, 0.5, ("--aclose",), (), sys.executable, linger=1.0)
     with anyio.fail_after(60):
         result = await measure_sdk(run, 2, livekit_server, tmp_path)
     assert result["served"] == 3, result
