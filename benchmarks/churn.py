@@ -103,12 +103,15 @@ class Progress:
     samples: list[tuple[float, int, dict[int, dict[str, float]]]] = attrs.field(factory=list)
     """(time, lifetimes done, per pid: `process_tree.sample`)."""
     labels: dict[int, str] = attrs.field(factory=dict)
+    root: int | None = None
+    """The measured process: reported however briefly it lived."""
 
     async def sample_forever(
         self, root: int, label: Callable[[int], str], also: Sequence[int] = ()
     ) -> None:
         """Every process under `root`, and `also`, each second, each named by `label`;
         nothing once `root` has exited (its pid, reaped, may be another process's)."""
+        self.root = root
         while (root_now := sample(root)) is not None:
             readings = {root: root_now}
             for pid in [*tree(root)[1:], *also]:
@@ -143,7 +146,7 @@ def _cpu_per_lifetime(
 
 
 def per_process(progress: Progress, lifetimes: int) -> list[dict[str, Any]]:
-    """The figures of each process sampled (see the module's docstring), but for those
+    """The figures of each process sampled (see the module's docstring), but for children
     seen in fewer than TRANSIENT_SAMPLES samples: the SDK runs `lsb_release -a` (a shell
     script, and its children) as it connects, which has no trend to fit."""
     warmup = min(WARMUP_LIFETIMES, lifetimes // 5)
@@ -152,7 +155,7 @@ def per_process(progress: Progress, lifetimes: int) -> list[dict[str, Any]]:
         series = [
             (done, readings[pid]) for _, done, readings in progress.samples if pid in readings
         ]
-        if len(series) < TRANSIENT_SAMPLES:
+        if len(series) < TRANSIENT_SAMPLES and pid != progress.root:
             continue
         after = [(done, s) for done, s in series if done >= warmup] or series[-1:]
         warm, final = after[0][1], series[-1][1]
