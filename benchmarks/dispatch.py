@@ -53,6 +53,7 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 from livekit import rtc
 
+from actors.room import narrow_room_events
 from benchmarks.echo import (
     KEY_ENV,
     REPO_ROOT,
@@ -122,10 +123,13 @@ class System:
     agents_options: tuple[tuple[str, str], ...] | None = None
     """livekit-agents' worker with these AGENTS_ECHO_* settings (see agents_echo.py);
     None: the supervisor."""
+    workers: int = 1
+    """The supervisor's `--workers`: its processes serving jobs, each registered."""
 
     def command(self, config: Path) -> list[str]:
         if self.agents_options is None:
-            return [sys.executable, "-m", "supervisor.cli", "run", str(config)]
+            return [sys.executable, "-m", "supervisor.cli", "run", str(config),
+                    "--workers", str(self.workers)]
         return [str(AGENTS_PYTHON), "benchmarks/agents_echo.py", "start", "--drain-timeout", "5"]
 
     def environment(self, server: LiveKitServer) -> dict[str, str]:
@@ -366,6 +370,7 @@ async def call(credentials: Credentials, caller: Caller, plan: Plan) -> None:
                     began = anyio.current_time()
                     token = join_token(credentials, caller.room, CALLER)
                     await room.connect(credentials.url, token)
+                narrow_room_events(room)  # not woken by the other callers' capture callbacks
                 caller.connected_at = anyio.current_time()
                 caller.result.join_s = caller.connected_at - began
                 source = rtc.AudioSource(CALLER_RATE, 1)

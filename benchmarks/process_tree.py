@@ -74,3 +74,34 @@ def pss_bytes(pid: int) -> int:
         pss = (int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:"))
         total += next(pss, 0)
     return total
+
+
+def sample(pid: int) -> dict[str, float] | None:
+    """One process on its own (not its tree): RSS in MB, open fds, threads and CPU seconds
+    so far; None if it is gone or exiting (its memory already released, RSS 0). The
+    churn harness reads each process of a tree apart, since workers come and go
+    (recycled) and one growing must not hide in a sum."""
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in "ZX":
+        return None
+    try:
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, IndexError):
+        return None
+    if not resident:
+        return None
+    return {
+        "rss_mb": resident / 1e6,
+        "fds": fds,
+        "threads": int(fields[17]),
+        "cpu_s": (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+    }
+
+
+def command_line(pid: int) -> list[str]:
+    """`pid`'s arguments ([] once it is gone): tells a worker (`--worker-index`) apart."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
