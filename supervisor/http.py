@@ -181,6 +181,7 @@ class _Listener:
                         raise OSError(  # say which setting to change
                             err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}"
                         ) from err
+                    await site.stop()  # a site that failed to start stays registered
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), PORT_RETRY_SECONDS)
                 if self._stop.is_set():
