@@ -132,27 +132,31 @@ async def test_a_successor_that_cannot_serve_leaves_the_old_worker_serving(
         assert await run.stop() == 0
 
 
-CHURN_LIFETIMES = 160
+CHURN_LIFETIMES = 100
 CHURN_AT_ONCE = 4
-CHURN_BOUND = 30
+CHURN_BOUND = 15
 WARM_LIFETIMES = 20
 GROWTH_ALLOWED = 1.5
-"""A worker's peak over the first worker's warm-up. Without recycling the rtc SDK's
-growth (0.6-0.9 MiB a lifetime here, issue 26) passes it within about 100 lifetimes."""
+"""A worker's peak over the first worker's warm-up."""
 
 
 @pytest.mark.anyio
 async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    """160 room lifetimes, 4 at a time, each a caller who creates a room, hears the
-    bot's echo and hangs up: with workers replaced every 30 rooms served, no worker's
-    resident memory reaches 1.5 times the first worker's after its warm-up (20 rooms),
-    every job accepted is served and no offer is declined but by a draining worker.
+    """100 room lifetimes, 4 at a time, each a caller who creates a room, hears the
+    bot's echo and hangs up. Workers are replaced every 15 rooms served (each serves
+    those and the rooms that come while its successor starts: at least three retire);
+    no worker's resident memory reaches 1.5 times the first worker's after its warm-up
+    (20 rooms); every job accepted is served and no offer is declined but by a draining
+    worker.
 
-    (A room whose job the server never offered is not the supervisor's: livekit-server
-    offers none to a worker whose reported load passes its `agents.target_load`, which a
-    machine busy with other work can make happen; such rooms are counted, not failed.)"""
+    How much one worker serving them all would grow is a benchmark's figure, not a
+    test's (`benchmarks/RESULTS.md` run J: 0.04-0.23 MB a lifetime for the supervisor at
+    this pace). A room whose job the server never offered is not the supervisor's:
+    livekit-server offers none to a worker whose reported load passes its
+    `agents.target_load`, which a machine busy with other work can make happen; such
+    rooms are counted, not failed."""
     bound = int(os.environ.get("CHURN_BOUND", CHURN_BOUND))  # 0: the growth unbounded
     config = SupervisorConfig(
         livekit_server,
@@ -195,6 +199,7 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
         declined = run.matches(r"\[(churn-\d+)\] job \S+ declined: (.*)")
         assert all(why == "the worker is draining" for _, why in map(re.Match.groups, declined))
         assert await run.stop() == 0
+    retired = run.matches(r"worker 0 \(pid \d+\) retired: exit code 0")
     first = next(iter(rss))  # the first worker sampled
     warm = next(mb for lifetimes, mb in rss[first] if lifetimes >= WARM_LIFETIMES)
     peaks = [max(mb for _, mb in samples) for samples in rss.values()]
@@ -203,6 +208,7 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
         f"worker {warm:.0f} MiB after {WARM_LIFETIMES}; each worker's peak (MiB): "
         + ", ".join(f"{peak:.0f}" for peak in peaks)
     )
+    assert len(retired) >= 3
     assert max(peaks) < GROWTH_ALLOWED * warm
 
 
