@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test livekit-server prometheus redis chromium espeak-ng web agents-venv
+.PHONY: run lint test test-fast livekit-server prometheus redis chromium espeak-ng web agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,3 +80,8 @@ lint: $(STAMP)
 
 test: lint livekit-server prometheus redis chromium espeak-ng web
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: lint and types, then every test that needs no real LiveKit server
+# (the kernel, config, CLI, protocol and unit tests: about 3 minutes here).
+test-fast: lint
+	$(VENV)/bin/python -m pytest -m "not livekit" $(PYTEST_ARGS)
