@@ -87,3 +87,13 @@ async def participants_in(
         listing = await server_api.room.list_participants(api.ListParticipantsRequest(room=room))
     return listing.participants
 
+
+async def remove_participant(
+    server_api: api.LiveKitAPI, room: str, identity: str, timeout: float
+) -> None:
+    """Take `identity` out of `room` through the server API; one of `API_ERRORS` when
+    the server does not do it within `timeout` seconds (or it is not there)."""
+    with anyio.fail_after(timeout):
+        await server_api.room.remove_participant(
+            api.RoomParticipantIdentity(room=room, identity=identity)
+        )

@@ -12,7 +12,9 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
   serves, or (`--workers N`) a configured room another worker of this config serves, is
   answered `terminate`, so the server does not offer it to another worker either (after a
   server restart the bot rejoins the room by itself, and the new room's dispatch must not
-  bring a second one);
+  bring a second one); a room job whose room has another process's bot of this agent in
+  it is declined as not available, so the server asks the next worker, that process
+  among them, which alone knows whether its bot stays or is on its way out;
 - start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
 - report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
   soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
@@ -58,7 +60,7 @@ from livekit.protocol import agent, models
 from actors import ActorRef, Backoff, single_errors
 from actors.room import Job, is_rival
 from supervisor import __version__
-from supervisor.access import API_ERRORS, Credentials, participants_in
+from supervisor.access import API_ERRORS, Credentials, participants_in, remove_participant
 from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
 from supervisor.fleet import Fleet, fleet_room
@@ -390,7 +392,7 @@ class AgentWorker:
             rival = await self._rival_in_room(job, link)
             if rival is not None:
                 there = f"{rival}, a bot of this agent, is there"
-                self._decline(link, answer, job, "served", there)
+                self._decline(link, answer, job, "served", there, ask_others=True)
                 return
             decision = await self.admission.decide(job)
             if isinstance(decision, Accept):
@@ -415,11 +417,22 @@ class AgentWorker:
         link.send(agent.WorkerMessage(availability=answer))
 
     def _decline(
-        self, link: _Link, answer: agent.AvailabilityResponse, job: Job, kind: str, reason: str
+        self,
+        link: _Link,
+        answer: agent.AvailabilityResponse,
+        job: Job,
+        kind: str,
+        reason: str,
+        *,
+        ask_others: bool = False,
     ) -> None:
-        """Say no to an offer: `kind` is one of `OFFER_ANSWERS`; a room served already
-        is answered `terminate`, so that the server offers it to no other worker."""
-        answer.terminate = kind == "served"
+        """Say no to an offer: `kind` is one of `OFFER_ANSWERS`. A room this process
+        serves already is answered `terminate`, so that the server offers it to no other
+        worker; one served by a bot of another process (`ask_others`) is answered "not
+        available", so that the server offers it to the next worker: that bot's own
+        process declines it in turn if its bot stays, and takes it if its bot is leaving
+        (`Jobs.leaving`), or the room would keep no bot."""
+        answer.terminate = kind == "served" and not ask_others
         self.state.offers[kind] += 1
         log.info("[%s] job %s declined: %s", job.key, job.id, reason)
         link.send(agent.WorkerMessage(availability=answer))
@@ -428,7 +441,9 @@ class AgentWorker:
         """A bot of this agent already in a room job's room (`is_rival`): it came back
         to the room a restarted server lost, by itself or through another worker; one
         is enough. None when there is none, or the server does not say in time. Asked of
-        the node that offers the job (any node of a cluster knows every room)."""
+        the node that offers the job (any node of a cluster knows every room). This
+        process's own bot of a job that is ending is none once it is out (`_make_way`)."""
+        assert self.jobs is not None
         if job.participant is not None or link.server_api is None:
             return None
         try:
@@ -438,9 +453,37 @@ class AgentWorker:
             return None
         agent_kind = models.ParticipantInfo.Kind.AGENT
         for participant in participants:
-            if is_rival(job, participant.kind == agent_kind, participant.attributes):
-                return participant.identity
+            if not is_rival(job, participant.kind == agent_kind, participant.attributes):
+                continue
+            identity = participant.identity
+            if not self.jobs.leaving(job.room, identity) or not await self._make_way(
+                job, link.server_api, identity
+            ):
+                return identity
         return None
+
+    async def _make_way(self, job: Job, server_api: api.LiveKitAPI, identity: str) -> bool:
+        """Take this process's bot of a job that is ending out of the room the server
+        offers again, before the yes; whether it is out.
+
+        livekit-server keys a room's jobs by their bot's identity: the new job, taken
+        while that bot is still in the room, would be ended ("agent left the room") as
+        soon as that bot leaves, under the same identity. Its goodbye is cut short: the
+        room has a job again (and the server would remove it within 3 s of a dispatch
+        deleted anyway). Its tree stops as before; the new one starts after (`_serve`)."""
+        log.info(
+            "[%s] job %s: %s, this process's bot of a job that is ending, is there: "
+            "removing it first",
+            job.key,
+            job.id,
+            identity,
+        )
+        try:
+            await remove_participant(server_api, job.room, identity, RIVAL_CHECK_SECONDS)
+        except API_ERRORS as err:
+            log.warning("[%s] job %s: %s was not removed (%s)", job.key, job.id, identity, err)
+            return False
+        return True
 
     def _why_not(self, job: Job) -> tuple[str, str] | None:
         """Why an offer of `job` is declined: one of `OFFER_ANSWERS`, and the reason."""

@@ -76,7 +76,13 @@ from livekit.protocol import models
 
 from actors import Backoff, single_errors
 from actors.room import Job, narrow_room_events
-from supervisor.access import API_ERRORS, Credentials, agent_token, participants_in
+from supervisor.access import (
+    API_ERRORS,
+    Credentials,
+    agent_token,
+    participants_in,
+    remove_participant,
+)
 from supervisor.config import Config
 from supervisor.jobs import Jobs, Served
 from supervisor.rooms import FleetState, WorkerState
@@ -563,10 +569,7 @@ class Fleet:
         whose track the caller never got. A removal that fails (the ghost gone already,
         or removed by another survivor) is no matter: the join replaces what is there."""
         try:
-            with anyio.fail_after(ROOM_CHECK_SECONDS):
-                await server_api.room.remove_participant(
-                    api.RoomParticipantIdentity(room=job.room, identity=identity)
-                )
+            await remove_participant(server_api, job.room, identity, ROOM_CHECK_SECONDS)
         except API_ERRORS as err:
             log.info("[%s] the dead bot %s was not removed (%s)", job.key, identity, err)
 

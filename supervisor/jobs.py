@@ -186,6 +186,24 @@ class Jobs:
             or any(r.job.key == key and r.serving() for r in self.running.values())
         )
 
+    def leaving(self, room: str, identity: str) -> bool:
+        """Whether `identity` in `room` is the bot of a room job of this process that is
+        ending: a bot on its way out, not one that serves the room.
+
+        Its tree leaves last (its bot may say goodbye first), and until then the bot
+        may even be back in a room made anew: when its room's node stops, the server may
+        end the job while the SDK, reconnecting by itself through a node that lives,
+        creates the room again. That room's offer is this process's to take
+        (`AgentWorker._make_way`; the new tree starts once this one stopped, `_serve`),
+        or the room keeps no bot once this one is gone."""
+        return any(
+            r.job.participant is None
+            and r.job.room == room
+            and r.identity == identity
+            and not r.serving()
+            for r in self.running.values()
+        )
+
     def identity_clash(self, job: Job, accept: Accept) -> Reject | None:
         """A no for `accept` when its bot identity is another bot's of this process in
         the job's room (an accept hook naming every participant's bot alike): the

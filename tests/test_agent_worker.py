@@ -114,6 +114,14 @@ class FakeAgentServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.sessions: asyncio.Queue[Session] = asyncio.Queue()
+        self.participants: dict[str, list[models.ParticipantInfo]] = {}
+        """Who is in each room, as the server API lists them (none unless a test says)."""
+
+    async def list_participants(self, request: web.Request) -> web.Response:
+        """The server API's `ListParticipants`, which a worker asks of a room offered."""
+        room = api.ListParticipantsRequest.FromString(await request.read()).room
+        listing = api.ListParticipantsResponse(participants=self.participants.get(room, []))
+        return web.Response(body=listing.SerializeToString(), content_type="application/protobuf")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -134,6 +142,7 @@ async def fake_server() -> AsyncIterator[FakeAgentServer]:
     server = FakeAgentServer()
     app = web.Application()
     app.router.add_get("/agent", server.handle)
+    app.router.add_post("/twirp/livekit.RoomService/ListParticipants", server.list_participants)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", server.port).start()
@@ -254,6 +263,24 @@ async def test_a_room_already_served_is_declined_for_every_worker() -> None:
                 assert not answer.available
                 assert answer.terminate
                 session.done.set()
+
+
+@pytest.mark.anyio
+async def test_a_room_with_another_process_bot_in_it_is_left_to_the_next_worker() -> None:
+    """Only the bot's own process knows whether its bot stays (it then declines with
+    `terminate`) or is on its way out (it then takes the job): another worker answers
+    "not available", so that the server asks the next worker instead of giving up."""
+    async with fake_server() as server, running_worker(room_set(server.port)):
+        bot = models.ParticipantInfo(
+            identity="bot", kind=models.ParticipantInfo.Kind.AGENT, attributes={"lk.agent_name": ""}
+        )
+        server.participants["rival-1"] = [models.ParticipantInfo(identity="caller"), bot]
+        session = await server.next_session()
+        await session.register()
+        answer = await session.offer("AJ_r", "rival-1")
+        assert (answer.available, answer.terminate) == (False, False)
+        assert (await session.offer("AJ_n", "nobody-1")).available
+        session.done.set()
 
 
 @pytest.mark.anyio

@@ -120,8 +120,8 @@ async def agents_listed(node: LiveKitServer, room: str) -> list[str]:
 
 def settled(run: SupervisorProcess, room: str) -> bool:
     """Whether `run`'s bot of a room whose node went away is done with it: joined again
-    through another node, or its job ended and the bot left (until then an offer of the
-    room made anew would be declined as served)."""
+    through another node, or its job ended and the bot left (until then its SDK,
+    reconnecting by itself, may still bring it into the room a caller makes anew)."""
     if run.matches(rf"\[{room}\] .*joining through"):
         return True
     lines = [line for line in run.lines if f"[{room}]" in line]
@@ -249,7 +249,10 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
     end with it (LiveKit does not move a room to another node): their callers, joining
     again, find one bot in the room made anew (a newly dispatched one, or the old one
     joined again through the other node when `server_shutdown` did not reach it
-    first: then the new room's offers are declined, a bot of this agent being there)."""
+    first: then the new room's offers are declined, a bot of this agent being there).
+    A room may so get a second job, of either host: its old bot's SDK, reconnecting
+    through the surviving node, may make the room anew while its job ends; that bot's
+    host then takes the new room's job, once it took the old bot out."""
     ids = node_ids(cluster)
     placement = {"room-0": 0, "room-1": 0, "room-2": 1, "room-3": 1}
     # Long enough for a bot to see its caller again once it joined anew: the SDK,
@@ -270,6 +273,8 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
             for room in rooms.values():
                 tasks.start_soon(hears_echo, room)
         assert {name: room_nodes(cluster)[name] for name in rooms} == placement
+        takers = {name: taken_by((a, b), name) for name in rooms}
+        assert all(len(hosts) == 1 for hosts in takers.values()), takers
         assigned = Counter(assigning_nodes(cluster)[name] for name in rooms)
         lost_index = assigned.most_common(1)[0][0]
         lost, survivor = cluster.nodes[lost_index], cluster.nodes[1 - lost_index]
@@ -282,7 +287,7 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
             await run.wait_for(rf"\[dispatch\] not registered with {lost.url}")
             assert metrics(run)["lksup_dispatch_registered"] == 1
         for name in stay:
-            (taker,) = taken_by((a, b), name)
+            (taker,) = takers[name]
             if assigning_nodes(cluster)[name] == lost_index:  # the bot joined through it
                 await (a, b)[taker].wait_for(rf"\[{name}\] .*joining through {survivor.url}")
                 with anyio.fail_after(20):
@@ -295,7 +300,7 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
         async with join(survivor, "room-new", "caller") as room:
             await hears_echo(room)
         for name in gone:  # their callers come back, through the surviving node
-            (taker,) = taken_by((a, b), name)
+            (taker,) = takers[name]
             with anyio.fail_after(30):
                 while not settled((a, b)[taker], name):
                     await anyio.sleep(0.1)
@@ -306,7 +311,8 @@ async def test_a_node_stopped_leaves_the_hosts_registered_with_the_other(
         await anyio.to_thread.run_sync(lost.start)
         for run in (a, b):
             await run.wait_for(registered_with(lost.url), count=2, timeout=60)
-        print(f"jobs assigned by node {dict(assigned)}; node {lost_index} stopped")
+        print(f"jobs assigned by node {dict(assigned)}; node {lost_index} stopped; jobs "
+              f"by host: {({name: taken_by((a, b), name) for name in rooms})}")
         print("\n".join(line for run in (a, b) for line in run.lines if "joining through" in line))
 
 

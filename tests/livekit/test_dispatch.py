@@ -35,6 +35,7 @@ from tests.helpers.cli_process import (
     supervisor_process,
     write_config,
 )
+from tests.helpers.goodbye_bot import GOODBYE_SECONDS_ENV
 from tests.helpers.participants import (
     ServerCredentials,
     is_tone,
@@ -49,6 +50,8 @@ from tests.helpers.prometheus import Samples, get
 REGISTERED = r"\[dispatch\] registered as worker"
 DISPATCH_BOT = "tests.helpers.dispatch_bot:create_bot"
 """The echo bot, which also tells the room which job it serves (see the module)."""
+SLOW_GOODBYE_BOT = "tests.helpers.goodbye_bot:slow_goodbye_bot"
+"""The echo bot, whose goodbye keeps it in the room for seconds after its job ended."""
 
 
 def dispatch_config(
@@ -300,6 +303,50 @@ async def test_create_dispatch_with_metadata_then_delete_dispatch_stops_the_bot(
 
 
 @pytest.mark.anyio
+async def test_a_room_dispatched_again_while_its_bot_leaves_gets_a_bot_again(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """The new job is offered while the old job's bot, its job ended, is still in the
+    room (here its goodbye takes seconds; in a cluster, a bot whose room's node stopped
+    may even be back in the room made anew by its SDK). That bot is on its way out: the
+    worker takes it out of the room and the job, instead of declining the job as served
+    (the room would keep no bot) or taking it with that bot still there (the server,
+    which keys a room's jobs by their bot's identity, would end the new job as the old
+    bot leaves). The new bot joins once the old one left: a bot again, one at a time."""
+    config = attrs.evolve(dispatch_config(livekit_server, agent_name="again"), bot=SLOW_GOODBYE_BOT)
+    dispatch = api.CreateAgentDispatchRequest(agent_name="again", room="redispatch-1")
+    async with (
+        serving(tmp_path, config, env={GOODBYE_SECONDS_ENV: "5"}) as (run, _),
+        server_api(livekit_server) as lk,
+    ):
+        await run.wait_for(REGISTERED, timeout=30)
+        await lk.room.create_room(api.CreateRoomRequest(name="redispatch-1"))
+        first = await lk.agent_dispatch.create_dispatch(dispatch)
+        async with join(livekit_server, "redispatch-1", "caller") as room:
+            await hears_echo(room)
+            old = room.remote_participants["bot"].sid
+            await lk.agent_dispatch.delete_dispatch(first.id, "redispatch-1")
+            await run.wait_for(r"\[redispatch-1\] goodbye: holding the EndFrame", timeout=20)
+            await lk.agent_dispatch.create_dispatch(dispatch)
+            with anyio.fail_after(30):
+                while (bot := room.remote_participants.get("bot")) is None or bot.sid == old:
+                    await anyio.sleep(0.05)
+            await hears_echo(room)
+            listing = await lk.room.list_participants(
+                api.ListParticipantsRequest(room="redispatch-1")
+            )
+            assert sorted(p.identity for p in listing.participants) == ["bot", "caller"]
+            assert len(run.matches(r"\[redispatch-1\] job \S+ ends")) == 1, run.tail()
+    # the old bot was still there when the job was offered again
+    assert run.matches(r"\[redispatch-1\] job \S+: bot, this process's bot of a job that is ending")
+    lines = [line for line in run.lines if "[redispatch-1]" in line]
+    left = next(i for i, line in enumerate(lines) if line.endswith("[redispatch-1] left"))
+    joined = [i for i, line in enumerate(lines) if "[redispatch-1] joined as bot" in line]
+    assert len(joined) == 2, "\n".join(lines)
+    assert joined[0] < left < joined[1], "\n".join(lines)
+
+
+@pytest.mark.anyio
 async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_only_that_job(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
@@ -517,12 +564,15 @@ async def test_a_second_dispatch_of_the_agent_to_a_room_with_its_bot_is_declined
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     """Whichever of two workers is offered it: the one whose bot is there serves the
-    room already, the other sees that bot among the room's participants."""
+    room already (`terminate`: the server asks no other worker); the other sees that
+    bot among the room's participants and answers "not available", leaving it to the
+    next worker (only the bot's own process knows whether it stays or leaves). So each
+    dispatch ends at the bot's process, declined."""
 
     def config(identity: str) -> SupervisorConfig:
         return dispatch_config(livekit_server, bot={"identity": identity})
 
-    declined = r"\[rival-1\] job \S+ declined: (this process already serves the room|bot-\w, a bot)"
+    served = r"\[rival-1\] job \S+ declined: this process already serves the room"
     async with (
         dispatch_worker(tmp_path, livekit_server, "a", config=config("bot-a")) as a,
         dispatch_worker(tmp_path, livekit_server, "b", config=config("bot-b")) as b,
@@ -530,13 +580,16 @@ async def test_a_second_dispatch_of_the_agent_to_a_room_with_its_bot_is_declined
         server_api(livekit_server) as lk,
     ):
         first = await a_bot_of(room)
+        owner, other = (a, b) if first == "bot-a" else (b, a)
         for _ in range(3):
             await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name="", room="rival-1")
             )
-        await wait_until(lambda: len(a.matches(declined)) + len(b.matches(declined)) == 3)
+        await wait_until(lambda: len(owner.matches(served)) == 3)
         listing = await lk.room.list_participants(api.ListParticipantsRequest(room="rival-1"))
         assert sorted(p.identity for p in listing.participants) == sorted(["caller", first])
+        assert not other.matches(r"\[rival-1\] job \S+ (accepted|declined: this process)")
+        print(f"declined by the other worker first: {len(other.matches(r'rival-1.*is there'))}")
 
 
 @pytest.mark.anyio
