@@ -47,7 +47,7 @@ from actors.room.frames import (
 from actors.room.job import is_rival
 from actors.room.room_view import audio_for_bot, is_audio, present_state, reason_name
 from actors.room.rtc_fanout import narrow_room_events
-from actors.room.senders import SenderAttribution
+from actors.room.senders import Listing, SenderAttribution
 from actors.room.settings import RoomSettings
 from actors.room.signalling import SignallingLostError, watch_subscriptions
 from actors.room.stats import ConnectionState, RoomStats
@@ -59,6 +59,10 @@ CONNECT_RETRY_SECONDS = 0.5
 """How often a join is tried again while the server refuses connections (restarting)."""
 ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
+ANNOUNCE_ATTRIBUTE = "lksup.announce"
+"""A participant attribute nothing sets: deleting it changes nothing visible, but makes
+the server announce the participant to the room at once (`actors.room.senders`); the
+participant itself gets its own update and a refreshed token, as after any change."""
 
 
 FINAL_REASONS = frozenset(
@@ -114,7 +118,12 @@ class ConnectionActor(Actor):
     async def lifespan(self) -> AsyncIterator[None]:
         events = self.sibling("events")
         room = rtc.Room()
-        senders = SenderAttribution(self.settings.key, events.tell_nowait, self._unattributed)
+        senders = SenderAttribution(
+            self.settings.key,
+            lambda: {*room.remote_participants, room.local_participant.identity},
+            events.tell_nowait,
+            self._unattributed,
+        )
         self._wire(room, events.tell_nowait, senders)
         self._set_state("connecting")
         # ICE candidates gathered once per connection, not continually (the SDK's
@@ -136,7 +145,7 @@ class ConnectionActor(Actor):
             await self._choose_node()
             async with self.settings.server_api() as server:
                 self._server = server
-                self.tasks.start_soon(senders.serve, self._who_is_here)
+                self.tasks.start_soon(senders.serve, self._who_is_here, self._announce)
                 started = time.perf_counter()
                 with anyio.fail_after(self.settings.connect_timeout):
                     await self._connect(room, options, server)
@@ -269,12 +278,25 @@ class ConnectionActor(Actor):
         if self.stats is not None:
             self.stats.connection = state
 
-    async def _who_is_here(self) -> set[str]:
+    async def _who_is_here(self) -> Listing:
         assert self._server is not None
         listing = await self._server.room.list_participants(
             api.ListParticipantsRequest(room=self.settings.room)
         )
-        return {p.identity for p in listing.participants}
+        return Listing(
+            frozenset(p.identity for p in listing.participants),
+            frozenset(p.identity for p in listing.participants if p.permission.hidden),
+        )
+
+    async def _announce(self, identity: str) -> None:
+        """Have the server announce `identity` to the room now, not in its next batch."""
+        assert self._server is not None
+        await self._server.room.update_participant(
+            api.UpdateParticipantRequest(
+                room=self.settings.room, identity=identity, attributes={ANNOUNCE_ATTRIBUTE: ""}
+            )
+        )
+        log.debug("[%s] had %s announced", self.settings.key, identity)
 
     def _unattributed(self) -> None:
         if self.stats is not None:
@@ -285,11 +307,9 @@ class ConnectionActor(Actor):
     ) -> None:
         """Forward every rtc callback we care about as a typed frame.
 
-        Data and DTMF go through `senders`, which names the sender the SDK left out.
+        Data and DTMF go through `senders`, which names the sender the SDK left out;
+        a change to the room makes it look for newcomers to announce.
         """
-
-        def announced() -> set[str]:
-            return {*room.remote_participants, room.local_participant.identity}
 
         def joined(p: rtc.RemoteParticipant) -> None:
             if _agent(p) and self.stats is not None:
@@ -331,11 +351,11 @@ class ConnectionActor(Actor):
             sender = packet.participant.identity if packet.participant else None
             reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
             frame = DataReceivedFrame(packet.data, sender, packet.topic, reliable)
-            senders.received(frame, announced)
+            senders.received(frame)
 
         def dtmf(event: rtc.SipDTMF) -> None:
             sender = event.participant.identity if event.participant else None
-            senders.received(DtmfReceivedFrame(event.code, event.digit, sender), announced)
+            senders.received(DtmfReceivedFrame(event.code, event.digit, sender))
 
         def speakers(active: list[rtc.Participant]) -> None:
             if active:  # the SDK lists changed speakers, quietest first
@@ -371,6 +391,7 @@ class ConnectionActor(Actor):
         room.on("track_unmuted", unmuted)
         room.on("data_received", data)
         room.on("sip_dtmf_received", dtmf)
+        room.on("room_updated", senders.room_changed)
         room.on("active_speakers_changed", speakers)
         room.on("participant_metadata_changed", metadata)
         room.on("reconnecting", reconnecting)
