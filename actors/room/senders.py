@@ -40,9 +40,9 @@ listed, into a room that changed in the 5 s before (the server then reports thei
 joins only in its next batch), one of whom speaks before that; or two joining a quiet
 room when the bot's SDK hears their announcement after their first packet (the server
 sends the announcement first, but by signalling, and the packet by the data channel:
-0 to 4 of 20 rounds of tests/livekit/test_room_data.py's newcomers when the machine was
-loaded and the bot's event loop late). The listing that drops it announces them, so
-their next packets are named.
+up to 4 of 20 rounds of tests/livekit/test_room_data.py's newcomers when the machine was
+loaded and the bot's event loop late, 29 of 560 in all). The listing that drops it
+announces them, so their next packets are named.
 """
 
 from __future__ import annotations
