@@ -156,6 +156,18 @@ async def until(events: Path, done: Any) -> list[tuple[int, str]]:
     return found
 
 
+async def run_until(
+    pool: Any, events: Path, done: Any
+) -> list[tuple[int, str]]:
+    """Run the pool's slot 0 until `done` holds for its workers' events, then stop it."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(pool.keep_running, 0)
+        found = await until(events, done)
+        pool.stopping.set()
+        pool.send_all(signal.SIGTERM)
+    return found
+
+
 ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 """The pool polls each worker's /healthz with aiohttp: it runs on asyncio, as
 `serve_workers` does."""
@@ -167,12 +179,7 @@ async def test_a_due_worker_is_released_then_drains_once_its_successor_is_ready(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool, events = fake_pool(tmp_path, monkeypatch, "successors-serve")
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(pool.keep_running, 0)
-        found = await until(events, lambda found: any(w == "drains" for _, w in found))
-        await until(events, lambda found: len(found) >= 6)
-        pool.stopping.set()
-        pool.send_all(signal.SIGTERM)
+    found = await run_until(pool, events, lambda found: len(found) >= 6)
     old, new = found[0][0], found[1][0]
     assert found[:4] == [
         (old, "started after None"),
@@ -192,11 +199,7 @@ async def test_while_no_successor_serves_the_due_worker_serves_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pool, events = fake_pool(tmp_path, monkeypatch, "successors-fail")
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(pool.keep_running, 0)
-        found = await until(events, lambda found: len(found) >= 3)  # two successors tried
-        pool.stopping.set()
-        pool.send_all(signal.SIGTERM)
+    found = await run_until(pool, events, lambda found: len(found) >= 3)  # two successors
     old = found[0][0]
     assert [what for pid, what in found if pid == old] == ["started after None"]
     assert all(what == f"started after {old}" for pid, what in found if pid != old)
