@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -123,6 +124,22 @@ class Shard:
         return attrs.evolve(
             config, rooms=rooms, metrics=self.metrics(config.metrics), sibling_rooms=siblings
         )
+
+
+def check_ports_free(config: Config, count: int) -> None:
+    """Fail at start, naming the setting, when a worker's metrics port is taken: a
+    worker that cannot listen exits at once, and the parent would restart it for ever."""
+    for index in range(count):
+        metrics = Shard(index, count).metrics(config.metrics)
+        family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener
+            try:
+                probe.bind((metrics.host, metrics.port))
+            except OSError as err:
+                raise OSError(
+                    err.errno, f"metrics.listen = {metrics.listen!r}: {err.strerror}"
+                ) from err
 
 
 def start_worker(index: int, count: int, config: Config) -> Shard:
@@ -587,6 +604,7 @@ async def serve_workers(path: Path, config: Config, count: int, log_level: str) 
     The signal receiver is installed before anything starts, as in single-process mode.
     """
     Shard(count - 1, count).of(config)  # every worker's metrics port fits: fail now, not later
+    check_ports_free(config, count)
     with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
         async with livekit_credentials(config.livekit) as credentials:
             env = worker_environment(config.livekit, credentials)
