@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 import os
@@ -73,8 +72,12 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
     """
     result = EXIT_OK
     draining = anyio.Event()
-    order_send, order_receive = anyio.create_memory_object_stream[signal.Signals](8)
-    recycled = (RELEASE, TAKE) if report_fd() is not None else ()  # a parent may replace us
+    order_send, order_receive = anyio.create_memory_object_stream[signal.Signals](math.inf)
+    # orders sent and not yet carried out: one of each is enough (a reload reads the file,
+    # and a parent's order is sent once); the stream never fills, so none is dropped
+    pending: set[signal.Signals] = set()
+    fd = report_fd()
+    recycled = (RELEASE, TAKE) if fd is not None else ()  # a parent may replace us
     handled = (*STOP_SIGNALS, signal.SIGHUP, *recycled)
     with anyio.open_signal_receiver(*handled) as signals, single_errors():
         async with anyio.create_task_group() as tasks:
@@ -86,8 +89,8 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
                     name = signal.Signals(signum).name
                     if signum in (signal.SIGHUP, *recycled):
                         log.info("%s: %s", name, ORDERS.get(signum, f"reloading {path}"))
-                        # a full stream: reloads are pending; the last one reads the file
-                        with contextlib.suppress(anyio.WouldBlock):
+                        if signum not in pending:
+                            pending.add(signum)
                             order_send.send_nowait(signum)
                     elif not draining.is_set():
                         log.info("%s: draining (a second signal stops at once)", name)
@@ -99,7 +102,7 @@ async def run(path: Path, config: Config, shard: Shard = Shard()) -> int:
 
             tasks.start_soon(watch_signals)
             with serving:
-                await _serve(path, config, shard, draining, order_receive)
+                await _serve(path, config, shard, draining, order_receive, pending, fd)
             tasks.cancel_scope.cancel()
     return result
 
@@ -117,10 +120,12 @@ async def _serve(
     shard: Shard,
     draining: anyio.Event,
     orders: ObjectReceiveStream[signal.Signals],
+    pending: set[signal.Signals],
+    fd: int | None,
 ) -> None:
-    """Serve `shard` of `whole` until `draining`, and carry out each of `orders`:
-    SIGHUP reloads the config, `RELEASE` and `TAKE` pass configured rooms on
-    (`supervisor.recycle`)."""
+    """Serve `shard` of `whole` until `draining`, and carry out each of `orders` (taken
+    out of `pending` as it starts): SIGHUP reloads the config, `RELEASE` and `TAKE` pass
+    configured rooms on (`supervisor.recycle`), reporting to the parent on `fd`."""
     config = shard.of(whole)
     released = anyio.Event()
     async with livekit_credentials(config.livekit) as credentials:
@@ -141,11 +146,11 @@ async def _serve(
             )
             async with anyio.create_task_group() as serving:
                 serving.start_soon(_cancel_on, draining, serving.cancel_scope)
-                fd = report_fd()
                 if fd is not None:
                     bounds = Bounds(config.recycle, lambda: room_set.rooms_served)
                     serving.start_soon(report, fd, bounds, metrics.readiness)
                 async for order in orders:
+                    pending.discard(order)
                     if order == signal.SIGHUP:
                         await _reload(path, shard, room_set, rooms)
                     elif fd is not None and shard.configured == (order == RELEASE):
