@@ -89,6 +89,10 @@ class MetricsConfig:
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    def cannot_listen(self, err: OSError) -> OSError:
+        """`err` from binding `listen`, saying which setting to change."""
+        return OSError(err.errno, f"metrics.listen = {self.listen!r}: {err.strerror}")
+
 
 @attrs.frozen
 class WatchdogConfig:
@@ -168,7 +172,8 @@ class RecycleConfig:
     it, so a process that serves rooms in turn for ever grows until it fails."""
 
     max_rooms_served: int = 200
-    """Room trees started (configured, dispatched, restored); 0: no bound."""
+    """Room trees started and ended (dispatched and restored jobs, configured rooms a
+    reload stopped: `RoomSet.rooms_served`); 0: no bound."""
     max_rss_mb: int = 0
     """Resident memory in MiB; 0: no bound."""
 

@@ -178,9 +178,7 @@ class _Listener:
                     break
                 except OSError as err:
                     if not (self.wait_for_port and err.errno == errno.EADDRINUSE):
-                        raise OSError(  # say which setting to change
-                            err.errno, f"metrics.listen = {self.config.listen!r}: {err.strerror}"
-                        ) from err
+                        raise self.config.cannot_listen(err) from err
                     await site.stop()  # a site that failed to start stays registered
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), PORT_RETRY_SECONDS)

@@ -137,9 +137,7 @@ def check_ports_free(config: Config, count: int) -> None:
             try:
                 probe.bind((metrics.host, metrics.port))
             except OSError as err:
-                raise OSError(
-                    err.errno, f"metrics.listen = {metrics.listen!r}: {err.strerror}"
-                ) from err
+                raise metrics.cannot_listen(err) from err
 
 
 def start_worker(index: int, count: int, config: Config) -> Shard:
