@@ -90,7 +90,8 @@ EVENTS = (
 
 
 def default_vad(settings: RoomSettings) -> VADAnalyzer | None:
-    """Silero VAD (its model ships inside pipecat) when the room's settings ask for it.
+    """Silero VAD (its model ships inside pipecat; one copy per process, `models.py`)
+    when the room's settings ask for it.
 
     pipecat 1.x runs VAD in the pipeline, not in the transport: `TransportParams` has
     no `vad_analyzer` any more (pydantic silently drops the argument), so a bot puts
@@ -98,9 +99,9 @@ def default_vad(settings: RoomSettings) -> VADAnalyzer | None:
     """
     if not settings.vad:
         return None
-    from pipecat.audio.vad.silero import SileroVADAnalyzer  # loads onnxruntime: only on use
+    from actors.room.models import SharedSileroVADAnalyzer  # loads onnxruntime: only on use
 
-    return SileroVADAnalyzer()
+    return SharedSileroVADAnalyzer()
 
 
 def default_params(settings: RoomSettings) -> LiveKitParams:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
@@ -28,6 +27,7 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from actors.room import RoomTransport
+from actors.room.models import SharedSileroVADAnalyzer
 from supervisor.bots import room_pipeline
 from supervisor.bots.espeak import EspeakTTSService
 from supervisor.bots.script import ScriptLLMService, user_texts
@@ -72,7 +72,7 @@ def spoke_for(context: LLMContext) -> str:
 def create_bot(transport: RoomTransport) -> PipelineWorker:
     return room_pipeline(
         transport,
-        VADProcessor(vad_analyzer=transport.vad_analyzer or SileroVADAnalyzer()),
+        VADProcessor(vad_analyzer=transport.vad_analyzer or SharedSileroVADAnalyzer()),
         TurnTaker(),
         ScriptLLMService(spoke_for),
         EspeakTTSService(),

@@ -2,7 +2,8 @@
 
 Transport input; the user aggregator with Silero VAD (pipecat's) and pipecat's default
 turn strategies (speech or a transcript starts a turn, interrupting the bot; smart-turn
-v3, whose ONNX model ships inside pipecat-ai, ends it); speech recognition on pocketsphinx
+v3, whose ONNX model ships inside pipecat-ai, ends it), both models loaded once per
+process (`actors.room.models`) where pipecat loads them per room; speech recognition on pocketsphinx
 (`supervisor.bots.recognizer`, one decoder per process); an LLM answering from a script
 what it heard (`supervisor.bots.script`); espeak-ng TTS (`supervisor.bots.espeak`);
 transport output; the assistant aggregator. Metrics on. What a real bot runs per room,
@@ -17,7 +18,7 @@ config naming it where pocketsphinx or espeak-ng is missing is refused (exit 2).
 
 from __future__ import annotations
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
@@ -27,8 +28,11 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from actors.room import RoomTransport
+from actors.room.models import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzerV3
 from supervisor.bots import room_worker
 from supervisor.bots.espeak import EspeakTTSService
 from supervisor.bots.recognizer import PocketsphinxSTTService
@@ -42,12 +46,22 @@ def heard(context: LLMContext) -> str:
 
 
 def conversation(
-    input: FrameProcessor, output: FrameProcessor, *, vad_analyzer: VADAnalyzer | None = None
+    input: FrameProcessor,
+    output: FrameProcessor,
+    *,
+    vad_analyzer: VADAnalyzer | None = None,
+    turn_analyzer: BaseTurnAnalyzer | None = None,
 ) -> Pipeline:
-    """The cascade between a transport's `input` and `output`."""
+    """The cascade between a transport's `input` and `output`. The analyzers default to
+    the process's shared models (`actors.room.models`); pipecat's defaults are per room."""
+    turns = turn_analyzer or SharedSmartTurnAnalyzerV3()
+    stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turns)
     user, assistant = LLMContextAggregatorPair(
         LLMContext(),
-        user_params=LLMUserAggregatorParams(vad_analyzer=vad_analyzer or SileroVADAnalyzer()),
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=vad_analyzer or SharedSileroVADAnalyzer(),
+            user_turn_strategies=UserTurnStrategies(stop=[stop]),  # and pipecat's start
+        ),
     )
     return Pipeline(
         [
