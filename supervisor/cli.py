@@ -29,6 +29,7 @@ from actors import ActorRef, open_actor, single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.access import join_token  # noqa: E402
 from supervisor.agent_worker import dispatching  # noqa: E402
+from supervisor.bots import prewarm  # noqa: E402
 from supervisor.config import Config, ConfigError, RuntimeConfig, load_config  # noqa: E402
 from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
 from supervisor.fleet import fleet_room, probe_url  # noqa: E402
@@ -128,6 +129,8 @@ async def _serve(
     configured rooms on (`supervisor.recycle`), reporting to the parent on `fd`."""
     config = shard.of(whole)
     released = anyio.Event()
+    if warmed := await anyio.to_thread.run_sync(prewarm, [bot.load for bot in config.bots]):
+        log.info("prewarmed %s", ", ".join(warmed))
     async with livekit_credentials(config.livekit) as credentials:
         room_set = RoomSet(config, credentials)
         async with (

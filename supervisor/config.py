@@ -227,6 +227,13 @@ class Config:
         """The bot dispatched rooms run: `[dispatch.bot]`, or else `[bot]`."""
         return self.dispatch.bot or self.bot
 
+    @property
+    def bots(self) -> tuple[BotConfig, ...]:
+        """The bots this config's rooms run: configured rooms', and dispatched rooms'
+        when dispatch is on."""
+        dispatched = (self.dispatch_bot,) if self.dispatch.enabled else ()
+        return (*(room.bot for room in self.rooms), *dispatched)
+
 
 class _Table:
     """One TOML table being read: typed getters that name the key path on error."""

@@ -11,7 +11,8 @@ import pytest
 from pipecat.audio.utils import create_file_resampler
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer
+from supervisor.bots import echo, prewarm, talker, voice
+from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer, shared_recognizer
 from supervisor.bots.voice import heard
 from supervisor.config import ConfigError, parse_config
 from tests.helpers.participants import SAMPLE_RATE as SPEECH_RATE
@@ -80,3 +81,9 @@ def test_the_voice_bot_without_pocketsphinx_is_a_config_error(
     _forget(monkeypatch, "supervisor.bots.voice", "supervisor.bots.recognizer")
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     _refused("supervisor.bots.voice:create_bot", r"pip install 'livekit-supervisor\[voice\]'")
+
+
+def test_prewarm_loads_each_bot_module_s_models_once_before_any_room() -> None:
+    warmed = prewarm([voice.create_bot, echo.create_bot, talker.create_bot, voice.create_bot])
+    assert warmed == ["supervisor.bots.voice", "supervisor.bots.talker"]  # echo has none
+    assert shared_recognizer().load().done()  # loaded, not loading

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pipecat.pipeline.pipeline import Pipeline
@@ -31,6 +33,24 @@ def load_bot(path: str) -> BotFactory:
     if not callable(factory):
         raise BotLoadError(f"module {module_name!r} has no callable {attribute!r}")
     return factory
+
+
+def prewarm(factories: Iterable[BotFactory]) -> list[str]:
+    """Call `prewarm()` in each of the factories' modules that defines one, once a module.
+
+    A process calls it before it takes a room, on a thread: what a bot loads once per
+    process (its models) is then loaded before the first room, not inside it on the
+    event loop every room shares (livekit-agents has `prewarm_fnc` for the same reason).
+    Returns the names of the modules prewarmed.
+    """
+    names = dict.fromkeys(getattr(factory, "__module__", "") for factory in factories)
+    warmed = []
+    for name in names:
+        warm = getattr(sys.modules.get(name), "prewarm", None)
+        if callable(warm):
+            warm()
+            warmed.append(name)
+    return warmed
 
 
 def room_pipeline(

@@ -53,18 +53,17 @@ class Recognizer:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocketsphinx")
         self._loaded: Future[Decoder] | None = None
 
-    def load(self) -> None:
-        """Start loading the decoder on its thread, if not yet started (returns at once)."""
+    def load(self) -> Future[Decoder]:
+        """The decoder, loading on its thread from the first call on (returns at once)."""
         if self._loaded is None:
             self._loaded = self._thread.submit(
                 Decoder, samprate=SAMPLE_RATE, loglevel="FATAL", **FAST_SEARCH
             )
+        return self._loaded
 
     async def transcribe(self, pcm: bytes) -> str:
         """The words in `pcm` (16-bit mono at `SAMPLE_RATE`), or "" if it heard none."""
-        self.load()
-        assert self._loaded is not None
-        return await asyncio.wrap_future(self._thread.submit(self._decode, self._loaded, pcm))
+        return await asyncio.wrap_future(self._thread.submit(self._decode, self.load(), pcm))
 
     @staticmethod
     def _decode(loaded: Future[Decoder], pcm: bytes) -> str:
@@ -84,8 +83,8 @@ def shared_recognizer() -> Recognizer:
 
 class PocketsphinxSTTService(SegmentedSTTService):
     """pipecat's segmented STT (an utterance, from the VAD's start to its stop, at a
-    time) on the process's recognizer. Starting the service starts loading the decoder,
-    so it is there before the first utterance ends."""
+    time) on the process's recognizer. Starting the service starts loading the decoder
+    if the bot's `prewarm` did not, so it is there before the first utterance ends."""
 
     def __init__(self, *, recognizer: Recognizer | None = None, **kwargs: Any) -> None:
         super().__init__(settings=unsupported_settings(STTSettings), **kwargs)

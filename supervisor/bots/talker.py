@@ -27,7 +27,7 @@ from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from actors.room import RoomTransport
-from actors.room.models import SharedSileroVADAnalyzer
+from actors.room.models import SharedSileroVADAnalyzer, silero_session
 from supervisor.bots import room_pipeline
 from supervisor.bots.espeak import EspeakTTSService
 from supervisor.bots.script import ScriptLLMService, user_texts
@@ -67,6 +67,11 @@ def spoke_for(context: LLMContext) -> str:
     """The answer to the last turn (seconds spoken, as `TurnTaker` writes it)."""
     said = user_texts(context)[-1:] or ["no time"]
     return f"You spoke for {said[0]} seconds."
+
+
+def prewarm() -> None:
+    """Load Silero before the process's first room (`supervisor.bots.prewarm`)."""
+    silero_session()
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:

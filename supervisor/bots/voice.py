@@ -32,10 +32,15 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from actors.room import RoomTransport
-from actors.room.models import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzerV3
+from actors.room.models import (
+    SharedSileroVADAnalyzer,
+    SharedSmartTurnAnalyzerV3,
+    silero_session,
+    smart_turn_session,
+)
 from supervisor.bots import room_worker
 from supervisor.bots.espeak import EspeakTTSService
-from supervisor.bots.recognizer import PocketsphinxSTTService
+from supervisor.bots.recognizer import PocketsphinxSTTService, shared_recognizer
 from supervisor.bots.script import ScriptLLMService, user_texts
 
 
@@ -69,6 +74,14 @@ def conversation(
             EspeakTTSService(), output, assistant,
         ]
     )  # fmt: skip
+
+
+def prewarm() -> None:
+    """Load the process's models before its first room (`supervisor.bots.prewarm`): the
+    decoder alone holds the GIL for 0.4 s or more while it loads."""
+    shared_recognizer().load().result()
+    silero_session()
+    smart_turn_session()
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:

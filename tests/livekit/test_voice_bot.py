@@ -57,6 +57,7 @@ async def test_the_voice_bot_transcribes_a_sentence_and_answers_it_out_loud(
 
     assert speech_windows(heard) >= 10  # half a second of speech, at least
     assert not run.matches(r"ERROR"), run.tail()
+    assert run.matches(r"prewarmed supervisor\.bots\.voice")  # its models, before the room
     assert samples["lksup_room_bot_response_seconds_count", room] >= 1
     for processor in SERVICES:  # each stage ran, through pipecat's metrics
         assert samples["lksup_bot_processing_seconds_count", {"processor": processor}] >= 1
