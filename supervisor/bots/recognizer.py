@@ -2,17 +2,16 @@
 
 pocketsphinx 5.1.1 (the `voice` extra) ships its en-us acoustic model, dictionary and
 language model inside the wheel, so nothing is downloaded. Measured here (2 cores): a
-decoder costs about 95 MB and 0.4 s to load, and decoding holds the GIL (two threads
-decode no faster than one). So a process keeps one decoder for all its rooms, loaded and
-run on a thread of its own: the event loop the rooms share stays free while it loads,
-and waits for it only in the time slices the GIL gives back, while a decoder per room
+decoder costs about 95 MB and 0.4 s to load, and two threads decode no faster than one.
+So a process keeps one decoder for all its rooms, loaded (by the bot's `prewarm`) and run
+on a thread of its own, off the event loop the rooms share, while a decoder per room
 would cost 95 MB a room and decode no faster. Utterances from different rooms queue
 for it in the order they end; `--workers N` gives each core its own.
 
 The decoder's search is narrowed for speed (`FAST_SEARCH`): 0.16 s for a 1.8 s
-utterance against 0.81 s with pocketsphinx's defaults, at about the same accuracy on
-espeak-ng's voice. The transcript feeds a scripted LLM; its accuracy is not the point,
-its cost is real.
+utterance against 0.81 s with pocketsphinx's defaults (quiet machine), at about the
+same accuracy on espeak-ng's voice, and without the passes that hold the GIL. The
+transcript feeds a scripted LLM; its accuracy is not the point, its cost is real.
 """
 
 from __future__ import annotations
@@ -42,8 +41,12 @@ SAMPLE_RATE = 16_000
 """The rate of the en-us acoustic model."""
 FAST_SEARCH: dict[str, Any] = {
     "ds": 2, "topn": 2, "maxhmmpf": 3000, "maxwpf": 5, "pl_window": 10,
+    "fwdflat": False, "bestpath": False,
 }  # fmt: skip
-"""Frame downsampling, fewer Gaussians and a narrower beam (pocketsphinx's "fast" settings)."""
+"""Frame downsampling, fewer Gaussians and a narrower beam (pocketsphinx's "fast"
+settings), and no second or third pass: those run in `end_utt` holding the GIL (every
+room's loop waited 100 ms at each utterance's end, measured), where the first pass
+lets it go as it decodes (5-7 ms)."""
 
 
 class Recognizer:
@@ -87,6 +90,9 @@ class PocketsphinxSTTService(SegmentedSTTService):
     if the bot's `prewarm` did not, so it is there before the first utterance ends."""
 
     def __init__(self, *, recognizer: Recognizer | None = None, **kwargs: Any) -> None:
+        # the VAD's stop already waited for 0.2 s of silence: pipecat's 0.5 s of padding
+        # would be decoded at every turn's end for a word the model does not miss
+        kwargs.setdefault("trailing_silence_secs", 0.2)
         super().__init__(settings=unsupported_settings(STTSettings), **kwargs)
         self._recognizer = recognizer or shared_recognizer()
         self._resampler = create_file_resampler()
