@@ -35,16 +35,31 @@ def room_pipeline(
 
     `metrics` turns on pipecat's metrics and usage metrics, which the supervisor exports
     (`lksup_bot_*`) for bots whose services report them.
+    """
+    return room_worker(
+        Pipeline([transport.input(), *processors, transport.output()]),
+        transport.settings.audio_in_sample_rate,
+        transport.settings.audio_out_sample_rate,
+        metrics=metrics,
+    )
+
+
+def room_worker(
+    pipeline: Pipeline, in_rate: int, out_rate: int, *, metrics: bool = False
+) -> PipelineWorker:
+    """A room bot's pipeline worker, whatever transport feeds it: the supervisor's
+    bots, and the same pipeline on pipecat's own `LiveKitTransport` in the benchmarks'
+    peers, run with the same settings.
 
     No idle timeout (a room bot waits for people as long as the room exists), no RTVI
     (the built-in bots speak plain data messages) and no turn tracking (they take no
     turns: the tracking observer would only see every frame go by).
     """
     return PipelineWorker(
-        Pipeline([transport.input(), *processors, transport.output()]),
+        pipeline,
         params=PipelineParams(
-            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
-            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
+            audio_in_sample_rate=in_rate,
+            audio_out_sample_rate=out_rate,
             enable_metrics=metrics,
             enable_usage_metrics=metrics,
         ),

@@ -39,6 +39,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import LLMTokenUsage
+from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.audio.vad_processor import VADProcessor
@@ -200,16 +201,19 @@ class EspeakTTSService(TTSService):
             await self.stop_processing_metrics()
 
 
-def _vad(transport: RoomTransport) -> VADAnalyzer:
-    return transport.vad_analyzer or SileroVADAnalyzer()
+def _cascade(vad: VADAnalyzer) -> list[FrameProcessor]:
+    """What runs between a transport's input and its output."""
+    return [VADProcessor(vad_analyzer=vad), TurnTaker(), ScriptLLMService(), EspeakTTSService()]
+
+
+def conversation(input: FrameProcessor, output: FrameProcessor) -> Pipeline:
+    """The talker between any transport's input and output (pipecat's own
+    `LiveKitTransport` in the conversations benchmark's pipecat peer), with its own
+    Silero analyzer."""
+    return Pipeline([input, *_cascade(SileroVADAnalyzer()), output])
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:
     return room_pipeline(
-        transport,
-        VADProcessor(vad_analyzer=_vad(transport)),
-        TurnTaker(),
-        ScriptLLMService(),
-        EspeakTTSService(),
-        metrics=True,
+        transport, *_cascade(transport.vad_analyzer or SileroVADAnalyzer()), metrics=True
     )
