@@ -282,13 +282,16 @@ async def _turns(
     while schedule.closed is None:
         chosen = chooser.randrange(len(utterances))
         spoke_at, ended_at = await microphone.say(utterances[chosen].samples)
+        if schedule.closed is not None and ended_at > schedule.closed:
+            return  # a turn after the window counts for nothing: no wait for its reply
         turn = Turn(chosen, spoke_at, ended_at, cut_off=ear.last_loud >= spoke_at)
         result.turns.append(turn)
         ear.watch(ended_at)
         with anyio.move_on_after(ended_at + options.deadline - anyio.current_time()):
             turn.reply_at = await ear.first()
         await ear.quiet(REPLY_QUIET)
-        await anyio.sleep(chooser.uniform(*PAUSE))
+        if schedule.closed is None:
+            await anyio.sleep(chooser.uniform(*PAUSE))
 
 
 async def call_all(options: CallerOptions) -> dict[str, Any]:
