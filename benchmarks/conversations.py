@@ -91,8 +91,8 @@ from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.metrics import PREFIX
 
-DEFAULT_BOT = "supervisor.bots.talker:create_bot"
-"""Until the full voice bot (`supervisor.bots.voice:create_bot`) lands: the talker."""
+DEFAULT_BOT = pipecat_voice.DEFAULT_BOT
+"""The full voice bot: VAD, smart-turn, speech recognition, scripted LLM, espeak-ng."""
 SAMPLE_RATE = 16_000
 AGENTS_VOICE = REPO_ROOT / "benchmarks" / "agents_voice.py"
 LIMIT = 1.25

@@ -1,7 +1,7 @@
 """pipecat's way for the conversations benchmark: one bot process per call, each on
 pipecat's own `LiveKitTransport`, started by a small runner.
 
-    python -m benchmarks.pipecat_voice runner [--bot supervisor.bots.talker:create_bot]
+    python -m benchmarks.pipecat_voice runner [--bot supervisor.bots.voice:create_bot]
                                               [--sample-rate 16000]
     python -m benchmarks.pipecat_voice bot --room NAME [--bot ...] [--sample-rate 16000]
 
@@ -12,7 +12,7 @@ starts `bot --room NAME` for it, and on SIGTERM or the end of stdin stops every 
 still running. The runner is the root of the process tree the harness measures.
 
 A bot builds the same cascade the supervisor hosts: the `conversation(input, output)`
-function of the module `--bot` names (the voice bot's, or the talker's), between its
+function of the module `--bot` names (the voice bot's), between its
 transport's input and output, with the supervisor's worker settings and pipecat's
 metrics on; it leaves when its caller does, as pipecat's examples do. Credentials come
 from the environment only (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET).
@@ -44,7 +44,7 @@ READY = "pipecat runner ready"
 """The runner's line once it reads rooms: the harness waits for it."""
 STOP_SECONDS = 10.0
 STDIN = 0
-DEFAULT_BOT = "supervisor.bots.talker:create_bot"
+DEFAULT_BOT = "supervisor.bots.voice:create_bot"
 
 
 async def bot(room: str, bot_path: str, rate: int) -> None:
@@ -52,7 +52,7 @@ async def bot(room: str, bot_path: str, rate: int) -> None:
     from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
     from pipecat.workers.runner import WorkerRunner
 
-    from supervisor.bots import room_worker
+    from supervisor.bots import pipeline_worker
 
     module = importlib.import_module(bot_path.partition(":")[0])
     credentials = credentials_from_environment()
@@ -67,7 +67,7 @@ async def bot(room: str, bot_path: str, rate: int) -> None:
             audio_out_sample_rate=rate,
         ),
     )
-    worker = room_worker(
+    worker = pipeline_worker(
         module.conversation(transport.input(), transport.output()), rate, rate, metrics=True
     )
     runner = WorkerRunner(handle_sigint=True, handle_sigterm=True)

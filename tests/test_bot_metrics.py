@@ -6,9 +6,7 @@ End to end (the talker bot in a real room, scraped) is tests/livekit/test_bot_me
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +44,7 @@ from actors.room.bot_metrics import (
 )
 from actors.room.timing import service_buckets
 from supervisor.access import Credentials
-from supervisor.config import ConfigError, parse_config
+from supervisor.config import parse_config
 from supervisor.metrics import SupervisorMetrics
 from supervisor.rooms import RoomSet
 
@@ -225,18 +223,3 @@ def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -
         == pytest.approx(0.02)
     assert samples["lksup_room_bot_turns_total", (("room", "a"),)] == 1
     assert not any(dict(labels).get("room") == "b" for _, labels in samples)  # past the cap
-
-
-def test_the_talker_without_espeak_ng_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng on it
-    monkeypatch.delitem(sys.modules, "supervisor.bots.talker", raising=False)
-    doc = {
-        "livekit": {"url": "ws://127.0.0.1:7880"},
-        "bot": {"factory": "supervisor.bots.talker:create_bot"},
-        "rooms": [{"name": "a"}],
-    }
-    with pytest.raises(ConfigError, match=r"bot.factory = 'supervisor.bots.talker:create_bot'"
-                       r": cannot import .*espeak-ng is not installed"):
-        parse_config(doc, environ={})

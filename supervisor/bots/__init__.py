@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from typing import Any, TypeVar
 
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.settings import ServiceSettings
 
 from actors.room import BotFactory, RoomTransport
+
+_S = TypeVar("_S", bound=ServiceSettings)
 
 
 class BotLoadError(Exception):
@@ -31,20 +36,29 @@ def load_bot(path: str) -> BotFactory:
 def room_pipeline(
     transport: RoomTransport, *processors: FrameProcessor, metrics: bool = False
 ) -> PipelineWorker:
-    """What a simple bot returns: input, its processors, output, at the room's rates.
+    """What a simple bot returns: input, its processors, output, at the room's rates."""
+    return room_worker(
+        transport, Pipeline([transport.input(), *processors, transport.output()]), metrics=metrics
+    )
+
+
+def room_worker(
+    transport: RoomTransport, pipeline: Pipeline, *, metrics: bool = False
+) -> PipelineWorker:
+    """A built-in bot's pipeline, at the room's rates.
 
     `metrics` turns on pipecat's metrics and usage metrics, which the supervisor exports
     (`lksup_bot_*`) for bots whose services report them.
     """
-    return room_worker(
-        Pipeline([transport.input(), *processors, transport.output()]),
+    return pipeline_worker(
+        pipeline,
         transport.settings.audio_in_sample_rate,
         transport.settings.audio_out_sample_rate,
         metrics=metrics,
     )
 
 
-def room_worker(
+def pipeline_worker(
     pipeline: Pipeline, in_rate: int, out_rate: int, *, metrics: bool = False
 ) -> PipelineWorker:
     """A room bot's pipeline worker, whatever transport feeds it: the supervisor's
@@ -52,8 +66,9 @@ def room_worker(
     peers, run with the same settings.
 
     No idle timeout (a room bot waits for people as long as the room exists), no RTVI
-    (the built-in bots speak plain data messages) and no turn tracking (they take no
-    turns: the tracking observer would only see every frame go by).
+    (the built-in bots speak plain data messages) and no turn tracking (the supervisor's
+    bot metrics read turns from the frames; the tracking observer would only see every
+    frame go by).
     """
     return PipelineWorker(
         pipeline,
@@ -67,3 +82,11 @@ def room_worker(
         enable_rtvi=False,
         enable_turn_tracking=False,
     )
+
+
+def unsupported_settings(settings: type[_S]) -> _S:
+    """pipecat's settings of a service with every setting unsupported (None): pipecat
+    logs an error for each one left unset, and the built-in services have none."""
+    unset: dict[str, Any] = {f.name: None for f in dataclasses.fields(settings)}
+    del unset["extra"]
+    return settings(**unset)

@@ -1,0 +1,64 @@
+"""The voice bot: pipecat's standard cascade, every stage real and local.
+
+Transport input; the user aggregator with Silero VAD (pipecat's) and pipecat's default
+turn strategies (speech or a transcript starts a turn, interrupting the bot; smart-turn
+v3, whose ONNX model ships inside pipecat-ai, ends it); speech recognition on pocketsphinx
+(`supervisor.bots.recognizer`, one decoder per process); an LLM answering from a script
+what it heard (`supervisor.bots.script`); espeak-ng TTS (`supervisor.bots.espeak`);
+transport output; the assistant aggregator. Metrics on. What a real bot runs per room,
+with no outside service and no network: the load the conversations benchmark measures.
+
+`conversation()` is the cascade between any transport's input and output, so the same
+stages run under pipecat's own `LiveKitTransport` (the benchmark's process-per-call
+peer). The input rate must be 8 or 16 kHz (Silero); 16 kHz spares a resampling before
+recognition. Select it with `[bot] factory = "supervisor.bots.voice:create_bot"`; a
+config naming it where pocketsphinx or espeak-ng is missing is refused (exit 2).
+"""
+
+from __future__ import annotations
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+
+from actors.room import RoomTransport
+from supervisor.bots import room_worker
+from supervisor.bots.espeak import EspeakTTSService
+from supervisor.bots.recognizer import PocketsphinxSTTService
+from supervisor.bots.script import ScriptLLMService, user_texts
+
+
+def heard(context: LLMContext) -> str:
+    """The answer to the last thing the user said: what the recognizer made of it."""
+    said = " ".join(user_texts(context)[-1:]).strip()
+    return f"I heard you say {said}." if said else "I did not catch that."
+
+
+def conversation(
+    input: FrameProcessor, output: FrameProcessor, *, vad_analyzer: VADAnalyzer | None = None
+) -> Pipeline:
+    """The cascade between a transport's `input` and `output`."""
+    user, assistant = LLMContextAggregatorPair(
+        LLMContext(),
+        user_params=LLMUserAggregatorParams(vad_analyzer=vad_analyzer or SileroVADAnalyzer()),
+    )
+    return Pipeline(
+        [
+            input, PocketsphinxSTTService(), user, ScriptLLMService(heard),
+            EspeakTTSService(), output, assistant,
+        ]
+    )  # fmt: skip
+
+
+def create_bot(transport: RoomTransport) -> PipelineWorker:
+    pipeline = conversation(
+        transport.input(), transport.output(), vad_analyzer=transport.vad_analyzer
+    )
+    return room_worker(transport, pipeline, metrics=True)

@@ -1,0 +1,82 @@
+"""The built-in speaking bots' parts outside a room: what the voice bot's recognizer
+makes of speech, its script, and a config naming a bot whose piece is
+missing refused with the reason (exit 2 at `supervisor run` and `check`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from pipecat.audio.utils import create_file_resampler
+from pipecat.processors.aggregators.llm_context import LLMContext
+
+from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer
+from supervisor.bots.voice import heard
+from supervisor.config import ConfigError, parse_config
+from tests.helpers.participants import SAMPLE_RATE as SPEECH_RATE
+from tests.helpers.speech import utterance
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()  # a decoder of the test's own: 95 MB, loaded once
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_recognizer_hears_the_words_of_a_sentence(
+    recognizer: Recognizer,
+) -> None:
+    speech = utterance("What is the weather like today?").tobytes()
+    pcm = await create_file_resampler().resample(speech, SPEECH_RATE, SAMPLE_RATE)
+    words = (await recognizer.transcribe(pcm)).split()
+    # espeak-ng's voice is not what the model learnt from: some words, not all
+    assert len({"what", "is", "the", "weather", "like", "today"} & set(words)) >= 2, words
+
+
+def test_the_voice_bot_says_what_it_heard_or_that_it_heard_nothing() -> None:
+    context = LLMContext(messages=[
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "I heard you say hello."},
+        {"role": "user", "content": "what is the time"},
+    ])  # fmt: skip
+    assert heard(context) == "I heard you say what is the time."
+    assert heard(LLMContext(messages=[{"role": "user", "content": " "}])) == (
+        "I did not catch that."
+    )
+    assert heard(LLMContext()) == "I did not catch that."
+
+
+def _refused(factory: str, reason: str) -> None:
+    doc = {
+        "livekit": {"url": "ws://127.0.0.1:7880"},
+        "bot": {"factory": factory},
+        "rooms": [{"name": "a"}],
+    }
+    with pytest.raises(ConfigError, match=rf"bot.factory = '{factory}': cannot import .*{reason}"):
+        parse_config(doc, environ={})
+
+
+def _forget(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    """Make the next import of `modules` run them again (they check at import)."""
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module, raising=False)
+
+
+@pytest.mark.parametrize("bot", ["talker", "voice"])
+def test_a_speaking_bot_without_espeak_ng_is_a_config_error(
+    bot: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng on it
+    _forget(monkeypatch, f"supervisor.bots.{bot}", "supervisor.bots.espeak")
+    _refused(f"supervisor.bots.{bot}:create_bot", "espeak-ng is not installed")
+
+
+def test_the_voice_bot_without_pocketsphinx_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _forget(monkeypatch, "supervisor.bots.voice", "supervisor.bots.recognizer")
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
+    _refused("supervisor.bots.voice:create_bot", r"pip install 'livekit-supervisor\[voice\]'")
