@@ -61,50 +61,59 @@ def draw(
     runs: Sequence[Sequence[dict[str, Any]]], out: Path, prefix: str, title: str
 ) -> list[Path]:
     """Write the two charts of `runs` into `out`; their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        line_chart(
+            runs, out / f"{prefix}-cpu.png", CPU_LINES, xlabel="talking rooms",
+            ylabel="CPU per room, % of one core", title=f"CPU per talking room{title}",
+            scale=100,
+        ),
+        line_chart(
+            runs, out / f"{prefix}-latency.png", LATENCY_LINES, xlabel="talking rooms",
+            ylabel="ms (log scale)", title=f"Latency p99{title}", log=True,
+        ),
+    ]  # fmt: skip
+
+
+def line_chart(
+    runs: Sequence[Sequence[dict[str, Any]]],
+    path: Path,
+    lines: Sequence[tuple[str, str, str]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    scale: float = 1.0,
+    log: bool = False,
+) -> Path:
+    """One chart of `runs` against their room (or conversation) counts: a line per
+    system and `lines` entry (result field, line style, label suffix), each point the
+    median over the runs, times `scale`; a log scale if `log`, else from 0. Every
+    harness's charts (echo's two, the conversations' latency) are drawn here."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    room_counts = sorted({r["rooms"] for results in runs for r in results})
+    path.parent.mkdir(parents=True, exist_ok=True)
     colours: dict[str, str] = {}
-
-    def colour(system: str) -> str:
-        return colours.setdefault(system, f"C{len(colours)}")
-
     figure, axes = plt.subplots(figsize=(9, 4.5))
-    for field, style, label in CPU_LINES:
+    for field, style, label in lines:
         for system, points in medians(runs, field).items():
+            colour = colours.setdefault(system, f"C{len(colours)}")
             axes.plot(
-                list(points), [v * 100 for v in points.values()], style, marker="o",
-                color=colour(system), label=system + label,
+                list(points), [v * scale for v in points.values()], style, marker="o",
+                color=colour, label=system + label,
             )  # fmt: skip
-    axes.set(
-        xlabel="talking rooms", ylabel="CPU per room, % of one core",
-        title=f"CPU per talking room{title}",
-    )  # fmt: skip
-    axes.set_ylim(bottom=0)
-    axes.set_xticks(room_counts)
-    axes.grid(alpha=0.3)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if log:
+        axes.set_yscale("log")
+    else:
+        axes.set_ylim(bottom=0)
+    axes.set_xticks(sorted({r["rooms"] for results in runs for r in results}))
+    axes.grid(alpha=0.3, which="both" if log else "major")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    written.append(_save(figure, out / f"{prefix}-cpu.png"))
-
-    figure, axes = plt.subplots(figsize=(9, 4.5))
-    for field, style, label in LATENCY_LINES:
-        for system, points in medians(runs, field).items():
-            axes.plot(
-                list(points), list(points.values()), style, marker="o",
-                color=colour(system), label=system + label,
-            )  # fmt: skip
-    axes.set_yscale("log")
-    axes.set_xticks(room_counts)
-    axes.set(xlabel="talking rooms", ylabel="ms (log scale)", title=f"Latency p99{title}")
-    axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    written.append(_save(figure, out / f"{prefix}-latency.png"))
-    return written
+    return _save(figure, path)
 
 
 def _save(figure: Any, path: Path) -> Path:

@@ -45,7 +45,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -207,6 +207,8 @@ class Worker:
     """A running worker process and its log, each line with the time it arrived."""
 
     process: Process
+    ready: re.Pattern[str] = REGISTERED
+    """The line that says it serves: registered as an agent worker, by default."""
     log: list[tuple[float, str]] = attrs.field(factory=list)
     registered: bool = False
     ended: bool = False
@@ -220,7 +222,7 @@ class Worker:
             *lines, buffer = buffer.split("\n")
             for line in lines:
                 self.log.append((time.perf_counter(), line))
-                if REGISTERED.search(line):
+                if self.ready.search(line):
                     self.registered = True
         self.ended = True
 
@@ -239,19 +241,33 @@ class Worker:
         return "\n".join(line[:400] for _, line in self.log[-lines:])
 
 
+class Launchable(Protocol):
+    """A worker a harness starts: this harness's systems, the conversations harness's."""
+
+    def command(self, config: Path) -> list[str]: ...
+
+    def environment(self, server: LiveKitServer) -> dict[str, str]: ...
+
+
 @asynccontextmanager
 async def worker_process(
-    system: System, config: Path, server: LiveKitServer
+    system: Launchable,
+    config: Path,
+    server: LiveKitServer,
+    *,
+    ready: re.Pattern[str] = REGISTERED,
+    stdin: int = subprocess.DEVNULL,
 ) -> AsyncIterator[Worker]:
     """The worker, in a process group of its own: livekit-agents' job processes are
     children of its forkserver, and a worker stopped by SIGTERM may leave them behind,
-    so the group is killed after the worker's drain."""
+    so the group is killed after the worker's drain. `ready` is its line saying it
+    serves; `stdin` a pipe for a worker told of rooms there."""
     process = await anyio.open_process(
         system.command(config), cwd=REPO_ROOT, env=system.environment(server),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    worker = Worker(process)
+    worker = Worker(process, ready)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(worker.read)
         try:
@@ -305,13 +321,15 @@ class Plan:
     leave: anyio.Event = attrs.field(factory=anyio.Event)
 
 
-async def agent_identity(room: rtc.Room) -> str:
-    """The identity of the first agent participant (the dispatched bot) in the room."""
+async def agent_identity(room: rtc.Room, *, any_kind: bool = False) -> str:
+    """The identity of the first agent participant (the dispatched bot) in the room;
+    with `any_kind`, of the first other participant at all (a bot that joins with a
+    token of its own, in a room where it is the caller's only company)."""
     found: list[str] = []
     joined = anyio.Event()
 
     def on_connected(participant: rtc.RemoteParticipant) -> None:
-        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+        if any_kind or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             found.append(participant.identity)
             joined.set()
 

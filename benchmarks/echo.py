@@ -140,9 +140,14 @@ class Options:
 
 
 def config_text(
-    server: LiveKitServer, rooms: Sequence[str], metrics_port: int, frame_ms: int = 20
+    server: LiveKitServer,
+    rooms: Sequence[str],
+    metrics_port: int,
+    frame_ms: int = 20,
+    factory: str = "supervisor.bots.echo:create_bot",
 ) -> str:
-    """The supervisor's config; the load generator reads its rooms and the bot identity."""
+    """The supervisor's config, on the echo bot unless `factory` names another; the load
+    generator reads its rooms and the bot identity."""
     return config_toml(
         {
             "livekit": {
@@ -152,7 +157,7 @@ def config_text(
                 "embedded_server": False,
             },
             "bot": {
-                "factory": "supervisor.bots.echo:create_bot",
+                "factory": factory,
                 "audio_in_sample_rate": SAMPLE_RATE,
                 "audio_out_sample_rate": SAMPLE_RATE,
                 "audio_frame_ms": frame_ms,
@@ -241,17 +246,20 @@ HistogramKey = tuple[str, str]
 """(metric name, its one label's value or ""): one histogram of a scrape."""
 
 
-async def scrape_histograms(ports: Sequence[int]) -> dict[HistogramKey, dict[float, float]]:
-    """The supervisor's histograms the harness reads (`HISTOGRAMS`), cumulative counts
-    by upper bound, summed over its workers; a labelled family (the per-hop times, GC
-    pauses by generation) one histogram per value of its label."""
+async def scrape_histograms(
+    ports: Sequence[int], histograms: Mapping[str, str] = HISTOGRAMS
+) -> dict[HistogramKey, dict[float, float]]:
+    """The supervisor's histograms a harness reads (each with the label it is split by;
+    this one's `HISTOGRAMS` by default), cumulative counts by upper bound, summed over
+    its workers; a labelled family (the per-hop times, GC pauses by generation) one
+    histogram per value of its label."""
     buckets: dict[HistogramKey, dict[float, float]] = {}
     async with aiohttp.ClientSession() as session:
         for port in ports:
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 text = await response.text()
             for family in text_string_to_metric_families(text):
-                label = HISTOGRAMS.get(family.name)
+                label = histograms.get(family.name)
                 if label is None:
                     continue
                 for sample in family.samples:
@@ -303,7 +311,7 @@ async def _all_sending(log: Path) -> None:
             await anyio.sleep(0.1)
 
 
-def _cpu_readings(processes: dict[str, int]) -> dict[str, float]:
+def cpu_readings(processes: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process tree, and by the bot's Python
     loops alone (`bot_loop`)."""
     readings = {name: cpu_seconds(pid) for name, pid in processes.items()}
@@ -387,10 +395,10 @@ async def _under_load(
     try:
         await _all_sending(log)
         await anyio.sleep(options.warmup)
-        before, started = _cpu_readings(processes), time.perf_counter()
+        before, started = cpu_readings(processes), time.perf_counter()
         histograms_before = await scrape_histograms(metrics_ports) if system.is_supervisor else {}
         await anyio.sleep(options.window)
-        after, elapsed = _cpu_readings(processes), time.perf_counter() - started
+        after, elapsed = cpu_readings(processes), time.perf_counter() - started
         histograms_after = await scrape_histograms(metrics_ports) if system.is_supervisor else {}
         cores = {name: _per_second(after[name] - before[name], elapsed) for name in before}
         result["cpu_cores"] = cores["bot"]
@@ -646,22 +654,30 @@ async def measure_each(
     described: dict[str, Any],
     json_path: Path | None,
     workdir: Path | None = None,
+    keep_going: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rooms, system) pair in turn against one server, smallest load first: the
     machine (`described`) printed first as a JSON line, then each result as it comes,
     with the JSON file rewritten each time, so a run cut short keeps what it measured.
     The server's log and each run's files go to `workdir` (a temporary folder if None).
-    Serves every harness: echo, join cost, dispatch."""
+    With `keep_going`, a system whose last result it refuses (the results so far) runs
+    no larger count: a stepping harness's stop. Serves every harness: echo, join cost,
+    dispatch, conversations."""
     print(json.dumps(described), flush=True)
     results: list[dict[str, Any]] = []
+    stopped: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="lksup-bench-") as tmp:
         folder = Path(tmp) if workdir is None else workdir
         folder.mkdir(parents=True, exist_ok=True)
         with LiveKitServer(log_path=folder / "livekit-server.log") as server:
             for count in rooms:
-                for system in systems:
+                for index, system in enumerate(systems):
+                    if index in stopped:
+                        continue
                     result = await measure_one(system, count, server, folder)
                     results.append(result)
+                    if keep_going is not None and not keep_going(results):
+                        stopped.add(index)
                     print(json.dumps(result), flush=True)
                     if json_path is not None:
                         await anyio.Path(json_path).write_text(
@@ -674,11 +690,16 @@ T = TypeVar("T")
 
 
 def add_run_arguments(
-    parser: argparse.ArgumentParser, rooms: str, systems: str, known: Mapping[str, Any]
+    parser: argparse.ArgumentParser,
+    rooms: str,
+    systems: str,
+    known: Mapping[str, Any],
+    counts: str = "rooms",
 ) -> None:
-    """`--rooms`, `--systems` (of `known`) and `--json`, which every harness takes
-    (`measure_each`); `chosen_runs` reads them back."""
-    parser.add_argument("--rooms", default=rooms, help="comma-separated room counts")
+    """`--rooms` (or `--COUNTS`: what a harness counts), `--systems` (of `known`) and
+    `--json`, which every harness takes (`measure_each`); `chosen_runs` reads them back."""
+    parser.add_argument(f"--{counts}", dest="rooms", default=rooms,
+                        help=f"comma-separated {counts} counts")
     parser.add_argument("--systems", default=systems,
                         help=f"comma-separated, of {', '.join(known)}")
     parser.add_argument("--json", type=Path, metavar="PATH")

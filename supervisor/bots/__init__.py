@@ -69,6 +69,21 @@ def room_worker(
 
     `metrics` turns on pipecat's metrics and usage metrics, which the supervisor exports
     (`lksup_bot_*`) for bots whose services report them.
+    """
+    return pipeline_worker(
+        pipeline,
+        transport.settings.audio_in_sample_rate,
+        transport.settings.audio_out_sample_rate,
+        metrics=metrics,
+    )
+
+
+def pipeline_worker(
+    pipeline: Pipeline, in_rate: int, out_rate: int, *, metrics: bool = False
+) -> PipelineWorker:
+    """A room bot's pipeline worker, whatever transport feeds it: the supervisor's
+    bots, and the same pipeline on pipecat's own `LiveKitTransport` in the benchmarks'
+    peers, run with the same settings.
 
     No idle timeout (a room bot waits for people as long as the room exists), no RTVI
     (the built-in bots speak plain data messages) and no turn tracking (the supervisor's
@@ -78,8 +93,8 @@ def room_worker(
     return PipelineWorker(
         pipeline,
         params=PipelineParams(
-            audio_in_sample_rate=transport.settings.audio_in_sample_rate,
-            audio_out_sample_rate=transport.settings.audio_out_sample_rate,
+            audio_in_sample_rate=in_rate,
+            audio_out_sample_rate=out_rate,
             enable_metrics=metrics,
             enable_usage_metrics=metrics,
         ),

@@ -7,12 +7,9 @@ it can); without it a test skips with the reason, and fails under CI.
 
 from __future__ import annotations
 
-import subprocess
-import wave
-from io import BytesIO
-
 import numpy as np
 
+from benchmarks.corpus import synthesize
 from tests.helpers.participants import SAMPLE_RATE, rms
 from tests.helpers.prometheus import tool
 
@@ -23,16 +20,8 @@ WINDOW = SAMPLE_RATE // 20
 def utterance(text: str, *, then_silent: float = 0.0) -> np.ndarray:
     """`text` spoken by espeak-ng, int16 mono at the participants' rate, followed by
     `then_silent` seconds of silence."""
-    wav = subprocess.run(
-        [tool("espeak-ng", "espeak-ng"), "--stdout", text], capture_output=True, check=True
-    ).stdout
-    with wave.open(BytesIO(wav)) as reader:
-        rate = reader.getframerate()
-        speech = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
-    # espeak-ng's header gives no length on a pipe: the wave module reads what is there
-    at = np.arange(round(len(speech) * SAMPLE_RATE / rate)) * rate / SAMPLE_RATE
-    resampled = np.interp(at, np.arange(len(speech)), speech).astype(np.int16)
-    return np.concatenate([resampled, np.zeros(round(then_silent * SAMPLE_RATE), np.int16)])
+    speech = synthesize(text, SAMPLE_RATE, program=tool("espeak-ng", "espeak-ng"))
+    return np.concatenate([speech, np.zeros(round(then_silent * SAMPLE_RATE), np.int16)])
 
 
 def speech_windows(samples: np.ndarray, level: float = 500.0) -> int:
