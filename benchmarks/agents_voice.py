@@ -56,6 +56,7 @@ each job's thread).
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 
 import pocketsphinx
@@ -69,6 +70,7 @@ from livekit.agents import (
     AgentSession,
     APIConnectOptions,
     APIError,
+    ConversationItemAddedEvent,
     JobContext,
     JobProcess,
     NotGivenOr,
@@ -89,6 +91,7 @@ WAV_HEADER_BYTES = 44
 """espeak-ng writes a canonical 44-byte WAV header (with unknown lengths) to stdout; its
 sample rate is the little-endian 32-bit word at byte 24."""
 READ_BYTES = 4096
+logger = logging.getLogger("agents_voice")
 
 
 def load_decoder() -> pocketsphinx.Decoder:
@@ -244,6 +247,16 @@ class EspeakStream(tts.ChunkedStream):
             await process.wait()
 
 
+def log_turn(event: ConversationItemAddedEvent) -> None:
+    """Each message's timings as agents measured them (`ChatMessage.metrics`: for the
+    user's, transcription and end-of-turn delays; for the bot's, LLM time to first token
+    and TTS time to first byte), a `turn metrics` line in the worker's log: where a
+    harness reads the time each service takes."""
+    if isinstance(event.item, llm.ChatMessage):
+        timings = {k: v for k, v in event.item.metrics.items() if isinstance(v, float)}
+        logger.info("turn metrics", extra={"role": event.item.role, **timings})
+
+
 server = AgentServer(**server_options("AGENTS_VOICE"), setup_fnc=prewarm)
 
 
@@ -256,6 +269,7 @@ async def entrypoint(ctx: JobContext) -> None:
         tts=EspeakTTS(),
         turn_handling={"turn_detection": "vad", "interruption": {"mode": "vad"}},
     )
+    session.on("conversation_item_added", log_turn)
     await session.start(agent=Agent(instructions="Repeat what the user says."), room=ctx.room)
 
 

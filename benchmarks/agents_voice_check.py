@@ -44,6 +44,7 @@ from benchmarks.process_tree import (
     own_rss_bytes,
     pss_bytes,
     rss_bytes,
+    sample,
     tree,
 )
 from supervisor.access import Credentials, join_token
@@ -98,19 +99,21 @@ class Worker:
         return REGISTERED.search(self.log_path.read_text(errors="replace")) is not None
 
     def memory(self) -> dict[str, Any]:
-        """The tree's RSS and PSS in MB, and each process's own (RSS, PSS), by pid and
-        the end of its command line (the forkserver and its job processes name
-        themselves in it)."""
+        """The tree's RSS and PSS in MB, and each process's own (RSS, PSS, CPU seconds
+        so far), by pid and the end of its command line (the forkserver and its job
+        processes are told apart by pid: the job's is the one whose CPU grew)."""
+        processes = {}
+        for pid in tree(self.process.pid):
+            own = sample(pid)
+            processes[f"{pid} {' '.join(command_line(pid))[-40:]}"] = (
+                round(own_rss_bytes(pid) / MB, 1),
+                round(own_pss_bytes(pid) / MB, 1),
+                round(own["cpu_s"], 2) if own is not None else None,
+            )
         return {
             "rss_mb": round(rss_bytes(self.process.pid) / MB, 1),
             "pss_mb": round(pss_bytes(self.process.pid) / MB, 1),
-            "processes": {
-                f"{pid} {' '.join(command_line(pid))[-40:]}": (
-                    round(own_rss_bytes(pid) / MB, 1),
-                    round(own_pss_bytes(pid) / MB, 1),
-                )
-                for pid in tree(self.process.pid)
-            },
+            "processes": processes,
         }
 
 
