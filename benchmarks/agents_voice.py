@@ -15,11 +15,13 @@ runs an `AgentSession` in its room, talking to the first participant that joins:
   of mobile.events.data.microsoft.com at each session it creates, as in any process
   using it, and the rtc SDK's UDP connect to 8.8.8.8, which sends nothing: it finds the
   default route).
-- Turn detection: VAD-based (a turn ends 0.5 s, agents' endpointing default, after
-  Silero's end of speech). livekit's turn-detector plugin is not used: it downloads its
-  models at run time. Interruptions are VAD-based too, set explicitly: unset, a worker
-  in `dev` mode would build livekit-agents' adaptive interruption detector, a LiveKit
-  Cloud inference service.
+- Turn detection: VAD-based: a turn ends when Silero has heard 0.55 s of silence (its
+  default) and the transcript is in (agents' 0.5 s endpointing delay, counted from the
+  end of speech, has passed by then: its `end_of_turn_delay` is the transcript's).
+  livekit's turn-detector plugin is not used: it downloads its models at run time.
+  Interruptions are VAD-based too, set explicitly: unset, a worker in `dev` mode would
+  build livekit-agents' adaptive interruption detector, a LiveKit Cloud inference
+  service.
 - STT: pocketsphinx on livekit-agents' `stt.STT` base, non-streaming, so the session
   wraps it in agents' `StreamAdapter`, which runs a second Silero stream of its own and
   recognizes each utterance the VAD ends. The decoder is configured as the project's
@@ -46,11 +48,26 @@ Options, from AGENTS_VOICE_* variables, each at livekit-agents' default when uns
 - AGENTS_VOICE_HTTP_PORT: its health-check port (8081 in `start` mode: give each worker
   on a machine its own)
 
-The tuned row: AGENTS_VOICE_LOAD=worker and AGENTS_VOICE_LOAD_THRESHOLD=0.7 (the
-supervisor's admission rule: callers and the server on the same machine cannot make the
-worker full), plus AGENTS_VOICE_EXECUTOR=thread (every job a thread of the worker: one
-interpreter, but still a decoder and a Silero session per job, loaded by the prewarm of
-each job's thread).
+and one of livekit-agents' own, which passes through:
+
+- LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE: unset, agents' forkserver preloads its local
+  end-of-turn model (livekit-local-inference's, in its wheel) for every job process to
+  inherit, though this bot has no turn model: measured here, the worker's tree idle
+  with its two warm job processes is 724 MB PSS with it, 476 MB with `0`, and each job
+  process ~220 MB PSS against ~150 MB.
+
+The tuned rows, as variables (all keep AGENTS_VOICE_LOAD=worker and
+AGENTS_VOICE_LOAD_THRESHOLD=0.7, the supervisor's admission rule: with the machine's load,
+the default, callers and the server beside the worker make it full, and the server
+offers a room's job only once, so the room gets no bot):
+
+- `agents-tuned`: LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE=0, still a process per job:
+  the memory of a model it does not use saved, each call still isolated.
+- `agents-thread`: AGENTS_VOICE_EXECUTOR=thread as well: every job a thread of the
+  worker (the dispatch benchmark's best), one interpreter, but still a decoder and a
+  Silero session per job, and every call's decoding and VAD on one GIL.
+
+The worker logs a `turn metrics` line per message (see `log_turn`).
 """
 
 from __future__ import annotations
