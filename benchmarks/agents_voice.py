@@ -18,7 +18,10 @@ runs an `AgentSession` in its room, talking to the first participant that joins:
 - Turn detection: VAD-based: a turn ends when Silero has heard 0.55 s of silence (its
   default) and the transcript is in (agents' 0.5 s endpointing delay, counted from the
   end of speech, has passed by then: its `end_of_turn_delay` is the transcript's).
-  livekit's turn-detector plugin is not used: it downloads its models at run time.
+  livekit-plugins-turn-detector is not used: it fetches its models from Hugging Face
+  (`download-files`). Nor is agents' own `inference.TurnDetector`, whose `start`-mode
+  model (v1-mini) is in livekit-local-inference's wheel (its `dev` mode calls LiveKit
+  Cloud): the nearest peer of the project's smart-turn, left for a later row.
   Interruptions are VAD-based too, set explicitly: unset, a worker in `dev` mode would
   build livekit-agents' adaptive interruption detector, a LiveKit Cloud inference
   service.
