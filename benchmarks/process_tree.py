@@ -52,28 +52,34 @@ def cpu_seconds(pid: int, *, main_threads: bool = False) -> float:
     return total / CLOCK_TICKS
 
 
+def own_rss_bytes(pid: int) -> int:
+    """One process's resident memory now (0 once it is gone)."""
+    with contextlib.suppress(OSError, IndexError):
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+    return 0
+
+
+def own_pss_bytes(pid: int) -> int:
+    """One process's proportional memory now: each page it shares divided among the
+    processes sharing it (0 once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    pss = (int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:"))
+    return next(pss, 0)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of the tree under `pid` now (shared pages counted per process)."""
-    total = 0
-    for member in tree(pid):
-        with contextlib.suppress(OSError, IndexError):
-            total += int(Path(f"/proc/{member}/statm").read_text().split()[1]) * PAGE_BYTES
-    return total
+    return sum(own_rss_bytes(member) for member in tree(pid))
 
 
 def pss_bytes(pid: int) -> int:
-    """Proportional memory of the tree under `pid` now: each shared page divided among
-    the processes sharing it. Beside `rss_bytes` for process-per-job systems, whose
-    forked job processes share the pages they inherited: RSS counts those once per job."""
-    total = 0
-    for member in tree(pid):
-        try:
-            text = Path(f"/proc/{member}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        pss = (int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:"))
-        total += next(pss, 0)
-    return total
+    """Proportional memory of the tree under `pid` now. Beside `rss_bytes` for
+    process-per-job systems, whose forked job processes share the pages they inherited:
+    RSS counts those once per job."""
+    return sum(own_pss_bytes(member) for member in tree(pid))
 
 
 def sample(pid: int) -> dict[str, float] | None:

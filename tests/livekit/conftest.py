@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.dispatch import AgentsVenvError, ensure_agents_venv
 from tests.helpers.event_loop import ASYNCIO
 
 HERE = Path(__file__).parent
@@ -26,3 +28,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.livekit)
+
+
+@pytest.fixture(scope="module")
+def agents_venv() -> Path:
+    """livekit-agents' venv (`make agents-venv`, from PyPI the first time), for the tests
+    of the benchmarks' livekit-agents workers. A machine that cannot install it skips,
+    with make's reason; CI must be able to."""
+    try:
+        return ensure_agents_venv()
+    except AgentsVenvError as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI could not make livekit-agents' venv: {err}")
+        pytest.skip(f"livekit-agents' venv could not be made here: {err}")

@@ -5,35 +5,15 @@ too, beside it in the same table.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import anyio
 import pytest
 
-from benchmarks.dispatch import (
-    SYSTEMS,
-    AgentsVenvError,
-    Options,
-    ensure_agents_venv,
-    format_markdown,
-    measure,
-)
+from benchmarks.dispatch import SYSTEMS, Options, format_markdown, measure
 from supervisor.livekit_server import LiveKitServer
 
 OPTIONS = Options(settle=1.0, idle=1.0, warmup=2.0, window=2.0)
-
-
-@pytest.fixture(scope="module")
-def agents_venv() -> Path:
-    """livekit-agents' venv (`make agents-venv`, from PyPI the first time). A machine
-    that cannot install it skips, with make's reason; CI must be able to."""
-    try:
-        return ensure_agents_venv()
-    except AgentsVenvError as err:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI could not make livekit-agents' venv: {err}")
-        pytest.skip(f"livekit-agents' venv could not be made here: {err}")
 
 
 @pytest.mark.anyio
