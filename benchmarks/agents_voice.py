@@ -114,12 +114,18 @@ READ_BYTES = 4096
 logger = logging.getLogger("agents_voice")
 
 
+DECODER_SEARCH = {
+    "ds": 2, "topn": 2, "maxhmmpf": 3000, "maxwpf": 5, "pl_window": 10,
+    "fwdflat": False, "bestpath": False,
+}  # fmt: skip
+"""The project's voice bot's search (`supervisor.bots.recognizer.FAST_SEARCH`, which this
+venv cannot import; tests/test_builtin_bots.py holds the two equal): pruned for speed
+(one frame in two, the top 2 Gaussians, fewer active HMMs and words), one pass."""
+
+
 def load_decoder() -> pocketsphinx.Decoder:
-    """The project's voice bot's decoder: its search pruned for speed (one frame in two,
-    the top 2 Gaussians, fewer active HMMs and words), its logging silenced."""
-    return pocketsphinx.Decoder(
-        samprate=STT_RATE, loglevel="FATAL", ds=2, topn=2, maxhmmpf=3000, maxwpf=5, pl_window=10
-    )
+    """The project's voice bot's decoder, its logging silenced."""
+    return pocketsphinx.Decoder(samprate=STT_RATE, loglevel="FATAL", **DECODER_SEARCH)
 
 
 def prewarm(proc: JobProcess) -> None:

@@ -4,6 +4,7 @@ missing refused with the reason (exit 2 at `supervisor run` and `check`)."""
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pipecat.audio.utils import create_file_resampler
 from pipecat.processors.aggregators.llm_context import LLMContext
 
 from supervisor.bots import echo, prewarm, talker, voice
-from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer, shared_recognizer
+from supervisor.bots.recognizer import FAST_SEARCH, SAMPLE_RATE, Recognizer, shared_recognizer
 from supervisor.bots.voice import heard
 from supervisor.config import ConfigError, parse_config
 from tests.helpers.participants import SAMPLE_RATE as SPEECH_RATE
@@ -87,3 +88,14 @@ def test_prewarm_loads_each_bot_module_s_models_once_before_any_room() -> None:
     warmed = prewarm([voice.create_bot, echo.create_bot, talker.create_bot, voice.create_bot])
     assert warmed == ["supervisor.bots.voice", "supervisor.bots.talker"]  # echo has none
     assert shared_recognizer().load().done()  # loaded, not loading
+
+
+def test_the_livekit_agents_peer_decodes_with_the_voice_bot_s_search() -> None:
+    """benchmarks/agents_voice.py runs in livekit-agents' venv, without pipecat or this
+    project: it writes the settings out, and this holds them equal."""
+    source = (Path(__file__).parent.parent / "benchmarks" / "agents_voice.py").read_text()
+    (assigned,) = (
+        node for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DECODER_SEARCH"
+    )  # fmt: skip
+    assert ast.literal_eval(assigned.value) == FAST_SEARCH
