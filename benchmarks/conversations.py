@@ -119,10 +119,15 @@ class System:
     program: str
     """`supervisor`, `pipecat` or `agents`."""
     bot: str = DEFAULT_BOT
+    workers: int = 1
+    """The supervisor's `--workers`."""
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    """Options in the environment (livekit-agents' worker reads its own there)."""
 
     def command(self, config: Path) -> list[str]:
         if self.program == "supervisor":
-            return [sys.executable, "-m", "supervisor.cli", "run", str(config)]
+            workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+            return [sys.executable, "-m", "supervisor.cli", "run", str(config), *workers]
         if self.program == "pipecat":
             return [sys.executable, "-m", "benchmarks.pipecat_voice", "runner", "--bot", self.bot,
                     "--sample-rate", str(SAMPLE_RATE)]  # fmt: skip
@@ -138,7 +143,7 @@ class System:
         }
         if self.program == "agents":
             env["AGENTS_VOICE_HTTP_PORT"] = str(free_port())
-        return env
+        return env | dict(self.env)
 
     @property
     def ready(self) -> re.Pattern[str]:
@@ -165,8 +170,28 @@ class System:
         return None
 
 
+AGENTS_OWN_LOAD = {"AGENTS_VOICE_LOAD": "worker"}
+"""livekit-agents' load by default is the whole machine's CPU, which here includes the
+callers and the server: its worker reported itself full (0.7) with one conversation and
+the server offered it no more rooms. Its own process tree's CPU is what it would see
+on a machine of its own (`benchmarks/agents_options.py`)."""
+
+
 def systems(bot: str) -> dict[str, System]:
-    return {name: System(name, name, bot) for name in ("supervisor", "pipecat", "agents")}
+    """Each system by name: the supervisor in one process and with a worker per core;
+    pipecat's process per call; livekit-agents' process per job (its defaults but the
+    load it measures) and tuned (no preloaded end-of-turn model this bot does not use:
+    250 MB of its warm processes)."""
+    return {
+        "supervisor": System("supervisor", "supervisor", bot),
+        "supervisor-w2": System("supervisor-w2", "supervisor", bot, workers=2),
+        "pipecat": System("pipecat", "pipecat", bot),
+        "agents": System("agents", "agents", bot, env=AGENTS_OWN_LOAD),
+        "agents-tuned": System(
+            "agents-tuned", "agents", bot,
+            env=AGENTS_OWN_LOAD | {"LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0"},
+        ),
+    }  # fmt: skip
 
 
 @attrs.frozen
@@ -307,10 +332,10 @@ async def _conversations(
                 processes = {"bot": pid, "server": server.pid, "callers": process.pid}
                 await _first(talk.opened, talk.ended)
                 before, started = cpu_readings(processes), time.perf_counter()
-                histograms_before = await _scrape(metrics_port) if scraped else {}
+                histograms_before = await _scrape(system, metrics_port) if scraped else {}
                 await _first(talk.closed, talk.ended)
                 after, elapsed = cpu_readings(processes), time.perf_counter() - started
-                histograms_after = await _scrape(metrics_port) if scraped else {}
+                histograms_after = await _scrape(system, metrics_port) if scraped else {}
                 result["rss_mb"], result["pss_mb"] = _memory_mb(pid)
                 with anyio.move_on_after(options.deadline + CALLERS_GRACE):
                     await process.wait()
@@ -346,8 +371,9 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return rss_bytes(pid) / 1e6, pss_bytes(pid) / 1e6
 
 
-async def _scrape(port: int) -> dict[tuple[str, str], dict[float, float]]:
-    return await scrape_histograms([port], HISTOGRAMS)
+async def _scrape(system: System, port: int) -> dict[tuple[str, str], dict[float, float]]:
+    """Every worker's histograms, summed (worker i listens on the port + i)."""
+    return await scrape_histograms([port + i for i in range(system.workers)], HISTOGRAMS)
 
 
 def _bot_figures(
