@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from pipecat.audio.utils import create_file_resampler
 from pipecat.processors.aggregators.llm_context import LLMContext
 
 from supervisor.bots import echo, prewarm, talker, voice
-from supervisor.bots.recognizer import FAST_SEARCH, SAMPLE_RATE, Recognizer, shared_recognizer
+from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer, shared_recognizer
 from supervisor.bots.voice import heard
 from supervisor.config import ConfigError, parse_config
+from supervisor.decoders import FAST_SEARCH
 from tests.helpers.participants import SAMPLE_RATE as SPEECH_RATE
 from tests.helpers.speech import utterance
 
@@ -23,8 +25,10 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def recognizer() -> Recognizer:
-    return Recognizer()  # a decoder of the test's own: 95 MB, loaded once
+def recognizer() -> Iterator[Recognizer]:
+    recognizer = Recognizer(processes=1)  # a decoder process of the test's own
+    yield recognizer
+    recognizer.close()
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -62,9 +66,12 @@ def _refused(factory: str, reason: str) -> None:
 
 
 def _forget(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
-    """Make the next import of `modules` run them again (they check at import)."""
+    """Make the next import of `modules` run them again (they check at import): out of
+    `sys.modules`, and off their package, where `from package import module` looks first."""
     for module in modules:
         monkeypatch.delitem(sys.modules, module, raising=False)
+        package, _, name = module.rpartition(".")
+        monkeypatch.delattr(sys.modules[package], name, raising=False)
 
 
 @pytest.mark.parametrize("bot", ["talker", "voice"])
@@ -79,7 +86,9 @@ def test_a_speaking_bot_without_espeak_ng_is_a_config_error(
 def test_the_voice_bot_without_pocketsphinx_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _forget(monkeypatch, "supervisor.bots.voice", "supervisor.bots.recognizer")
+    _forget(
+        monkeypatch, "supervisor.bots.voice", "supervisor.bots.recognizer", "supervisor.decoders"
+    )
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     _refused("supervisor.bots.voice:create_bot", r"pip install 'livekit-supervisor\[voice\]'")
 
@@ -87,7 +96,7 @@ def test_the_voice_bot_without_pocketsphinx_is_a_config_error(
 def test_prewarm_loads_each_bot_module_s_models_once_before_any_room() -> None:
     warmed = prewarm([voice.create_bot, echo.create_bot, talker.create_bot, voice.create_bot])
     assert warmed == ["supervisor.bots.voice", "supervisor.bots.talker"]  # echo has none
-    assert shared_recognizer().load().done()  # loaded, not loading
+    assert all(started.done() for started in shared_recognizer().load())  # not loading
 
 
 def test_the_livekit_agents_peer_decodes_with_the_voice_bot_s_search() -> None:

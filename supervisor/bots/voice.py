@@ -77,9 +77,9 @@ def conversation(
 
 
 def prewarm() -> None:
-    """Load the process's models before its first room (`supervisor.bots.prewarm`): the
-    decoder alone holds the GIL for 0.4 s or more while it loads."""
-    shared_recognizer().load().result()
+    """Load the process's models before its first room (`supervisor.bots.prewarm`)."""
+    for started in shared_recognizer().load():
+        started.result()
     silero_session()
     smart_turn_session()
 
