@@ -35,16 +35,21 @@ LAST_BOUND_MS = 1000.0
 """The internal-latency histogram's largest bound: a p99 beyond it is drawn there."""
 
 
-def medians(runs: Sequence[Sequence[dict[str, Any]]], field: str) -> dict[str, dict[int, float]]:
+def medians(
+    runs: Sequence[Sequence[dict[str, Any]]], field: str, cap_ms: float | None = LAST_BOUND_MS
+) -> dict[str, dict[int, float]]:
     """`field`'s median per system and room count over several runs (missing or NaN
-    values left out; an infinite one, past the histogram, kept at `LAST_BOUND_MS`)."""
+    values left out; a time past `cap_ms`, a histogram's last bound, kept at it: None
+    for times measured, not read off a histogram)."""
     found: dict[str, dict[int, list[float]]] = {}
     for results in runs:
         for r in results:
             value = r.get(field)
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            value = min(float(value), LAST_BOUND_MS) if field.endswith("_ms") else float(value)
+            value = float(value)
+            if cap_ms is not None and field.endswith("_ms"):
+                value = min(value, cap_ms)
             found.setdefault(r["system"], {}).setdefault(r["rooms"], []).append(value)
     return {
         system: {rooms: statistics.median(values) for rooms, values in sorted(by_rooms.items())}
@@ -85,10 +90,12 @@ def line_chart(
     title: str,
     scale: float = 1.0,
     log: bool = False,
+    cap_ms: float | None = LAST_BOUND_MS,
 ) -> Path:
     """One chart of `runs` against their room (or conversation) counts: a line per
     system and `lines` entry (result field, line style, label suffix), each point the
-    median over the runs, times `scale`; a log scale if `log`, else from 0. Every
+    median over the runs (`medians`, capped at `cap_ms`), times `scale`; a log scale if
+    `log`, else from 0. Every
     harness's charts (echo's two, the conversations' latency) are drawn here."""
     import matplotlib
 
@@ -99,7 +106,7 @@ def line_chart(
     colours: dict[str, str] = {}
     figure, axes = plt.subplots(figsize=(9, 4.5))
     for field, style, label in lines:
-        for system, points in medians(runs, field).items():
+        for system, points in medians(runs, field, cap_ms).items():
             colour = colours.setdefault(system, f"C{len(colours)}")
             axes.plot(
                 list(points), [v * scale for v in points.values()], style, marker="o",
