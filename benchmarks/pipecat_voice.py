@@ -14,8 +14,10 @@ still running. The runner is the root of the process tree the harness measures.
 A bot builds the same cascade the supervisor hosts: the `conversation(input, output)`
 function of the module `--bot` names (the voice bot's), between its
 transport's input and output, with the supervisor's worker settings and pipecat's
-metrics on; it leaves when its caller does, as pipecat's examples do. Credentials come
-from the environment only (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET).
+metrics on, and one decoder (in a process of its own, as the supervisor's are: run L, the
+first run, had it on a thread of the bot's process); it leaves when its caller does, as
+pipecat's examples do. Credentials come from the environment only (LIVEKIT_URL,
+LIVEKIT_API_KEY, LIVEKIT_API_SECRET).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ async def bot(room: str, bot_path: str, rate: int) -> None:
     from pipecat.workers.runner import WorkerRunner
 
     from supervisor.bots import pipeline_worker
+    from supervisor.bots.recognizer import Recognizer
 
     module = importlib.import_module(bot_path.partition(":")[0])
     credentials = credentials_from_environment()
@@ -68,7 +71,9 @@ async def bot(room: str, bot_path: str, rate: int) -> None:
         ),
     )
     worker = pipeline_worker(
-        module.conversation(transport.input(), transport.output()), rate, rate, metrics=True
+        # one decoder for its one call (the supervisor's pool of two serves every room)
+        module.conversation(transport.input(), transport.output(), recognizer=Recognizer(1)),
+        rate, rate, metrics=True,
     )
     runner = WorkerRunner(handle_sigint=True, handle_sigterm=True)
 

@@ -40,7 +40,7 @@ from actors.room.models import (
 )
 from supervisor.bots import room_worker
 from supervisor.bots.espeak import EspeakTTSService
-from supervisor.bots.recognizer import PocketsphinxSTTService, shared_recognizer
+from supervisor.bots.recognizer import PocketsphinxSTTService, Recognizer, shared_recognizer
 from supervisor.bots.script import ScriptLLMService, user_texts
 
 
@@ -56,9 +56,11 @@ def conversation(
     *,
     vad_analyzer: VADAnalyzer | None = None,
     turn_analyzer: BaseTurnAnalyzer | None = None,
+    recognizer: Recognizer | None = None,
 ) -> Pipeline:
     """The cascade between a transport's `input` and `output`. The analyzers default to
-    the process's shared models (`actors.room.models`); pipecat's defaults are per room."""
+    the process's shared models (`actors.room.models`; pipecat's defaults are per room),
+    the recognizer to the process's pool of decoders."""
     turns = turn_analyzer or SharedSmartTurnAnalyzerV3()
     stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turns)
     user, assistant = LLMContextAggregatorPair(
@@ -70,7 +72,7 @@ def conversation(
     )
     return Pipeline(
         [
-            input, PocketsphinxSTTService(), user, ScriptLLMService(heard),
+            input, PocketsphinxSTTService(recognizer=recognizer), user, ScriptLLMService(heard),
             EspeakTTSService(), output, assistant,
         ]
     )  # fmt: skip
