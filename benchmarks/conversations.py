@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -312,7 +313,10 @@ async def _conversations(
         time.perf_counter() - idle_at
     )
     result["baseline_rss_mb"], result["baseline_pss_mb"] = _memory_mb(pid)
-    rooms = [f"{system.name}-{conversations}-{index}" for index in range(conversations)]
+    # new rooms, whatever ran on this server before: a room that still exists (another
+    # harness's "supervisor-2-0", say) would be joined, not created, and dispatch no job
+    run = secrets.token_hex(3)
+    rooms = [f"conv-{system.name}-{conversations}-{run}-{i}" for i in range(conversations)]
     out = workdir / f"{system.name}-{conversations}-callers.json"
     command = [
         sys.executable, "-m", "benchmarks.callers", "--rooms", ",".join(rooms), "--out", str(out),
