@@ -11,7 +11,9 @@ pipecat's own analyzers' (tests/test_models.py); the session options are pipecat
 
 They subclass pipecat's analyzers and replace only the constructor, which loads the
 model; the test also checks that the attributes pipecat's constructors set are the ones
-these set, so a pipecat release that adds one fails there, not in a room.
+these set, so a pipecat release that adds one fails there, not in a room. A public face
+of the room package of its own (not re-exported by `actors.room`): it loads onnxruntime,
+which only the bots that use it should pay for.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnal
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 from pipecat.utils.env import env_truthy
+
+__all__ = [
+    "SharedSileroVADAnalyzer",
+    "SharedSmartTurnAnalyzerV3",
+    "silero_session",
+    "smart_turn_session",
+]
 
 
 def _model_file(package: str, name: str) -> str:

@@ -128,7 +128,8 @@ async def test_a_successor_that_cannot_serve_leaves_the_old_worker_serving(
         await run.wait_for(r"worker 0's successor \(pid \d+\) did not serve", timeout=90)
         async with join(livekit_server, "recycle-b", "caller") as room:
             await hears_echo(room)
-        assert re.search(rf"\(pid {first_pid}\) is due", run.tail())
+        # the whole log: each failed successor's traceback fills the tail
+        assert run.matches(rf"\(pid {first_pid}\) is due"), run.tail()
         assert await run.stop() == 0
 
 
