@@ -91,6 +91,7 @@ from benchmarks.process_tree import pss_bytes, rss_bytes
 from supervisor.config import config_toml
 from supervisor.livekit_server import LiveKitServer, free_port
 from supervisor.metrics import PREFIX
+from supervisor.workers import either
 
 DEFAULT_BOT = pipecat_voice.DEFAULT_BOT
 """The full voice bot: VAD, smart-turn, speech recognition, scripted LLM, espeak-ng."""
@@ -240,18 +241,6 @@ class CallersProcess:
         self.ended.set()
 
 
-async def _first(*events: anyio.Event) -> None:
-    """Until any of `events` is set."""
-    async with anyio.create_task_group() as tasks:
-
-        async def one(event: anyio.Event) -> None:
-            await event.wait()
-            tasks.cancel_scope.cancel()
-
-        for event in events:
-            tasks.start_soon(one, event)
-
-
 async def measure(
     system: System, conversations: int, server: LiveKitServer, options: Options, workdir: Path
 ) -> dict[str, Any]:
@@ -334,10 +323,10 @@ async def _conversations(
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(talk.read)
                 processes = {"bot": pid, "server": server.pid, "callers": process.pid}
-                await _first(talk.opened, talk.ended)
+                await either(talk.opened, talk.ended)
                 before, started = cpu_readings(processes), time.perf_counter()
                 histograms_before = await _scrape(system, metrics_port) if scraped else {}
-                await _first(talk.closed, talk.ended)
+                await either(talk.closed, talk.ended)
                 after, elapsed = cpu_readings(processes), time.perf_counter() - started
                 histograms_after = await _scrape(system, metrics_port) if scraped else {}
                 result["rss_mb"], result["pss_mb"] = _memory_mb(pid)

@@ -231,15 +231,21 @@ async def bot_process(
                 f"{system.name}: not ready after {READY_TIMEOUT:g} s:\n{tail}"
             ) from err
         finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                    with anyio.move_on_after(STOP_TIMEOUT):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
+            await stop_process(process, STOP_TIMEOUT)
             tasks.cancel_scope.cancel()
+
+
+async def stop_process(process: Process, timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout` s: a harness's bot process, however its
+    block ends (shielded: a cancelled run still stops it)."""
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            with anyio.move_on_after(timeout):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 HistogramKey = tuple[str, str]

@@ -17,6 +17,7 @@ in how they are tuned; pipecat's logging is quieted to warnings, as the supervis
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import loguru
 
@@ -36,23 +37,34 @@ from supervisor.bots.echo import EchoProcessor  # noqa: E402
 STOP_SECONDS = 15.0
 
 
-def echo_worker(
-    credentials: Credentials, name: str, options: BaselineOptions, readiness: Readiness
-) -> PipelineWorker:
-    rate = options.sample_rate
-    transport = LiveKitTransport(
+def pipecat_transport(
+    credentials: Credentials, room: str, rate: int, **params: Any
+) -> LiveKitTransport:
+    """pipecat's own transport in `room`, as the benchmarks' pipecat peers build it:
+    audio in and out at `rate`, and `params` beyond that."""
+    return LiveKitTransport(
         credentials.url,
-        bot_token(credentials, name),
-        name,
+        bot_token(credentials, room),
+        room,
         params=LiveKitParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
             audio_in_sample_rate=rate,
             audio_out_sample_rate=rate,
-            audio_out_10ms_chunks=options.frame_ms // 10,
-            audio_out_queue_size_ms=options.queue_ms,
+            **params,
         ),
     )
+
+
+def echo_worker(
+    credentials: Credentials, name: str, options: BaselineOptions, readiness: Readiness
+) -> PipelineWorker:
+    rate = options.sample_rate
+    transport = pipecat_transport(
+        credentials, name, rate,
+        audio_out_10ms_chunks=options.frame_ms // 10,
+        audio_out_queue_size_ms=options.queue_ms,
+    )  # fmt: skip
 
     @transport.event_handler("on_connected")
     async def on_connected(_transport: LiveKitTransport) -> None:

@@ -37,9 +37,9 @@ import subprocess  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import anyio  # noqa: E402
-from anyio.abc import Process  # noqa: E402
 
-from benchmarks.baseline import bot_token, credentials_from_environment, say  # noqa: E402
+from benchmarks.baseline import credentials_from_environment, say  # noqa: E402
+from benchmarks.echo import stop_process  # noqa: E402
 from supervisor.rtc_shutdown import release_rtc  # noqa: E402
 
 READY = "pipecat runner ready"
@@ -51,25 +51,16 @@ DEFAULT_BOT = "supervisor.bots.voice:create_bot"
 
 async def bot(room: str, bot_path: str, rate: int) -> None:
     """One call: join `room` on pipecat's transport and converse until the caller leaves."""
-    from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
+    from pipecat.transports.livekit.transport import LiveKitTransport
     from pipecat.workers.runner import WorkerRunner
 
+    from benchmarks.echo_pipecat import pipecat_transport
     from supervisor.bots import pipeline_worker
     from supervisor.bots.recognizer import Recognizer
 
     module = importlib.import_module(bot_path.partition(":")[0])
     credentials = credentials_from_environment()
-    transport = LiveKitTransport(
-        credentials.url,
-        bot_token(credentials, room),
-        room,
-        params=LiveKitParams(
-            audio_in_enabled=True,
-            audio_out_enabled=True,
-            audio_in_sample_rate=rate,
-            audio_out_sample_rate=rate,
-        ),
-    )
+    transport = pipecat_transport(credentials, room, rate)
     worker = pipeline_worker(
         # one decoder for its one call (the supervisor's pool of two serves every room)
         module.conversation(transport.input(), transport.output(), recognizer=Recognizer(1)),
@@ -85,18 +76,6 @@ async def bot(room: str, bot_path: str, rate: int) -> None:
     await runner.run()
 
 
-async def _stop(process: Process) -> None:
-    """SIGTERM, then SIGKILL after `STOP_SECONDS`."""
-    with anyio.CancelScope(shield=True):
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            with anyio.move_on_after(STOP_SECONDS):
-                await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
 async def _one_call(room: str, bot_path: str, rate: int) -> None:
     command = [sys.executable, "-m", "benchmarks.pipecat_voice", "bot", "--room", room,
                "--bot", bot_path, "--sample-rate", str(rate)]  # fmt: skip
@@ -107,7 +86,7 @@ async def _one_call(room: str, bot_path: str, rate: int) -> None:
     try:
         await process.wait()
     finally:
-        await _stop(process)
+        await stop_process(process, STOP_SECONDS)
 
 
 async def runner(bot_path: str, rate: int) -> None:

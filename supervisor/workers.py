@@ -273,7 +273,7 @@ class _Worker:
     """Its stall watch, cancelled once its port is its successor's."""
 
 
-async def _either(*events: anyio.Event) -> None:
+async def either(*events: anyio.Event) -> None:
     """Return as soon as one of `events` is set."""
     async with anyio.create_task_group() as tasks:
 
@@ -331,7 +331,7 @@ class WorkerPool:
         async with anyio.create_task_group() as slot:
             current: _Worker = await slot.start(self._run, shard, None)
             while True:
-                await _either(current.exited, current.due)
+                await either(current.exited, current.due)
                 if current.due.is_set() and not current.exited.is_set():
                     if self.stopping.is_set():
                         await current.exited.wait()
@@ -371,7 +371,7 @@ class WorkerPool:
         while True:
             new: _Worker = await slot.start(self._run, old.shard, old.process.pid)
             with anyio.move_on_after(SUCCESSOR_READY_SECONDS):
-                await _either(new.ready, new.exited, old.exited, self.stopping)
+                await either(new.ready, new.exited, old.exited, self.stopping)
             if new.ready.is_set() and not new.exited.is_set():
                 break
             if self.stopping.is_set():
@@ -394,13 +394,13 @@ class WorkerPool:
             _send(new.process, signal.SIGKILL)
             await new.exited.wait()
             with anyio.move_on_after(delay):
-                await _either(old.exited, self.stopping)
+                await either(old.exited, self.stopping)
             if old.exited.is_set() or self.stopping.is_set():
                 return old
         old.watch.cancel()  # its port is about to be the successor's
         _send(old.process, RELEASE)
         with anyio.move_on_after(RELEASE_SECONDS):
-            await _either(old.released, old.exited)
+            await either(old.released, old.exited)
         if not old.released.is_set():
             log.warning(
                 "worker %d (pid %d) did not let go of its configured rooms within %g s: "

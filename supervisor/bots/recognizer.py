@@ -21,7 +21,8 @@ from supervisor.bots import unsupported_settings
 SAMPLE_RATE = decoders.SAMPLE_RATE
 DECODER_PROCESSES = 2
 """Decoders a room-serving process keeps: utterances that end together (several rooms'
-turns) decode in parallel on two cores; each costs a process of about 125 MB."""
+turns) decode in parallel on two cores; each is a process of about 180 MB RSS (95 MB
+the decoder, most of the rest the parent's main module, which spawn imports again)."""
 
 
 class Recognizer:
