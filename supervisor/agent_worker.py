@@ -382,6 +382,11 @@ class AgentWorker:
         assert self.jobs is not None
         job = job_of(request.job)
         answer = agent.AvailabilityResponse(job_id=job.id)
+        if gone := self.jobs.end_made_anew(job):
+            # its bot out of the room before the yes, as `_make_way` would take it out
+            with anyio.move_on_after(RIVAL_CHECK_SECONDS):
+                for event in gone:
+                    await event.wait()
         why_not = self._why_not(job)
         if why_not is not None:
             self._decline(link, answer, job, *why_not)

@@ -186,6 +186,29 @@ class Jobs:
             or any(r.job.key == key and r.serving() for r in self.running.values())
         )
 
+    def end_made_anew(self, job: Job) -> list[anyio.Event]:
+        """End this process's jobs of `job.key` whose room is gone, and return each
+        one's `gone`: the server offers the room under another sid, so it was made
+        anew (its node stopped, or the server restarted) while they ran.
+
+        The node that assigned such a job may be gone with its room and never end it,
+        while the job's bot, its SDK reconnecting by itself, comes into the room made
+        anew. Declined as served, that room would get no job of its own and keep no bot
+        once this one leaves at its idle timeout: a caller coming back would find
+        nobody. Ended, its bot is on its way out (`leaving`) and the offer is this
+        process's to take."""
+        ended = []
+        for running in self.running.values():
+            old = running.job.room_sid
+            if running.job.key != job.key or not running.serving():
+                continue
+            if old and job.room_sid and old != job.room_sid:
+                log.info("[%s] job %s: the room was made anew (%s, was %s): this job ends",
+                         job.key, running.job.id, job.room_sid, old)
+                running.end(f"its room was made anew ({job.room_sid})")
+                ended.append(running.gone)
+        return ended
+
     def leaving(self, room: str, identity: str) -> bool:
         """Whether `identity` in `room` is the bot of a room job of this process that is
         ending: a bot on its way out, not one that serves the room.

@@ -543,3 +543,26 @@ def test_a_reconnecting_bot_is_not_alone_however_empty_the_room_looks() -> None:
     assert not jobs._company(job, stats)
     stats.connection = "reconnecting"
     assert jobs._company(job, stats)
+
+
+@pytest.mark.anyio
+async def test_an_offer_for_a_room_made_anew_ends_the_job_of_the_room_that_is_gone() -> None:
+    """A job's room made anew (its node stopped; the node never ends the job) is
+    offered under another sid: that job ends and its bot is on its way out, so the
+    offer is this process's to take; an offer under the job's own sid is served."""
+    rooms = room_set(free_port())
+    async with anyio.create_task_group() as tasks:
+        running = jobs.Jobs(rooms.config, rooms, cast(ActorRef, None), "ws://x", tasks,
+                            report=lambda message: None, on_change=lambda: None)  # fmt: skip
+        old = Job(id="AJ_old", room="call-9", room_sid="RM_gone")
+        running.running[old.id] = jobs._Running(old, 0.0, "bot", Accept())
+        same = Job(id="AJ_same", room="call-9", room_sid="RM_gone")
+        assert running.end_made_anew(same) == []
+        assert running.serves(same)
+        assert not running.leaving("call-9", "bot")
+        anew = Job(id="AJ_anew", room="call-9", room_sid="RM_anew")
+        assert running.end_made_anew(anew) == [running.running[old.id].gone]
+        assert running.running[old.id].reason == "its room was made anew (RM_anew)"
+        assert not running.serves(anew)
+        assert running.leaving("call-9", "bot")
+        assert running.end_made_anew(Job(id="AJ_other", room="call-8", room_sid="RM_x")) == []

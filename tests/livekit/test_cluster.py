@@ -384,14 +384,17 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str 
 async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
     tmp_path: Path, cluster: Cluster
 ) -> None:
-    """Host a serves ten rooms, each with a caller whose tone the bot echoes; b and c
+    """Host a serves six rooms, each with a caller whose tone the bot echoes; b and c
     (on either node) join the fleet and learn a's record; a is SIGKILLed. b and c both
     find it dead at once (its beats stop; its probe refuses), split its jobs between
     them by rendezvous hashing without a word, and each restored bot, joining under the
     dead bot's identity, replaces its ghost: every caller hears the echo again, each
     room has one bot, served by one survivor. Then a second claim of one of the rooms,
     as a survivor seeing the fleet otherwise would make, leaves one bot too."""
-    names = [f"dies-{i}" for i in range(10)]
+    # Six, not more: three hosts, two nodes, Redis and every caller's tone share this
+    # machine's two cores, and at ten a's loop lagged 5 s while its rooms joined, until
+    # the rtc SDK, unanswered, panicked (1 run in 6).
+    names = [f"dies-{i}" for i in range(6)]
     patience = {"idle_timeout_seconds": 30, "drain_seconds": 1}
     async with (
         host(tmp_path / "a", cluster, 0, **patience) as a,
