@@ -150,8 +150,8 @@ async def _serve(
             async with anyio.create_task_group() as serving:
                 serving.start_soon(_cancel_on, draining, serving.cancel_scope)
                 if fd is not None:
-                    bounds = Bounds(config.recycle, lambda: room_set.rooms_served)
-                    serving.start_soon(report, fd, bounds, metrics.readiness)
+                    room_set.recycle = Bounds(config.recycle, lambda: room_set.rooms_served)
+                    serving.start_soon(report, fd, room_set.recycle, metrics.readiness)
                 async for order in orders:
                     pending.discard(order)
                     if order == signal.SIGHUP:

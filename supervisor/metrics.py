@@ -267,6 +267,12 @@ class RoomSetCollector(Collector):
             "bounds).",
             value=room_set.rooms_served,
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_recycle_due",
+            "1 while this worker is past a [recycle] bound and serves on until its successor "
+            "takes over (seconds, normally); else 0.",
+            value=room_set.recycle is not None and room_set.recycle.due is not None,
+        )
         yield from self._rooms(self._states(room_cells), labelled)
         yield from self._stats(room_set.stats, room_set.retired, configured, labelled)
         yield from self._bot(room_set.stats, room_set.retired, labelled)

@@ -26,6 +26,7 @@ from actors import (
 from actors.room import BucketCounts, Job, RoomSettings, RoomStats, room_spec
 from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
+from supervisor.recycle import Bounds
 
 log = logging.getLogger("supervisor")
 
@@ -120,6 +121,9 @@ class RoomSet:
     """Room trees this process started and saw end: dispatched (and restored) jobs
     ended, configured rooms a reload stopped. What `[recycle] max_rooms_served` bounds:
     the rtc SDK's memory grows with rooms gone, not with rooms running."""
+    recycle: Bounds | None = None
+    """This worker's `[recycle]` bounds, when a parent can replace it: once one is
+    passed (`Bounds.due`) it serves on until its successor takes over."""
     dispatched: dict[str, Job] = attrs.field(factory=dict)
     """The room trees running for an agent job (`supervisor.jobs`), by tree name
     (`Job.key`: the room's name, or `room:participant` for a participant's job)."""

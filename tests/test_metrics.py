@@ -24,8 +24,9 @@ from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, HOP_BUCKETS, HOPS, BucketCounts, StampCarrier
 from supervisor.access import Credentials
-from supervisor.config import ConfigError, WatchdogConfig, parse_config
+from supervisor.config import ConfigError, RecycleConfig, WatchdogConfig, parse_config
 from supervisor.metrics import SupervisorMetrics, _Accumulator
+from supervisor.recycle import Bounds
 from supervisor.rooms import RoomSet, WorkerState
 from supervisor.watchdog import BEAT_SECONDS
 from tests.helpers.probes import wait_until
@@ -269,6 +270,21 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
     assert samples["lksup_audio_hop_seconds_bucket", (*capture, ("le", "0.0005"))] == 3
     assert samples["lksup_audio_hop_seconds_count", (("hop", "pipeline"),)] == 0
     assert HOP_BUCKETS[-1] == 0.25
+
+
+def test_a_worker_past_its_recycle_bound_says_so_until_it_is_replaced() -> None:
+    room_set = RoomSet(config(1), Credentials("ws://x", "k", "s"))
+    metrics = SupervisorMetrics(room_set, room_set.config.metrics)
+    assert scrape(metrics)["lksup_recycle_due", ()] == 0  # no parent: no bounds
+    room_set.recycle = Bounds(RecycleConfig(max_rooms_served=2), lambda: room_set.rooms_served)
+    room_set.rooms_served = 1
+    room_set.recycle.check()
+    assert scrape(metrics)["lksup_recycle_due", ()] == 0
+    room_set.rooms_served = 2
+    room_set.recycle.check()
+    samples = scrape(metrics)
+    assert samples["lksup_recycle_due", ()] == 1
+    assert samples["lksup_rooms_served_total", ()] == 2
 
 
 def test_per_room_hop_series_are_a_count_and_a_sum() -> None:

@@ -40,9 +40,21 @@ def write_config(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     return path
 
 
+_TIED_TO_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the test process died before the prctl
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "supervisor.cli", *sys.argv[2:]])
+"""
+"""Run as `python -c`: the supervisor, sent SIGTERM (a drain) when the test process that
+started it dies, killed or crashed, instead of serving on with nobody to stop it."""
+
+
 def supervisor_command(*args: str) -> list[str]:
-    """`supervisor ARGS` with this interpreter, as `python -m` (no console script needed)."""
-    return [sys.executable, "-m", "supervisor.cli", *args]
+    """`supervisor ARGS` with this interpreter, as `python -m` (no console script needed),
+    ended with the test process that runs it (Linux's parent-death signal)."""
+    return [sys.executable, "-c", _TIED_TO_PARENT, str(os.getpid()), *args]
 
 
 @attrs.define

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.dispatch import AgentsVenvError, ensure_agents_venv
+from benchmarks.echo import REPO_ROOT
 from tests.helpers.event_loop import ASYNCIO
 
 HERE = Path(__file__).parent
@@ -22,19 +24,46 @@ def anyio_backend() -> Any:
     return ASYNCIO
 
 
+_AGENTS_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark this folder's tests `livekit` and run them after the others: the unit tests
+    first, the quickest to fail, while livekit-agents' venv is made beside them."""
     # A conftest's hook sees the whole session's items, not only this folder's.
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.livekit)
+    items.sort(key=lambda item: item.get_closest_marker("livekit") is not None)  # stable
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start making livekit-agents' venv now if a test will need it: a minute of PyPI
+    and unpacking that overlaps the unit tests instead of holding up the suite."""
+    needed = any("agents_venv" in getattr(item, "fixturenames", ()) for item in session.items)
+    if needed and not session.config.option.collectonly and not (REPO_ROOT / ".venv-agents" / ".installed").exists():
+        session.config.stash[_AGENTS_BUILD] = subprocess.Popen(
+            ["make", "-s", "agents-venv"], cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    build = session.config.stash.get(_AGENTS_BUILD, None)
+    if build is not None and build.poll() is None:  # the session ended first
+        build.terminate()
+        build.wait()
 
 
 @pytest.fixture(scope="module")
-def agents_venv() -> Path:
+def agents_venv(request: pytest.FixtureRequest) -> Path:
     """livekit-agents' venv (`make agents-venv`, from PyPI the first time), for the tests
     of the benchmarks' livekit-agents workers. A machine that cannot install it skips,
     with make's reason; CI must be able to."""
+    build = request.config.stash.get(_AGENTS_BUILD, None)
+    if build is not None:
+        build.wait()  # then `make` finds it made, or says again why it is not
     try:
         return ensure_agents_venv()
     except AgentsVenvError as err:
