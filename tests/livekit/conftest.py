@@ -42,7 +42,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start making livekit-agents' venv now if a test will need it: a minute of PyPI
     and unpacking that overlaps the unit tests instead of holding up the suite."""
     needed = any("agents_venv" in getattr(item, "fixturenames", ()) for item in session.items)
-    if needed and not session.config.option.collectonly and not (REPO_ROOT / ".venv-agents" / ".installed").exists():
+    made = (REPO_ROOT / ".venv-agents" / ".installed").exists()
+    if needed and not made and not session.config.option.collectonly:
         session.config.stash[_AGENTS_BUILD] = subprocess.Popen(
             ["make", "-s", "agents-venv"], cwd=REPO_ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
