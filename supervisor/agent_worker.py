@@ -151,6 +151,9 @@ class AgentWorker:
         self.admission = admission
         self.state = state
         self.jobs: Jobs | None = None
+        self.fleet: Fleet | None = None
+        """The fleet membership, with `[dispatch] restore`: a drain hands its jobs over
+        there, with `[dispatch] handoff`."""
         """Set by `dispatching` before `run`."""
         self.links = [_Link(url) for url in (credentials.url, *config.livekit.cluster_urls)]
         self._job_links: dict[str, _Link] = {}
@@ -174,7 +177,8 @@ class AgentWorker:
         link.send(message)
 
     async def drain(self) -> None:
-        """No new jobs; the running ones may end by themselves within `drain_seconds`."""
+        """No new jobs; the running ones are handed over to the fleet (`[dispatch]
+        handoff`) or may end by themselves within `drain_seconds`."""
         assert self.jobs is not None
         self.state.draining = True
         self.nudge()
@@ -184,6 +188,8 @@ class AgentWorker:
             self.dispatch.drain_seconds,
         )
         with anyio.move_on_after(self.dispatch.drain_seconds):
+            if self.fleet is not None and self.dispatch.handoff and self.jobs.running:
+                await self.fleet.hand_over()
             await self.jobs.wait_idle()
         if self.jobs.running:
             log.info("[dispatch] drain_seconds passed: ending %d job(s)", len(self.jobs.running))
@@ -560,7 +566,7 @@ async def dispatching(
         )
         fleet = None
         if room_set.fleet is not None:  # `[dispatch] restore`
-            fleet = Fleet(config, credentials, jobs, state, room_set.fleet)
+            fleet = worker.fleet = Fleet(config, credentials, jobs, state, room_set.fleet)
             tasks.start_soon(fleet.run)
             await fleet.tried.wait()  # see `Fleet.tried`
         tasks.start_soon(worker.run)

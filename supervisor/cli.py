@@ -246,6 +246,8 @@ def check(config: Config) -> None:
         print(f"  fleet: {fleet_room(ds.agent_name)!r}, restoring the jobs of a worker silent "
               f"{ds.restore_after_seconds:g} s whose probe does not answer; this one's probe "
               f"{probe_url(config)}" if ds.restore else "  fleet: off (restore = false)")
+        print("  on SIGTERM: running jobs handed over to the fleet (handoff)" if ds.handoff
+              else f"  on SIGTERM: running jobs go on here up to drain {ds.drain_seconds:g} s")
     else:
         print("  dispatch: off")
     print(f"  recycle: {describe(config)}")

@@ -163,6 +163,10 @@ class DispatchConfig:
     restore_after_seconds: float = 2.0
     """A fleet member not heard from for this long is probed, and dead unless it
     answers (it beats twice a second)."""
+    handoff: bool = False
+    """On SIGTERM (a deploy, a recycle), hand each running job to another member of the
+    fleet, which brings its bot into the room, instead of letting it run on here until
+    `drain_seconds` cut it (`supervisor.fleet`; needs `restore`)."""
 
 
 @attrs.frozen
@@ -540,7 +544,7 @@ def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
             hook = load_bot(accept)  # the same import rules as a bot factory
         except BotLoadError as err:
             raise ConfigError(f"dispatch.accept = {accept!r}: {err}") from err
-    return DispatchConfig(
+    dispatch = DispatchConfig(
         enabled=table.flag("enabled", d.enabled),
         agent_name=table.get("agent_name", str, "an agent name ('' for automatic dispatch)",
                              d.agent_name, lambda v: v == v.strip()),
@@ -564,7 +568,14 @@ def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
             "restore_after_seconds", (int, float), "a number of seconds >= 1 (two beats)",
             d.restore_after_seconds, lambda v: v >= 1,
         )),
+        handoff=table.flag("handoff", d.handoff),
     )
+    if dispatch.handoff and not dispatch.restore:
+        raise ConfigError(
+            "dispatch.handoff = true: expected dispatch.restore = true as well (the fleet "
+            "carries a handoff)"
+        )
+    return dispatch
 
 
 def _e2ee_key(table: _Table, environ: dict[str, str]) -> bytes | None:

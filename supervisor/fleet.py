@@ -51,8 +51,14 @@ Why no room gets two bots, even when survivors notice at once or disagree:
   lost, since what was not heard meanwhile says nothing about the others.
 
 A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpose and
-are not restored. A job started within the last beat before a death may not be in
-the record the survivors have, and is not restored.
+are not restored. With `[dispatch] handoff` it first hands each running job over
+(`Fleet.hand_over`): a reliable packet on `HANDOFF_TOPIC`, the record's entry for the
+job, to the member that would own it once this one is gone; that member takes it as it
+would restore it (it removes the draining worker's bot and joins under its identity),
+so the caller keeps a bot, after a gap of a leave and a join.
+
+A job started within the last beat before a death may not be in the record the
+survivors have, and is not restored.
 """
 
 from __future__ import annotations
@@ -108,6 +114,12 @@ ROOM_CHECK_SECONDS = 2.0
 """How long a restore waits for the server to say who is in the room."""
 JOIN_TIMEOUT_SECONDS = 10.0
 REJOIN = Backoff(initial=0.5, maximum=5.0, jitter=0.2)
+HANDOFF_TOPIC = "lksup.fleet.handoff"
+HANDOFF_SECONDS = 10.0
+"""How long a draining member waits for the member it handed a job to to take it (its
+bot out of the room) before it asks the next one."""
+HANDOFF_BACKLOG = 1000
+"""Handoffs received and not yet taken up, at most (more are refused: logged)."""
 
 
 def fleet_room(agent_name: str) -> str:
@@ -162,6 +174,11 @@ def _plain(_: Any, __: Any, value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
+def encode_handoff(served: Served) -> str:
+    """A job handed over, as a data packet to its taker: the record's entry for it."""
+    return json.dumps({"job": attrs.asdict(served, value_serializer=_plain)}, separators=(",", ":"))
+
+
 class RecordError(ValueError):
     """A member's metadata is not a record this version reads."""
 
@@ -178,6 +195,14 @@ def decode_record(text: str) -> Record:
         return Record(tuple(_served(entry) for entry in doc["jobs"]), probe)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RecordError(f"not a fleet record: {err}") from err
+
+
+def decode_handoff(data: bytes) -> Served:
+    """A handoff packet's job. Raises `RecordError`."""
+    try:
+        return _served(json.loads(data)["job"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise RecordError(f"not a handoff: {err}") from err
 
 
 _JOB_TEXT = ("id", "room", "room_sid", "room_metadata", "dispatch_id", "metadata", "agent_name")
@@ -286,6 +311,13 @@ class FleetView:
         """Every member, this one included."""
         return [self.me, *(i for i, m in self.members.items() if not m.bye)]
 
+    def takers(self, key: str) -> list[str]:
+        """Who may take over the job of tree name `key` from this member, which drains:
+        the other live members that are not full (a draining one beats as full), the
+        highest ranked first."""
+        others = [i for i, m in self.members.items() if not m.bye and not m.full]
+        return sorted(others, key=lambda member: rank(member, key), reverse=True)
+
     def owner(self, key: str, me_full: bool) -> str:
         """Who restores the job of tree name `key`: the highest ranked live member that
         is not full; the highest ranked of all when every one is."""
@@ -319,6 +351,10 @@ class Fleet:
         self.probe = probe_url(config)
         self._room: rtc.Room | None = None
         self._published = ""
+        self._handed, self._handoffs = anyio.create_memory_object_stream[tuple[str, Served]](
+            HANDOFF_BACKLOG
+        )
+        """Jobs other members hand to this one, as they come, with who hands each."""
         self.tried = anyio.Event()
         """Set once the first join ended, joined or not: the worker registers after it
         (`dispatching`), so that the join's CPU (the SDK's runtime starting) is not
@@ -373,6 +409,8 @@ class Fleet:
         now = anyio.current_time
 
         def on_data(packet: rtc.DataPacket) -> None:
+            if packet.topic == HANDOFF_TOPIC and packet.participant is not None:
+                self._received(packet.participant.identity, packet.data)
             if packet.topic != BEAT_TOPIC or packet.participant is None:
                 return
             try:
@@ -424,12 +462,66 @@ class Fleet:
                 tasks.start_soon(self._beat, room)
                 tasks.start_soon(self._record, room)
                 tasks.start_soon(self._look, server_api)
+                tasks.start_soon(self._take_handoffs, server_api)
                 await lost.wait()
                 tasks.cancel_scope.cancel()
             log.warning("[%s] the fleet connection was lost: joining again", self.room_name)
         finally:
             self._room = None
             await end_room(room)
+
+    async def hand_over(self) -> None:
+        """Hand every job running here to another member, as this one drains: each to
+        its highest ranked taker (`FleetView.takers`), which removes this member's bot
+        from the room and brings its own in under the same identity, as a restore does
+        (`_restore`). A job still here `HANDOFF_SECONDS` later goes to the next taker;
+        one that nobody takes stays, and drains here."""
+        room = self._room
+        if room is None or not room.isconnected():
+            log.warning("[%s] not in the fleet: the jobs drain here", self.room_name)
+            return
+        async with anyio.create_task_group() as handing:
+            for served in self.jobs.served():
+                handing.start_soon(self._hand, room, served)
+
+    async def _hand(self, room: rtc.Room, served: Served) -> None:
+        job = served.job
+        for taker in self.view.takers(job.key):
+            ended = self.jobs.ended(job.id)
+            if ended is None:  # it ended meanwhile, by itself
+                return
+            log.info("[%s] job %s: handing it over to %s", job.key, job.id, taker)
+            with anyio.move_on_after(SEND_SECONDS):
+                await room.local_participant.publish_data(
+                    encode_handoff(served), reliable=True, topic=HANDOFF_TOPIC,
+                    destination_identities=[taker],
+                )  # fmt: skip
+            with anyio.move_on_after(HANDOFF_SECONDS):
+                await ended.wait()
+                self.state.handed += 1
+                log.info("[%s] job %s: handed over to %s", job.key, job.id, taker)
+                return
+            log.warning("[%s] job %s: %s did not take it over within %g s",
+                        job.key, job.id, taker, HANDOFF_SECONDS)
+        if self.jobs.ended(job.id) is not None:
+            log.info("[%s] job %s: no member takes it over: it drains here", job.key, job.id)
+
+    def _received(self, giver: str, data: bytes) -> None:
+        try:
+            served = decode_handoff(data)
+        except RecordError as err:
+            log.warning("[%s] member %s: %s; ignored", self.room_name, giver, err)
+            return
+        try:
+            self._handed.send_nowait((giver, served))
+        except anyio.WouldBlock:
+            log.warning("[%s] job %s handed over by %s: refused, %d handoffs pending",
+                        served.job.key, served.job.id, giver, HANDOFF_BACKLOG)
+
+    async def _take_handoffs(self, server_api: api.LiveKitAPI) -> None:
+        async with anyio.create_task_group() as taking:
+            async for giver, served in self._handoffs:
+                taking.start_soon(self._restore, served, server_api, giver)
 
     def _read_record(self, identity: str, metadata: str) -> None:
         try:
@@ -528,24 +620,27 @@ class Fleet:
         except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError):
             return False
 
-    async def _restore(self, served: Served, server_api: api.LiveKitAPI) -> None:
-        """Run a dead member's job here, if its room still has someone it serves."""
+    async def _restore(
+        self, served: Served, server_api: api.LiveKitAPI, giver: str | None = None
+    ) -> None:
+        """Run a dead member's job here, or one a draining member (`giver`) hands over,
+        if its room still has someone it serves."""
         job = served.job
+        whose = "of a dead member" if giver is None else f"handed over by {giver}"
         if self.worker.draining:  # it beats as full, but every member may be full
-            log.info("[%s] job %s of a dead member: not restored, draining", job.key, job.id)
+            log.info("[%s] job %s %s: not taken, draining", job.key, job.id, whose)
             return
         if self.jobs.serves(job):
-            log.info("[%s] job %s of a dead member: served here already", job.key, job.id)
+            log.info("[%s] job %s %s: served here already", job.key, job.id, whose)
             return
         try:
             participants = await participants_in(server_api, job.room, ROOM_CHECK_SECONDS)
         except API_ERRORS as err:
-            log.warning("[%s] job %s not restored: who is in the room is unknown (%s)",
-                        job.key, job.id, err)
+            log.warning("[%s] job %s %s not taken: who is in the room is unknown (%s)",
+                        job.key, job.id, whose, err)
             return
         if not _has_company(job, participants):
-            log.info("[%s] job %s of a dead member: nobody to serve, not restored",
-                     job.key, job.id)
+            log.info("[%s] job %s %s: nobody to serve, not taken", job.key, job.id, whose)
             return
         if any(p.identity == served.identity for p in participants):
             await self._remove_ghost(job, served.identity, server_api)
@@ -557,16 +652,20 @@ class Fleet:
             metadata=served.metadata,
             attributes=served.token_attributes(),
         )
-        self.state.restored += 1
-        log.info("[%s] restoring job %s of a dead member as %s", job.key, job.id, served.identity)
+        if giver is None:
+            self.state.restored += 1
+        else:
+            self.state.taken += 1
+        log.info("[%s] taking job %s %s as %s", job.key, job.id, whose, served.identity)
         self.jobs.restore(served, token, self.credentials.url)
 
     async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
-        """Remove the dead bot's ghost through the server API before joining under its
-        identity, so the server and the callers see the plain path, a leave then a
-        join: a join replacing the ghost (`duplicate_identity`) was followed, once in a
-        dozen runs here, by a restored bot whose requests the server did not answer and
-        whose track the caller never got. A removal that fails (the ghost gone already,
+        """Remove the dead bot's ghost (or a draining member's bot, handing its job over)
+        through the server API before joining under its identity, so the server and the
+        callers see the plain path, a leave then a join: a join replacing the ghost
+        (`duplicate_identity`) was followed, once in a dozen runs here, by a restored
+        bot whose requests the server did not answer and whose track the caller never
+        got. A removal that fails (the ghost gone already,
         or removed by another survivor) is no matter: the join replaces what is there."""
         try:
             await remove_participant(server_api, job.room, identity, ROOM_CHECK_SECONDS)

@@ -299,6 +299,12 @@ class Jobs:
             if r.serving()
         ]
 
+    def ended(self, job_id: str) -> anyio.Event | None:
+        """Set once the end of the job running as `job_id` is decided; None when no such
+        job runs here."""
+        running = self.running.get(job_id)
+        return None if running is None else running.ended
+
     def terminate(self, job_id: str) -> None:
         """The server ended the job (its dispatch deleted): the bot leaves."""
         running = self.running.get(job_id)

@@ -759,6 +759,15 @@ class DispatchCollector(Collector):
             "Jobs of dead fleet members this worker restored (its bot back in the room).",
             value=fleet.restored,
         )
+        handoffs = CounterMetricFamily(
+            f"{PREFIX}_fleet_handoffs",
+            "Jobs handed over between fleet members ([dispatch] handoff), by direction: "
+            "given (as this worker drained: the taker's bot replaced this one's), taken.",
+            labels=["direction"],
+        )
+        handoffs.add_metric(["given"], fleet.handed)
+        handoffs.add_metric(["taken"], fleet.taken)
+        yield handoffs
 
 
 class SupervisorMetrics:

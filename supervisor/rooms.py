@@ -99,6 +99,10 @@ class FleetState:
     """The other live members: identity, jobs in its record, full."""
     restored: int = 0
     """Jobs this process restored."""
+    handed: int = 0
+    """Jobs this process handed over to another member as it drained (`[dispatch] handoff`)."""
+    taken: int = 0
+    """Jobs this process took over from a draining member."""
     dead: int = 0
     """Members this process found dead."""
 

@@ -109,6 +109,8 @@ class Status:
             ],
             "dead": fleet.dead,
             "restored": fleet.restored,
+            "handed_over": fleet.handed,
+            "taken_over": fleet.taken,
         }
 
     def _rooms(self) -> list[Document]:

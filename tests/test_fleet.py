@@ -18,7 +18,9 @@ from supervisor.fleet import (
     FleetView,
     Record,
     RecordError,
+    decode_handoff,
     decode_record,
+    encode_handoff,
     encode_record,
     fleet_room,
     probe_url,
@@ -114,6 +116,18 @@ def test_forgetting_times_after_a_stall_spares_everyone() -> None:
     assert view.take_silent(12.9) == []
 
 
+def test_a_draining_member_hands_a_job_to_the_others_by_rank_the_full_ones_last_never() -> None:
+    """The order a draining member asks others to take a job over: by the same rank as a
+    restore's owner, itself, the full (a draining member beats as full) and the gone
+    left out; the first is the restore's owner once this member is gone."""
+    view = view_of("me", ["a", "b", "c", "d"], full=frozenset({"c"}))
+    view.said_bye("d")
+    for key in ("room-1", "room-2", "call-7:alice"):
+        takers = view.takers(key)
+        assert sorted(takers) == ["a", "b"]
+        assert takers[0] == view.owner(key, me_full=True)
+
+
 def served(room: str, participant: str | None = None, **job: str) -> Served:
     return Served(
         Job(id=f"AJ_{room}", room=room, participant=participant, agent_name="bot", **job),
@@ -143,6 +157,14 @@ def test_a_record_over_its_limit_leaves_jobs_out_and_says_how_many() -> None:
     kept = decode_record(text).jobs
     assert left_out == 100 - len(kept) > 0
     assert kept == record.jobs[: len(kept)]
+
+
+def test_a_handoff_reads_back_as_written_and_a_malformed_one_is_an_error() -> None:
+    job = served("r1", "alice", dispatch_id="AD_1", room_sid="RM_1")
+    assert decode_handoff(encode_handoff(job).encode()) == job
+    for data in (b"not json", b"{}", json.dumps({"job": {"id": "a"}}).encode()):
+        with pytest.raises(RecordError):
+            decode_handoff(data)
 
 
 ENTRY = json.loads(encode_record(Record((served("r"),)))[0])["jobs"][0]
@@ -210,6 +232,20 @@ def test_restore_is_on_by_default_and_its_silence_checked() -> None:
                 "livekit": {"url": "ws://x:1"},
                 "bot": {"factory": "supervisor.bots.echo:create_bot"},
                 "dispatch": {"restore_after_seconds": 0.5},
+            },
+            environ={},
+        )
+
+
+def test_handoff_is_off_by_default_and_needs_the_fleet() -> None:
+    assert config("127.0.0.1:9464").dispatch.handoff is False
+    expected = r"dispatch.handoff = true: expected dispatch.restore = true as well"
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(
+            {
+                "livekit": {"url": "ws://x:1"},
+                "bot": {"factory": "supervisor.bots.echo:create_bot"},
+                "dispatch": {"handoff": True, "restore": False},
             },
             environ={},
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -265,6 +266,35 @@ async def listen_for_tone(
         while not is_tone(heard, frequency):
             heard = await collect_audio(track, seconds)
     return heard
+
+
+async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 20.0) -> float:
+    """Publish a tone and hear `bot` echo it; the seconds until its track was subscribed."""
+    started = time.perf_counter()
+    async with publishing_tone(room, 440.0):
+        track = await subscribed_audio_track(room, bot, timeout=timeout)
+        arrived = time.perf_counter() - started
+        heard = await listen_for_tone(track, 440.0)
+    assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
+    return arrived
+
+
+def bot_track(room: rtc.Room, bot: str = "bot") -> str | None:
+    """The sid of the bot's audio track as `room` sees it, once subscribed."""
+    participant = room.remote_participants.get(bot)
+    for publication in participant.track_publications.values() if participant else ():
+        if isinstance(publication.track, rtc.RemoteAudioTrack):
+            return publication.sid
+    return None
+
+
+async def agents_listed(server: ServerCredentials, room: str) -> list[str]:
+    """The agents in `room` as the server lists them (two bots of one identity would show
+    as one participant on the client's side)."""
+    async with api.LiveKitAPI(server.url, server.api_key, server.api_secret) as lk:
+        listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+    agent = api.ParticipantInfo.Kind.AGENT
+    return [p.identity for p in listing.participants if p.kind == agent]
 
 
 async def first_tone_at(

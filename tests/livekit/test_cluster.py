@@ -37,8 +37,10 @@ from tests.helpers.cluster import (
     running_cluster,
 )
 from tests.helpers.participants import (
+    agents_listed,
+    bot_track,
     first_tone_at,
-    is_tone,
+    hears_echo,
     join,
     listen_for_tone,
     publishing_tone,
@@ -85,37 +87,12 @@ def metrics(run: SupervisorProcess) -> Samples:
     return Samples(get(f"http://127.0.0.1:{port}/metrics")[1])
 
 
-async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 20.0) -> None:
-    async with publishing_tone(room, 440.0):
-        track = await subscribed_audio_track(room, bot, timeout=timeout)
-        heard = await listen_for_tone(track, 440.0)
-    assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
-
-
 def agents_in(room: rtc.Room) -> list[str]:
     return [
         p.identity
         for p in room.remote_participants.values()
         if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
     ]
-
-
-def bot_track(room: rtc.Room, bot: str = "bot") -> str | None:
-    """The sid of the bot's audio track as `room` sees it, once subscribed."""
-    participant = room.remote_participants.get(bot)
-    for publication in participant.track_publications.values() if participant else ():
-        if isinstance(publication.track, rtc.RemoteAudioTrack):
-            return publication.sid
-    return None
-
-
-async def agents_listed(node: LiveKitServer, room: str) -> list[str]:
-    """The agents in `room` as the server lists them (two bots of one identity would show
-    as one participant on the client's side)."""
-    async with api.LiveKitAPI(node.url, node.api_key, node.api_secret) as lk:
-        listing = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-    agent = api.ParticipantInfo.Kind.AGENT
-    return [p.identity for p in listing.participants if p.kind == agent]
 
 
 def settled(run: SupervisorProcess, room: str) -> bool:

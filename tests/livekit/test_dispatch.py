@@ -38,6 +38,7 @@ from tests.helpers.cli_process import (
 from tests.helpers.goodbye_bot import GOODBYE_SECONDS_ENV
 from tests.helpers.participants import (
     ServerCredentials,
+    hears_echo,
     is_tone,
     join,
     listen_for_tone,
@@ -109,17 +110,6 @@ async def polled(
             await anyio.sleep(0.1)
         return last
     raise AssertionError(f"{url}: still {last!r} after {timeout} s")
-
-
-async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 15.0) -> float:
-    """Publish a tone; the seconds until the bot's track was subscribed, once its echo is heard."""
-    started = time.perf_counter()
-    async with publishing_tone(room, 440.0):
-        track = await subscribed_audio_track(room, bot, timeout=timeout)
-        arrived = time.perf_counter() - started
-        heard = await listen_for_tone(track, 440.0)
-    assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
-    return arrived
 
 
 @pytest.mark.anyio

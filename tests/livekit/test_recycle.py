@@ -24,10 +24,10 @@ from livekit import rtc
 from benchmarks.process_tree import rss_bytes, tree
 from supervisor.livekit_server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
-from tests.helpers.participants import join
+from tests.helpers.participants import hears_echo, join
 from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import get
-from tests.livekit.test_dispatch import DISPATCH_BOT, REGISTERED, hears_echo
+from tests.livekit.test_dispatch import DISPATCH_BOT, REGISTERED
 
 pytestmark = [pytest.mark.livekit, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

@@ -1,0 +1,153 @@
+"""A draining worker hands its rooms to the fleet (`[dispatch] handoff`): no call cut.
+
+Two `supervisor run` processes with `[dispatch]` on one server, both in the agent's
+fleet; callers talk to their bots; SIGTERM the worker serving them. Its rooms' bots come
+back from the other worker while the callers stay, and the drained worker exits long
+before its `drain_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import statistics
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from livekit import rtc
+
+from supervisor.livekit_server import LiveKitServer
+from tests.helpers.cli_process import SupervisorConfig
+from tests.helpers.participants import (
+    SAMPLE_RATE,
+    agents_listed,
+    bot_track,
+    first_tone_at,
+    hears_echo,
+    is_tone,
+    join,
+    publishing_tone,
+    subscribed_audio_track,
+)
+from tests.helpers.prometheus import Samples, get
+from tests.livekit.test_dispatch import dispatch_config, dispatch_worker
+
+DRAIN_SECONDS = 120
+"""Far longer than a handoff takes: the drained worker exiting well before says the
+calls were handed over, not waited for."""
+WINDOW = 0.05
+"""The audio a tone is judged on, when timing the gap: it biases each gap by up to this."""
+
+
+def fleet(config: SupervisorConfig) -> dict[str, Any]:
+    status = json.loads(get(f"http://127.0.0.1:{config.metrics_port}/status")[1])
+    return dict(status["worker"]["fleet"])
+
+
+async def last_tone_at(track: rtc.Track, frequency: float, until: anyio.Event) -> float:
+    """The loop time of the end of the last `WINDOW` of `track` that carried `frequency`,
+    read until `until` is set (the track's bot replaced)."""
+    wanted = int(WINDOW * SAMPLE_RATE)
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    last, recent = 0.0, np.zeros(0, dtype=np.int16)
+
+    async def read() -> None:
+        nonlocal last, recent
+        async for event in stream:
+            recent = np.concatenate([recent, np.frombuffer(event.frame.data, np.int16)])
+            if recent.size >= wanted:
+                if is_tone(recent[-wanted:], frequency):
+                    last = asyncio.get_running_loop().time()
+                recent = recent[-wanted:]
+
+    try:
+        async with anyio.create_task_group() as reading:
+            reading.start_soon(read)
+            await until.wait()
+            reading.cancel_scope.cancel()
+    finally:
+        await stream.aclose()
+    return last
+
+
+async def until(condition: Any, timeout: float = 30.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.1)
+
+
+@pytest.mark.anyio
+async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """Three callers talk to worker a's bots (b starts once they are served, so a took
+    every room); a is sent SIGTERM with `drain_seconds` at 120: b takes each job over,
+    removing a's bot and joining under its identity; every caller hears the echo again
+    from b's bot, one bot per room, and a exits 0 within 30 s. The caller-heard gap of
+    each handoff (the last tone from a's bot to the first from b's) is printed."""
+    names = [f"handoff-{i}" for i in range(3)]
+
+    def config() -> SupervisorConfig:
+        return dispatch_config(
+            livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS, handoff=True
+        )
+
+    a_config, b_config = config(), config()
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "a", config=a_config) as a,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        callers: dict[str, rtc.Room] = {}
+        for name in names:
+            room = await stack.enter_async_context(join(livekit_server, name, "caller"))
+            await stack.enter_async_context(publishing_tone(room, 440.0))
+            callers[name] = room
+        tracks = {
+            name: await subscribed_audio_track(room, "bot", timeout=30)
+            for name, room in callers.items()
+        }
+        old = {name: bot_track(room) for name, room in callers.items()}
+        async with dispatch_worker(tmp_path, livekit_server, "b", config=b_config) as b:
+            await until(lambda: fleet(a_config)["members"] == fleet(b_config)["members"] == 2)
+            gaps: dict[str, float] = {}
+
+            async def gap(name: str) -> None:
+                room, replaced = callers[name], anyio.Event()
+                last = 0.0
+
+                async def old_bot() -> None:
+                    nonlocal last
+                    last = await last_tone_at(tracks[name], 440.0, replaced)
+
+                async with anyio.create_task_group() as listening:
+                    listening.start_soon(old_bot)
+                    await until(lambda: bot_track(room) not in (old[name], None), timeout=60)
+                    track = await subscribed_audio_track(room, "bot")
+                    replaced.set()
+                first = await first_tone_at(track, 440.0, window=WINDOW)
+                gaps[name] = first - last
+
+            signalled = anyio.current_time()
+            a.send_signal(signal.SIGTERM)
+            async with anyio.create_task_group() as handoffs:
+                for name in names:
+                    handoffs.start_soon(gap, name)
+            assert await a.wait(timeout=30) == 0, a.tail()
+            exited = anyio.current_time() - signalled
+            assert len(a.matches(r"\] job \S+: handed over to fleet-")) == len(names), a.tail()
+            taken = r"\] taking job \S+ handed over by fleet-"
+            assert len(b.matches(taken)) == len(names), b.tail()
+            for name, room in callers.items():
+                assert await agents_listed(livekit_server, name) == ["bot"], name
+                await hears_echo(room)
+            samples = Samples(get(f"http://127.0.0.1:{b_config.metrics_port}/metrics")[1])
+            assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
+            ordered = sorted(gaps.values())
+            print(f"\ncaller-heard gap over {len(ordered)} handoffs: p50 "
+                  f"{statistics.median(ordered) * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms; "
+                  f"a's SIGTERM to its exit {exited:.1f} s")
