@@ -504,7 +504,8 @@ class Fleet:
             log.warning("[%s] job %s: %s did not take it over within %g s",
                         job.key, job.id, taker, HANDOFF_SECONDS)
         if self.jobs.ended(job.id) is not None:
-            log.info("[%s] job %s: no member takes it over: it drains here", job.key, job.id)
+            self.state.not_handed += 1
+            log.warning("[%s] job %s: no member took it over: it drains here", job.key, job.id)
 
     def _received(self, giver: str, data: bytes) -> None:
         try:
@@ -644,6 +645,7 @@ class Fleet:
             return
         if any(p.identity == served.identity for p in participants):
             await self._remove_ghost(job, served.identity, server_api)
+        handed_at = None if giver is None else anyio.current_time()  # the old bot is out
         token = agent_token(
             self.credentials,
             job.room,
@@ -657,7 +659,7 @@ class Fleet:
         else:
             self.state.taken += 1
         log.info("[%s] taking job %s %s as %s", job.key, job.id, whose, served.identity)
-        self.jobs.restore(served, token, self.credentials.url)
+        self.jobs.restore(served, token, self.credentials.url, handed_at)
 
     async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
         """Remove the dead bot's ghost (or a draining member's bot, handing its job over)

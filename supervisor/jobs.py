@@ -125,6 +125,9 @@ class _Running:
     restored: bool = False
     """Restored from a dead member of the fleet, not assigned by the server: no status
     to report, no dispatch latency to observe."""
+    handed_at: float | None = None
+    """Taken over from a draining member: when its bot was taken out of the room, for
+    the time the room was without a bot's track (`FleetState.handoff_time`)."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
     """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
@@ -276,11 +279,15 @@ class Jobs:
         url = assignment.url or self.url
         self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
-    def restore(self, served: Served, token: str, url: str) -> None:
-        """Run a dead fleet member's job here, joined with `token` (minted for its bot's
-        identity, which replaces the dead bot's ghost in the room)."""
+    def restore(
+        self, served: Served, token: str, url: str, handed_at: float | None = None
+    ) -> None:
+        """Run a dead fleet member's job here, or one a draining member handed over (its
+        bot out of the room at `handed_at`), joined with `token` (minted for its bot's
+        identity)."""
         accept = Accept(name=served.name, metadata=served.metadata, attributes=served.attributes)
         running = _Running(served.job, anyio.current_time(), served.identity, accept, True)
+        running.handed_at = handed_at
         self.running[served.job.id] = running
         self.tasks.start_soon(self._serve, running, token, url, served.identity)
         self._changed()
@@ -427,6 +434,17 @@ class Jobs:
         """Observe the offer accepted to the bot's track published and to its first
         audio, once each, at the moments the room's tree noted them (`RoomStats`): the
         interval of the look does not blur them."""
+        fleet, published, handed_at = (
+            self.room_set.fleet, stats.track_published_at, running.handed_at
+        )
+        if (
+            handed_at is not None
+            and published is not None
+            and fleet is not None
+            and "handoff" not in running.timed
+        ):
+            running.timed.add("handoff")
+            fleet.handoff_time.observe(published - handed_at)
         worker = self.room_set.worker
         if worker is None or running.restored:
             return

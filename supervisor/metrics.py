@@ -762,12 +762,23 @@ class DispatchCollector(Collector):
         handoffs = CounterMetricFamily(
             f"{PREFIX}_fleet_handoffs",
             "Jobs handed over between fleet members ([dispatch] handoff), by direction: "
-            "given (as this worker drained: the taker's bot replaced this one's), taken.",
+            "given (as this worker drained: the taker's bot replaced this one's), taken, "
+            "failed (no member took it: it drained here, and was cut at drain_seconds if "
+            "its call went on).",
             labels=["direction"],
         )
         handoffs.add_metric(["given"], fleet.handed)
         handoffs.add_metric(["taken"], fleet.taken)
+        handoffs.add_metric(["failed"], fleet.not_handed)
         yield handoffs
+        gap = fleet.handoff_time
+        yield _histogram(
+            f"{PREFIX}_fleet_handoff_seconds",
+            "In each job this worker took over from a draining one: from the old bot out of "
+            "the room (its removal done) to this worker's bot's audio track published there "
+            "(what the caller hears as silence, but for the subscription).",
+            gap.bounds, gap.counts, gap.sum_ns,
+        )  # fmt: skip
 
 
 class SupervisorMetrics:

@@ -87,6 +87,11 @@ class WorkerState:
     """From an offer accepted to the bot's first audio captured into its track."""
 
 
+HANDOFF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+"""Seconds a room is without its bot's audio track in a handoff: finest below the 0.5 s
+aim."""
+
+
 @attrs.define
 class FleetState:
     """The fleet membership's (`supervisor.fleet`), for `/status` and the metrics."""
@@ -103,6 +108,11 @@ class FleetState:
     """Jobs this process handed over to another member as it drained (`[dispatch] handoff`)."""
     taken: int = 0
     """Jobs this process took over from a draining member."""
+    not_handed: int = 0
+    """Jobs this process, draining, could hand to no member: they drained here."""
+    handoff_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(HANDOFF_BUCKETS))
+    """In each job this process took over: from the draining member's bot out of the
+    room (the server API's removal done) to this one's audio track published there."""
     dead: int = 0
     """Members this process found dead."""
 

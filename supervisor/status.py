@@ -111,6 +111,7 @@ class Status:
             "restored": fleet.restored,
             "handed_over": fleet.handed,
             "taken_over": fleet.taken,
+            "not_handed_over": fleet.not_handed,
         }
 
     def _rooms(self) -> list[Document]:

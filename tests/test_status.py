@@ -99,7 +99,7 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
     state.ended["succeeded"] += 2
     rooms.fleet = FleetState(
         identity="fleet-h-1-aa", connected=True, members=2, others=[("fleet-g-2-bb", 3, True)],
-        restored=1, dead=1, handed=2, taken=3,
+        restored=1, dead=1, handed=2, taken=3, not_handed=4,
     )  # fmt: skip
 
     document = status.read()
@@ -137,6 +137,7 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
             "restored": 1,
             "handed_over": 2,
             "taken_over": 3,
+            "not_handed_over": 4,
         },
     }
     by_name = {room["name"]: room for room in document["rooms"]}

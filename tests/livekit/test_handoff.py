@@ -147,7 +147,10 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
                 await hears_echo(room)
             samples = Samples(get(f"http://127.0.0.1:{b_config.metrics_port}/metrics")[1])
             assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
+            assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
+            without = samples["lksup_fleet_handoff_seconds_sum"] / len(names)
             ordered = sorted(gaps.values())
             print(f"\ncaller-heard gap over {len(ordered)} handoffs: p50 "
                   f"{statistics.median(ordered) * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms; "
-                  f"a's SIGTERM to its exit {exited:.1f} s")
+                  f"a's SIGTERM to its exit {exited:.1f} s; rooms without a bot's track "
+                  f"{without * 1000:.0f} ms on average (b's lksup_fleet_handoff_seconds)")
