@@ -223,29 +223,27 @@ def config(listen: str) -> Config:
     )
 
 
-def test_restore_is_on_by_default_and_its_silence_checked() -> None:
-    assert config("127.0.0.1:9464").dispatch.restore is True
-    expected = r"dispatch.restore_after_seconds = 0.5: expected a number of seconds >= 1"
+def test_restore_is_on_and_handoff_off_by_default() -> None:
+    dispatch = config("127.0.0.1:9464").dispatch
+    assert (dispatch.restore, dispatch.handoff) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"restore_after_seconds": 0.5},
+         r"dispatch.restore_after_seconds = 0.5: expected a number of seconds >= 1"),
+        ({"handoff": True, "restore": False},
+         r"dispatch.handoff = true: expected dispatch.restore = true as well"),
+    ],
+)  # fmt: skip
+def test_the_fleet_keys_are_checked(keys: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         parse_config(
             {
                 "livekit": {"url": "ws://x:1"},
                 "bot": {"factory": "supervisor.bots.echo:create_bot"},
-                "dispatch": {"restore_after_seconds": 0.5},
-            },
-            environ={},
-        )
-
-
-def test_handoff_is_off_by_default_and_needs_the_fleet() -> None:
-    assert config("127.0.0.1:9464").dispatch.handoff is False
-    expected = r"dispatch.handoff = true: expected dispatch.restore = true as well"
-    with pytest.raises(ConfigError, match=expected):
-        parse_config(
-            {
-                "livekit": {"url": "ws://x:1"},
-                "bot": {"factory": "supervisor.bots.echo:create_bot"},
-                "dispatch": {"handoff": True, "restore": False},
+                "dispatch": keys,
             },
             environ={},
         )
