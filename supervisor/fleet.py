@@ -52,8 +52,9 @@ Why no room gets two bots, even when survivors notice at once or disagree:
 
 A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpose and
 are not restored. With `[dispatch] handoff` it first hands each running job over
-(`Fleet.hand_over`): a reliable packet on `HANDOFF_TOPIC`, the record's entry for the
-job, to the member that would own it once this one is gone; that member takes it as it
+(`Fleet.hand_over`): a text stream on `HANDOFF_TOPIC`, the record's entry for the job
+and the state its bot offered (`RoomTransport.offer_state`), to the member that would
+own it once this one is gone; that member takes it as it
 would restore it (it removes the draining worker's bot and joins under its identity),
 so the caller keeps a bot, after a gap of a leave and a join.
 
@@ -174,9 +175,14 @@ def _plain(_: Any, __: Any, value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def encode_handoff(served: Served) -> str:
-    """A job handed over, as a data packet to its taker: the record's entry for it."""
-    return json.dumps({"job": attrs.asdict(served, value_serializer=_plain)}, separators=(",", ":"))
+def encode_handoff(served: Served, state: str = "") -> str:
+    """A job handed over, as the text its taker reads: the record's entry for it, and
+    the state its bot offered (JSON text, "" for none: `RoomTransport.offer_state`)."""
+    doc = {
+        "job": attrs.asdict(served, value_serializer=_plain),
+        "state": json.loads(state) if state else None,
+    }
+    return json.dumps(doc, separators=(",", ":"))
 
 
 class RecordError(ValueError):
@@ -197,10 +203,14 @@ def decode_record(text: str) -> Record:
         raise RecordError(f"not a fleet record: {err}") from err
 
 
-def decode_handoff(data: bytes) -> Served:
-    """A handoff packet's job. Raises `RecordError`."""
+def decode_handoff(text: str) -> tuple[Served, str]:
+    """A handoff's job and state (JSON text, "" for none). Raises `RecordError`."""
     try:
-        return _served(json.loads(data)["job"])
+        doc = json.loads(text)
+        state = doc.get("state")
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"state = {state!r}")
+        return _served(doc["job"]), "" if state is None else json.dumps(state)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RecordError(f"not a handoff: {err}") from err
 
@@ -351,10 +361,10 @@ class Fleet:
         self.probe = probe_url(config)
         self._room: rtc.Room | None = None
         self._published = ""
-        self._handed, self._handoffs = anyio.create_memory_object_stream[tuple[str, Served]](
-            HANDOFF_BACKLOG
-        )
-        """Jobs other members hand to this one, as they come, with who hands each."""
+        self._handed, self._handoffs = anyio.create_memory_object_stream[
+            tuple[str, rtc.TextStreamReader]
+        ](HANDOFF_BACKLOG)
+        """Jobs other members hand to this one, as their streams open, with who hands each."""
         self.tried = anyio.Event()
         """Set once the first join ended, joined or not: the worker registers after it
         (`dispatching`), so that the join's CPU (the SDK's runtime starting) is not
@@ -409,8 +419,6 @@ class Fleet:
         now = anyio.current_time
 
         def on_data(packet: rtc.DataPacket) -> None:
-            if packet.topic == HANDOFF_TOPIC and packet.participant is not None:
-                self._received(packet.participant.identity, packet.data)
             if packet.topic != BEAT_TOPIC or packet.participant is None:
                 return
             try:
@@ -433,6 +441,7 @@ class Fleet:
             self.view.left(participant.identity)
 
         room.on("data_received", on_data)
+        room.register_text_stream_handler(HANDOFF_TOPIC, self._received)
         room.on("participant_metadata_changed", on_metadata)
         room.on("participant_connected", on_joined)
         room.on("participant_disconnected", on_left)
@@ -490,10 +499,12 @@ class Fleet:
             ended = self.jobs.ended(job.id)
             if ended is None:  # it ended meanwhile, by itself
                 return
-            log.info("[%s] job %s: handing it over to %s", job.key, job.id, taker)
+            state = self.jobs.offered_state(job.id)
+            log.info("[%s] job %s: handing it over to %s%s", job.key, job.id, taker,
+                     f" with {len(state)} bytes of state" if state else "")
             with anyio.move_on_after(SEND_SECONDS):
-                await room.local_participant.publish_data(
-                    encode_handoff(served), reliable=True, topic=HANDOFF_TOPIC,
+                await room.local_participant.send_text(
+                    encode_handoff(served, state), topic=HANDOFF_TOPIC,
                     destination_identities=[taker],
                 )  # fmt: skip
             with anyio.move_on_after(HANDOFF_SECONDS):
@@ -507,22 +518,30 @@ class Fleet:
             self.state.not_handed += 1
             log.warning("[%s] job %s: no member took it over: it drains here", job.key, job.id)
 
-    def _received(self, giver: str, data: bytes) -> None:
+    def _received(self, reader: rtc.TextStreamReader, giver: str) -> None:
+        """A handoff's stream opened (the SDK's callback): read it in `_take_handoffs`."""
         try:
-            served = decode_handoff(data)
-        except RecordError as err:
-            log.warning("[%s] member %s: %s; ignored", self.room_name, giver, err)
-            return
-        try:
-            self._handed.send_nowait((giver, served))
+            self._handed.send_nowait((giver, reader))
         except anyio.WouldBlock:
-            log.warning("[%s] job %s handed over by %s: refused, %d handoffs pending",
-                        served.job.key, served.job.id, giver, HANDOFF_BACKLOG)
+            log.warning("[%s] a job handed over by %s: refused, %d handoffs pending",
+                        self.room_name, giver, HANDOFF_BACKLOG)
 
     async def _take_handoffs(self, server_api: api.LiveKitAPI) -> None:
         async with anyio.create_task_group() as taking:
-            async for giver, served in self._handoffs:
-                taking.start_soon(self._restore, served, server_api, giver)
+            async for giver, reader in self._handoffs:
+                taking.start_soon(self._take_handoff, giver, reader, server_api)
+
+    async def _take_handoff(
+        self, giver: str, reader: rtc.TextStreamReader, server_api: api.LiveKitAPI
+    ) -> None:
+        try:
+            with anyio.fail_after(SEND_SECONDS):
+                served, state = decode_handoff(await reader.read_all())
+        except (RecordError, TimeoutError) as err:
+            log.warning("[%s] a job handed over by %s: %s; ignored", self.room_name, giver,
+                        err or "not read in time")
+            return
+        await self._restore(served, server_api, giver, state)
 
     def _read_record(self, identity: str, metadata: str) -> None:
         try:
@@ -622,10 +641,14 @@ class Fleet:
             return False
 
     async def _restore(
-        self, served: Served, server_api: api.LiveKitAPI, giver: str | None = None
+        self,
+        served: Served,
+        server_api: api.LiveKitAPI,
+        giver: str | None = None,
+        state: str = "",
     ) -> None:
-        """Run a dead member's job here, or one a draining member (`giver`) hands over,
-        if its room still has someone it serves."""
+        """Run a dead member's job here, or one a draining member (`giver`) hands over
+        with its bot's `state`, if its room still has someone it serves."""
         job = served.job
         whose = "of a dead member" if giver is None else f"handed over by {giver}"
         if self.worker.draining:  # it beats as full, but every member may be full
@@ -659,7 +682,7 @@ class Fleet:
         else:
             self.state.taken += 1
         log.info("[%s] taking job %s %s as %s", job.key, job.id, whose, served.identity)
-        self.jobs.restore(served, token, self.credentials.url, handed_at)
+        self.jobs.restore(served, token, self.credentials.url, handed_at, state)
 
     async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
         """Remove the dead bot's ghost (or a draining member's bot, handing its job over)

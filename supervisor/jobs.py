@@ -127,7 +127,9 @@ class _Running:
     to report, no dispatch latency to observe."""
     handed_at: float | None = None
     """Taken over from a draining member: when its bot was taken out of the room, for
-    the time the room was without a bot's track (`FleetState.handoff_time`)."""
+    the time the room was without a bot's track (`FleetState.handoff_time`)..."""
+    handed_state: str = ""
+    """...and the state its bot offered (`RoomTransport.offer_state`), for this one."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
     """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
@@ -280,14 +282,19 @@ class Jobs:
         self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
     def restore(
-        self, served: Served, token: str, url: str, handed_at: float | None = None
+        self,
+        served: Served,
+        token: str,
+        url: str,
+        handed_at: float | None = None,
+        handed_state: str = "",
     ) -> None:
         """Run a dead fleet member's job here, or one a draining member handed over (its
-        bot out of the room at `handed_at`), joined with `token` (minted for its bot's
-        identity)."""
+        bot out of the room at `handed_at`, with the state it offered), joined with
+        `token` (minted for its bot's identity)."""
         accept = Accept(name=served.name, metadata=served.metadata, attributes=served.attributes)
         running = _Running(served.job, anyio.current_time(), served.identity, accept, True)
-        running.handed_at = handed_at
+        running.handed_at, running.handed_state = handed_at, handed_state
         self.running[served.job.id] = running
         self.tasks.start_soon(self._serve, running, token, url, served.identity)
         self._changed()
@@ -305,6 +312,13 @@ class Jobs:
             for r in self.running.values()
             if r.serving()
         ]
+
+    def offered_state(self, job_id: str) -> str:
+        """The state the bot of the job running as `job_id` last offered for a handoff
+        (JSON text), or ""."""
+        running = self.running.get(job_id)
+        stats = None if running is None else running.stats
+        return "" if stats is None else stats.offered_state
 
     def ended(self, job_id: str) -> anyio.Event | None:
         """Set once the end of the job running as `job_id` is decided; None when no such
@@ -348,7 +362,7 @@ class Jobs:
             for earlier in [r for r in self.running.values() if r.job.key == job.key]:
                 if earlier is not running:  # ending (see `serves`): its tree has the name
                     await earlier.gone.wait()
-            spec = self.room_set.job_spec(job, token, url, identity)
+            spec = self.room_set.job_spec(job, token, url, identity, running.handed_state)
             stats = running.stats = self.room_set.stats[job.key]
             log.info("[%s] job %s assigned: joining", job.key, job.id)
             try:

@@ -164,10 +164,13 @@ class RoomSet:
     def room_spec(self, room: RoomConfig) -> ChildSpec:
         return self._spec(room_settings(room, self.credentials))
 
-    def job_spec(self, job: Job, token: str, url: str, identity: str) -> ChildSpec:
+    def job_spec(
+        self, job: Job, token: str, url: str, identity: str, handed_state: str = ""
+    ) -> ChildSpec:
         """A dispatched room's tree: the dispatched rooms' bot (`Config.dispatch_bot`),
-        joined with the job assignment's token (which names the bot `identity`); counted
-        as served until `job_ended`."""
+        joined with the job assignment's token (which names the bot `identity`), given
+        the state its previous bot offered if the room was handed over; counted as
+        served until `job_ended`."""
         static = room_settings(RoomConfig(job.room, self.config.dispatch_bot), self.credentials)
         livekit = self.config.livekit
         others = tuple(u for u in (self.credentials.url, *livekit.cluster_urls) if u != url)
@@ -176,6 +179,7 @@ class RoomSet:
             url=url,
             join_token=token,
             job=job,
+            handed_state=handed_state,
             identity=identity,
             name=identity,
             fallback_urls=others if livekit.cluster_urls else (),

@@ -5,15 +5,24 @@ missing refused with the reason (exit 2 at `supervisor run` and `check`)."""
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
+from livekit import rtc
 from pipecat.audio.utils import create_file_resampler
+from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
 
+from actors import ActorRef
+from actors.room import RoomSettings, RoomStats, RoomTransport
+from actors.room.transport import STATE_BYTES
 from supervisor.bots import echo, prewarm, talker, voice
+from supervisor.bots.handoff import ContextOffer, handed_messages
 from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer, shared_recognizer
 from supervisor.bots.voice import heard
 from supervisor.config import ConfigError, parse_config
@@ -108,3 +117,49 @@ def test_the_livekit_agents_peer_decodes_with_the_voice_bot_s_search() -> None:
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "DECODER_SEARCH"
     )  # fmt: skip
     assert ast.literal_eval(assigned.value) == FAST_SEARCH
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_bot_s_state_is_offered_as_json_within_its_limit_and_read_back_handed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`offer_state` keeps the last good offer as JSON; a state that is not JSON, or too
+    large, is logged and leaves nothing to hand over (a stale state would mislead)."""
+    transport, stats = _transport(handed_state='{"messages": [{"role": "user", "content": "hi"}]}')
+    assert transport.handed_state == {"messages": [{"role": "user", "content": "hi"}]}
+    assert handed_messages(transport) == [{"role": "user", "content": "hi"}]
+    transport.offer_state({"count": 1})
+    assert stats.offered_state == '{"count":1}'
+    transport.offer_state({"x": object()})
+    assert stats.offered_state == ""
+    transport.offer_state({"count": 2})
+    transport.offer_state({"big": "x" * STATE_BYTES})
+    assert stats.offered_state == ""
+    assert "is not JSON" in caplog.text
+    assert f"over {STATE_BYTES}: refused" in caplog.text
+    fresh, _ = _transport()
+    assert (fresh.handed_state, handed_messages(fresh)) == (None, [])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_the_voice_bot_offers_its_context_each_time_it_stops_speaking() -> None:
+    transport, stats = _transport()
+    context = LLMContext([{"role": "user", "content": "hello"}])
+    offer = ContextOffer(transport, context)
+    await run_test(offer, frames_to_send=[BotStartedSpeakingFrame()],
+                   expected_down_frames=[BotStartedSpeakingFrame])  # fmt: skip
+    assert stats.offered_state == ""
+    context.add_message({"role": "assistant", "content": "I heard you say hello."})
+    await run_test(offer, frames_to_send=[BotStoppedSpeakingFrame()],
+                   expected_down_frames=[BotStoppedSpeakingFrame])  # fmt: skip
+    assert json.loads(stats.offered_state)["messages"] == context.get_messages()
+
+
+def _transport(handed_state: str = "") -> tuple[RoomTransport, RoomStats]:
+    settings = RoomSettings(room="handed-1", url="ws://x", api_key="k", api_secret="s",
+                            bot=lambda transport: None, handed_state=handed_state)  # fmt: skip
+    stats = RoomStats()
+    none = cast(ActorRef, None)  # the state needs no actor
+    return RoomTransport(settings, stats, rtc.Room(), connection=none, audio_out=none), stats

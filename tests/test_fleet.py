@@ -161,10 +161,18 @@ def test_a_record_over_its_limit_leaves_jobs_out_and_says_how_many() -> None:
 
 def test_a_handoff_reads_back_as_written_and_a_malformed_one_is_an_error() -> None:
     job = served("r1", "alice", dispatch_id="AD_1", room_sid="RM_1")
-    assert decode_handoff(encode_handoff(job).encode()) == job
-    for data in (b"not json", b"{}", json.dumps({"job": {"id": "a"}}).encode()):
+    assert decode_handoff(encode_handoff(job)) == (job, "")
+    state = json.dumps({"messages": [{"role": "user", "content": "hi"}], "turns": 1})
+    assert decode_handoff(encode_handoff(job, state)) == (job, state)
+    entry = json.loads(encode_handoff(job))["job"]
+    for text in (
+        "not json",
+        "{}",
+        json.dumps({"job": {"id": "a"}}),
+        json.dumps({"job": entry, "state": [1, 2]}),  # a state is a table
+    ):
         with pytest.raises(RecordError):
-            decode_handoff(data)
+            decode_handoff(text)
 
 
 ENTRY = json.loads(encode_record(Record((served("r"),)))[0])["jobs"][0]

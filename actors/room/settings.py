@@ -63,6 +63,10 @@ class RoomSettings:
     long call) joins with the same claims signed anew, as livekit-agents does."""
     job: Job | None = None
     """The agent job a dispatched room serves; None for a configured room."""
+    handed_state: str = attrs.field(default="", repr=False)
+    """The state the bot that served this job before offered, as JSON text, when a
+    draining worker handed the room over to this one (`RoomTransport.handed_state`);
+    "" for none."""
     fallback_urls: tuple[str, ...] = ()
     """Other nodes of `url`'s LiveKit cluster: a join while nothing accepts connections
     at `url` goes through the first of them that does (the room may live on a node

@@ -75,6 +75,9 @@ class RoomStats:
     unanswered_publishes: int = 0
     """Publications of the bot's track the server never answered, each the cause of one
     rejoin (`actors.room.signalling`): the audio-out actor counts them."""
+    offered_state: str = ""
+    """What the bot last offered to carry over a handoff (`RoomTransport.offer_state`),
+    as JSON text; "" for nothing."""
     track_published_at: float | None = None
     """When the bot's audio track was first published since the room's tree started
     (`anyio.current_time()`), by audio-out; later publications (after the room was

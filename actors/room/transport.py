@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from livekit import rtc
@@ -196,6 +197,11 @@ class RoomOutputTransport(BaseOutputTransport):
         return True
 
 
+STATE_BYTES = 256 * 1024
+"""The largest state a bot may offer for a handoff (`RoomTransport.offer_state`): a
+long conversation's LLM context fits; it travels as a data stream."""
+
+
 class RoomTransport(BaseTransport):
     """One room, as a pipecat transport. Built per pipeline incarnation."""
 
@@ -234,6 +240,35 @@ class RoomTransport(BaseTransport):
         """The agent job of a dispatched room (id, room, metadata, dispatch metadata);
         None in a configured room."""
         return self.settings.job
+
+    @property
+    def handed_state(self) -> dict[str, Any] | None:
+        """What the bot that served this room before offered (`offer_state`), when a
+        draining worker handed the room over to this one: seed the bot with it (an LLM
+        context's messages, say) so the conversation goes on. None otherwise."""
+        text = self.settings.handed_state
+        return json.loads(text) if text else None
+
+    def offer_state(self, state: Mapping[str, Any]) -> None:
+        """Offer the bot's state, to travel with its room if this worker drains and
+        hands the room over (`[dispatch] handoff`): the last offer goes, and the next
+        bot reads it as `handed_state`. Offer it as it changes (after each turn, say):
+        it is kept, not asked for. JSON-able, at most `STATE_BYTES` encoded; anything
+        else is logged and refused, and the room then hands over no state until a good
+        offer replaces it (a stale state would be worse than none)."""
+        try:
+            text = json.dumps(dict(state), separators=(",", ":"))
+        except (TypeError, ValueError) as err:
+            log.warning("[%s] a state offered for a handoff is not JSON (%s): refused",
+                        self.settings.key, err)
+            self.stats.offered_state = ""
+            return
+        if len(text.encode()) > STATE_BYTES:
+            log.warning("[%s] a state offered for a handoff is %d bytes, over %d: refused",
+                        self.settings.key, len(text.encode()), STATE_BYTES)
+            self.stats.offered_state = ""
+            return
+        self.stats.offered_state = text
 
     def input(self) -> RoomInputTransport:
         if self._input is None:

@@ -40,6 +40,7 @@ from actors.room.models import (
 )
 from supervisor.bots import room_worker
 from supervisor.bots.espeak import EspeakTTSService
+from supervisor.bots.handoff import ContextOffer, handed_messages
 from supervisor.bots.recognizer import PocketsphinxSTTService, Recognizer, shared_recognizer
 from supervisor.bots.script import ScriptLLMService, user_texts
 
@@ -57,14 +58,17 @@ def conversation(
     vad_analyzer: VADAnalyzer | None = None,
     turn_analyzer: BaseTurnAnalyzer | None = None,
     recognizer: Recognizer | None = None,
+    context: LLMContext | None = None,
+    after: tuple[FrameProcessor, ...] = (),
 ) -> Pipeline:
-    """The cascade between a transport's `input` and `output`. The analyzers default to
-    the process's shared models (`actors.room.models`; pipecat's defaults are per room),
-    the recognizer to the process's pool of decoders."""
+    """The cascade between a transport's `input` and `output`, then `after`. The
+    analyzers default to the process's shared models (`actors.room.models`; pipecat's
+    defaults are per room), the recognizer to the process's pool of decoders, the
+    context to an empty one."""
     turns = turn_analyzer or SharedSmartTurnAnalyzerV3()
     stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turns)
     user, assistant = LLMContextAggregatorPair(
-        LLMContext(),
+        context or LLMContext(),
         user_params=LLMUserAggregatorParams(
             vad_analyzer=vad_analyzer or SharedSileroVADAnalyzer(),
             user_turn_strategies=UserTurnStrategies(stop=[stop]),  # and pipecat's start
@@ -73,7 +77,7 @@ def conversation(
     return Pipeline(
         [
             input, PocketsphinxSTTService(recognizer=recognizer), user, ScriptLLMService(heard),
-            EspeakTTSService(), output, assistant,
+            EspeakTTSService(), output, assistant, *after,
         ]
     )  # fmt: skip
 
@@ -87,7 +91,13 @@ def prewarm() -> None:
 
 
 def create_bot(transport: RoomTransport) -> PipelineWorker:
+    # a room handed over goes on with the conversation its previous bot had
+    context = LLMContext(handed_messages(transport))
     pipeline = conversation(
-        transport.input(), transport.output(), vad_analyzer=transport.vad_analyzer
+        transport.input(),
+        transport.output(),
+        vad_analyzer=transport.vad_analyzer,
+        context=context,
+        after=(ContextOffer(transport, context),),
     )
     return room_worker(transport, pipeline, metrics=True)

@@ -1,9 +1,10 @@
 """A draining worker hands its rooms to the fleet (`[dispatch] handoff`): no call cut.
 
 Two `supervisor run` processes with `[dispatch]` on one server, both in the agent's
-fleet; callers talk to their bots; SIGTERM the worker serving them. Its rooms' bots come
-back from the other worker while the callers stay, and the drained worker exits long
-before its `drain_seconds`.
+fleet; callers talk to their bots (`tests.helpers.counting_bot`: the echo bot, counting
+the caller's messages); SIGTERM the worker serving them. Its rooms' bots come back from
+the other worker while the callers stay, counting on from where the old bots were, and
+the drained worker exits long before its `drain_seconds`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import numpy as np
 import pytest
 from livekit import rtc
@@ -27,6 +29,7 @@ from tests.helpers.participants import (
     SAMPLE_RATE,
     agents_listed,
     bot_track,
+    data_inbox,
     first_tone_at,
     hears_echo,
     is_tone,
@@ -75,6 +78,19 @@ async def last_tone_at(track: rtc.Track, frequency: float, until: anyio.Event) -
     return last
 
 
+COUNTING_BOT = "tests.helpers.counting_bot:create_bot"
+
+
+async def count(room: rtc.Room, inbox: asyncio.Queue[rtc.DataPacket]) -> int:
+    """Send the bot a message; the count in its answer."""
+    await room.local_participant.publish_data(json.dumps({"hello": True}), reliable=True)
+    with anyio.fail_after(20):
+        while True:
+            packet = await inbox.get()
+            if packet.participant is not None and packet.participant.identity == "bot":
+                return int(json.loads(packet.data)["count"])
+
+
 async def until(condition: Any, timeout: float = 30.0) -> None:
     with anyio.fail_after(timeout):
         while not condition():
@@ -86,16 +102,20 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     """Three callers talk to worker a's bots (b starts once they are served, so a took
-    every room); a is sent SIGTERM with `drain_seconds` at 120: b takes each job over,
-    removing a's bot and joining under its identity; every caller hears the echo again
-    from b's bot, one bot per room, and a exits 0 within 30 s. The caller-heard gap of
-    each handoff (the last tone from a's bot to the first from b's) is printed."""
+    every room), each sending two messages; a is sent SIGTERM with `drain_seconds` at
+    120: b takes each job over, removing a's bot and joining under its identity with the
+    state it offered; every caller hears the echo again from b's bot, one bot per room,
+    whose next answer counts 3, and a exits 0 within 30 s. Printed: the time each room
+    is without a bot's track (b's `lksup_fleet_handoff_seconds`) and the caller's gap
+    from the last tone it decoded of a's track to the first of b's, which is shorter:
+    the caller's decoder conceals the end of a's track for a while."""
     names = [f"handoff-{i}" for i in range(3)]
 
     def config() -> SupervisorConfig:
-        return dispatch_config(
+        dispatch = dispatch_config(
             livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS, handoff=True
         )
+        return attrs.evolve(dispatch, bot=COUNTING_BOT)
 
     a_config, b_config = config(), config()
     async with (
@@ -103,14 +123,18 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
         contextlib.AsyncExitStack() as stack,
     ):
         callers: dict[str, rtc.Room] = {}
+        inboxes: dict[str, asyncio.Queue[rtc.DataPacket]] = {}
         for name in names:
             room = await stack.enter_async_context(join(livekit_server, name, "caller"))
+            inboxes[name] = data_inbox(room)
             await stack.enter_async_context(publishing_tone(room, 440.0))
             callers[name] = room
         tracks = {
             name: await subscribed_audio_track(room, "bot", timeout=30)
             for name, room in callers.items()
         }
+        for name, room in callers.items():
+            assert [await count(room, inboxes[name]) for _ in range(2)] == [1, 2]
         old = {name: bot_track(room) for name, room in callers.items()}
         async with dispatch_worker(tmp_path, livekit_server, "b", config=b_config) as b:
             await until(lambda: fleet(a_config)["members"] == fleet(b_config)["members"] == 2)
@@ -145,12 +169,13 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
             for name, room in callers.items():
                 assert await agents_listed(livekit_server, name) == ["bot"], name
                 await hears_echo(room)
+                assert await count(room, inboxes[name]) == 3, name  # the count came along
             samples = Samples(get(f"http://127.0.0.1:{b_config.metrics_port}/metrics")[1])
             assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
             assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
             without = samples["lksup_fleet_handoff_seconds_sum"] / len(names)
             ordered = sorted(gaps.values())
-            print(f"\ncaller-heard gap over {len(ordered)} handoffs: p50 "
+            print(f"\ncaller's decoded gap over {len(ordered)} handoffs: p50 "
                   f"{statistics.median(ordered) * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms; "
                   f"a's SIGTERM to its exit {exited:.1f} s; rooms without a bot's track "
                   f"{without * 1000:.0f} ms on average (b's lksup_fleet_handoff_seconds)")
