@@ -54,9 +54,9 @@ A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpo
 are not restored. With `[dispatch] handoff` it first hands each running job over
 (`Fleet.hand_over`): a text stream on `HANDOFF_TOPIC`, the record's entry for the job
 and the state its bot offered (`RoomTransport.offer_state`), to the member that would
-own it once this one is gone; that member takes it as it
-would restore it (it removes the draining worker's bot and joins under its identity),
-so the caller keeps a bot, after a gap of a leave and a join.
+own it once this one is gone; that member takes it as it would restore it (it removes
+the draining worker's bot and joins under its identity), so the caller keeps a bot,
+after a gap of a leave and a join.
 
 A job started within the last beat before a death may not be in the record the
 survivors have, and is not restored.
