@@ -125,11 +125,10 @@ class _Running:
     restored: bool = False
     """Restored from a dead member of the fleet, not assigned by the server: no status
     to report, no dispatch latency to observe."""
-    handed_at: float | None = None
-    """Taken over from a draining member: when its bot was taken out of the room, for
-    the time the room was without a bot's track (`FleetState.handoff_time`)..."""
+    handoff: bool = False
+    """Taken over from a draining member, whose bot this one's join replaced..."""
     handed_state: str = ""
-    """...and the state its bot offered (`RoomTransport.offer_state`), for this one."""
+    """...with the state that bot offered (`RoomTransport.offer_state`), for this one."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
     """Set once the job's end is decided: it is ending, its tree stopping."""
     reason: str = ""
@@ -282,19 +281,14 @@ class Jobs:
         self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
     def restore(
-        self,
-        served: Served,
-        token: str,
-        url: str,
-        handed_at: float | None = None,
-        handed_state: str = "",
+        self, served: Served, token: str, url: str, handed_state: str | None = None
     ) -> None:
-        """Run a dead fleet member's job here, or one a draining member handed over (its
-        bot out of the room at `handed_at`, with the state it offered), joined with
-        `token` (minted for its bot's identity)."""
+        """Run a dead fleet member's job here, or one a draining member handed over
+        (`handed_state`: the state its bot offered, "" for none), joined with `token`
+        (minted for its bot's identity)."""
         accept = Accept(name=served.name, metadata=served.metadata, attributes=served.attributes)
         running = _Running(served.job, anyio.current_time(), served.identity, accept, True)
-        running.handed_at, running.handed_state = handed_at, handed_state
+        running.handoff, running.handed_state = handed_state is not None, handed_state or ""
         self.running[served.job.id] = running
         self.tasks.start_soon(self._serve, running, token, url, served.identity)
         self._changed()
@@ -448,17 +442,16 @@ class Jobs:
         """Observe the offer accepted to the bot's track published and to its first
         audio, once each, at the moments the room's tree noted them (`RoomStats`): the
         interval of the look does not blur them."""
-        fleet, published, handed_at = (
-            self.room_set.fleet, stats.track_published_at, running.handed_at
-        )
+        fleet, joined, published = self.room_set.fleet, stats.joined_at, stats.track_published_at
         if (
-            handed_at is not None
+            running.handoff
+            and joined is not None
             and published is not None
             and fleet is not None
             and "handoff" not in running.timed
         ):
             running.timed.add("handoff")
-            fleet.handoff_time.observe(published - handed_at)
+            fleet.handoff_time.observe(published - joined)
         worker = self.room_set.worker
         if worker is None or running.restored:
             return

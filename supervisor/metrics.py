@@ -774,9 +774,9 @@ class DispatchCollector(Collector):
         gap = fleet.handoff_time
         yield _histogram(
             f"{PREFIX}_fleet_handoff_seconds",
-            "In each job this worker took over from a draining one: from the old bot out of "
-            "the room (its removal done) to this worker's bot's audio track published there "
-            "(what the caller hears as silence, but for the subscription).",
+            "In each job this worker took over from a draining one: from its bot's join, "
+            "which replaced the old bot, to its audio track published (what the caller "
+            "hears as silence, but for the subscription).",
             gap.bounds, gap.counts, gap.sum_ns,
         )  # fmt: skip
 

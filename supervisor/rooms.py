@@ -111,8 +111,8 @@ class FleetState:
     not_handed: int = 0
     """Jobs this process, draining, could hand to no member: they drained here."""
     handoff_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(HANDOFF_BUCKETS))
-    """In each job this process took over: from the draining member's bot out of the
-    room (the server API's removal done) to this one's audio track published there."""
+    """In each job this process took over: from its bot's join, which replaced the
+    draining member's, to its audio track published there."""
     dead: int = 0
     """Members this process found dead."""
 

@@ -152,6 +152,8 @@ class ConnectionActor(Actor):
                 narrow_room_events(room)
                 if self.stats is not None:
                     self.stats.connect_time.observe(time.perf_counter() - started)
+                    if self.stats.joined_at is None:
+                        self.stats.joined_at = anyio.current_time()
                     # a new connection is a new view of the room: present_state below
                     # reports everyone there, and whoever left meanwhile is gone
                     self.stats.participants.clear()

@@ -78,6 +78,9 @@ class RoomStats:
     offered_state: str = ""
     """What the bot last offered to carry over a handoff (`RoomTransport.offer_state`),
     as JSON text; "" for nothing."""
+    joined_at: float | None = None
+    """When the bot first joined the room since the tree started (`anyio.current_time()`),
+    by the connection actor."""
     track_published_at: float | None = None
     """When the bot's audio track was first published since the room's tree started
     (`anyio.current_time()`), by audio-out; later publications (after the room was
@@ -109,7 +112,7 @@ class RoomStats:
 
     def tree_started(self) -> None:
         """A new incarnation of the room's tree: its firsts are still to come."""
-        self.track_published_at = self.first_audio_at = None
+        self.joined_at = self.track_published_at = self.first_audio_at = None
 
     def absorb(self, ended: RoomStats) -> None:
         """Add a room's counts, now it is over, into these totals (of rooms gone): so a
