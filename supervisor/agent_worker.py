@@ -151,10 +151,10 @@ class AgentWorker:
         self.admission = admission
         self.state = state
         self.jobs: Jobs | None = None
+        """Set by `dispatching` before `run`."""
         self.fleet: Fleet | None = None
         """The fleet membership, with `[dispatch] restore`: a drain hands its jobs over
         there, with `[dispatch] handoff`."""
-        """Set by `dispatching` before `run`."""
         self.links = [_Link(url) for url in (credentials.url, *config.livekit.cluster_urls)]
         self._job_links: dict[str, _Link] = {}
         """The link of each job assigned and not yet ended: its status goes there."""

@@ -13,7 +13,9 @@ Differences from pipecat, on purpose: urgent messages go out lossy (pipecat send
 them reliable too); mute and unmute go through the LiveKit server API, so the
 participant sees its own track muted (pipecat only stops receiving it); input
 audio is paced to the bot, so a bot slower than real time skips the oldest audio
-(see `pacing.py`) instead of falling ever further behind.
+(see `pacing.py`) instead of falling ever further behind. Additions: `job` (a
+dispatched room's agent job), and `offer_state` and `handed_state`, which carry a
+bot's state to the bot that takes its room over when its worker drains.
 """
 
 from __future__ import annotations
