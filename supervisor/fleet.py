@@ -498,7 +498,7 @@ class Fleet:
         job = served.job
         for taker in self.view.takers(job.key):
             ended = self.jobs.ended(job.id)
-            if ended is None:  # it ended meanwhile, by itself
+            if ended is None or not self.jobs.runs(job.id):  # it ends by itself
                 return
             state = self.jobs.offered_state(job.id)
             log.info("[%s] job %s: handing it over to %s%s", job.key, job.id, taker,
@@ -515,7 +515,7 @@ class Fleet:
                 return
             log.warning("[%s] job %s: %s did not take it over within %g s",
                         job.key, job.id, taker, HANDOFF_SECONDS)
-        if self.jobs.ended(job.id) is not None:
+        if self.jobs.runs(job.id):
             self.state.not_handed += 1
             log.warning("[%s] job %s: no member took it over: it drains here", job.key, job.id)
 

@@ -314,6 +314,11 @@ class Jobs:
         stats = None if running is None else running.stats
         return "" if stats is None else stats.offered_state
 
+    def runs(self, job_id: str) -> bool:
+        """Whether the job `job_id` runs here and serves (`_Running.serving`)."""
+        running = self.running.get(job_id)
+        return running is not None and running.serving()
+
     def ended(self, job_id: str) -> anyio.Event | None:
         """Set once the end of the job running as `job_id` is decided; None when no such
         job runs here."""
