@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from anyio.streams.text import TextReceiveStream
 from supervisor.config import config_toml
 from supervisor.livekit_server import free_port
 from tests.helpers.participants import ServerCredentials
+from tests.helpers.prometheus import get
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The child runs here, so a config can name test bots as `tests.helpers.bots:...`."""
@@ -95,6 +97,15 @@ class SupervisorProcess:
             f"{count} x {pattern!r} not logged within {timeout} s or before the end "
             f"(exit code {self.process.returncode}); log tail:\n{self.tail()}"
         )
+
+    @property
+    def metrics_url(self) -> str:
+        """Its metrics listener, as its log says (`http://127.0.0.1:PORT`)."""
+        return self.matches(r"metrics on (http://127\.0\.0\.1:\d+)/metrics")[0][1]
+
+    def status(self) -> dict[str, Any]:
+        """Its `/status` document, now."""
+        return dict(json.loads(get(f"{self.metrics_url}/status")[1]))
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.lines[-lines:])

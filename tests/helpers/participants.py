@@ -297,24 +297,36 @@ async def agents_listed(server: ServerCredentials, room: str) -> list[str]:
     return [p.identity for p in listing.participants if p.kind == agent]
 
 
+async def tone_windows(
+    track: rtc.Track, frequency: float, window: float
+) -> AsyncIterator[tuple[float, bool]]:
+    """Each `window` of `track`'s audio as its frames arrive (sliding by a frame): the
+    loop time at its end, and whether it is the tone `frequency`. The stream closes as
+    the iteration stops (iterate it in `contextlib.aclosing`)."""
+    wanted = int(window * SAMPLE_RATE)
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    recent = np.zeros(0, dtype=np.int16)
+    try:
+        async for event in stream:
+            chunk = np.frombuffer(event.frame.data, dtype=np.int16)
+            recent = np.concatenate([recent, chunk])[-wanted:]
+            if recent.size == wanted:
+                yield asyncio.get_running_loop().time(), is_tone(recent, frequency)
+    finally:
+        await stream.aclose()
+
+
 async def first_tone_at(
     track: rtc.Track, frequency: float, *, window: float = 0.1, timeout: float = 30.0
 ) -> float:
     """The loop time at which `track` first carries `frequency`: the end of the first
     `window` of its audio that is that tone (for a time to the echo, not a verdict on
     its quality, which `listen_for_tone` gives)."""
-    wanted = int(window * SAMPLE_RATE)
-    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
-    recent = np.zeros(0, dtype=np.int16)
-    try:
-        with anyio.fail_after(timeout):
-            async for event in stream:
-                chunk = np.frombuffer(event.frame.data, dtype=np.int16)
-                recent = np.concatenate([recent, chunk])[-wanted:]
-                if recent.size == wanted and is_tone(recent, frequency):
-                    return asyncio.get_running_loop().time()
-    finally:
-        await stream.aclose()
+    with anyio.fail_after(timeout):
+        async with contextlib.aclosing(tone_windows(track, frequency, window)) as windows:
+            async for at, tone in windows:
+                if tone:
+                    return at
     raise AssertionError("the track ended without the tone")
 
 

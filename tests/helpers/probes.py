@@ -7,7 +7,7 @@ supervision tests need to tell incarnations apart.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +139,17 @@ def running_tasks() -> int:
     import asyncio
 
     return len(asyncio.all_tasks())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Until `condition` holds, looked at every 0.1 s (a condition read over HTTP, or
+    a room's view, changing in its own time); failing after `timeout` with `what` was
+    awaited."""
+    with anyio.move_on_after(timeout):
+        while not condition():
+            await anyio.sleep(0.1)
+        return
+    raise AssertionError(f"not within {timeout:g} s: {what or condition}")
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:

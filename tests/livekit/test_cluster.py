@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import signal
 import statistics
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
+from tests.helpers.probes import until
 from tests.helpers.prometheus import Samples, get
 
 DISPATCH_BOT = "tests.helpers.dispatch_bot:create_bot"
@@ -83,8 +83,7 @@ async def host(
 
 
 def metrics(run: SupervisorProcess) -> Samples:
-    port = run.matches(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[0][1]
-    return Samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+    return Samples(get(f"{run.metrics_url}/metrics")[1])
 
 
 def agents_in(room: rtc.Room) -> list[str]:
@@ -339,22 +338,11 @@ async def test_a_host_drained_takes_no_new_room_and_lets_its_rooms_finish_or_end
 
 
 def fleet_status(run: SupervisorProcess) -> dict[str, Any]:
-    port = run.matches(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[0][1]
-    return json.loads(get(f"http://127.0.0.1:{port}/status")[1])["worker"]["fleet"]
+    return dict(run.status()["worker"]["fleet"])
 
 
 def served_rooms(run: SupervisorProcess) -> set[str]:
-    port = run.matches(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[0][1]
-    return {room["name"] for room in json.loads(get(f"http://127.0.0.1:{port}/status")[1])["rooms"]}
-
-
-async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Until `condition` holds; failing after `timeout` with `what` was awaited."""
-    with anyio.move_on_after(timeout):
-        while not condition():
-            await anyio.sleep(0.1)
-        return
-    raise AssertionError(f"not within {timeout:g} s: {what or condition}")
+    return {room["name"] for room in run.status()["rooms"]}
 
 
 @pytest.mark.anyio

@@ -15,28 +15,26 @@ import json
 import signal
 import statistics
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
-import numpy as np
 import pytest
 from livekit import rtc
 
 from supervisor.livekit_server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig
 from tests.helpers.participants import (
-    SAMPLE_RATE,
     agents_listed,
     bot_track,
     data_inbox,
     first_tone_at,
     hears_echo,
-    is_tone,
     join,
     publishing_tone,
     subscribed_audio_track,
+    tone_windows,
 )
+from tests.helpers.probes import until
 from tests.helpers.prometheus import Samples, get
 from tests.livekit.test_dispatch import dispatch_config, dispatch_worker
 
@@ -47,34 +45,21 @@ WINDOW = 0.05
 """The audio a tone is judged on, when timing the gap: it biases each gap by up to this."""
 
 
-def fleet(config: SupervisorConfig) -> dict[str, Any]:
-    status = json.loads(get(f"http://127.0.0.1:{config.metrics_port}/status")[1])
-    return dict(status["worker"]["fleet"])
-
-
-async def last_tone_at(track: rtc.Track, frequency: float, until: anyio.Event) -> float:
+async def last_tone_at(track: rtc.Track, frequency: float, replaced: anyio.Event) -> float:
     """The loop time of the end of the last `WINDOW` of `track` that carried `frequency`,
-    read until `until` is set (the track's bot replaced)."""
-    wanted = int(WINDOW * SAMPLE_RATE)
-    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
-    last, recent = 0.0, np.zeros(0, dtype=np.int16)
+    read until `replaced` is set (the track's bot replaced)."""
+    last = 0.0
 
     async def read() -> None:
-        nonlocal last, recent
-        async for event in stream:
-            recent = np.concatenate([recent, np.frombuffer(event.frame.data, np.int16)])
-            if recent.size >= wanted:
-                if is_tone(recent[-wanted:], frequency):
-                    last = asyncio.get_running_loop().time()
-                recent = recent[-wanted:]
+        nonlocal last
+        async with contextlib.aclosing(tone_windows(track, frequency, WINDOW)) as windows:
+            async for at, tone in windows:
+                last = at if tone else last
 
-    try:
-        async with anyio.create_task_group() as reading:
-            reading.start_soon(read)
-            await until.wait()
-            reading.cancel_scope.cancel()
-    finally:
-        await stream.aclose()
+    async with anyio.create_task_group() as reading:
+        reading.start_soon(read)
+        await replaced.wait()
+        reading.cancel_scope.cancel()
     return last
 
 
@@ -89,12 +74,6 @@ async def count(room: rtc.Room, inbox: asyncio.Queue[rtc.DataPacket]) -> int:
             packet = await inbox.get()
             if packet.participant is not None and packet.participant.identity == "bot":
                 return int(json.loads(packet.data)["count"])
-
-
-async def until(condition: Any, timeout: float = 30.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.1)
 
 
 @pytest.mark.anyio
@@ -117,9 +96,8 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
         )
         return attrs.evolve(dispatch, bot=COUNTING_BOT)
 
-    a_config, b_config = config(), config()
     async with (
-        dispatch_worker(tmp_path, livekit_server, "a", config=a_config) as a,
+        dispatch_worker(tmp_path, livekit_server, "a", config=config()) as a,
         contextlib.AsyncExitStack() as stack,
     ):
         callers: dict[str, rtc.Room] = {}
@@ -136,8 +114,11 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
         for name, room in callers.items():
             assert [await count(room, inboxes[name]) for _ in range(2)] == [1, 2]
         old = {name: bot_track(room) for name, room in callers.items()}
-        async with dispatch_worker(tmp_path, livekit_server, "b", config=b_config) as b:
-            await until(lambda: fleet(a_config)["members"] == fleet(b_config)["members"] == 2)
+        async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
+            await until(
+                lambda: [run.status()["worker"]["fleet"]["members"] for run in (a, b)] == [2, 2],
+                what="a and b in one fleet",
+            )
             gaps: dict[str, float] = {}
 
             async def gap(name: str) -> None:
@@ -170,7 +151,7 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
                 assert await agents_listed(livekit_server, name) == ["bot"], name
                 await hears_echo(room)
                 assert await count(room, inboxes[name]) == 3, name  # the count came along
-            samples = Samples(get(f"http://127.0.0.1:{b_config.metrics_port}/metrics")[1])
+            samples = Samples(get(f"{b.metrics_url}/metrics")[1])
             assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
             assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
             without = samples["lksup_fleet_handoff_seconds_sum"] / len(names)
