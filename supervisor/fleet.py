@@ -54,10 +54,14 @@ A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpo
 are not restored. With `[dispatch] handoff` it first hands each running job over
 (`Fleet.hand_over`): a text stream on `HANDOFF_TOPIC`, the record's entry for the job
 and the state its bot offered (`RoomTransport.offer_state`), to the member that would
-own it once this one is gone; that member takes it as it would restore it, but without
-removing the old bot first: its bot's join under the same identity replaces the old one
-(`duplicate_identity`, which ends the old job), so the old bot talks while the new
-room tree starts, and the caller hears a gap of the new bot's publication only.
+own it once this one is gone. That member takes it make before break: its bot joins
+under the job's other identity (`successor_identity`) while the old bot talks on, held
+back (`RoomSettings.predecessor`: its audio dropped, the old bot's not heard), and once
+its track is published it removes the old bot through the server API, which ends the
+old job; from the old bot's departure on the new one is heard, its track already
+playing at the caller's. A job's bot is known by one of two identities, so two members
+taking the same job join under the same one (the second replaces the first), and a
+survivor does not restore a dead member's job whose bot is in the room under the other.
 
 A job started within the last beat before a death may not be in the record the
 survivors have, and is not restored.
@@ -117,11 +121,25 @@ ROOM_CHECK_SECONDS = 2.0
 JOIN_TIMEOUT_SECONDS = 10.0
 REJOIN = Backoff(initial=0.5, maximum=5.0, jitter=0.2)
 HANDOFF_TOPIC = "lksup.fleet.handoff"
-HANDOFF_SECONDS = 10.0
+HANDOFF_SECONDS = 12.0
 """How long a draining member waits for the member it handed a job to to take it (its
 bot out of the room) before it asks the next one."""
+TAKEOVER_SECONDS = 8.0
+"""How long a member taking a job over waits for its bot's track to be published, within
+the giver's `HANDOFF_SECONDS`: a bot not published by then leaves, and the old one talks
+on until the giver asks the next member."""
 HANDOFF_BACKLOG = 1000
 """Handoffs received and not yet taken up, at most (more are refused: logged)."""
+SUCCESSOR_SUFFIX = "~2"
+
+
+def successor_identity(identity: str) -> str:
+    """The identity of the bot that takes a job over from the bot `identity`: the two
+    alternate (`bot` hands over to `bot~2`, which hands over to `bot`), as two bots of a
+    job must be in its room at once for a moment, and one identity admits one."""
+    if identity.endswith(SUCCESSOR_SUFFIX):
+        return identity.removesuffix(SUCCESSOR_SUFFIX)
+    return identity + SUCCESSOR_SUFFIX
 
 
 def fleet_room(agent_name: str) -> str:
@@ -482,8 +500,8 @@ class Fleet:
 
     async def hand_over(self) -> None:
         """Hand every job running here to another member, as this one drains: each to
-        its highest ranked taker (`FleetView.takers`), which brings its own bot in under
-        the same identity, replacing this member's (`_restore`). A job still here
+        its highest ranked taker (`FleetView.takers`), whose bot, once in the room and
+        publishing, removes this member's (`_take_over`). A job still here
         `HANDOFF_SECONDS` later goes to the next taker; one that nobody takes stays, and
         drains here."""
         room = self._room
@@ -651,11 +669,11 @@ class Fleet:
         """Run a dead member's job here, or one a draining member (`giver`) hands over
         with its bot's `state`, if its room still has someone it serves.
 
-        A dead member's ghost is removed first (`_remove_ghost`); a draining member's
-        bot is not: it talks on while this one's tree starts, until this one's join
-        replaces it. A live bot replaced so was as reliable as one removed in
-        `benchmarks/handoff_gap.py` (no request unanswered in 60 replacements) and the
-        caller hears the shorter gap."""
+        A dead member's ghost is removed first (`_remove_ghost`) and its bot comes back
+        under the same identity; unless a bot of the job is in the room under its other
+        identity (the dead member was handing it over, or taking it over). A draining
+        member's bot talks on while this one's starts, under the other identity, and
+        leaves once this one is published (`_take_over`)."""
         job = served.job
         whose = "of a dead member" if giver is None else f"handed over by {giver}"
         if self.worker.draining:  # it beats as full, but every member may be full
@@ -673,9 +691,17 @@ class Fleet:
         if not _has_company(job, participants):
             log.info("[%s] job %s %s: nobody to serve, not taken", job.key, job.id, whose)
             return
-        if giver is None and any(p.identity == served.identity for p in participants):
+        present = {p.identity for p in participants}
+        predecessor = None
+        if giver is not None:
+            predecessor = served.identity
+            served = attrs.evolve(served, identity=successor_identity(predecessor))
+        elif successor_identity(served.identity) in present:
+            log.info("[%s] job %s %s: its bot %s is in the room, not restored", job.key,
+                     job.id, whose, successor_identity(served.identity))
+            return
+        elif served.identity in present:
             await self._remove_ghost(job, served.identity, server_api)
-        # a draining member's bot serves on until this one's join replaces it
         token = agent_token(
             self.credentials,
             job.room,
@@ -689,7 +715,43 @@ class Fleet:
         else:
             self.state.taken += 1
         log.info("[%s] taking job %s %s as %s", job.key, job.id, whose, served.identity)
-        self.jobs.restore(served, token, self.credentials.url, None if giver is None else state)
+        self.jobs.restore(served, token, self.credentials.url, predecessor, state)
+        if predecessor is not None:
+            await self._take_over(job, predecessor, server_api)
+
+    async def _take_over(self, job: Job, predecessor: str, server_api: api.LiveKitAPI) -> None:
+        """Remove the bot `predecessor` once this member's bot of `job` has published its
+        track: from its departure on this one is heard. A bot not published within
+        `TAKEOVER_SECONDS`, or whose predecessor cannot be removed, leaves, and the old
+        bot talks on (its member asks the next one)."""
+        published: bool | None = None  # None: not within TAKEOVER_SECONDS
+        with anyio.move_on_after(TAKEOVER_SECONDS):
+            published = await self.jobs.published(job.id)
+        if published is False:
+            return  # it ended meanwhile: nothing to take over
+        if published is None:
+            why = f"not published within {TAKEOVER_SECONDS:g} s"
+        else:
+            try:
+                await remove_participant(server_api, job.room, predecessor, ROOM_CHECK_SECONDS)
+            except API_ERRORS as err:
+                why = f"{predecessor} not removed ({err or type(err).__name__})"
+            else:
+                self.jobs.predecessor_removed(job.id)
+                log.info("[%s] job %s: published, %s removed", job.key, job.id, predecessor)
+                return
+        if await self._still_there(job, predecessor, server_api):
+            log.warning("[%s] job %s: not taken over, %s: this bot leaves", job.key, job.id, why)
+            self.jobs.end(job.id, f"not taken over: {why}")
+
+    async def _still_there(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> bool:
+        """Whether `identity` is in the job's room, as far as the server says (True when
+        it does not say)."""
+        try:
+            participants = await participants_in(server_api, job.room, ROOM_CHECK_SECONDS)
+        except API_ERRORS:
+            return True
+        return any(p.identity == identity for p in participants)
 
     async def _remove_ghost(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> None:
         """Remove the dead bot's ghost through the server API before joining under its

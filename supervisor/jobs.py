@@ -125,8 +125,8 @@ class _Running:
     restored: bool = False
     """Restored from a dead member of the fleet, not assigned by the server: no status
     to report, no dispatch latency to observe."""
-    handoff: bool = False
-    """Taken over from a draining member, whose bot this one's join replaced..."""
+    predecessor: str | None = None
+    """Taken over from a draining member, whose bot this is (`RoomSettings.predecessor`)..."""
     handed_state: str = ""
     """...with the state that bot offered (`RoomTransport.offer_state`), for this one."""
     ended: anyio.Event = attrs.field(factory=anyio.Event)
@@ -281,14 +281,19 @@ class Jobs:
         self.tasks.start_soon(self._serve, running, assignment.token, url, identity)
 
     def restore(
-        self, served: Served, token: str, url: str, handed_state: str | None = None
+        self,
+        served: Served,
+        token: str,
+        url: str,
+        predecessor: str | None = None,
+        handed_state: str = "",
     ) -> None:
         """Run a dead fleet member's job here, or one a draining member handed over
-        (`handed_state`: the state its bot offered, "" for none), joined with `token`
-        (minted for its bot's identity)."""
+        (its bot `predecessor`, with `handed_state`, the state it offered), joined with
+        `token` (minted for `served.identity`)."""
         accept = Accept(name=served.name, metadata=served.metadata, attributes=served.attributes)
         running = _Running(served.job, anyio.current_time(), served.identity, accept, True)
-        running.handoff, running.handed_state = handed_state is not None, handed_state or ""
+        running.predecessor, running.handed_state = predecessor, handed_state
         self.running[served.job.id] = running
         self.tasks.start_soon(self._serve, running, token, url, served.identity)
         self._changed()
@@ -313,6 +318,30 @@ class Jobs:
         running = self.running.get(job_id)
         stats = None if running is None else running.stats
         return "" if stats is None else stats.offered_state
+
+    async def published(self, job_id: str) -> bool:
+        """Wait until the bot of the job running as `job_id` has published its track
+        (True), or the job ended (False)."""
+        while (running := self.running.get(job_id)) is not None and running.serving():
+            stats = running.stats
+            if stats is not None and stats.track_published_at is not None:
+                return True
+            with anyio.move_on_after(JOIN_WATCH_SECONDS):
+                await running.ended.wait()
+        return False
+
+    def predecessor_removed(self, job_id: str) -> None:
+        """The server removed the bot that the job running as `job_id` takes over from:
+        its bot is heard from now on (`RoomStats.predecessor_removed`)."""
+        running = self.running.get(job_id)
+        if running is not None and running.stats is not None:
+            running.stats.predecessor_removed = True
+
+    def end(self, job_id: str, reason: str) -> None:
+        """End the job running as `job_id`, if it runs here: its bot leaves."""
+        running = self.running.get(job_id)
+        if running is not None:
+            running.end(reason)
 
     def runs(self, job_id: str) -> bool:
         """Whether the job `job_id` runs here and serves (`_Running.serving`)."""
@@ -361,7 +390,9 @@ class Jobs:
             for earlier in [r for r in self.running.values() if r.job.key == job.key]:
                 if earlier is not running:  # ending (see `serves`): its tree has the name
                     await earlier.gone.wait()
-            spec = self.room_set.job_spec(job, token, url, identity, running.handed_state)
+            spec = self.room_set.job_spec(
+                job, token, url, identity, running.handed_state, running.predecessor
+            )
             stats = running.stats = self.room_set.stats[job.key]
             log.info("[%s] job %s assigned: joining", job.key, job.id)
             try:
@@ -449,7 +480,7 @@ class Jobs:
         interval of the look does not blur them."""
         fleet, joined, published = self.room_set.fleet, stats.joined_at, stats.track_published_at
         if (
-            running.handoff
+            running.predecessor is not None
             and joined is not None
             and published is not None
             and fleet is not None

@@ -69,12 +69,15 @@ actor restarted), waiting to restart (`backoff`), quarantined after too many res
 (`failed`), or leaving (`stopping`)."""
 READINESS_NAMES = 5
 """How many rooms of each state `/readyz` names when not ready."""
-DROP_REASONS = ("overflow", "not_ready", "stale", "output_full", "unheard", "late")
+DROP_REASONS = (
+    "overflow", "not_ready", "stale", "output_full", "unheard", "late", "handoff"
+)
 """Why audio frames were dropped: the pipeline's drop-oldest lane was full (`overflow`),
 the bot had not started (`not_ready`), the bot stalled (`stale`), audio-out's lane
 stayed full (`output_full`), the bot spoke to an empty room (`unheard`: its track is
 published only while someone listens), live audio passed through arrived too late to
-play (`late`, see `RoomSettings.passthrough_delay_ms`)."""
+play (`late`, see `RoomSettings.passthrough_delay_ms`), the bot spoke while the bot it
+takes a room over from was still there (`handoff`, `RoomSettings.predecessor`)."""
 ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipeline")
 """`room` is a room's own supervisor (its restarts are quarantine retries)."""
 _RESPONSE_HELP = (
@@ -358,7 +361,8 @@ class RoomSetCollector(Collector):
             "Audio frames dropped, by reason: overflow (the bot's drop-oldest lane was full), "
             "not_ready (the bot had not started), stale (the bot stalled), output_full "
             "(the audio-out lane stayed full), unheard (the bot spoke to an empty room), late "
-            "(passed-through audio too late to play).",
+            "(passed-through audio too late to play), handoff (the bot spoke while the bot it "
+            "takes the room over from was still there).",
             labels=["reason"],
         )
         reasons: Counter[str] = Counter()
@@ -762,7 +766,7 @@ class DispatchCollector(Collector):
         handoffs = CounterMetricFamily(
             f"{PREFIX}_fleet_handoffs",
             "Jobs handed over between fleet members ([dispatch] handoff), by direction: "
-            "given (as this worker drained: the taker's bot replaced this one's), taken, "
+            "given (as this worker drained: the taker's bot removed this one's), taken, "
             "failed (no member took it: it drained here, and was cut at drain_seconds if "
             "its call went on).",
             labels=["direction"],
@@ -774,9 +778,9 @@ class DispatchCollector(Collector):
         gap = fleet.handoff_time
         yield _histogram(
             f"{PREFIX}_fleet_handoff_seconds",
-            "In each job this worker took over from a draining one: from its bot's join, "
-            "which replaced the old bot, to its audio track published (what the caller "
-            "hears as silence, but for the subscription).",
+            "In each job this worker took over from a draining one: from its bot's join "
+            "beside the old bot to its audio track published, when the old bot is removed "
+            "(the caller hears the old bot meanwhile).",
             gap.bounds, gap.counts, gap.sum_ns,
         )  # fmt: skip
 

@@ -165,11 +165,17 @@ class RoomSet:
         return self._spec(room_settings(room, self.credentials))
 
     def job_spec(
-        self, job: Job, token: str, url: str, identity: str, handed_state: str = ""
+        self,
+        job: Job,
+        token: str,
+        url: str,
+        identity: str,
+        handed_state: str = "",
+        predecessor: str | None = None,
     ) -> ChildSpec:
         """A dispatched room's tree: the dispatched rooms' bot (`Config.dispatch_bot`),
         joined with the job assignment's token (which names the bot `identity`), given
-        the state its previous bot offered if the room was handed over; counted as
+        the state its `predecessor` bot offered if the room was handed over; counted as
         served until `job_ended`."""
         static = room_settings(RoomConfig(job.room, self.config.dispatch_bot), self.credentials)
         livekit = self.config.livekit
@@ -180,6 +186,7 @@ class RoomSet:
             join_token=token,
             job=job,
             handed_state=handed_state,
+            predecessor=predecessor,
             identity=identity,
             name=identity,
             fallback_urls=others if livekit.cluster_urls else (),

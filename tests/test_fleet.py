@@ -24,6 +24,7 @@ from supervisor.fleet import (
     encode_record,
     fleet_room,
     probe_url,
+    successor_identity,
 )
 from supervisor.jobs import Served
 
@@ -126,6 +127,17 @@ def test_a_draining_member_hands_a_job_to_the_others_by_rank_the_full_ones_last_
         takers = view.takers(key)
         assert sorted(takers) == ["a", "b"]
         assert takers[0] == view.owner(key, me_full=True)
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_a_job_s_bots_alternate_between_two_identities(identity: str) -> None:
+    """A handed-over job's bot joins beside its predecessor, under another identity; the
+    next handoff brings the first identity back, so two members taking the same job
+    over join under one (the second replaces the first)."""
+    successor = successor_identity(identity)
+    assert successor != identity
+    assert successor_identity(successor) == identity
+    assert successor_identity("bot") == "bot~2"
 
 
 def served(room: str, participant: str | None = None, **job: str) -> Served:

@@ -12,6 +12,8 @@ participants are mixed into one `InputAudioRawFrame` stream.
 The bot of a participant's job (`RoomSettings.hears`) hears that participant only: a
 bot per participant, each echoing or answering everyone, would talk over the others'
 bots. The others' tracks stay subscribed (their events still reach the bot), unread.
+Nor does a bot taking a room over (`RoomSettings.predecessor`) hear the bot it replaces:
+it would answer that bot's last words as a caller's.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class AudioInActor(Actor):
             if hears not in (None, frame.participant_id):
                 log.info("[%s] not hearing %s (track %s): this bot hears %s only",
                          self.settings.key, frame.participant_id, frame.track_sid, hears)
+            elif frame.participant_id == self.settings.predecessor:
+                log.info("[%s] not hearing %s (track %s): the bot it takes over from",
+                         self.settings.key, frame.participant_id, frame.track_sid)
             elif frame.track_sid not in self._readers:
                 await self.tasks.start(self._read, frame)
         elif isinstance(frame, AudioTrackUnsubscribedFrame):

@@ -18,6 +18,12 @@ track published (one signalling round trip, before the bot has anything to say t
 them), the last to leave gets it unpublished (after `UNPUBLISH_GRACE_SECONDS`), and what
 a bot says to an empty room is dropped and counted as `unheard`.
 
+A bot taking the room over from another (`RoomSettings.predecessor`, a handoff) is
+held back: its track is published at once, but what it says while the bot it replaces
+is still in the room is dropped and counted as `handoff`. That bot is removed once this
+track is published (`supervisor.fleet`), and from its removal on this one is heard:
+the caller hears one bot at a time, and the new one's track is already playing.
+
 The room's stats note when the track was first published and when the bot's first
 audio went into it, since the tree started: a dispatched room's job times its
 latency from the offer to those moments (`lksup_dispatch_track_seconds`,
@@ -72,11 +78,14 @@ class AudioOutActor(Actor):
         self._source: rtc.AudioSource | None = None
         self._publication: rtc.LocalTrackPublication | None = None
         self._passthrough_delay = settings.passthrough_delay_ms / 1000
+        self._held_back = False
+        """While the bot this one takes over from is in the room."""
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         room: rtc.Room = await self.sibling("connection").ask(GetRoomFrame())
         self._room = room
+        self._held_back = self.settings.predecessor in room.remote_participants
         killed = False
         try:
             if room.remote_participants:
@@ -131,6 +140,18 @@ class AudioOutActor(Actor):
         if source is not None:
             await source.aclose()
 
+    def _holding_back(self) -> bool:
+        """Whether the bot is still held back: its predecessor neither removed (as the
+        server told the member taking the room over, `RoomStats.predecessor_removed`)
+        nor reported gone by the SDK, which learns of it about 0.2 s later."""
+        if self._held_back and self.stats.predecessor_removed:
+            self._heard(f"{self.settings.predecessor} removed")
+        return self._held_back
+
+    def _heard(self, why: str) -> None:
+        self._held_back = False
+        log.info("[%s] %s: this bot is heard", self.settings.key, why)
+
     async def _unheard_after_grace(self) -> None:
         await anyio.sleep(UNPUBLISH_GRACE_SECONDS)
         self.ref.tell_nowait(UnheardFrame())
@@ -156,6 +177,9 @@ class AudioOutActor(Actor):
             if source is None:
                 self.stats.audio_frames_dropped["unheard"] += 1
                 return None
+            if self._holding_back():
+                self.stats.audio_frames_dropped["handoff"] += 1
+                return None
             if self._late(frame, samples / frame.sample_rate, source.queued_duration):
                 self.stats.audio_frames_dropped["late"] += 1
                 return None
@@ -174,6 +198,8 @@ class AudioOutActor(Actor):
             await self._publish()
         elif isinstance(frame, ParticipantLeftFrame):
             assert self._room is not None
+            if self._held_back and frame.participant_id == self.settings.predecessor:
+                self._heard(f"{frame.participant_id} left")
             # The SDK drops a participant before it reports the departure: anyone
             # listed is still here (a participant who rejoined under the same identity
             # is listed again by the time its old session's departure comes through).

@@ -61,8 +61,9 @@ class RoomStats:
     audio_frames_dropped: Counter[str] = attrs.field(factory=Counter)
     """Audio frames the transport dropped, by reason: input before the bot started
     (`not_ready`) or while it stalled (`stale`), output audio-out could not take
-    (`output_full`), spoken to an empty room (`unheard`) or passed through too late to
-    play (`late`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
+    (`output_full`), spoken to an empty room (`unheard`), passed through too late to
+    play (`late`) or spoken while the bot it takes a room over from was there
+    (`handoff`). Drops of the pipeline's drop-oldest lane are counted by its mailbox."""
     audio_latency: BucketCounts = attrs.field(factory=latency_buckets)
     """Arrival in audio-in to capture by audio-out, for frames the bot passes through."""
     audio_hops: tuple[BucketCounts, ...] = attrs.field(factory=hop_buckets)
@@ -78,6 +79,10 @@ class RoomStats:
     offered_state: str = ""
     """What the bot last offered to carry over a handoff (`RoomTransport.offer_state`),
     as JSON text; "" for nothing."""
+    predecessor_removed: bool = False
+    """Set by the member taking the room over once the server removed the bot this one
+    takes over from (`RoomSettings.predecessor`): audio-out lets this bot be heard at
+    once, where the SDK reports the departure about 0.2 s later (measured here)."""
     joined_at: float | None = None
     """When the bot first joined the room since the tree started (`anyio.current_time()`),
     by the connection actor."""
