@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import statistics
 from pathlib import Path
@@ -83,16 +84,16 @@ async def count(room: rtc.Room, inbox: asyncio.Queue[rtc.DataPacket]) -> int:
 async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
-    """Three callers talk to worker a's bots (b starts once they are served, so a took
-    every room), each sending two messages; a is sent SIGTERM with `drain_seconds` at
-    120: b takes each job over with the state a's bot offered, its bot joining as
-    `bot~2` beside a's and removing it once published; every caller hears the echo from
-    b's bot, never both bots at once (the last tone of a's track ends before the first
-    of b's begins), one bot per room, whose next answer counts 3, and a exits 0 within
-    30 s. Printed: the caller's gap from the last tone of a's track to the first of
-    b's, and the time b's bots took from their join to their track published
-    (`lksup_fleet_handoff_seconds`), which the caller does not hear."""
-    names = [f"handoff-{i}" for i in range(3)]
+    """Three callers (`HANDOFF_ROOMS`) talk to worker a's bots (b starts once they are
+    served, so a took every room), each sending two messages; a is sent SIGTERM with
+    `drain_seconds` at 120: b takes each job over with the state a's bot offered, its
+    bot joining as `bot~2` beside a's and removing it once published; every caller hears
+    the echo from b's bot, never both bots at once (the last tone of a's track ends
+    before the first of b's begins), one bot per room, whose next answer counts 3, and a
+    exits 0 within 30 s. Printed: the caller's gap from the last tone of a's track to
+    the first of b's, and the time b's bots took from their join to their track
+    published (`lksup_fleet_handoff_seconds`), which the caller does not hear."""
+    names = [f"handoff-{i}" for i in range(int(os.environ.get("HANDOFF_ROOMS", 3)))]
 
     def config() -> SupervisorConfig:
         dispatch = dispatch_config(
@@ -169,7 +170,8 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
                   f"{statistics.median(ordered) * 1000:.0f} ms, least {ordered[0] * 1000:.0f} "
                   f"ms, most {ordered[-1] * 1000:.0f} ms; a's SIGTERM to its exit "
                   f"{exited:.1f} s; b's bots joined to published {publishing * 1000:.0f} ms "
-                  f"on average (lksup_fleet_handoff_seconds)")
+                  f"on average (lksup_fleet_handoff_seconds); gaps (ms): "
+                  + " ".join(f"{g * 1000:.0f}" for g in ordered))
             # one bot heard at a time: a's last tone ends before b's first begins (each
             # time is a window's end, so a window's length of tone can be shared)
             assert ordered[0] > -WINDOW, gaps
