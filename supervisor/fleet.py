@@ -558,7 +558,7 @@ class Fleet:
                 served, state = decode_handoff(await reader.read_all())
         except (RecordError, TimeoutError) as err:
             log.warning("[%s] a job handed over by %s: %s; ignored", self.room_name, giver,
-                        err or "not read in time")
+                        str(err) or "not read in time")
             return
         await self._restore(served, server_api, giver, state)
 
@@ -735,7 +735,7 @@ class Fleet:
             try:
                 await remove_participant(server_api, job.room, predecessor, ROOM_CHECK_SECONDS)
             except API_ERRORS as err:
-                why = f"{predecessor} not removed ({err or type(err).__name__})"
+                why = f"{predecessor} not removed ({str(err) or type(err).__name__})"
             else:
                 self.jobs.predecessor_removed(job.id)
                 log.info("[%s] job %s: published, %s removed", job.key, job.id, predecessor)

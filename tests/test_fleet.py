@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from livekit.api import ParticipantInfo
 
 from actors.room import Job
+from supervisor import fleet
+from supervisor.access import Credentials
 from supervisor.config import Config, ConfigError, parse_config
 from supervisor.fleet import (
     FleetView,
@@ -27,6 +31,7 @@ from supervisor.fleet import (
     successor_identity,
 )
 from supervisor.jobs import Served
+from supervisor.rooms import FleetState, WorkerState
 
 names = st.text("abcdef0123", min_size=1, max_size=6)
 members = st.lists(names, min_size=1, max_size=8, unique=True)
@@ -267,3 +272,90 @@ def test_the_fleet_keys_are_checked(keys: dict[str, object], expected: str) -> N
             },
             environ={},
         )
+
+
+class FakeJobs:
+    """What `Fleet._take_over` asks of `Jobs`: the taker's bot published or not."""
+
+    def __init__(self, published: bool | None) -> None:
+        self._published = published
+        self.heard: list[str] = []
+        self.ended: list[tuple[str, str]] = []
+
+    async def published(self, job_id: str) -> bool:
+        if self._published is None:
+            await anyio.sleep_forever()  # never published
+        return bool(self._published)
+
+    def predecessor_removed(self, job_id: str) -> None:
+        self.heard.append(job_id)
+
+    def end(self, job_id: str, reason: str) -> None:
+        self.ended.append((job_id, reason))
+
+
+async def take_over(
+    monkeypatch: pytest.MonkeyPatch,
+    published: bool | None,
+    removal: Exception | None = None,
+    still_there: bool = True,
+) -> FakeJobs:
+    """`Fleet._take_over` of job AJ_x from bot `bot`, the server API faked: `removal`
+    raised by the removal, `still_there` what a listing then says."""
+
+    async def remove(server_api: object, room: str, identity: str, timeout: float) -> None:
+        assert (room, identity) == ("x", "bot")
+        if removal is not None:
+            raise removal
+
+    async def listing(server_api: object, room: str, timeout: float) -> list[object]:
+        return [ParticipantInfo(identity="bot")] if still_there else []
+
+    monkeypatch.setattr(fleet, "remove_participant", remove)
+    monkeypatch.setattr(fleet, "participants_in", listing)
+    monkeypatch.setattr(fleet, "TAKEOVER_SECONDS", 0.05)
+    jobs = FakeJobs(published)
+    member = fleet.Fleet(
+        config("127.0.0.1:9464"), Credentials("ws://x:1", "k", "s"), jobs,  # type: ignore[arg-type]
+        WorkerState(), FleetState(),
+    )  # fmt: skip
+    await member._take_over(Job(id="AJ_x", room="x", agent_name="bot"), "bot", object())  # type: ignore[arg-type]
+    return jobs
+
+
+@pytest.mark.anyio
+async def test_a_taker_removes_the_old_bot_once_published_and_is_heard_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs = await take_over(monkeypatch, published=True)
+    assert (jobs.heard, jobs.ended) == (["AJ_x"], [])
+
+
+@pytest.mark.anyio
+async def test_a_taker_not_published_in_time_leaves_and_the_old_bot_talks_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs = await take_over(monkeypatch, published=None)
+    assert jobs.heard == []
+    assert jobs.ended == [("AJ_x", "not taken over: not published within 0.05 s")]
+
+
+@pytest.mark.anyio
+async def test_a_taker_that_cannot_remove_the_old_bot_leaves_unless_it_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = TimeoutError()
+    jobs = await take_over(monkeypatch, published=True, removal=refused)
+    assert jobs.heard == []
+    assert jobs.ended == [("AJ_x", "not taken over: bot not removed (TimeoutError)")]
+    # gone meanwhile (its job ended by itself): this bot is the room's one bot, and stays
+    jobs = await take_over(monkeypatch, published=True, removal=refused, still_there=False)
+    assert (jobs.heard, jobs.ended) == ([], [])
+
+
+@pytest.mark.anyio
+async def test_a_taker_whose_job_ended_meanwhile_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs = await take_over(monkeypatch, published=False)
+    assert (jobs.heard, jobs.ended) == ([], [])
