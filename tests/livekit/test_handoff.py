@@ -1,11 +1,11 @@
 """A draining worker hands its rooms to the fleet (`[dispatch] handoff`): no call cut.
 
-Two `supervisor run` processes with `[dispatch]` on one server, both in the agent's
-fleet; callers talk to their bots (`tests.helpers.counting_bot`: the echo bot, counting
-the caller's messages); SIGTERM the worker serving them. The other worker's bots join
-beside the old ones, held back until each old one is gone, and count on from where the
-old bots were; the callers hear one bot at a time; the drained worker exits long before
-its `drain_seconds`.
+`supervisor run` processes with `[dispatch]` on one server, in the agent's fleet;
+callers talk to their bots (`tests.helpers.counting_bot`: the echo bot, counting the
+caller's messages); a rolling restart SIGTERMs the worker serving them, then the one
+that took them over. Each time the other worker's bots join beside the old ones, held
+back until each old one is gone, and count on from where the old bots were; the callers
+hear one bot at a time; the drained worker exits long before its `drain_seconds`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from livekit import rtc
 
 from supervisor.fleet import successor_identity
 from supervisor.livekit_server import LiveKitServer
-from tests.helpers.cli_process import SupervisorConfig
+from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess
 from tests.helpers.participants import (
     agents_listed,
     data_inbox,
@@ -80,19 +80,65 @@ async def count(room: rtc.Room, inbox: asyncio.Queue[rtc.DataPacket]) -> int:
                 return int(json.loads(packet.data)["count"])
 
 
+async def hand_over(
+    giver: SupervisorProcess, callers: dict[str, rtc.Room], old: str
+) -> tuple[dict[str, float], float]:
+    """SIGTERM to `giver`, whose bots (`old`) serve `callers`; once it exited 0 (within
+    30 s): each caller's gap from the last tone of the old bot to the first of the new
+    one (`successor_identity(old)`; negative: both heard at once), and the SIGTERM's
+    time to the exit."""
+    new = successor_identity(old)
+    tracks = {name: await subscribed_audio_track(room, old) for name, room in callers.items()}
+    gaps: dict[str, float] = {}
+
+    async def gap(name: str) -> None:
+        room, gone = callers[name], anyio.Event()
+        room.on("participant_disconnected", lambda p: gone.set() if p.identity == old else None)
+        last = first = 0.0
+
+        async def old_bot() -> None:
+            nonlocal last
+            last = await last_tone_at(tracks[name], 440.0, gone)
+
+        async def new_bot() -> None:
+            nonlocal first
+            track = await subscribed_audio_track(room, new, timeout=60)
+            first = await first_tone_at(track, 440.0, window=WINDOW, timeout=60)
+
+        async with anyio.create_task_group() as listening:
+            listening.start_soon(old_bot)
+            listening.start_soon(new_bot)
+        gaps[name] = first - last
+
+    signalled = anyio.current_time()
+    giver.send_signal(signal.SIGTERM)
+    async with anyio.create_task_group() as handoffs:
+        for name in callers:
+            handoffs.start_soon(gap, name)
+    assert await giver.wait(timeout=30) == 0, giver.tail()
+    exited = anyio.current_time() - signalled
+    handed = giver.matches(r"\] job \S+: handed over to fleet-")
+    assert len(handed) == len(callers), giver.tail()
+    return gaps, exited
+
+
 @pytest.mark.anyio
-async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
+async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     """Three callers (`HANDOFF_ROOMS`) talk to worker a's bots (b starts once they are
-    served, so a took every room), each sending two messages; a is sent SIGTERM with
-    `drain_seconds` at 120: b takes each job over with the state a's bot offered, its
-    bot joining as `bot~2` beside a's and removing it once published; every caller hears
-    the echo from b's bot, never both bots at once (the last tone of a's track ends
-    before the first of b's begins), one bot per room, whose next answer counts 3, and a
-    exits 0 within 30 s. Printed: the caller's gap from the last tone of a's track to
-    the first of b's, and the time b's bots took from their join to their track
-    published (`lksup_fleet_handoff_seconds`), which the caller does not hear."""
+    served, so a took every room), each sending two messages. A rolling restart of two
+    hosts: a is sent SIGTERM with `drain_seconds` at 120, and b takes each job over with
+    the state a's bot offered, its bot joining as `bot~2` beside a's and removing it once
+    published; then c (a's replacement) starts and b is sent SIGTERM, and c's bots take
+    over as `bot` again. After each hop every caller hears the echo from the new bot,
+    never both bots at once (the last tone of the old track ends before the first of the
+    new begins), one bot per room, whose next answer counts on (3, then 4), and the
+    drained worker exits 0 within 30 s. Printed: each hop's gaps from the last tone of
+    the old track to the first of the new, and the time the new bots took from their
+    join to their track published (`lksup_fleet_handoff_seconds`), which the caller does
+    not hear. (The issue's six rooms a host saturate this 2-core machine: ten echo rooms
+    already do, benchmarks/RESULTS.md.)"""
     names = [f"handoff-{i}" for i in range(int(os.environ.get("HANDOFF_ROOMS", 3)))]
 
     def config() -> SupervisorConfig:
@@ -100,6 +146,42 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
             livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS, handoff=True
         )
         return attrs.evolve(dispatch, bot=COUNTING_BOT)
+
+    async def in_one_fleet(*runs: SupervisorProcess) -> None:
+        members = [len(runs)] * len(runs)
+        await until(
+            lambda: [run.status()["worker"]["fleet"]["members"] for run in runs] == members,
+            what="one fleet",
+        )
+
+    def taken_by(taker: SupervisorProcess) -> float:
+        """After a hop, `taker` took every job: its bots' time from their join to their
+        track published, on average."""
+        taken = r"\] taking job \S+ handed over by fleet-"
+        assert len(taker.matches(taken)) == len(names), taker.tail()
+        samples = Samples(get(f"{taker.metrics_url}/metrics")[1])
+        assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
+        assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
+        return samples["lksup_fleet_handoff_seconds_sum"] / len(names)
+
+    async def served_by(identity: str, counted: int) -> None:
+        """One bot per room, `identity`, heard; its next answer counts `counted`."""
+        for name, room in callers.items():
+            assert await agents_listed(livekit_server, name) == [identity], name
+            await hears_echo(room, identity)
+            assert await count(room, inboxes[name]) == counted, name  # the count came along
+
+    def report(hop: str, gaps: dict[str, float], exited: float, publishing: float) -> None:
+        ordered = sorted(gaps.values())
+        print(f"\n{hop}: caller's gap over {len(ordered)} handoffs: p50 "
+              f"{statistics.median(ordered) * 1000:.0f} ms, least {ordered[0] * 1000:.0f} "
+              f"ms, most {ordered[-1] * 1000:.0f} ms; SIGTERM to exit {exited:.1f} s; new "
+              f"bots joined to published {publishing * 1000:.0f} ms on average "
+              f"(lksup_fleet_handoff_seconds); gaps (ms): "
+              + " ".join(f"{g * 1000:.0f}" for g in ordered))  # fmt: skip
+        # one bot heard at a time: the old bot's last tone ends before the new one's
+        # first begins (each time is a window's end, so a window's length can be shared)
+        assert ordered[0] > -WINDOW, (hop, gaps)
 
     async with (
         dispatch_worker(tmp_path, livekit_server, "a", config=config()) as a,
@@ -112,66 +194,16 @@ async def test_a_draining_worker_hands_every_call_to_the_fleet_and_exits_early(
             inboxes[name] = data_inbox(room)
             await stack.enter_async_context(publishing_tone(room, 440.0))
             callers[name] = room
-        tracks = {
-            name: await subscribed_audio_track(room, "bot", timeout=30)
-            for name, room in callers.items()
-        }
         for name, room in callers.items():
+            await subscribed_audio_track(room, "bot", timeout=30)
             assert [await count(room, inboxes[name]) for _ in range(2)] == [1, 2]
         async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
-            await until(
-                lambda: [run.status()["worker"]["fleet"]["members"] for run in (a, b)] == [2, 2],
-                what="a and b in one fleet",
-            )
-            gaps: dict[str, float] = {}
-
-            async def gap(name: str) -> None:
-                """From the last tone of a's bot to the first of b's, as the caller
-                hears them (negative: both at once)."""
-                room, gone = callers[name], anyio.Event()
-                room.on("participant_disconnected",
-                        lambda p: gone.set() if p.identity == "bot" else None)  # fmt: skip
-                last = first = 0.0
-
-                async def old_bot() -> None:
-                    nonlocal last
-                    last = await last_tone_at(tracks[name], 440.0, gone)
-
-                async def new_bot() -> None:
-                    nonlocal first
-                    track = await subscribed_audio_track(room, SUCCESSOR, timeout=60)
-                    first = await first_tone_at(track, 440.0, window=WINDOW, timeout=60)
-
-                async with anyio.create_task_group() as listening:
-                    listening.start_soon(old_bot)
-                    listening.start_soon(new_bot)
-                gaps[name] = first - last
-
-            signalled = anyio.current_time()
-            a.send_signal(signal.SIGTERM)
-            async with anyio.create_task_group() as handoffs:
-                for name in names:
-                    handoffs.start_soon(gap, name)
-            assert await a.wait(timeout=30) == 0, a.tail()
-            exited = anyio.current_time() - signalled
-            assert len(a.matches(r"\] job \S+: handed over to fleet-")) == len(names), a.tail()
-            taken = r"\] taking job \S+ handed over by fleet-"
-            assert len(b.matches(taken)) == len(names), b.tail()
-            for name, room in callers.items():
-                assert await agents_listed(livekit_server, name) == [SUCCESSOR], name
-                await hears_echo(room, SUCCESSOR)
-                assert await count(room, inboxes[name]) == 3, name  # the count came along
-            samples = Samples(get(f"{b.metrics_url}/metrics")[1])
-            assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
-            assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
-            publishing = samples["lksup_fleet_handoff_seconds_sum"] / len(names)
-            ordered = sorted(gaps.values())
-            print(f"\ncaller's gap over {len(ordered)} handoffs: p50 "
-                  f"{statistics.median(ordered) * 1000:.0f} ms, least {ordered[0] * 1000:.0f} "
-                  f"ms, most {ordered[-1] * 1000:.0f} ms; a's SIGTERM to its exit "
-                  f"{exited:.1f} s; b's bots joined to published {publishing * 1000:.0f} ms "
-                  f"on average (lksup_fleet_handoff_seconds); gaps (ms): "
-                  + " ".join(f"{g * 1000:.0f}" for g in ordered))
-            # one bot heard at a time: a's last tone ends before b's first begins (each
-            # time is a window's end, so a window's length of tone can be shared)
-            assert ordered[0] > -WINDOW, gaps
+            await in_one_fleet(a, b)
+            gaps, exited = await hand_over(a, callers, "bot")
+            await served_by(SUCCESSOR, 3)
+            report("a to b", gaps, exited, taken_by(b))
+            async with dispatch_worker(tmp_path, livekit_server, "c", config=config()) as c:
+                await in_one_fleet(b, c)
+                gaps, exited = await hand_over(b, callers, SUCCESSOR)
+                await served_by("bot", 4)
+                report("b to c", gaps, exited, taken_by(c))
