@@ -182,14 +182,14 @@ class AudioOutActor(Actor):
             if self._late(frame, samples / frame.sample_rate, source.queued_duration):
                 self.stats.audio_frames_dropped["late"] += 1
                 return None
-            audio = frame.audio
-            if self._holding_back():  # silence in its place: the track plays on meanwhile
-                self.stats.audio_frames_dropped["handoff"] += 1
-                audio = bytes(len(audio))
+            held_back = self._holding_back()
+            # held back, silence in its place: the track plays on meanwhile
+            audio = bytes(len(frame.audio)) if held_back else frame.audio
             await source.capture_frame(
                 rtc.AudioFrame(audio, frame.sample_rate, frame.num_channels, samples)
             )
-            if audio is not frame.audio:
+            if held_back:
+                self.stats.audio_frames_dropped["handoff"] += 1
                 return None
             self.stats.audio_frames_out += 1
             if self.stats.first_audio_at is None:
