@@ -14,7 +14,16 @@ from typing import cast
 import pytest
 from livekit import rtc
 from pipecat.audio.utils import create_file_resampler
-from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
@@ -155,6 +164,36 @@ async def test_the_voice_bot_offers_its_context_each_time_it_stops_speaking() ->
     await run_test(offer, frames_to_send=[BotStoppedSpeakingFrame()],
                    expected_down_frames=[BotStoppedSpeakingFrame])  # fmt: skip
     assert json.loads(stats.offered_state)["messages"] == context.get_messages()
+
+
+def test_the_talker_s_answer_counts_every_turn_of_the_conversation_so_far() -> None:
+    """From the second turn on the talker says the whole conversation's seconds, so a
+    reply after a handoff shows that the earlier turns came along (a handed context is
+    input: what is not a turn's seconds counts nothing)."""
+
+    def turns(*said: str) -> LLMContext:
+        return LLMContext([{"role": "user", "content": text} for text in said])
+
+    assert talker.spoke_for(turns()) == "You spoke for no time seconds."
+    assert talker.spoke_for(turns("1.5")) == "You spoke for 1.5 seconds."
+    assert talker.spoke_for(turns("1.5", "2.0", "hi")) == "You spoke for hi seconds, 3.5 in all."
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_the_talker_s_turns_go_on_from_the_context_it_was_handed() -> None:
+    handed = LLMContext([{"role": "user", "content": "2.0"}])
+    started = VADUserStartedSpeakingFrame(start_secs=0.2, timestamp=10.0)
+    stopped = VADUserStoppedSpeakingFrame(stop_secs=0.8, timestamp=12.3)
+    down, _ = await run_test(
+        talker.TurnTaker(handed), frames_to_send=[started, stopped],
+        expected_down_frames=[VADUserStartedSpeakingFrame, UserStartedSpeakingFrame,
+                              InterruptionFrame, VADUserStoppedSpeakingFrame,
+                              UserStoppedSpeakingFrame, LLMContextFrame],
+        ignore_start=True,
+    )  # fmt: skip
+    (asked,) = [frame for frame in down if isinstance(frame, LLMContextFrame)]
+    assert talker.spoke_for(asked.context) == "You spoke for 1.7 seconds, 3.7 in all."
 
 
 def _transport(handed_state: str = "") -> tuple[RoomTransport, RoomStats]:

@@ -4,8 +4,8 @@ seeded from what the previous bot offered.
 With `[dispatch] handoff` a draining worker hands its rooms to another worker, whose bot
 starts afresh unless it is given the state the old one offered (`RoomTransport.offer_state`
 and `handed_state`). For a pipecat bot that state is its LLM context's messages: the
-built-in voice bot seeds its context with them and offers them as each bot turn ends,
-and a ported bot can do the same with these two pieces.
+built-in voice and talker bots seed their context with them and offer them as each bot
+turn ends, and a ported bot can do the same with these two pieces.
 """
 
 from __future__ import annotations
