@@ -112,9 +112,10 @@ async def hand_over(
 
     signalled = anyio.current_time()
     giver.send_signal(signal.SIGTERM)
-    async with anyio.create_task_group() as handoffs:
-        for name in callers:
-            handoffs.start_soon(gap, name)
+    with anyio.fail_after(90):  # each old bot gone and each new one heard
+        async with anyio.create_task_group() as handoffs:
+            for name in callers:
+                handoffs.start_soon(gap, name)
     assert await giver.wait(timeout=30) == 0, giver.tail()
     exited = anyio.current_time() - signalled
     handed = giver.matches(r"\] job \S+: handed over to fleet-")
