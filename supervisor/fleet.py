@@ -56,10 +56,10 @@ are not restored. With `[dispatch] handoff` it first hands each running job over
 and the state its bot offered (`RoomTransport.offer_state`), to the member that would
 own it once this one is gone. That member takes it make before break: its bot joins
 under the job's other identity (`successor_identity`) while the old bot talks on, held
-back (`RoomSettings.predecessor`: its audio dropped, the old bot's not heard), and once
-its track is published it removes the old bot through the server API, which ends the
-old job; from the old bot's departure on the new one is heard, its track already
-playing at the caller's. A job's bot is known by one of two identities, so two members
+back (`RoomSettings.predecessor`: silence in place of its audio, the old bot not heard),
+and once its track is published it removes the old bot through the server API, which
+ends the old job; from that removal on the new one is heard, its track already playing
+at the caller's. A job's bot is known by one of two identities, so two members
 taking the same job join under the same one (the second replaces the first), and a
 survivor does not restore a dead member's job whose bot is in the room under the other.
 
