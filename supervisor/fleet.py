@@ -692,13 +692,14 @@ class Fleet:
             log.info("[%s] job %s %s: nobody to serve, not taken", job.key, job.id, whose)
             return
         present = {p.identity for p in participants}
+        other = successor_identity(served.identity)
         predecessor = None
         if giver is not None:
             predecessor = served.identity
-            served = attrs.evolve(served, identity=successor_identity(predecessor))
-        elif successor_identity(served.identity) in present:
+            served = attrs.evolve(served, identity=other)
+        elif other in present:
             log.info("[%s] job %s %s: its bot %s is in the room, not restored", job.key,
-                     job.id, whose, successor_identity(served.identity))
+                     job.id, whose, other)
             return
         elif served.identity in present:
             await self._remove_ghost(job, served.identity, server_api)

@@ -70,8 +70,9 @@ class RoomSettings:
     predecessor: str | None = None
     """The bot this one takes the room over from, when a draining worker handed it over
     (`supervisor.fleet`): while that bot is in the room, this one's voice is held back
-    (its audio dropped as `handoff`) and its audio is not heard; it leaves once this
-    one's track is published, so the caller hears one bot at a time."""
+    (silence in place of its audio, counted as dropped: `handoff`) and that bot's audio
+    is not heard; it is removed once this one's track is published, so the caller hears
+    one bot at a time."""
     fallback_urls: tuple[str, ...] = ()
     """Other nodes of `url`'s LiveKit cluster: a join while nothing accepts connections
     at `url` goes through the first of them that does (the room may live on a node
