@@ -32,7 +32,7 @@ livekit-server: $(STAMP)
 
 # The try-it page's JavaScript SDK (livekit-client, pinned by package-lock.json),
 # installed beside the page: served from there, never from a CDN.
-WEB := supervisor/playground
+WEB := supervisor/web
 WEB_STAMP := $(WEB)/node_modules/.installed
 
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json

@@ -118,7 +118,7 @@ DECODER_SEARCH = {
     "ds": 2, "topn": 2, "maxhmmpf": 3000, "maxwpf": 5, "pl_window": 10,
     "fwdflat": False, "bestpath": False,
 }  # fmt: skip
-"""The project's voice bot's search (`supervisor.decoders.FAST_SEARCH`, which this
+"""The project's voice bot's search (`supervisor.bots.decoders.FAST_SEARCH`, which this
 venv cannot import; tests/test_builtin_bots.py holds the two equal): pruned for speed
 (one frame in two, the top 2 Gaussians, fewer active HMMs and words), one pass."""
 

@@ -47,9 +47,9 @@ from benchmarks.process_tree import (
     sample,
     tree,
 )
-from supervisor.access import Credentials, join_token
-from supervisor.livekit_server import LiveKitServer, free_port, spawn
-from supervisor.rtc_shutdown import end_room, release_rtc
+from supervisor.livekit_server.access import Credentials, join_token
+from supervisor.livekit_server.server import LiveKitServer, free_port, spawn
+from supervisor.process.rtc_shutdown import end_room, release_rtc
 
 CALLER_RATE = 48_000
 FRAME_MS = 10

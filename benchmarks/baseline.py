@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 import attrs
 
-from supervisor.access import Credentials, join_token
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.livekit_server.access import Credentials, join_token
+from supervisor.process.rtc_shutdown import release_rtc
 
 IDENTITY = "bot"
 """The identity the load generator listens for, as the supervisor's default bot has."""

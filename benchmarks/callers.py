@@ -43,9 +43,9 @@ from actors.room import narrow_room_events
 from benchmarks.baseline import credentials_from_environment
 from benchmarks.corpus import SAMPLE_RATE, Utterance, corpus
 from benchmarks.dispatch import DISPATCH_TIMEOUT, agent_identity
-from supervisor.access import Credentials, join_token
 from supervisor.bench import BOT_TRACK_TIMEOUT, JOIN_TIMEOUT, _measure_lag, bot_track, percentile
-from supervisor.rtc_shutdown import Closable, end_room, release_rtc
+from supervisor.livekit_server.access import Credentials, join_token
+from supervisor.process.rtc_shutdown import Closable, end_room, release_rtc
 
 IDENTITY = "caller"
 ROOM_CREATED = "room"

@@ -69,11 +69,11 @@ from benchmarks.dispatch import (
 )
 from benchmarks.echo import KEY_ENV, REPO_ROOT, SECRET_ENV, config_text, machine, measure_each
 from benchmarks.process_tree import command_line, sample, tree
-from supervisor.access import Credentials
 from supervisor.bench import RoomResult
 from supervisor.config import config_toml
-from supervisor.livekit_server import LiveKitServer, free_port
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.livekit_server.access import Credentials
+from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.process.rtc_shutdown import release_rtc
 
 WARMUP_LIFETIMES = 20
 """Lifetimes before the figures start: imports, the first rooms' one-off allocations."""

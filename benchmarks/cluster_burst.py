@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 from livekit import api
 
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.process.rtc_shutdown import release_rtc
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving
 from tests.helpers.cluster import Cluster, running_cluster
 

@@ -25,7 +25,7 @@ import anyio
 from livekit import api, rtc
 
 from benchmarks.process_tree import cpu_seconds
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.process.rtc_shutdown import release_rtc
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.cluster import Cluster, node_ids, running_cluster
 from tests.helpers.participants import join, publishing_tone, subscribed_audio_track

@@ -89,9 +89,9 @@ from benchmarks.echo import (
 )
 from benchmarks.process_tree import pss_bytes, rss_bytes
 from supervisor.config import config_toml
-from supervisor.livekit_server import LiveKitServer, free_port
-from supervisor.metrics import PREFIX
-from supervisor.workers import either
+from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.observability.metrics import PREFIX
+from supervisor.process.workers import either
 
 DEFAULT_BOT = pipecat_voice.DEFAULT_BOT
 """The full voice bot: VAD, smart-turn, speech recognition, scripted LLM, espeak-ng."""

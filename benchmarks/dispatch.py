@@ -70,7 +70,6 @@ from benchmarks.echo import (
     settle_seconds,
 )
 from benchmarks.process_tree import cpu_seconds, pss_bytes, rss_bytes
-from supervisor.access import Credentials, join_token
 from supervisor.bench import (
     JOIN_TIMEOUT,
     LOST_AFTER,
@@ -83,8 +82,9 @@ from supervisor.bench import (
 )
 from supervisor.bench import SAMPLE_RATE as CALLER_RATE
 from supervisor.config import config_toml
-from supervisor.livekit_server import LiveKitServer, free_port
-from supervisor.rtc_shutdown import Closable, end_room, release_rtc
+from supervisor.livekit_server.access import Credentials, join_token
+from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.process.rtc_shutdown import Closable, end_room, release_rtc
 
 AGENTS_PYTHON = REPO_ROOT / ".venv-agents" / "bin" / "python"
 REGISTER_TIMEOUT = 120.0

@@ -57,7 +57,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.process_tree import cpu_seconds, rss_bytes
 from supervisor.bench import ALL_SENDING, JOIN_TIMEOUT, SUBSCRIBE_GRACE
 from supervisor.config import config_toml
-from supervisor.livekit_server import LiveKitServer, free_port
+from supervisor.livekit_server.server import LiveKitServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 16_000

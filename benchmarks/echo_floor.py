@@ -17,8 +17,8 @@ import anyio
 from livekit import rtc
 
 from benchmarks.baseline import BaselineOptions, Readiness, bot_token, main
-from supervisor.access import Credentials
-from supervisor.rtc_shutdown import end_room
+from supervisor.livekit_server.access import Credentials
+from supervisor.process.rtc_shutdown import end_room
 
 
 async def echo(track: rtc.Track, source: rtc.AudioSource, options: BaselineOptions) -> None:

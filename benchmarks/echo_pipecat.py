@@ -31,8 +31,8 @@ from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 from benchmarks.baseline import BaselineOptions, Readiness, bot_token, main  # noqa: E402
-from supervisor.access import Credentials  # noqa: E402
 from supervisor.bots.echo import EchoProcessor  # noqa: E402
+from supervisor.livekit_server.access import Credentials  # noqa: E402
 
 STOP_SECONDS = 15.0
 

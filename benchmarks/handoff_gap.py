@@ -17,11 +17,11 @@ leaves the caller the shortest silence, and does it always work? Three ways:
   the new bot starts its audio as soon as the server tells it the old one is gone
   (`participant_disconnected`): it needs nobody else to say when.
 
-What runs: one dev-mode livekit-server (`supervisor.livekit_server`); two bots, each a
+What runs: one dev-mode livekit-server (`supervisor.livekit_server.server`); two bots, each a
 child process of its own with its own rtc SDK (`python -m benchmarks.handoff_gap bot`,
 driven by JSON lines on stdin and answering JSON lines on stdout), joining with agent
-tokens as the product's bots do (`supervisor.access.agent_token`); the old one plays a
-440 Hz tone, the new one 660 Hz. Both processes are started before the first trial and
+tokens as the product's bots do (`supervisor.livekit_server.access.agent_token`); the old
+one plays a 440 Hz tone, the new one 660 Hz. Both processes are started before the first trial and
 serve every trial's room in turn, as a worker process serves many rooms: a handoff's
 new bot is a process that is already running, not one starting. The caller is an rtc
 SDK participant in this process, subscribed to every audio track; per 10 ms frame of
@@ -36,7 +36,7 @@ frame with the new one (0 when they are contiguous); whether *both* were heard a
 `HANDOFF_TIMEOUT` (10 s) of the handoff's start (else a failure, with what the new bot
 and the server said); the old bot's disconnect reason; and whether the server answers
 the new bot's first request after its join (setting its metadata, as a bot does): the
-fleet (`supervisor/fleet.py`, `_remove_ghost`) once saw a bot that had joined under a
+fleet (`supervisor/dispatch/fleet.py`, `_remove_ghost`) once saw a bot that had joined under a
 replaced identity get no answer and its track never reach the caller.
 Ways are interleaved trial by trial (their order rotating), so a load that changes
 during a run weighs on each alike; the load average is sampled through the run.
@@ -66,15 +66,15 @@ import attrs
 import numpy as np
 from livekit import api, rtc
 
-from supervisor.access import (
+from supervisor.livekit_server.access import (
     API_ERRORS,
     Credentials,
     agent_token,
     join_token,
     remove_participant,
 )
-from supervisor.livekit_server import LiveKitServer
-from supervisor.rtc_shutdown import end_room, release_rtc
+from supervisor.livekit_server.server import LiveKitServer
+from supervisor.process.rtc_shutdown import end_room, release_rtc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 48_000

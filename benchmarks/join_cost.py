@@ -41,7 +41,7 @@ from benchmarks.echo import (
     measure_each,
 )
 from benchmarks.process_tree import CLOCK_TICKS, tree
-from supervisor.livekit_server import LiveKitServer, free_port
+from supervisor.livekit_server.server import LiveKitServer, free_port
 
 KINDS = ("tokio", "main", "other")
 """Thread groups: the SDK's tokio-rt-worker threads, each process's main thread (the

@@ -40,7 +40,7 @@ import anyio  # noqa: E402
 
 from benchmarks.baseline import credentials_from_environment, say  # noqa: E402
 from benchmarks.echo import stop_process  # noqa: E402
-from supervisor.rtc_shutdown import release_rtc  # noqa: E402
+from supervisor.process.rtc_shutdown import release_rtc  # noqa: E402
 
 READY = "pipecat runner ready"
 """The runner's line once it reads rooms: the harness waits for it."""

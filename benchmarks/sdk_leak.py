@@ -219,7 +219,7 @@ def main() -> int:
     args = parser().parse_args()
     print(json.dumps(asyncio.run(run(args))), flush=True)
     # The SDK's own atexit dispose can abort the process (a native callback meeting the
-    # interpreter's finalization: supervisor/rtc_shutdown.py): dispose while it is whole.
+    # interpreter's finalization: supervisor/process/rtc_shutdown.py): dispose while it is whole.
     _ffi_client.FfiClient.instance._dispose()
     time.sleep(0.1)
     return 0

@@ -27,16 +27,16 @@ from livekit import api  # noqa: E402
 
 from actors import ActorRef, open_actor, single_errors  # noqa: E402
 from supervisor import __version__  # noqa: E402
-from supervisor.access import join_token  # noqa: E402
-from supervisor.agent_worker import dispatching  # noqa: E402
 from supervisor.bots import prewarm  # noqa: E402
 from supervisor.config import Config, ConfigError, RuntimeConfig, load_config  # noqa: E402
-from supervisor.credentials import for_token, livekit_credentials  # noqa: E402
-from supervisor.fleet import fleet_room, probe_url  # noqa: E402
-from supervisor.http import serving_metrics  # noqa: E402
-from supervisor.livekit_server import LiveKitServerError  # noqa: E402
-from supervisor.playground import tokens_off  # noqa: E402
-from supervisor.recycle import (  # noqa: E402
+from supervisor.dispatch.agent_worker import dispatching  # noqa: E402
+from supervisor.dispatch.fleet import fleet_room, probe_url  # noqa: E402
+from supervisor.livekit_server.access import join_token  # noqa: E402
+from supervisor.livekit_server.credentials import for_token, livekit_credentials  # noqa: E402
+from supervisor.livekit_server.server import LiveKitServerError  # noqa: E402
+from supervisor.observability.http import serving_metrics  # noqa: E402
+from supervisor.observability.targets import file_sd, host_targets, is_loopback, srv_records  # noqa: E402
+from supervisor.process.recycle import (  # noqa: E402
     RELEASE,
     RELEASED,
     SUCCEEDS_ENV,
@@ -48,10 +48,10 @@ from supervisor.recycle import (  # noqa: E402
     report_fd,
     tell_parent,
 )
-from supervisor.rooms import RoomSet  # noqa: E402
-from supervisor.rtc_shutdown import release_rtc  # noqa: E402
-from supervisor.targets import file_sd, host_targets, is_loopback, srv_records  # noqa: E402
-from supervisor.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
+from supervisor.process.rooms import RoomSet  # noqa: E402
+from supervisor.process.rtc_shutdown import release_rtc  # noqa: E402
+from supervisor.process.workers import STOP_SIGNALS, Shard, serve_workers, start_worker  # noqa: E402
+from supervisor.web import tokens_off  # noqa: E402
 
 log = logging.getLogger("supervisor")
 
@@ -126,7 +126,7 @@ async def _serve(
 ) -> None:
     """Serve `shard` of `whole` until `draining`, and carry out each of `orders` (taken
     out of `pending` as it starts): SIGHUP reloads the config, `RELEASE` and `TAKE` pass
-    configured rooms on (`supervisor.recycle`), reporting to the parent on `fd`."""
+    configured rooms on (`supervisor.process.recycle`), reporting to the parent on `fd`."""
     config = shard.of(whole)
     released = anyio.Event()
     if warmed := await anyio.to_thread.run_sync(prewarm, [bot.load for bot in config.bots]):
@@ -261,7 +261,7 @@ def check(config: Config) -> None:
 def print_targets(
     config: Config, workers: int, host: str | None, address: str | None, srv: str | None
 ) -> None:
-    """This host's metrics endpoints on stdout, for Prometheus (see `supervisor.targets`)."""
+    """This host's metrics endpoints on stdout, for Prometheus (`observability.targets`)."""
     found = host_targets(config, workers, host, address)
     if any(map(is_loopback, found)):
         print(f"supervisor: warning: {found[0].address} is a loopback address: only a "
@@ -450,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> int:
     """The `supervisor` process: `main`, then the rtc SDK's native runtime released
     before the interpreter exits, which it would otherwise abort (see
-    `supervisor.rtc_shutdown`). Tests call `main` in their own process, whose runtime
+    `supervisor.process.rtc_shutdown`). Tests call `main` in their own process, whose runtime
     must live on."""
     try:
         return main()

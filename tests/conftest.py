@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from supervisor.livekit_server import LiveKitServer
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.livekit_server.server import LiveKitServer
+from supervisor.process.rtc_shutdown import release_rtc
 from tests.helpers.event_loop import ASYNCIO
 
 _SERVER_KEY = pytest.StashKey[LiveKitServer]()

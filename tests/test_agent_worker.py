@@ -26,16 +26,16 @@ from livekit.protocol import agent, models
 
 from actors import ActorRef
 from actors.room import Job, RoomSettings, RoomStats
-from supervisor import admission, agent_worker, jobs
-from supervisor.access import Credentials
-from supervisor.admission import Accept, Admission, ProcessLoad, Reject
-from supervisor.agent_worker import AgentWorker, agent_url, dispatching
 from supervisor.config import DispatchConfig, MetricsConfig, parse_config
-from supervisor.jobs import job_of
-from supervisor.livekit_server import free_port
-from supervisor.metrics import RoomSetCollector
-from supervisor.rooms import RoomSet
-from supervisor.workers import Shard, shard_of
+from supervisor.dispatch import admission, agent_worker, jobs
+from supervisor.dispatch.admission import Accept, Admission, ProcessLoad, Reject
+from supervisor.dispatch.agent_worker import AgentWorker, agent_url, dispatching
+from supervisor.dispatch.jobs import job_of
+from supervisor.livekit_server.access import Credentials
+from supervisor.livekit_server.server import free_port
+from supervisor.observability.metrics import RoomSetCollector
+from supervisor.process.rooms import RoomSet
+from supervisor.process.workers import Shard, shard_of
 
 KEY, SECRET = "APIunit", "unit-secret-unit-secret-unit-secret"
 TOKEN = "an-assignment-token-never-logged"

@@ -43,10 +43,10 @@ from actors.room.bot_metrics import (
     processor_label,
 )
 from actors.room.timing import service_buckets
-from supervisor.access import Credentials
 from supervisor.config import parse_config
-from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import RoomSet
+from supervisor.livekit_server.access import Credentials
+from supervisor.observability.metrics import SupervisorMetrics
+from supervisor.process.rooms import RoomSet
 
 pytestmark = pytest.mark.anyio
 

@@ -31,11 +31,11 @@ from actors import ActorRef
 from actors.room import RoomSettings, RoomStats, RoomTransport
 from actors.room.transport import STATE_BYTES
 from supervisor.bots import echo, prewarm, talker, voice
+from supervisor.bots.decoders import FAST_SEARCH
 from supervisor.bots.handoff import ContextOffer, handed_messages
 from supervisor.bots.recognizer import SAMPLE_RATE, Recognizer, shared_recognizer
 from supervisor.bots.voice import heard
 from supervisor.config import ConfigError, parse_config
-from supervisor.decoders import FAST_SEARCH
 from tests.helpers.participants import SAMPLE_RATE as SPEECH_RATE
 from tests.helpers.speech import utterance
 
@@ -105,7 +105,10 @@ def test_the_voice_bot_without_pocketsphinx_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _forget(
-        monkeypatch, "supervisor.bots.voice", "supervisor.bots.recognizer", "supervisor.decoders"
+        monkeypatch,
+        "supervisor.bots.voice",
+        "supervisor.bots.recognizer",
+        "supervisor.bots.decoders",
     )
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
     _refused("supervisor.bots.voice:create_bot", r"pip install 'livekit-supervisor\[voice\]'")

@@ -11,7 +11,7 @@ import pytest
 from supervisor import __version__
 from supervisor.cli import loop_options, main
 from supervisor.config import RuntimeConfig
-from supervisor.livekit_server import free_port, listening
+from supervisor.livekit_server.server import free_port, listening
 from tests.helpers.cli_process import (
     GOOD_CONFIG,
     REPO_ROOT,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from supervisor import config as config_module
 from supervisor.config import ConfigError, config_toml, parse_config
-from supervisor.recycle import recycles
+from supervisor.process.recycle import recycles
 
 keys = st.text(min_size=1, max_size=12)
 scalars = (

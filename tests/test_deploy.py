@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import DispatchConfig, SupervisionConfig
-from supervisor.workers import DRAIN_MARGIN_SECONDS
+from supervisor.process.workers import DRAIN_MARGIN_SECONDS
 from tests.helpers.prometheus import ROOT, tool
 
 UNIT = ROOT / "supervisor" / "deploy" / "livekit-supervisor.service"

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from livekit.api import ParticipantInfo
 
 from actors.room import Job
-from supervisor import fleet
-from supervisor.access import Credentials
 from supervisor.config import Config, ConfigError, parse_config
-from supervisor.fleet import (
+from supervisor.dispatch import fleet
+from supervisor.dispatch.fleet import (
     FleetView,
     Record,
     RecordError,
@@ -30,8 +29,9 @@ from supervisor.fleet import (
     probe_url,
     successor_identity,
 )
-from supervisor.jobs import Served
-from supervisor.rooms import FleetState, WorkerState
+from supervisor.dispatch.jobs import Served
+from supervisor.livekit_server.access import Credentials
+from supervisor.process.rooms import FleetState, WorkerState
 
 names = st.text("abcdef0123", min_size=1, max_size=6)
 members = st.lists(names, min_size=1, max_size=8, unique=True)

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import RoomStats
 from actors.room.timing import service_buckets
-from supervisor.access import Credentials
 from supervisor.config import parse_config
-from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import RoomSet
+from supervisor.livekit_server.access import Credentials
+from supervisor.observability.metrics import SupervisorMetrics
+from supervisor.process.rooms import RoomSet
 from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,

@@ -23,12 +23,12 @@ from actors.room import timing
 from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, HOP_BUCKETS, HOPS, BucketCounts, StampCarrier
-from supervisor.access import Credentials
 from supervisor.config import ConfigError, RecycleConfig, WatchdogConfig, parse_config
-from supervisor.metrics import SupervisorMetrics, _Accumulator
-from supervisor.recycle import Bounds
-from supervisor.rooms import RoomSet, WorkerState
-from supervisor.watchdog import BEAT_SECONDS
+from supervisor.livekit_server.access import Credentials
+from supervisor.observability.metrics import SupervisorMetrics, _Accumulator
+from supervisor.observability.watchdog import BEAT_SECONDS
+from supervisor.process.recycle import Bounds
+from supervisor.process.rooms import RoomSet, WorkerState
 from tests.helpers.probes import wait_until
 
 

@@ -1,4 +1,4 @@
-"""The try-it page's token endpoint, its rules apart from HTTP (`supervisor.playground`):
+"""The try-it page's token endpoint, its rules apart from HTTP (`supervisor.web`):
 who gets a token, for which room, with which grants, and how often."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from livekit import api
 
-from supervisor.access import Credentials
 from supervisor.config import DispatchConfig, MetricsConfig, WebConfig
-from supervisor.playground import Refusal, Served, TokenBuckets, TokenMinter
+from supervisor.livekit_server.access import Credentials
+from supervisor.web import Refusal, Served, TokenBuckets, TokenMinter
 
 CREDENTIALS = Credentials("ws://127.0.0.1:7880", "APIkey", "a-secret-of-32-characters-or-more!")
 SERVED = Served(frozenset({"lobby"}), frozenset({"bot"}))

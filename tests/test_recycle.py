@@ -1,4 +1,4 @@
-"""The worker's side of recycling alone: its bounds and its reports (`supervisor.recycle`).
+"""The worker's side of recycling alone: its bounds and its reports (`supervisor.process.recycle`).
 The parent's side, and both against a real server, are in `tests/livekit/test_recycle.py`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from supervisor.config import RecycleConfig
-from supervisor.recycle import Bounds, report, resident_mb
+from supervisor.process.recycle import Bounds, report, resident_mb
 
 
 def test_a_bound_passed_is_reported_once_with_the_setting_that_set_it() -> None:

@@ -1,4 +1,4 @@
-"""`supervisor.rtc_shutdown.release_rtc` on the installed rtc SDK, in a child process
+"""`supervisor.process.rtc_shutdown.release_rtc` on the installed rtc SDK, in a child process
 (it disposes the SDK's runtime for good, which this test process still needs).
 
 It relies on two private names of the SDK (`FfiClient._instance`, `_dispose`), the
@@ -17,7 +17,7 @@ from tests.helpers.cli_process import REPO_ROOT
 SCRIPT = """
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
-from supervisor.rtc_shutdown import release_rtc
+from supervisor.process.rtc_shutdown import release_rtc
 
 release_rtc()
 assert FfiClient._instance is None, "a process that never used rtc got a runtime"

@@ -14,11 +14,11 @@ from actors import ActorState, ChildStatistics, Supervisor
 from actors.mailbox import MailboxStats
 from actors.room import Job
 from supervisor import __version__
-from supervisor.access import Credentials
 from supervisor.config import parse_config
-from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import OFFER_ANSWERS, FleetState, RoomSet, WorkerState
-from supervisor.status import Status
+from supervisor.livekit_server.access import Credentials
+from supervisor.observability.metrics import SupervisorMetrics
+from supervisor.observability.status import Status
+from supervisor.process.rooms import OFFER_ANSWERS, FleetState, RoomSet, WorkerState
 
 TOKEN = "an-assignment-token-not-for-status"
 METADATA = '{"customer": "not for a status page"}'

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import workers
 from supervisor.cli import main
 from supervisor.config import Config, ConfigError, RoomConfig, parse_config
-from supervisor.livekit_server import free_port
-from supervisor.workers import Shard, shard_of
+from supervisor.livekit_server.server import free_port
+from supervisor.process import workers
+from supervisor.process.workers import Shard, shard_of
 from tests.helpers.cli_process import write_config
 from tests.helpers.workers import config_text
 

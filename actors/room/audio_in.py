@@ -28,7 +28,7 @@ from anyio.abc import TaskStatus
 from livekit import rtc
 from pipecat.frames.frames import Frame, InputAudioRawFrame, UserAudioRawFrame
 
-from actors.actor import Actor
+from actors import Actor
 from actors.room.frames import AudioTrackSubscribedFrame, AudioTrackUnsubscribedFrame
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats

@@ -23,7 +23,7 @@ held back: its track is published at once, but what it says while the bot it rep
 is still in the room is captured as silence and counted as dropped (`handoff`), so the
 track plays at the caller's before it is heard: measured with five rooms handed over
 at once, a track left unfed until then was first heard 0.5-1.3 s after the old bot's
-last words. That bot is removed once this track is published (`supervisor.fleet`), and
+last words. That bot is removed once this track is published (`supervisor.dispatch.fleet`), and
 from its removal on this one is heard: the caller hears one bot at a time.
 
 The room's stats note when the track was first published and when the bot's first
@@ -44,7 +44,7 @@ import anyio
 from livekit import rtc
 from pipecat.frames.frames import Frame, InterruptionFrame, OutputAudioRawFrame
 
-from actors.actor import Actor
+from actors import Actor
 from actors.room.bot_metrics import observe_response
 from actors.room.frames import (
     GetRoomFrame,

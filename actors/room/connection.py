@@ -24,8 +24,7 @@ import attrs
 from livekit import api, rtc
 from pipecat.frames.frames import Frame
 
-from actors.actor import Actor
-from actors.errors import Refused
+from actors import Actor, Refused
 from actors.room.frames import (
     ActiveSpeakerChangedFrame,
     AudioTrackSubscribedFrame,

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipecat.frames.frames import Frame
 
-from actors.actor import Actor
+from actors import Actor
 from actors.room.frames import (
     ActiveSpeakerChangedFrame,
     AudioTrackSubscribedFrame,

@@ -30,7 +30,7 @@ from pipecat.frames.frames import EndFrame, ErrorFrame, Frame, InputAudioRawFram
 from pipecat.utils.errors import ErrorCategory
 from pipecat.workers.runner import WorkerRunner
 
-from actors.actor import Actor
+from actors import Actor
 from actors.room.bot_metrics import BotMetricsObserver, metrics_enabled
 from actors.room.frames import GetRoomFrame, RoomDisconnectedFrame
 from actors.room.settings import RoomSettings

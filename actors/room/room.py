@@ -18,7 +18,16 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from actors.mailbox import MailboxSpec, Overflow
+from actors import (
+    Backoff,
+    ChildSpec,
+    MailboxSpec,
+    Overflow,
+    Restart,
+    RestartIntensity,
+    Strategy,
+    Supervisor,
+)
 from actors.room.audio_in import AudioInActor
 from actors.room.audio_out import AudioOutActor
 from actors.room.connection import ConnectionActor
@@ -26,8 +35,6 @@ from actors.room.events import EventActor
 from actors.room.pipeline import PipelineActor
 from actors.room.settings import RoomSettings
 from actors.room.stats import RoomStats
-from actors.specs import Backoff, ChildSpec, Restart, RestartIntensity, Strategy
-from actors.supervision import Supervisor
 
 AUDIO_LANE_MS = 320
 """The pipeline's data lane holds this much input audio (drop-oldest): a lagging bot

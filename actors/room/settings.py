@@ -69,7 +69,7 @@ class RoomSettings:
     "" for none."""
     predecessor: str | None = None
     """The bot this one takes the room over from, when a draining worker handed it over
-    (`supervisor.fleet`): while that bot is in the room, this one's voice is held back
+    (`supervisor.dispatch.fleet`): while that bot is in the room, this one's voice is held back
     (silence in place of its audio, counted as dropped: `handoff`) and that bot's audio
     is not heard; it is removed once this one's track is published, so the caller hears
     one bot at a time."""

@@ -48,8 +48,7 @@ from pipecat.transports.livekit.transport import (
     LiveKitParams,
 )
 
-from actors.errors import ActorError, MailboxFullError
-from actors.ref import ActorRef
+from actors import ActorError, ActorRef, MailboxFullError
 from actors.room.delivery import EventDelivery
 from actors.room.frames import (
     GetParticipantMetadataFrame,

@@ -1,5 +1,5 @@
 """Speech recognition with no outside service: pocketsphinx decoders shared by every
-room of the process, each in a process of its own (`supervisor.decoders` says why)."""
+room of the process, each in a process of its own (`supervisor.bots.decoders` says why)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.utils.time import time_now_iso8601
 
-from supervisor import decoders
-from supervisor.bots import unsupported_settings
+from supervisor.bots import decoders, unsupported_settings
 
 SAMPLE_RATE = decoders.SAMPLE_RATE
 DECODER_PROCESSES = 2

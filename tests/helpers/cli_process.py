@@ -28,7 +28,7 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from supervisor.config import config_toml
-from supervisor.livekit_server import free_port
+from supervisor.livekit_server.server import free_port
 from tests.helpers.participants import ServerCredentials
 from tests.helpers.prometheus import get
 
@@ -207,7 +207,7 @@ class SupervisorConfig:
     """A `[web]` table's keys; none: no table (the defaults)."""
     recycle: Mapping[str, int] = attrs.field(factory=lambda: {"max_rooms_served": 0})
     """A `[recycle]` table's keys. Off unless a test says otherwise: with `[dispatch]`
-    the default bound runs the rooms in a worker under a parent (`supervisor.recycle`),
+    the default bound runs the rooms in a worker under a parent (`supervisor.process.recycle`),
     and the tests of one process's behaviour (a SIGKILL of the host, its pid) want one."""
     cluster_urls: tuple[str, ...] = ()
     """`[livekit] cluster_urls`: the other nodes of the server's cluster."""

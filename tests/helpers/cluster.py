@@ -3,7 +3,7 @@
 Redis is Debian's `redis-server` (`make test` installs it when it is missing and it
 runs as root); without it a cluster test is skipped with the reason, except under CI
 (`CI` set), where that is a failure. It runs on a free loopback port with no
-persistence, and the nodes (`supervisor.livekit_server.LiveKitServer`, each on its own
+persistence, and the nodes (`supervisor.livekit_server.server.LiveKitServer`, each on its own
 ports, with the same key and secret) share it: LiveKit then places each room on a node
 and routes signalling and agent jobs between them, so a participant or a worker may
 connect to either node for any room.
@@ -24,7 +24,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from supervisor.livekit_server import (
+from supervisor.livekit_server.server import (
     LOOPBACK,
     LiveKitServer,
     ServerSettings,

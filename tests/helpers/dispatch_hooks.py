@@ -13,7 +13,7 @@ import time
 import anyio
 
 from actors.room import Job
-from supervisor.admission import Accept, Reject
+from supervisor.dispatch.admission import Accept, Reject
 
 
 async def choosy(job: Job) -> Accept | Reject:

@@ -18,7 +18,7 @@ import anyio
 import numpy as np
 from livekit import api, rtc
 
-from supervisor.rtc_shutdown import end_room
+from supervisor.process.rtc_shutdown import end_room
 
 SAMPLE_RATE = 48_000
 SILENCE_RMS = 100.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from supervisor.recycle import SUCCEEDS_ENV
+from supervisor.process.recycle import SUCCEEDS_ENV
 from tests.helpers.dispatch_bot import create_bot
 
 if os.environ.get(SUCCEEDS_ENV):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from livekit import rtc
 
-from supervisor.livekit_server import free_port
-from supervisor.workers import shard_of
+from supervisor.livekit_server.server import free_port
+from supervisor.process.workers import shard_of
 from tests.helpers.cli_process import SupervisorProcess, supervisor_process
 from tests.helpers.participants import collect_audio, rms, subscribed_audio_track
 

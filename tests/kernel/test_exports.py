@@ -1,6 +1,7 @@
 """The kernel's boundary, in the spirit of trio's test_exports: the process (`supervisor/`)
 uses the actor kernel and the room tree only through their public faces, `actors` and
-`actors.room`, and every name those faces export exists.
+`actors.room`, the room tree uses the kernel only through `actors`, and every name those
+faces export exists.
 
 Tests and benchmarks may reach inside (they test and measure the parts); the product
 may not, so that the kernel's modules can be rearranged without touching it.
@@ -37,11 +38,13 @@ def kernel_imports(path: Path) -> list[tuple[int, str, list[str]]]:
     return found
 
 
-def test_the_process_imports_the_kernel_only_through_its_public_faces() -> None:
+def leaks_through(paths: list[Path], faces: tuple[str, ...]) -> list[str]:
+    """Each import in `paths` of an `actors` module that is not one of `faces`, or of a
+    name a face does not export."""
     leaks = []
-    for path in sorted((ROOT / "supervisor").rglob("*.py")):
+    for path in paths:
         for line, module, names in kernel_imports(path):
-            if module not in PUBLIC_FACES:
+            if module not in faces:
                 leaks.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
                 continue
             exported = importlib.import_module(module).__all__
@@ -50,6 +53,23 @@ def test_the_process_imports_the_kernel_only_through_its_public_faces() -> None:
                 for name in names
                 if name not in exported
             ]
+    return leaks
+
+
+def test_the_process_imports_the_kernel_only_through_its_public_faces() -> None:
+    leaks = leaks_through(sorted((ROOT / "supervisor").rglob("*.py")), PUBLIC_FACES)
+    assert not leaks, "\n".join(leaks)
+
+
+def test_the_room_tree_imports_the_kernel_only_through_its_face() -> None:
+    """`actors.room` (and its own modules) may import each other; of the kernel, only
+    `actors`."""
+    room = sorted((ROOT / "actors" / "room").rglob("*.py"))
+    leaks = [
+        leak
+        for leak in leaks_through(room, ("actors",))
+        if not leak.split(" imports ")[1].startswith("actors.room")
+    ]
     assert not leaks, "\n".join(leaks)
 
 

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from actors.room import HOPS
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import REPO_ROOT, SupervisorConfig, serving, supervisor_command
 
 ROOMS = ("bench-smoke-a", "bench-smoke-b")
@@ -77,7 +77,7 @@ async def test_repeated_runs_on_many_rooms_exit_cleanly(
     """Each run leaves its rooms and then exits 0: the rtc SDK's native runtime calls
     back into Python while the rooms' connections close, and a callback that met the
     interpreter's finalization used to abort the process (SIGABRT, exit -6) after the
-    results were printed (see `supervisor.rtc_shutdown`)."""
+    results were printed (see `supervisor.process.rtc_shutdown`)."""
     config = SupervisorConfig(livekit_server, MANY_ROOMS)
     async with serving(tmp_path, config) as (_, path):
         for run in range(RUNS):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.participants import collect_audio, join, publishing_tone, subscribed_audio_track
 from tests.helpers.prometheus import Samples, get

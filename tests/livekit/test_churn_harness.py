@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from benchmarks.churn import SdkRun, SupervisorRun, measure_sdk, measure_supervisor
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 
 PROCESS_FIELDS = {
     "process", "warm_rss_mb", "final_rss_mb", "max_rss_mb", "mb_per_lifetime", "fds", "threads",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.livekit_server import free_port, listening
+from supervisor.livekit_server.server import free_port, listening
 from tests.helpers.cli_process import GOOD_CONFIG, supervisor_command, write_config
 
 

@@ -3,7 +3,7 @@
 One cluster serves the module (`tests/helpers/cluster.py`). Each test starts two or
 three `supervisor run` processes with `[dispatch]`, standing for hosts: each has one
 node as `url` and the other in `cluster_urls`, so it registers with both (see
-`supervisor/agent_worker.py` for why). Participants create rooms by joining through
+`supervisor/dispatch/agent_worker.py` for why). Participants create rooms by joining through
 either node, or a backend creates them through either node's API.
 """
 
@@ -24,9 +24,9 @@ import pytest
 from livekit import api, rtc
 
 from actors.room import AGENT_NAME_ATTRIBUTE
-from supervisor.access import Credentials, agent_token
-from supervisor.livekit_server import LiveKitServer
-from supervisor.rtc_shutdown import end_room
+from supervisor.livekit_server.access import Credentials, agent_token
+from supervisor.livekit_server.server import LiveKitServer
+from supervisor.process.rtc_shutdown import end_room
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving
 from tests.helpers.cluster import (
     Cluster,

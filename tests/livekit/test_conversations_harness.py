@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from benchmarks.conversations import DEFAULT_BOT, Options, format_markdown, measure, systems
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.prometheus import tool
 
 OPTIONS = Options(warmup=2.0, window=12.0, settle=1.0, idle=1.0, deadline=30.0)

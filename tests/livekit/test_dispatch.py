@@ -25,8 +25,8 @@ import attrs
 import pytest
 from livekit import api, rtc
 
-from supervisor.livekit_server import LiveKitServer
-from supervisor.rtc_shutdown import end_room
+from supervisor.livekit_server.server import LiveKitServer
+from supervisor.process.rtc_shutdown import end_room
 from tests.helpers.cli_process import (
     ECHO_BOT,
     SupervisorConfig,

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from benchmarks.dispatch import SYSTEMS, Options, format_markdown, measure
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 
 OPTIONS = Options(settle=1.0, idle=1.0, warmup=2.0, window=2.0)
 

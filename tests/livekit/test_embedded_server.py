@@ -21,15 +21,15 @@ import anyio
 import pytest
 
 from supervisor.config import load_config
-from supervisor.credentials import _record_path, for_token
-from supervisor.livekit_server import (
+from supervisor.livekit_server.credentials import _record_path, for_token
+from supervisor.livekit_server.record import ProcessId, ServerRecord
+from supervisor.livekit_server.server import (
     LiveKitServer,
     Ports,
     ServerSettings,
     free_port,
     listening,
 )
-from supervisor.server_record import ProcessId, ServerRecord
 from tests.helpers.cli_process import (
     SupervisorProcess,
     supervisor_process,

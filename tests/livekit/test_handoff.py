@@ -23,8 +23,8 @@ import attrs
 import pytest
 from livekit import rtc
 
-from supervisor.fleet import successor_identity
-from supervisor.livekit_server import LiveKitServer
+from supervisor.dispatch.fleet import successor_identity
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess
 from tests.helpers.participants import (
     agents_listed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from livekit import api
 
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import (
     SILENCE_RMS,
     dominant_frequency,

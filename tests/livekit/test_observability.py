@@ -34,8 +34,8 @@ import pytest
 from livekit import api
 
 from actors.room import HOPS
-from supervisor.livekit_server import LiveKitServer, free_port
-from supervisor.workers import shard_of
+from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.process.workers import shard_of
 from tests.helpers.cli_process import supervisor_command
 from tests.helpers.crashing_bot import CRASH
 from tests.helpers.participants import (

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import REPO_ROOT, SupervisorConfig, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -33,7 +33,7 @@ if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason, allow_module_level=True)
-if not (REPO_ROOT / "supervisor/playground/node_modules/livekit-client").exists():
+if not (REPO_ROOT / "supervisor/web/node_modules/livekit-client").exists():
     reason = "livekit-client is missing: `make web` installs it"
     if os.environ.get("CI"):
         pytest.fail(reason, pytrace=False)

@@ -1,5 +1,5 @@
 """Recycling against the real server: a worker past `[recycle] max_rooms_served` is
-replaced by a fresh one that serves before the old one drains (`supervisor.recycle`).
+replaced by a fresh one that serves before the old one drains (`supervisor.process.recycle`).
 
 `supervisor run` with `[dispatch]` and no `--workers` runs its rooms in one worker under
 a parent, so the single-process run is the one tested here; `--workers N` runs the same
@@ -22,7 +22,7 @@ import pytest
 from livekit import rtc
 
 from benchmarks.process_tree import rss_bytes, tree
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.participants import hears_echo, join
 from tests.helpers.probes import wait_until

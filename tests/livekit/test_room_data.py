@@ -36,7 +36,7 @@ from pipecat.pipeline.worker import PipelineWorker
 from actors.room import RoomStats
 from actors.room.transport import RoomTransport
 from supervisor.bots.data import create_bot as data_bot
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import data_inbox, join
 from tests.helpers.probes import wait_until
 from tests.helpers.rooms import RoomUnderTest, running_room

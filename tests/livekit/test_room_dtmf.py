@@ -20,7 +20,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from actors.room import RoomTransport
 from supervisor.bots import room_pipeline
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import join
 from tests.helpers.rooms import running_room
 

@@ -35,7 +35,7 @@ from actors.room import RoomTransport
 from actors.room.transport import EVENTS
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import create_bot as echo_bot
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import (
     SAMPLE_RATE,
     SILENCE_RMS,

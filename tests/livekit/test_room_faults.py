@@ -26,7 +26,7 @@ from actors.room.pipeline import BotCrashedError
 from actors.room.transport import RoomTransport
 from supervisor.bots import room_pipeline
 from supervisor.bots.echo import EchoProcessor
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import (
     SAMPLE_RATE,
     SILENCE_RMS,

@@ -23,7 +23,7 @@ from livekit import rtc
 from actors import ActorRef
 from actors.room import signalling
 from actors.room.frames import GetRoomFrame
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import (
     is_tone,
     join,

@@ -14,7 +14,7 @@ from livekit.rtc._ffi_client import FfiClient
 from livekit.rtc._proto import ffi_pb2
 
 from actors.room.rtc_fanout import room_hears
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.participants import (
     SILENCE_RMS,
     dominant_frequency,

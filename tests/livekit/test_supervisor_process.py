@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 
-from supervisor.livekit_server import LiveKitServer
-from supervisor.rtc_shutdown import end_room
+from supervisor.livekit_server.server import LiveKitServer
+from supervisor.process.rtc_shutdown import end_room
 from tests.helpers.cli_process import (
     REPO_ROOT,
     SupervisorConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supervisor.livekit_server import LiveKitServer
+from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.participants import (
     SAMPLE_RATE,

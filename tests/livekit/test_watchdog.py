@@ -24,9 +24,9 @@ import attrs
 import pytest
 
 from supervisor.config import load_config
-from supervisor.credentials import for_token
-from supervisor.livekit_server import LiveKitServer, free_port
-from supervisor.watchdog import STACK_FRAMES
+from supervisor.livekit_server.credentials import for_token
+from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.observability.watchdog import STACK_FRAMES
 from tests.helpers import blocking_bot
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config
 from tests.helpers.echo import talking

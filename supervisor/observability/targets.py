@@ -1,7 +1,7 @@
 """`supervisor targets CONFIG`: this host's metrics endpoints, for Prometheus to find.
 
 A fleet is many hosts, each running `supervisor run --workers N`, and each worker
-serves its metrics on the configured port plus its index (`supervisor.workers`). A
+serves its metrics on the configured port plus its index (`supervisor.process.workers`). A
 hand-kept list of `host:port` pairs goes stale the day a host gets more cores or a
 new host joins, so each host describes itself from the same config and worker count
 it runs with: the deployment that starts `supervisor run` also writes this output
@@ -32,7 +32,7 @@ import socket
 import attrs
 
 from supervisor.config import Config, ConfigError
-from supervisor.workers import Shard
+from supervisor.process.workers import Shard
 
 WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 SRV_TTL_SECONDS = 300

@@ -56,9 +56,9 @@ from actors.room import (
 )
 from supervisor import __version__
 from supervisor.config import MetricsConfig, WatchdogConfig
-from supervisor.gc_pauses import GC_PAUSE_BUCKETS, GENERATIONS, GCPauses
-from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
-from supervisor.watchdog import BEAT_SECONDS, LoopWatchdog
+from supervisor.observability.gc_pauses import GC_PAUSE_BUCKETS, GENERATIONS, GCPauses
+from supervisor.observability.watchdog import BEAT_SECONDS, LoopWatchdog
+from supervisor.process.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
 
 PREFIX = "lksup"
 ROOM_STATES = ("starting", "running", "reconnecting", "backoff", "failed", "stopping")
@@ -640,7 +640,7 @@ class LoopWatchdogCollector(Collector):
 
 
 class GCPausesCollector(Collector):
-    """Collection times (`supervisor.gc_pauses`); safe to collect off the loop."""
+    """Collection times (`supervisor.observability.gc_pauses`); safe to collect off the loop."""
 
     def __init__(self, pauses: GCPauses) -> None:
         self.pauses = pauses

@@ -47,10 +47,10 @@ from anyio.abc import Process, TaskGroup, TaskStatus
 from yarl import URL
 
 from actors import Backoff
-from supervisor.access import Credentials
 from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
-from supervisor.credentials import livekit_credentials
-from supervisor.recycle import (
+from supervisor.livekit_server.access import Credentials
+from supervisor.livekit_server.credentials import livekit_credentials
+from supervisor.process.recycle import (
     DUE,
     READY,
     RELEASE,
@@ -96,7 +96,7 @@ class Shard:
     index: int = 0
     count: int = 1
     configured: bool = True
-    """False once a successor took this worker's configured rooms over (`supervisor.recycle`)."""
+    """False once a successor took this worker's configured rooms (`supervisor.process.recycle`)."""
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.index < self.count:
@@ -142,7 +142,7 @@ def check_ports_free(config: Config, count: int) -> None:
 
 def start_worker(index: int, count: int, config: Config) -> Shard:
     """Set this process up as worker `index` of `count`; return its shard (a recycled
-    worker's successor takes its configured rooms only when told, `supervisor.recycle`)."""
+    worker's successor takes its configured rooms only when told, `supervisor.process.recycle`)."""
     shard = Shard(index, count, configured=SUCCEEDS_ENV not in os.environ)
     _tag_logs(f"[worker {index}] ")
     _die_with_parent()
@@ -255,7 +255,7 @@ def _send(process: Process, signum: signal.Signals) -> None:
 
 @attrs.define(eq=False)
 class _Worker:
-    """One worker process of a slot, and what it reported (`supervisor.recycle`)."""
+    """One worker process of a slot, and what it reported (`supervisor.process.recycle`)."""
 
     shard: Shard
     process: Process
@@ -289,7 +289,7 @@ async def either(*events: anyio.Event) -> None:
 class WorkerPool:
     """N worker slots kept running until a stop signal: a slot's worker is restarted
     when it dies and replaced, make before break, when it reports itself due
-    (`supervisor.recycle`)."""
+    (`supervisor.process.recycle`)."""
 
     path: Path
     config: Config

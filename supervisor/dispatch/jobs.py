@@ -32,9 +32,9 @@ from livekit.protocol import agent
 
 from actors import ActorError, ActorRef, ActorState, StartChildFrame, StopChildFrame
 from actors.room import AGENT_NAME_ATTRIBUTE, Job, RoomStats
-from supervisor.admission import Accept, Reject
 from supervisor.config import Config
-from supervisor.rooms import RoomSet
+from supervisor.dispatch.admission import Accept, Reject
+from supervisor.process.rooms import RoomSet
 
 log = logging.getLogger("supervisor.dispatch")
 
@@ -86,7 +86,7 @@ def _strings(value: Mapping[str, str]) -> dict[str, str]:
 @attrs.frozen
 class Served:
     """A job this process serves, with what a token for the same bot needs: what a
-    survivor restores when this process dies (`supervisor.fleet`)."""
+    survivor restores when this process dies (`supervisor.dispatch.fleet`)."""
 
     job: Job
     identity: str

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import attrs
 
-from supervisor.livekit_server import stop_in_order
+from supervisor.livekit_server.server import stop_in_order
 
 log = logging.getLogger("supervisor")
 

@@ -8,7 +8,7 @@ the memory away with each job; here, as gunicorn's `max_requests` and Celery's
 `max_tasks_per_child` do, a worker that has served `[recycle] max_rooms_served` rooms or
 holds `max_rss_mb` of memory is replaced while it still serves.
 
-The worker and its parent (`supervisor.workers`) speak over a pipe the parent gives
+The worker and its parent (`supervisor.process.workers`) speak over a pipe the parent gives
 each worker (`REPORT_FD_ENV`), one line a report, and signals back:
 
 - the worker reports `ready` once it serves (what its `/readyz` says: registered with

@@ -37,9 +37,9 @@ import attrs
 from aiohttp import web
 from livekit import api
 
-from supervisor.access import Credentials
 from supervisor.config import DispatchConfig, MetricsConfig, WebConfig
-from supervisor.rooms import RoomSet
+from supervisor.livekit_server.access import Credentials
+from supervisor.process.rooms import RoomSet
 
 log = logging.getLogger("supervisor")
 

@@ -55,7 +55,7 @@ def agent_token(
     """A token for a bot, as livekit-server mints one for a job it assigns (its
     `BuildAgentToken`): kind agent, the agent grant, publish, subscribe, data, and
     updating its own metadata. For a job restored after its worker died, and for the
-    fleet's own room (`supervisor.fleet`)."""
+    fleet's own room (`supervisor.dispatch.fleet`)."""
     grants = api.VideoGrants(
         room_join=True,
         room=room,

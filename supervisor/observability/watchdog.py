@@ -7,9 +7,9 @@ it woke: the loop-lag histogram); a thread off the loop checks the stamp. A stam
 than `[watchdog] stall_seconds`, with the loop thread inside one and the same task step
 or callback on two checks in a row, is a stall: the thread logs the loop thread's stack
 and the room whose code is running, counts the stall for that room, and `health()`
-(answered off the loop, see `supervisor.http`) fails until the heartbeat runs again.
+(answered off the loop, see `supervisor.observability.http`) fails until the heartbeat runs again.
 With `--workers N` the parent reads that health and restarts a worker stalled past
-`restart_after_seconds` (`supervisor.workers`).
+`restart_after_seconds` (`supervisor.process.workers`).
 
 A late heartbeat alone is not a stall: a loop waiting in its selector while the
 process gets no CPU (a host with too much to do) runs no code, and the first handles

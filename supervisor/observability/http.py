@@ -1,7 +1,7 @@
 """The metrics listener: `/metrics`, `/healthz`, `/readyz` and `/status` on `[metrics] listen`.
 
 An aiohttp server on an event loop of its own, in a thread, so that it answers while
-bot code blocks the supervisor's loop (see `supervisor.watchdog`): `/healthz` is the
+bot code blocks the supervisor's loop (see `supervisor.observability.watchdog`): `/healthz` is the
 watchdog's verdict, read in the listener's thread, and turns 503 within
 `watchdog.stall_seconds` of a stall. `/metrics`, `/readyz` and `/status` read the
 actor tree, which only the supervisor's loop may do (between two frames of any actor,
@@ -19,8 +19,8 @@ the same host.
 - `/status`: JSON, always 200: version, pid, health and readiness, the agent worker
   (registered, worker id, load, full, offers and ended jobs), every room with its
   state, connection, participants, restarts and, for a dispatched room, its job
-  (`supervisor.status`).
-- `/`: the try-it page, and its token endpoint `POST /web/token` (`supervisor.playground`;
+  (`supervisor.observability.status`).
+- `/`: the try-it page, and its token endpoint `POST /web/token` (`supervisor.web`;
   with `[web] enabled = false`, a line naming the endpoints).
 """
 
@@ -42,11 +42,11 @@ import anyio
 from aiohttp import web
 
 from supervisor.config import MetricsConfig, WatchdogConfig
-from supervisor.metrics import SupervisorMetrics
-from supervisor.playground import TokenMinter, add_playground, served_now
-from supervisor.rooms import RoomSet
-from supervisor.status import Status
-from supervisor.watchdog import LoopWatchdog
+from supervisor.observability.metrics import SupervisorMetrics
+from supervisor.observability.status import Status
+from supervisor.observability.watchdog import LoopWatchdog
+from supervisor.process.rooms import RoomSet
+from supervisor.web import TokenMinter, add_playground, served_now
 
 log = logging.getLogger("supervisor")
 
@@ -215,7 +215,7 @@ async def serving_metrics(
     collector's pauses for the block's duration.
 
     A port already in use fails here, at start, with the OSError the CLI reports, unless
-    `wait_for_port` (a recycled worker's successor, `supervisor.recycle`): then the
+    `wait_for_port` (a recycled worker's successor, `supervisor.process.recycle`): then the
     port is taken as soon as it is free. `release` set closes the listener early, for
     the successor (the process goes on without its endpoints).
     """

@@ -21,16 +21,16 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from supervisor.access import Credentials
 from supervisor.config import ConfigError, LiveKitConfig
-from supervisor.livekit_server import (
+from supervisor.livekit_server.access import Credentials
+from supervisor.livekit_server.record import ProcessId, ServerRecord
+from supervisor.livekit_server.server import (
     LiveKitServer,
     LiveKitServerError,
     Ports,
     ServerSettings,
     listening,
 )
-from supervisor.server_record import ProcessId, ServerRecord
 
 log = logging.getLogger("supervisor")
 

@@ -7,7 +7,7 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
 - connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (for
   `[dispatch] job_type`'s jobs: a room's, each participant's, each publisher's), wait
   for the server's `register` answer;
-- answer each `AvailabilityRequest` (`supervisor.admission`: full, or the accept hook);
+- answer each `AvailabilityRequest` (`supervisor.dispatch.admission`: full, or the accept hook);
   a job for a room (a participant, for a participant's job) this process already
   serves, or (`--workers N`) a configured room another worker of this config serves, is
   answered `terminate`, so the server does not offer it to another worker either (after a
@@ -15,7 +15,7 @@ dispatch naming our agent to a registered worker; this module speaks that protoc
   bring a second one); a room job whose room has another process's bot of this agent in
   it is declined as not available, so the server asks the next worker, that process
   among them, which alone knows whether its bot stays or is on its way out;
-- start each `JobAssignment`, end each `JobTermination` (`supervisor.jobs`);
+- start each `JobAssignment`, end each `JobTermination` (`supervisor.dispatch.jobs`);
 - report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
   soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
   taken for gone.
@@ -60,12 +60,17 @@ from livekit.protocol import agent, models
 from actors import ActorRef, Backoff, single_errors
 from actors.room import Job, is_rival
 from supervisor import __version__
-from supervisor.access import API_ERRORS, Credentials, participants_in, remove_participant
-from supervisor.admission import Accept, Admission, Reject
 from supervisor.config import Config
-from supervisor.fleet import Fleet, fleet_room
-from supervisor.jobs import Jobs, bot_identity, job_of
-from supervisor.rooms import RoomSet, WorkerState
+from supervisor.dispatch.admission import Accept, Admission, Reject
+from supervisor.dispatch.fleet import Fleet, fleet_room
+from supervisor.dispatch.jobs import Jobs, bot_identity, job_of
+from supervisor.livekit_server.access import (
+    API_ERRORS,
+    Credentials,
+    participants_in,
+    remove_participant,
+)
+from supervisor.process.rooms import RoomSet, WorkerState
 
 log = logging.getLogger("supervisor.dispatch")
 
@@ -167,7 +172,7 @@ class AgentWorker:
     # --- what the jobs and the CLI call ----------------------------------------------
 
     def send(self, message: agent.WorkerMessage) -> None:
-        """A job's status, for the node that assigned the job (`supervisor.jobs`)."""
+        """A job's status, for the node that assigned the job (`supervisor.dispatch.jobs`)."""
         job_id = message.update_job.job_id
         link = self._job_links.get(job_id)
         if link is None:
@@ -502,7 +507,7 @@ class AgentWorker:
         if self.state.draining:
             return "draining", "the worker is draining"
         if job.room == fleet_room(self.dispatch.agent_name):
-            return "served", "the room is the fleet's own (`supervisor.fleet`)"
+            return "served", "the room is the fleet's own (`supervisor.dispatch.fleet`)"
         if self.jobs.serves(job):
             what = "room" if job.participant is None else "participant"
             return "served", f"this process already serves the {what}"
@@ -550,7 +555,7 @@ async def dispatching(
     """The agent worker for the block's duration when `[dispatch]` is enabled, else None.
 
     With `[dispatch] restore` the process is also a member of its agent's fleet
-    (`supervisor.fleet`) for the block's duration; leaving the block says bye there.
+    (`supervisor.dispatch.fleet`) for the block's duration; leaving the block says bye there.
     Leaving the block ends the session and every job's task; the room trees are the
     room supervisor's, which stops them as it stops (`AgentWorker.drain` first, for a
     clean end)."""

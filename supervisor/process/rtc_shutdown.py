@@ -3,7 +3,7 @@
 its workers, bench), the baselines in `benchmarks/`, the test session. The room
 actors end their rooms in the same order by construction (the audio actors, which own
 the streams and the source, stop before the connection actor leaves). Kept free of
-pipecat, like `supervisor.access`, so the bare-SDK baseline can use it.
+pipecat, like `supervisor.livekit_server.access`, so the bare-SDK baseline can use it.
 
 Why the process needs more than leaving its rooms: the SDK's native runtime (Rust, on
 its own tokio threads) calls back into Python for every event and every Rust log

@@ -88,19 +88,19 @@ from livekit.protocol import models
 
 from actors import Backoff, single_errors
 from actors.room import Job, narrow_room_events
-from supervisor.access import (
+from supervisor.config import Config
+from supervisor.dispatch.jobs import Jobs, Served
+from supervisor.livekit_server.access import (
     API_ERRORS,
     Credentials,
     agent_token,
     participants_in,
     remove_participant,
 )
-from supervisor.config import Config
-from supervisor.jobs import Jobs, Served
-from supervisor.rooms import FleetState, WorkerState
-from supervisor.rtc_shutdown import end_room
+from supervisor.process.rooms import FleetState, WorkerState
+from supervisor.process.rtc_shutdown import end_room
 
-log = logging.getLogger("supervisor.fleet")
+log = logging.getLogger("supervisor.dispatch.fleet")
 
 FLEET_ROOM = "lksup-fleet"
 BEAT_SECONDS = 0.5

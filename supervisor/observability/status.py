@@ -27,8 +27,8 @@ from typing import Any
 
 from supervisor import __version__
 from supervisor.config import DispatchConfig
-from supervisor.metrics import SupervisorMetrics
-from supervisor.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
+from supervisor.observability.metrics import SupervisorMetrics
+from supervisor.process.rooms import JOB_ENDS, OFFER_ANSWERS, RoomSet
 
 Document = dict[str, Any]
 

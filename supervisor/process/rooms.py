@@ -24,9 +24,9 @@ from actors import (
     Supervisor,
 )
 from actors.room import BucketCounts, Job, RoomSettings, RoomStats, room_spec
-from supervisor.access import Credentials
 from supervisor.config import Config, RoomConfig
-from supervisor.recycle import Bounds
+from supervisor.livekit_server.access import Credentials
+from supervisor.process.recycle import Bounds
 
 log = logging.getLogger("supervisor")
 
@@ -64,8 +64,8 @@ with bounds at the alert's 2 s and at 3 s so its quantiles are not interpolated 
 
 @attrs.define
 class WorkerState:
-    """The agent worker's state for `/readyz` and the metrics (`supervisor.agent_worker`
-    and `supervisor.jobs` keep it)."""
+    """The agent worker's state for `/readyz` and the metrics (`supervisor.dispatch.agent_worker`
+    and `supervisor.dispatch.jobs` keep it)."""
 
     registered: bool = False
     worker_id: str = ""
@@ -94,7 +94,7 @@ aim."""
 
 @attrs.define
 class FleetState:
-    """The fleet membership's (`supervisor.fleet`), for `/status` and the metrics."""
+    """The fleet membership's (`supervisor.dispatch.fleet`), for `/status` and the metrics."""
 
     identity: str = ""
     connected: bool = False
@@ -139,7 +139,7 @@ class RoomSet:
     """This worker's `[recycle]` bounds, when a parent can replace it: once one is
     passed (`Bounds.due`) it serves on until its successor takes over."""
     dispatched: dict[str, Job] = attrs.field(factory=dict)
-    """The room trees running for an agent job (`supervisor.jobs`), by tree name
+    """The room trees running for an agent job (`supervisor.dispatch.jobs`), by tree name
     (`Job.key`: the room's name, or `room:participant` for a participant's job)."""
     worker: WorkerState | None = attrs.field()
     """The agent worker's state while `[dispatch]` is enabled. Built with the set, not
