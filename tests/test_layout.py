@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("benchmarks",),
     ("supervisor.cli",),
-    ("supervisor.bench",),
+    ("supervisor.bench", "supervisor.commands", "supervisor.lifecycle"),
     ("supervisor.dispatch", "supervisor.observability"),
     ("supervisor.web",),
     ("supervisor.process",),
