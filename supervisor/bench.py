@@ -31,7 +31,7 @@ from livekit.rtc.participant import PublishTrackError
 from actors.room import SUBSCRIBE_GRACE_SECONDS, narrow_room_events
 from supervisor.config import Config, ConfigError
 from supervisor.livekit_server.access import Credentials, join_token
-from supervisor.livekit_server.credentials import for_token
+from supervisor.livekit_server.source import for_token
 from supervisor.process.rtc_shutdown import Closable, end_room
 
 log = logging.getLogger("supervisor.bench")

@@ -9,7 +9,7 @@ from datetime import timedelta
 from supervisor.config import Config
 from supervisor.dispatch.fleet import fleet_room, probe_url
 from supervisor.livekit_server.access import join_token
-from supervisor.livekit_server.credentials import for_token
+from supervisor.livekit_server.source import for_token
 from supervisor.observability.targets import file_sd, host_targets, is_loopback, srv_records
 from supervisor.process.recycle import describe
 from supervisor.web import tokens_off

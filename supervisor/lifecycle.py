@@ -18,7 +18,7 @@ from actors import ActorRef, open_actor, single_errors
 from supervisor.bots import prewarm
 from supervisor.config import Config, ConfigError, RuntimeConfig, load_config
 from supervisor.dispatch.agent_worker import dispatching
-from supervisor.livekit_server.credentials import livekit_credentials
+from supervisor.livekit_server.source import livekit_credentials
 from supervisor.observability.http import serving_metrics
 from supervisor.process.recycle import (
     RELEASE,

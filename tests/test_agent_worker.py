@@ -538,11 +538,11 @@ def test_a_reconnecting_bot_is_not_alone_however_empty_the_room_looks() -> None:
     """The SDK reconnecting reports every participant gone: the idle timeout must not run."""
     job = Job(id="AJ_1", room="call")
     stats = RoomStats(connection="connected", participants={"caller"})
-    assert jobs._company(job, stats)
+    assert jobs._has_company(job, stats)
     stats.participants.clear()
-    assert not jobs._company(job, stats)
+    assert not jobs._has_company(job, stats)
     stats.connection = "reconnecting"
-    assert jobs._company(job, stats)
+    assert jobs._has_company(job, stats)
 
 
 @pytest.mark.anyio

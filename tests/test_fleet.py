@@ -29,7 +29,7 @@ from supervisor.dispatch.fleet import (
     probe_url,
     successor_identity,
 )
-from supervisor.dispatch.jobs import Served
+from supervisor.dispatch.jobs import ServedJob
 from supervisor.livekit_server.access import Credentials
 from supervisor.process.rooms import FleetState, WorkerState
 
@@ -145,8 +145,8 @@ def test_a_job_s_bots_alternate_between_two_identities(identity: str) -> None:
     assert successor_identity("bot") == "bot~2"
 
 
-def served(room: str, participant: str | None = None, **job: str) -> Served:
-    return Served(
+def served(room: str, participant: str | None = None, **job: str) -> ServedJob:
+    return ServedJob(
         Job(id=f"AJ_{room}", room=room, participant=participant, agent_name="bot", **job),
         identity="bot" if participant is None else f"bot-AJ_{room}",
         name="Bot",

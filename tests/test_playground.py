@@ -10,10 +10,10 @@ from livekit import api
 
 from supervisor.config import DispatchConfig, MetricsConfig, WebConfig
 from supervisor.livekit_server.access import Credentials
-from supervisor.web import Refusal, Served, TokenBuckets, TokenMinter
+from supervisor.web import KnownRooms, Refusal, TokenBuckets, TokenMinter
 
 CREDENTIALS = Credentials("ws://127.0.0.1:7880", "APIkey", "a-secret-of-32-characters-or-more!")
-SERVED = Served(frozenset({"lobby"}), frozenset({"bot"}))
+KNOWN = KnownRooms(frozenset({"lobby"}), frozenset({"bot"}))
 ASK = {"room": "lobby", "identity": "alice"}
 
 
@@ -32,14 +32,14 @@ def claims(answer: dict[str, str]) -> api.Claims:
     return api.TokenVerifier(CREDENTIALS.api_key, CREDENTIALS.api_secret).verify(answer["token"])
 
 
-def refused(gate: TokenMinter, body: Any, served: Served = SERVED) -> Refusal:
+def refused(gate: TokenMinter, body: Any, known: KnownRooms = KNOWN) -> Refusal:
     with pytest.raises(Refusal) as caught:
-        gate.mint(body, served)
+        gate.mint(body, known)
     return caught.value
 
 
 def test_a_participant_token_for_a_served_room_and_nothing_more() -> None:
-    answer = minter().mint(ASK, SERVED)
+    answer = minter().mint(ASK, KNOWN)
     assert answer["url"] == CREDENTIALS.url
     assert (answer["room"], answer["identity"]) == ("lobby", "alice")
     grants = claims(answer).video
@@ -58,7 +58,7 @@ def test_off_a_loopback_address_only_with_an_access_secret() -> None:
     wrong = refused(open_gate, {**ASK, "secret": "open"})
     assert wrong.status == 401
     assert "sesame" not in wrong.reason
-    assert open_gate.mint({**ASK, "secret": "sesame"}, SERVED)["identity"] == "alice"
+    assert open_gate.mint({**ASK, "secret": "sesame"}, KNOWN)["identity"] == "alice"
 
 
 @pytest.mark.parametrize(
@@ -80,9 +80,9 @@ def test_bad_requests_are_refused_with_the_reason(body: Any, status: int, reason
 
 
 def test_with_dispatch_any_room_and_with_an_agent_name_the_token_asks_for_it() -> None:
-    automatic = minter(enabled=True).mint({**ASK, "room": "fresh"}, SERVED)
+    automatic = minter(enabled=True).mint({**ASK, "room": "fresh"}, KNOWN)
     assert claims(automatic).room_config is None
-    named = minter(enabled=True, agent_name="support").mint({**ASK, "room": "fresh"}, SERVED)
+    named = minter(enabled=True, agent_name="support").mint({**ASK, "room": "fresh"}, KNOWN)
     config = claims(named).room_config
     assert config is not None
     assert [agent.agent_name for agent in config.agents] == ["support"]

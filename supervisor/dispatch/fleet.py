@@ -11,7 +11,7 @@ LiveKit room (`fleet_room`: one per agent name) as an agent participant, which t
 server gives no participant job, named `fleet-HOST-PID-RANDOM`:
 
 - its metadata is its record (`Record`): the jobs it serves, each with what a token
-  for the same bot needs (`Served`), set when it changed, at most once a beat, and
+  for the same bot needs (`ServedJob`), set when it changed, at most once a beat, and
   its probe, the `/status` URL of its metrics listener;
 - every `BEAT_SECONDS` it sends a lossy data packet on `BEAT_TOPIC` saying whether it
   is full.
@@ -89,7 +89,7 @@ from livekit.protocol import models
 from actors import Backoff, single_errors
 from actors.room import Job, narrow_room_events
 from supervisor.config import Config
-from supervisor.dispatch.jobs import Jobs, Served
+from supervisor.dispatch.jobs import Jobs, ServedJob, serves_someone
 from supervisor.livekit_server.access import (
     API_ERRORS,
     Credentials,
@@ -170,7 +170,7 @@ def rank(member: str, key: str) -> bytes:
 class Record:
     """What a member tells the fleet in its metadata."""
 
-    jobs: tuple[Served, ...] = ()
+    jobs: tuple[ServedJob, ...] = ()
     probe: str = ""
     """Its `/status` URL, where a member silent in the fleet is asked whether it lives."""
 
@@ -194,7 +194,7 @@ def _plain(_: Any, __: Any, value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def encode_handoff(served: Served, state: str = "") -> str:
+def encode_handoff(served: ServedJob, state: str = "") -> str:
     """A job handed over, as the text its taker reads: the record's entry for it, and
     the state its bot offered (JSON text, "" for none: `RoomTransport.offer_state`)."""
     doc = {
@@ -222,7 +222,7 @@ def decode_record(text: str) -> Record:
         raise RecordError(f"not a fleet record: {err}") from err
 
 
-def decode_handoff(text: str) -> tuple[Served, str]:
+def decode_handoff(text: str) -> tuple[ServedJob, str]:
     """A handoff's job and state (JSON text, "" for none). Raises `RecordError`."""
     try:
         doc = json.loads(text)
@@ -237,12 +237,12 @@ def decode_handoff(text: str) -> tuple[Served, str]:
 _JOB_TEXT = ("id", "room", "room_sid", "room_metadata", "dispatch_id", "metadata", "agent_name")
 
 
-def _served(entry: dict[str, Any]) -> Served:
+def _served(entry: dict[str, Any]) -> ServedJob:
     job = entry["job"]
     participant = job.get("participant")
     if participant is not None and not isinstance(participant, str):
         raise TypeError(f"job.participant = {participant!r}")
-    return Served(
+    return ServedJob(
         job=Job(
             **_texts(job, _JOB_TEXT),
             participant=participant,
@@ -489,7 +489,7 @@ class Fleet:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._beat, room)
                 tasks.start_soon(self._record, room)
-                tasks.start_soon(self._look, server_api)
+                tasks.start_soon(self._find_the_dead, server_api)
                 tasks.start_soon(self._take_handoffs, server_api)
                 await lost.wait()
                 tasks.cancel_scope.cancel()
@@ -509,10 +509,10 @@ class Fleet:
             log.warning("[%s] not in the fleet: the jobs drain here", self.room_name)
             return
         async with anyio.create_task_group() as handing:
-            for served in self.jobs.served():
+            for served in self.jobs.served_jobs():
                 handing.start_soon(self._hand, room, served)
 
-    async def _hand(self, room: rtc.Room, served: Served) -> None:
+    async def _hand(self, room: rtc.Room, served: ServedJob) -> None:
         job = served.job
         for taker in self.view.takers(job.key):
             ended = self.jobs.ended(job.id)
@@ -582,7 +582,7 @@ class Fleet:
         """The record, when it changed, looked at every `BEAT_SECONDS`. An update the
         server does not confirm within `SEND_SECONDS` is sent again."""
         while True:
-            record, left_out = encode_record(Record(tuple(self.jobs.served()), self.probe))
+            record, left_out = encode_record(Record(tuple(self.jobs.served_jobs()), self.probe))
             if record != self._published:
                 if left_out:
                     log.warning(
@@ -599,7 +599,7 @@ class Fleet:
                     log.warning("[%s] the record's update was not confirmed: again", self.room_name)
             await anyio.sleep(BEAT_SECONDS)
 
-    async def _look(self, server_api: api.LiveKitAPI) -> None:
+    async def _find_the_dead(self, server_api: api.LiveKitAPI) -> None:
         """Find the silent every `LOOK_SECONDS`, and restore the jobs this member owns
         of those that are dead."""
         last = anyio.current_time()
@@ -612,7 +612,7 @@ class Fleet:
                     self.view.forget_times(now)
                     continue
                 for identity, member in self.view.take_silent(now):
-                    judging.start_soon(self._judge, identity, member, http, server_api)
+                    judging.start_soon(self._dead_or_alive, identity, member, http, server_api)
                 self.state.members = len(self.view.live())
                 self.state.others = [
                     (identity, len(m.record.jobs), m.full)
@@ -620,14 +620,14 @@ class Fleet:
                     if not m.bye
                 ]
 
-    async def _judge(
+    async def _dead_or_alive(
         self, identity: str, member: Member, http: aiohttp.ClientSession, server_api: api.LiveKitAPI
     ) -> None:
         """A member silent in the fleet is dead unless its probe answers as itself (a
         member that lost its fleet connection, e.g. through a LiveKit node that died,
         serves on); then restore the dead one's jobs this member owns."""
         silence = self.view.restore_after
-        if await self._answers(member.record.probe, identity, http):
+        if await self._probe_answers(member.record.probe, identity, http):
             log.warning(
                 "[%s] member %s silent for %g s but its probe answers: alive",
                 self.room_name, identity, silence,
@@ -646,7 +646,7 @@ class Fleet:
             for served in mine:
                 restores.start_soon(self._restore, served, server_api)
 
-    async def _answers(self, probe: str, identity: str, http: aiohttp.ClientSession) -> bool:
+    async def _probe_answers(self, probe: str, identity: str, http: aiohttp.ClientSession) -> bool:
         """Whether `probe` answers as the member `identity` (a process started since on
         its port is another member)."""
         if not probe:
@@ -661,7 +661,7 @@ class Fleet:
 
     async def _restore(
         self,
-        served: Served,
+        served: ServedJob,
         server_api: api.LiveKitAPI,
         giver: str | None = None,
         state: str = "",
@@ -688,7 +688,7 @@ class Fleet:
             log.warning("[%s] job %s %s not taken: who is in the room is unknown (%s)",
                         job.key, job.id, whose, err)
             return
-        if not _has_company(job, participants):
+        if not _listing_has_company(job, participants):
             log.info("[%s] job %s %s: nobody to serve, not taken", job.key, job.id, whose)
             return
         present = {p.identity for p in participants}
@@ -768,11 +768,10 @@ class Fleet:
             log.info("[%s] the dead bot %s was not removed (%s)", job.key, identity, err)
 
 
-def _has_company(job: Job, participants: Iterable[models.ParticipantInfo]) -> bool:
-    """Whether the room has someone the job's bot serves: its participant, for a
-    participant's job; anyone but an agent (the dead bot's ghost among them), else."""
+def _listing_has_company(job: Job, participants: Iterable[models.ParticipantInfo]) -> bool:
+    """Whether the room has someone the job's bot serves (the dead bot's ghost, an
+    agent, is no one)."""
     agent_kind = models.ParticipantInfo.Kind.AGENT
-    if job.participant is not None:
-        return any(p.identity == job.participant for p in participants)
-    return any(p.kind != agent_kind for p in participants)
+    present = {p.identity for p in participants}
+    return serves_someone(job, present, {p.identity for p in participants if p.kind == agent_kind})
 

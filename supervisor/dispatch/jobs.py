@@ -23,7 +23,7 @@ leaves the room while it still runs as failed ("agent worker left the room").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 
 import anyio
 import attrs
@@ -84,7 +84,7 @@ def _strings(value: Mapping[str, str]) -> dict[str, str]:
 
 
 @attrs.frozen
-class Served:
+class ServedJob:
     """A job this process serves, with what a token for the same bot needs: what a
     survivor restores when this process dies (`supervisor.dispatch.fleet`)."""
 
@@ -147,7 +147,8 @@ class _Running:
     def serving(self) -> bool:
         """Not ending, and (a participant's job) its participant not gone for good."""
         stats = self.stats
-        return not self.ended.is_set() and (stats is None or _gone(self.job, stats) is None)
+        gone = stats is not None and _left_for_good(self.job, stats) is not None
+        return not self.ended.is_set() and not gone
 
 
 class Jobs:
@@ -282,7 +283,7 @@ class Jobs:
 
     def restore(
         self,
-        served: Served,
+        served: ServedJob,
         token: str,
         url: str,
         predecessor: str | None = None,
@@ -298,10 +299,10 @@ class Jobs:
         self.tasks.start_soon(self._serve, running, token, url, served.identity)
         self._changed()
 
-    def served(self) -> list[Served]:
+    def served_jobs(self) -> list[ServedJob]:
         """The jobs running here and not ending, for the fleet's record."""
         return [
-            Served(
+            ServedJob(
                 r.job,
                 r.identity,
                 r.accept.name or r.identity,
@@ -458,9 +459,9 @@ class Jobs:
                 )
             if joined:
                 self._time_media(running, stats)
-                if (gone := _gone(job, stats)) is not None:
+                if (gone := _left_for_good(job, stats)) is not None:
                     return Outcome(agent.JobStatus.JS_SUCCESS, gone)
-                if _company(job, stats):
+                if _has_company(job, stats):
                     alone_since = None
                 elif alone_since is None:
                     alone_since = now
@@ -518,19 +519,22 @@ class Jobs:
         self.report(agent.WorkerMessage(update_job=update))
 
 
-def _company(job: Job, stats: RoomStats) -> bool:
-    """Whether the bot has someone to serve: its participant, for a participant's job;
-    anyone but other agents, for a room job. While its connection is not joined it
+def serves_someone(job: Job, present: Set[str], agents: Set[str]) -> bool:
+    """Whether a room with `present` in it (`agents` among them) has someone the job's
+    bot serves: its participant, for a participant's job; anyone but an agent, else."""
+    if job.participant is not None:
+        return job.participant in present
+    return bool(present - agents)
+
+
+def _has_company(job: Job, stats: RoomStats) -> bool:
+    """Whether the bot has someone to serve. While its connection is not joined it
     cannot tell, and counts as served: the SDK reconnecting reports everyone gone, so
     an idle timeout would otherwise end a job whose callers never left."""
-    if stats.connection != "connected":
-        return True
-    if job.participant is not None:
-        return job.participant in stats.participants
-    return bool(stats.participants - stats.agents)
+    return stats.connection != "connected" or serves_someone(job, stats.participants, stats.agents)
 
 
-def _gone(job: Job, stats: RoomStats) -> str | None:
+def _left_for_good(job: Job, stats: RoomStats) -> str | None:
     """Why a participant's job ends at once: its participant left deliberately."""
     reason = None if job.participant is None else stats.left.get(job.participant)
     if reason not in DELIBERATE_LEAVES:

@@ -46,7 +46,7 @@ from supervisor.observability.metrics import SupervisorMetrics
 from supervisor.observability.status import Status
 from supervisor.observability.watchdog import LoopWatchdog
 from supervisor.process.rooms import RoomSet
-from supervisor.web import TokenMinter, add_playground, served_now
+from supervisor.web import TokenMinter, add_playground, known_rooms
 
 log = logging.getLogger("supervisor")
 
@@ -134,7 +134,7 @@ def metrics_app(metrics: SupervisorMetrics, status: Status, on_loop: _OnLoop) ->
     config = room_set.config
     if config.web.enabled:
         minter = TokenMinter(config.web, config.metrics, config.dispatch, room_set.credentials)
-        add_playground(app, minter, lambda: on_loop(lambda: served_now(room_set)))
+        add_playground(app, minter, lambda: on_loop(lambda: known_rooms(room_set)))
     else:
         app.router.add_get("/", index)
     return app

@@ -249,7 +249,7 @@ class RoomSetCollector(Collector):
         of every room served and not yet built (`starting`)."""
         stats = self.room_set.stats
         states = {name: room_state(cell, stats.get(name)) for name, cell in cells.items()}
-        for name in self.room_set.served():
+        for name in self.room_set.room_names():
             states.setdefault(name, "starting")
         return states
 
@@ -258,7 +258,7 @@ class RoomSetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         room_set = self.room_set
-        configured = room_set.served()
+        configured = room_set.room_names()
         room_cells = self._room_slots()
         labelled = self._labelled_rooms(configured)
         depth, deepest = self._scan_slots(room_cells)  # first: the totals below use it
@@ -595,7 +595,7 @@ class RoomSetCollector(Collector):
             f"{PREFIX}_metrics_rooms_unlabelled",
             "Configured rooms without per-room series (metrics.max_room_series reached, "
             "or metrics.per_room_labels off); they still count in every total.",
-            value=len(self.room_set.served()) - len(self._labelled),
+            value=len(self.room_set.room_names()) - len(self._labelled),
         )
         yield CounterMetricFamily(
             f"{PREFIX}_metrics_room_series_refused",

@@ -157,7 +157,7 @@ class RoomSet:
         dispatch = self.config.dispatch
         return FleetState() if dispatch.enabled and dispatch.restore else None
 
-    def served(self) -> list[str]:
+    def room_names(self) -> list[str]:
         """Every room tree this process runs now: the configured, then the dispatched."""
         return [room.name for room in self.config.rooms] + list(self.dispatched)
 

@@ -49,7 +49,7 @@ from yarl import URL
 from actors import Backoff
 from supervisor.config import Config, ConfigError, LiveKitConfig, MetricsConfig
 from supervisor.livekit_server.access import Credentials
-from supervisor.livekit_server.credentials import livekit_credentials
+from supervisor.livekit_server.source import livekit_credentials
 from supervisor.process.recycle import (
     DUE,
     READY,

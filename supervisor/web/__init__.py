@@ -108,7 +108,7 @@ class TokenBuckets:
 
 
 @attrs.frozen
-class Served:
+class KnownRooms:
     """What the token endpoint needs to know of the rooms, read on the supervisor's loop."""
 
     rooms: frozenset[str]
@@ -124,7 +124,7 @@ class TokenMinter:
     dispatch: DispatchConfig
     credentials: Credentials
 
-    def mint(self, body: Any, served: Served) -> dict[str, str]:
+    def mint(self, body: Any, known: KnownRooms) -> dict[str, str]:
         """The answer to one token request's JSON body; `Refusal` when refused."""
         closed = tokens_off(self.web, self.metrics)
         if closed is not None:
@@ -142,10 +142,10 @@ class TokenMinter:
             raise Refusal(400, "room: expected 1-128 letters, digits, '.', '_' or '-'")
         if not isinstance(identity, str) or not IDENTITY.match(identity):
             raise Refusal(400, "identity: expected 1-64 letters, digits, '.', '_' or '-'")
-        if identity in served.bot_identities:
+        if identity in known.bot_identities:
             raise Refusal(400, f"identity: {identity!r} is a bot's")
         dispatched = self.dispatch.enabled  # a new room's first participant brings a bot
-        if room not in served.rooms and not dispatched:
+        if room not in known.rooms and not dispatched:
             raise Refusal(404, f"room: no bot serves {room!r} here")
         grants = api.VideoGrants(
             room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
@@ -157,7 +157,7 @@ class TokenMinter:
             .with_grants(grants)
             .with_ttl(TOKEN_TTL)
         )
-        if dispatched and self.dispatch.agent_name and room not in served.rooms:
+        if dispatched and self.dispatch.agent_name and room not in known.rooms:
             agent = api.RoomAgentDispatch(agent_name=self.dispatch.agent_name)
             token = token.with_room_config(api.RoomConfiguration(agents=[agent]))
         return {
@@ -168,23 +168,23 @@ class TokenMinter:
         }
 
 
-def served_now(room_set: RoomSet) -> Served:
+def known_rooms(room_set: RoomSet) -> KnownRooms:
     """The rooms a try-it page may join now, and the identities their bots use."""
     config = room_set.config
     rooms = {room.name for room in config.rooms}
     rooms |= {job.room for job in room_set.dispatched.values()}
     bots = {room.bot.identity for room in config.rooms} | {config.dispatch_bot.identity}
-    return Served(frozenset(rooms), frozenset(bots))
+    return KnownRooms(frozenset(rooms), frozenset(bots))
 
 
 def add_playground(
     app: web.Application,
     minter: TokenMinter,
-    served: Callable[[], Awaitable[Served | None]],
+    known_now: Callable[[], Awaitable[KnownRooms | None]],
 ) -> None:
     """Serve the page at `/` and its token endpoint at `/web/token` on `app`.
 
-    `served` reads the rooms on the supervisor's loop; None while that loop is stalled
+    `known_now` reads the rooms on the supervisor's loop; None while that loop is stalled
     (the request is then refused with 503)."""
     buckets = TokenBuckets(minter.web.tokens_per_minute)
     closed = tokens_off(minter.web, minter.metrics)
@@ -215,7 +215,7 @@ def add_playground(
                 body = json.loads(await request.content.read(MAX_BODY))
             except ValueError as err:
                 raise Refusal(400, f"expected a JSON object: {err}") from err
-            rooms = await served()
+            rooms = await known_now()
             if rooms is None:
                 return _refused(503, "the supervisor's event loop did not answer in time")
             answer = minter.mint(body, rooms)

@@ -21,7 +21,6 @@ import anyio
 import pytest
 
 from supervisor.config import load_config
-from supervisor.livekit_server.credentials import _record_path, for_token
 from supervisor.livekit_server.record import ProcessId, ServerRecord
 from supervisor.livekit_server.server import (
     LiveKitServer,
@@ -30,6 +29,7 @@ from supervisor.livekit_server.server import (
     free_port,
     listening,
 )
+from supervisor.livekit_server.source import _record_path, for_token
 from tests.helpers.cli_process import (
     SupervisorProcess,
     supervisor_process,

@@ -24,8 +24,8 @@ import attrs
 import pytest
 
 from supervisor.config import load_config
-from supervisor.livekit_server.credentials import for_token
 from supervisor.livekit_server.server import LiveKitServer, free_port
+from supervisor.livekit_server.source import for_token
 from supervisor.observability.watchdog import STACK_FRAMES
 from tests.helpers import blocking_bot
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess, serving, write_config

@@ -16,8 +16,8 @@ import pytest
 from livekit import rtc
 
 from supervisor.config import load_config
-from supervisor.livekit_server.credentials import for_token
 from supervisor.livekit_server.server import free_port, listening
+from supervisor.livekit_server.source import for_token
 from tests.helpers.cli_process import write_config
 from tests.helpers.participants import SILENCE_RMS, join, publishing_tone
 from tests.helpers.probes import wait_until

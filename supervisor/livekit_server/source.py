@@ -3,7 +3,7 @@ embedded server the supervisor starts for a loopback URL with nothing listening.
 
 The embedded server's credentials are generated per run. So that `supervisor token`
 (another process) can mint tokens for it, they go into the server's runtime record
-(`server_record`), a file only the user can read next to the server's log, removed
+(`record`), a file only the user can read next to the server's log, removed
 when the server stops. The server dies with the supervisor however it ends; a record
 a killed supervisor could not remove names a server that is gone, and the next start
 removes it, or, should that server still run, stops it and starts a fresh one.
@@ -77,7 +77,7 @@ def _record_path(port: int) -> Path:
 
 def _clear_earlier_run(port: int) -> None:
     """Remove what an earlier embedded run on `port` left behind: its record, and its
-    server if that still runs (`server_record` says why it is stopped, not reused).
+    server if that still runs (`record` says why it is stopped, not reused).
 
     A record of a supervisor that still runs (the `--workers` parent's, found by its
     workers) is left alone, as is anything not recorded as ours.
