@@ -32,7 +32,6 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import RoomStats
 from actors.room.bot_metrics import (
@@ -47,6 +46,7 @@ from supervisor.config import parse_config
 from supervisor.livekit_server.access import Credentials
 from supervisor.observability.metrics import SupervisorMetrics
 from supervisor.process.rooms import RoomSet
+from tests.helpers.prometheus import rendered
 
 pytestmark = pytest.mark.anyio
 
@@ -184,15 +184,6 @@ def test_an_ended_rooms_bot_figures_stay_in_the_totals() -> None:
     assert totals.bot_ttfb["ScriptLLM"] is not ended.bot_ttfb["ScriptLLM"]
 
 
-def scrape(metrics: SupervisorMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = metrics.render(None)[0].decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -> None:
     doc = {
         "livekit": {"url": "ws://127.0.0.1:7880"},
@@ -209,7 +200,7 @@ def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -
         stats.bot_ttfb["ScriptLLM"] = service_buckets()
         stats.bot_ttfb["ScriptLLM"].observe(ttfb)
         stats.bot_llm_prompt_tokens, stats.bot_turns = 10, 1
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert samples["lksup_bot_response_seconds_bucket", (("le", "1.0"),)] == 2
     assert samples["lksup_bot_response_seconds_bucket", (("le", "0.75"),)] == 0
     llm = (("processor", "ScriptLLM"),)

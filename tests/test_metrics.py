@@ -17,7 +17,6 @@ import attrs
 import pytest
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import OutputAudioRawFrame
-from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import timing
 from actors.room.job import Job
@@ -30,6 +29,7 @@ from supervisor.observability.watchdog import BEAT_SECONDS
 from supervisor.process.recycle import Bounds
 from supervisor.process.rooms import RoomSet, WorkerState
 from tests.helpers.probes import wait_until
+from tests.helpers.prometheus import rendered
 
 
 def test_bucket_counts_put_a_bound_in_its_own_bucket() -> None:
@@ -199,18 +199,6 @@ def config(rooms: int, **metrics: Any) -> Any:
     return parse_config(doc, environ={})
 
 
-def scrape(
-    metrics: SupervisorMetrics, *, stalled: bool = False
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """What /metrics answers (`stalled`: while the loop is stalled, read off the loop)."""
-    text = metrics.render(None, stalled=stalled)[0].decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def room_series(samples: dict[tuple[str, Any], float]) -> set[str]:
     return {dict(labels)["room"] for name, labels in samples if name == "lksup_room_participants"}
 
@@ -218,7 +206,7 @@ def room_series(samples: dict[tuple[str, Any], float]) -> set[str]:
 def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
     room_set = RoomSet(config(3, max_room_series=2), Credentials("ws://x", "k", "s"))
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert room_series(samples) == {"room-0", "room-1"}
     assert samples["lksup_metrics_room_series_refused_total", ()] == 1
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 1
@@ -230,7 +218,7 @@ def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
 
     # a reload removes room-0: room-2 takes its place, and the refusal stays counted
     room_set.config = attrs.evolve(room_set.config, rooms=room_set.config.rooms[1:])
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert room_series(samples) == {"room-1", "room-2"}
     assert samples["lksup_metrics_room_series_refused_total", ()] == 1
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 0
@@ -238,7 +226,7 @@ def test_per_room_series_are_capped_and_slots_freed_by_removed_rooms() -> None:
 
 def test_per_room_series_can_be_switched_off() -> None:
     room_set = RoomSet(config(3, per_room_labels=False), Credentials("ws://x", "k", "s"))
-    samples = scrape(SupervisorMetrics(room_set, room_set.config.metrics))
+    samples = rendered(SupervisorMetrics(room_set, room_set.config.metrics))
     assert room_series(samples) == set()
     assert samples["lksup_metrics_rooms_unlabelled", ()] == 3
     assert samples["lksup_participants", ()] == 0  # the totals are still there
@@ -261,7 +249,7 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
         room_set.job_ended(job)
     room_set.stats["room-0"].joins += 1  # the static room: its own, kept
     assert sorted(room_set.stats) == ["room-0"]
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert samples["lksup_participant_joins_total", ()] == 7
     assert samples["lksup_audio_frames_dropped_total", (("reason", "late"),)] == 3
     assert samples["lksup_audio_latency_seconds_count", ()] == 3
@@ -275,14 +263,14 @@ def test_an_ended_jobs_counts_stay_in_the_totals_and_its_room_is_forgotten() -> 
 def test_a_worker_past_its_recycle_bound_says_so_until_it_is_replaced() -> None:
     room_set = RoomSet(config(1), Credentials("ws://x", "k", "s"))
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
-    assert scrape(metrics)["lksup_recycle_due", ()] == 0  # no parent: no bounds
+    assert rendered(metrics)["lksup_recycle_due", ()] == 0  # no parent: no bounds
     room_set.recycle = Bounds(RecycleConfig(max_rooms_served=2), lambda: room_set.rooms_served)
     room_set.rooms_served = 1
     room_set.recycle.check()
-    assert scrape(metrics)["lksup_recycle_due", ()] == 0
+    assert rendered(metrics)["lksup_recycle_due", ()] == 0
     room_set.rooms_served = 2
     room_set.recycle.check()
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert samples["lksup_recycle_due", ()] == 1
     assert samples["lksup_rooms_served_total", ()] == 2
 
@@ -292,7 +280,7 @@ def test_per_room_hop_series_are_a_count_and_a_sum() -> None:
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
     room_set.room_spec(room_set.config.rooms[0])
     room_set.stats["room-0"].audio_hops[HOPS.index("output")].observe(0.002)
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     labels = (("hop", "output"), ("room", "room-0"))
     assert samples["lksup_room_audio_hop_seconds_count", labels] == 1
     assert samples["lksup_room_audio_hop_seconds_sum", labels] == pytest.approx(0.002)
@@ -308,10 +296,10 @@ def test_garbage_collections_are_timed_while_installed() -> None:
     with metrics.gc_pauses.installed():
         gc.collect()
     gc.collect()  # not timed: uninstalled
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert samples["lksup_gc_pause_seconds_count", (("generation", "2"),)] == 1
     assert samples["lksup_gc_pause_seconds_sum", (("generation", "2"),)] > 0
-    stalled = scrape(metrics, stalled=True)  # read off the loop too
+    stalled = rendered(metrics, stalled=True)  # read off the loop too
     assert stalled["lksup_gc_pause_seconds_count", (("generation", "2"),)] == 1
 
 
@@ -326,7 +314,7 @@ def test_capacity_used_is_the_nearer_of_the_room_and_load_limits() -> None:
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
 
     def used() -> float:
-        return scrape(metrics)["lksup_dispatch_capacity_used", ()]
+        return rendered(metrics)["lksup_dispatch_capacity_used", ()]
 
     assert used() == pytest.approx(0.2)  # load 0.1 of 0.5; no room of 4
     for index in range(3):
@@ -390,11 +378,11 @@ async def test_lag_probe_ticks_and_the_watchdog_sees_the_loop_stall(anyio_backen
         assert detail.startswith("event loop stalled for 1."), detail
         assert "outside any room, at " in detail, detail
         assert "test_metrics.py" in detail, detail
-        assert scrape(metrics, stalled=True)["lksup_event_loop_stalled", ()] == 1
+        assert rendered(metrics, stalled=True)["lksup_event_loop_stalled", ()] == 1
         await wait_until(lambda: watchdog.health() == (True, "ok"))
-        await wait_until(lambda: scrape(metrics)["lksup_event_loop_lag_seconds_count", ()] >= 2)
+        await wait_until(lambda: rendered(metrics)["lksup_event_loop_lag_seconds_count", ()] >= 2)
         tasks.cancel_scope.cancel()
-    samples = scrape(metrics)
+    samples = rendered(metrics)
     assert samples["lksup_event_loop_stalls_total", ()] == 1
     assert samples["lksup_event_loop_stalled", ()] == 0
     # the heartbeat is the lag probe: the beat the block held back woke that much late

@@ -213,6 +213,11 @@ class SupervisorConfig:
     """`[livekit] cluster_urls`: the other nodes of the server's cluster."""
     metrics_port: int = attrs.field(factory=free_port)
 
+    @property
+    def metrics_url(self) -> str:
+        """The supervisor's listener: /metrics, /status, /readyz, /healthz, the try-it page."""
+        return f"http://127.0.0.1:{self.metrics_port}"
+
     def text(self) -> str:
         return config_toml(
             {

@@ -10,13 +10,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import sniffio
 from pipecat.frames.frames import DataFrame, SystemFrame
 
 from actors import Actor, ChildSpec, MailboxSpec, Restart
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -141,19 +143,27 @@ def running_tasks() -> int:
     return len(asyncio.all_tasks())
 
 
-async def until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Until `condition` holds, looked at every 0.1 s (a condition read over HTTP, or
-    a room's view, changing in its own time); failing after `timeout` with `what` was
-    awaited."""
+async def eventually(
+    probe: Callable[[], T],
+    check: Callable[[T], object] = bool,
+    what: str | Callable[[], str] = "",
+    timeout: float = 30.0,
+    every: float = 0.1,
+) -> T:
+    """`probe()`'s first value `check` accepts (a true one, unless told), looked at every
+    `every` s: a state read over HTTP, from Prometheus or off a room's view, changing in
+    its own time. Fails after `timeout` s saying what was awaited (`what`, or a callable
+    that says it then) and the last value seen."""
+    last: T | None = None
     with anyio.move_on_after(timeout):
-        while not condition():
-            await anyio.sleep(0.1)
-        return
-    raise AssertionError(f"not within {timeout:g} s: {what or condition}")
+        while not check(last := probe()):
+            await anyio.sleep(every)
+        return last
+    awaited = what() if callable(what) else what or probe
+    raise AssertionError(f"not within {timeout:g} s: {awaited} (last seen: {last!r})")
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    """Poll a condition the kernel reaches asynchronously (a restart, a stop)."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.001)
+async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Until the kernel reaches a state asynchronously (a restart, a stop), which takes
+    it a millisecond, not a tenth of a second: `eventually`, looked at more often."""
+    await eventually(predicate, timeout=timeout, every=0.001)

@@ -88,6 +88,24 @@ class Samples:
         return {dict(labels)[label] for sample, labels in self.values if sample == name}
 
 
+def scrape(base_url: str) -> Samples:
+    """A supervisor's `/metrics` (its listener at `base_url`), parsed; it must answer."""
+    status, body = get(base_url + "/metrics")
+    assert status == 200, body
+    return Samples(body)
+
+
+def rendered(metrics: Any, *, stalled: bool = False) -> dict[tuple[str, Any], float]:
+    """What an in-process `SupervisorMetrics` would answer on /metrics (`stalled`: while
+    the loop is stalled, read off the loop), by (name, sorted labels)."""
+    text = metrics.render(None, stalled=stalled)[0].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 class Prometheus:
     """One Prometheus server on a free loopback port, scraping every second the targets
     it discovers in `discovery` (files in Prometheus' file_sd format, as `supervisor

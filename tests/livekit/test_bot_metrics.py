@@ -14,19 +14,13 @@ import pytest
 from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, serving
 from tests.helpers.participants import collect_audio, join, publishing_tone, subscribed_audio_track
-from tests.helpers.prometheus import Samples, get
+from tests.helpers.prometheus import Samples, scrape
 from tests.helpers.speech import speech_windows, utterance
 
 pytestmark = pytest.mark.anyio
 
 TALKER = "supervisor.bots.talker:create_bot"
 SERVICES = ("ScriptLLMService", "EspeakTTSService")
-
-
-def scrape(config: SupervisorConfig) -> Samples:
-    status, body = get(f"http://127.0.0.1:{config.metrics_port}/metrics")
-    assert status == 200
-    return Samples(body)
 
 
 def answered(samples: Samples, room: str) -> bool:
@@ -51,7 +45,7 @@ async def test_the_talker_answers_and_its_metrics_move_in_its_room_only(
         track = await subscribed_audio_track(room, "bot", timeout=30)
         heard = np.zeros(0, np.int16)
         async with asyncio.timeout(90):
-            while not answered(samples := scrape(config), "talk-a"):
+            while not answered(samples := scrape(config.metrics_url), "talk-a"):
                 heard = np.concatenate([heard, await collect_audio(track, 1.0)])
             # the reply that was timed is in the audio from here on, if not before
             while speech_windows(heard) < 10:
@@ -100,8 +94,8 @@ async def test_speaking_over_the_talker_counts_an_interruption(
         publishing_tone(room, signal=speech),
     ):
         async with asyncio.timeout(90):
-            while scrape(config)["lksup_room_bot_interruptions_total", room_labels] < 1:
+            while scrape(config.metrics_url)["lksup_room_bot_interruptions_total", room_labels] < 1:
                 await asyncio.sleep(0.25)
-        samples = scrape(config)
+        samples = scrape(config.metrics_url)
     assert samples["lksup_bot_interruptions_total"] >= 1
     assert samples["lksup_room_bot_turns_total", room_labels] >= 1

@@ -45,7 +45,7 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
-from tests.helpers.probes import until
+from tests.helpers.probes import eventually
 from tests.helpers.prometheus import Samples, get
 
 DISPATCH_BOT = "tests.helpers.dispatch_bot:create_bot"
@@ -387,7 +387,7 @@ async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
                 others = {o["identity"]: o["jobs"] for o in fleet_status(run)["others"]}
                 return others.get(a_id) == len(names) and len(others) == 2
 
-            await until(lambda: knows_a(b) and knows_a(c), what="b and c know a's record")
+            await eventually(lambda: knows_a(b) and knows_a(c), what="b and c know a's record")
             loop = asyncio.get_running_loop()
             killed_at = loop.time()
             a.send_signal(signal.SIGKILL)
@@ -395,7 +395,7 @@ async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
 
             async def echo_back(name: str) -> None:
                 room = callers[name]
-                await until(lambda: bot_track(room) not in (old[name], None), timeout=60)
+                await eventually(lambda: bot_track(room) not in (old[name], None), timeout=60)
                 track = await subscribed_audio_track(room, "bot")
                 back[name] = await first_tone_at(track, 440.0) - killed_at
 
@@ -411,7 +411,7 @@ async def test_when_a_host_dies_the_survivors_bring_every_bot_back(
             for name in names:
                 assert await agents_listed(cluster.nodes[0], name) == ["bot"], name
             # one survivor serves each room (a second claim would have been replaced)
-            await until(
+            await eventually(
                 lambda: all(
                     len([run for run in (b, c) if name in served_rooms(run)]) == 1
                     for name in names
@@ -449,7 +449,9 @@ async def second_claim_replaces_the_first(
             r"\(duplicate_identity\)"
         )
         await serving.wait_for(rf"\[{name}\] left")
-        await until(lambda: name not in served_rooms(serving), what="the replaced tree stopped")
+        await eventually(
+            lambda: name not in served_rooms(serving), what="the replaced tree stopped"
+        )
         assert await agents_listed(node, name) == ["bot"]
         assert not replaced.is_set(), "the replaced bot came back and took its identity again"
     finally:

@@ -16,7 +16,7 @@ import json
 import re
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,8 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
-from tests.helpers.probes import wait_until
-from tests.helpers.prometheus import Samples, get
+from tests.helpers.probes import eventually, wait_until
+from tests.helpers.prometheus import Samples, get, scrape
 
 REGISTERED = r"\[dispatch\] registered as worker"
 DISPATCH_BOT = "tests.helpers.dispatch_bot:create_bot"
@@ -99,26 +99,13 @@ def token_with_dispatch(
     )
 
 
-async def polled(
-    url: str, parse: Callable[[str], Any], check: Callable[[Any], bool], timeout: float = 15.0
-) -> Any:
-    """GET `url` until its parsed body passes `check` (what the supervisor notes
-    between two looks at a room shows up a moment later); that body."""
-    last: Any = None
-    with anyio.move_on_after(timeout):
-        while not check(last := parse((await anyio.to_thread.run_sync(get, url))[1])):
-            await anyio.sleep(0.1)
-        return last
-    raise AssertionError(f"{url}: still {last!r} after {timeout} s")
-
-
 @pytest.mark.anyio
 async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:
     """...beside a configured room, with the same metrics and readiness."""
     config = dispatch_config(livekit_server, rooms=("static-side",))
-    metrics = f"http://127.0.0.1:{config.metrics_port}"
+    metrics = config.metrics_url
     async with dispatch_worker(tmp_path, livekit_server, config=config) as run:
         async with join(livekit_server, "auto-1", "caller") as room:
             arrived = await hears_echo(room)
@@ -131,10 +118,11 @@ async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
             assert samples["lksup_dispatch_offers_total", {"answer": "accepted"}] == 1
             assert samples["lksup_dispatch_join_seconds_count"] == 1
             # the caller talked and heard the bot: its track and its first audio, once each
-            samples = await polled(
-                metrics + "/metrics",
-                Samples,
+            samples = await eventually(
+                lambda: Samples(get(metrics + "/metrics")[1]),
                 lambda s: s["lksup_dispatch_first_audio_seconds_count"] == 1,
+                "the first audio counted",
+                timeout=15,
             )
             assert samples["lksup_dispatch_track_seconds_count"] == 1
             track = samples["lksup_dispatch_track_seconds_sum"]
@@ -170,7 +158,7 @@ async def test_status_shows_configured_and_dispatched_rooms_and_a_server_gone(
         config = dispatch_config(
             server, rooms=("status-static",), idle_timeout_seconds=30, drain_seconds=1
         )
-        url = f"http://127.0.0.1:{config.metrics_port}/status"
+        url = config.metrics_url + "/status"
 
         def rooms(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             return {room["name"]: room for room in document["rooms"]}
@@ -179,8 +167,11 @@ async def test_status_shows_configured_and_dispatched_rooms_and_a_server_gone(
             async with join(server, "status-call", "caller") as room:
                 await hears_echo(room)
                 job = bot_job(room)["job"]
-                up = await polled(
-                    url, json.loads, lambda d: rooms(d)["status-call"]["participants"] == 1
+                up = await eventually(
+                    lambda: json.loads(get(url)[1]),
+                    lambda d: rooms(d)["status-call"]["participants"] == 1,
+                    "the caller in /status",
+                    timeout=15,
                 )
             assert (up["ready"], up["stale"]) == (True, False), up
             worker = up["worker"]
@@ -201,11 +192,12 @@ async def test_status_shows_configured_and_dispatched_rooms_and_a_server_gone(
             assert call["job"]["dispatch_id"].startswith("AD_"), call
 
             server.kill()
-            down = await polled(
-                url,
-                json.loads,
+            down = await eventually(
+                lambda: json.loads(get(url)[1]),
                 lambda d: not d["worker"]["registered"]
                 and all(room["state"] != "running" for room in d["rooms"]),
+                "the worker unregistered and no room running",
+                timeout=15,
             )
             assert down["ready"] is False, down
             assert sorted(rooms(down)) == ["status-call", "status-static"]  # they go on
@@ -355,7 +347,7 @@ async def test_the_accept_hook_rejects_and_a_raising_or_hanging_hook_rejects_onl
             attributes = room.remote_participants["helper"].attributes
             assert attributes.get("role") == "echo", attributes
         assert not run.matches(r"\[(private|raise|hang)-1\] joined"), run.tail()
-        samples = Samples(get(f"http://127.0.0.1:{config.metrics_port}/metrics")[1])
+        samples = scrape(config.metrics_url)
         assert samples["lksup_dispatch_offers_total", {"answer": "rejected"}] == 3
 
 

@@ -36,7 +36,7 @@ from tests.helpers.participants import (
     subscribed_audio_track,
     tone_windows,
 )
-from tests.helpers.probes import until
+from tests.helpers.probes import eventually
 from tests.helpers.prometheus import Samples, get
 from tests.livekit.test_dispatch import dispatch_config, dispatch_worker
 
@@ -150,7 +150,7 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
 
     async def in_one_fleet(*runs: SupervisorProcess) -> None:
         members = [len(runs)] * len(runs)
-        await until(
+        await eventually(
             lambda: [run.status()["worker"]["fleet"]["members"] for run in runs] == members,
             what="one fleet",
         )

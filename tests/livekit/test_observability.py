@@ -25,7 +25,7 @@ import socket
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
+from tests.helpers.probes import eventually
 from tests.helpers.prometheus import (
     JOB,
     ROOT,
@@ -54,6 +55,7 @@ from tests.helpers.prometheus import (
     alert_rules,
     dashboard,
     get,
+    scrape,
     substitute,
     targets,
     tool,
@@ -245,9 +247,7 @@ class SupervisorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def scrape(self, worker: int = 0) -> Samples:
-        status, body = get(self.url(worker) + "/metrics")
-        assert status == 200, body
-        return Samples(body)
+        return scrape(self.url(worker))
 
 
 @attrs.frozen
@@ -281,20 +281,6 @@ def fleet(
         for process in (a, b):
             process.stop()
         prometheus.stop()
-
-
-async def eventually(
-    probe: Callable[[], Any], check: Callable[[Any], bool], what: str, timeout: float = 30.0
-) -> Any:
-    """Poll `probe()` until `check` accepts its value; that value."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = probe()
-        if check(value):
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what}: last seen {value!r} after {timeout} s")
 
 
 def on(process: SupervisorProcess, selector: str = "") -> str:

@@ -91,7 +91,7 @@ async def test_a_browser_hears_the_echo_bot_and_talks_to_the_data_bot(
         livekit_server, rooms=("web-echo", "web-data"), room_bots={"web-data": DATA_BOT}
     )
     async with serving(tmp_path, config) as (run, _):
-        await page.goto(f"http://127.0.0.1:{config.metrics_port}/")
+        await page.goto(config.metrics_url + "/")
         await page.wait_for_selector("#rooms td:text-is('web-data')")  # listed from /status
         await join(page, "web-echo")
         await page.wait_for_function(
@@ -121,7 +121,7 @@ async def test_the_token_endpoint_refuses_what_it_must(
     config = SupervisorConfig(livekit_server, rooms=("web-only",), web={"tokens_per_minute": 4})
     async with (
         serving(tmp_path, config),
-        aiohttp.ClientSession(f"http://127.0.0.1:{config.metrics_port}") as http,
+        aiohttp.ClientSession(config.metrics_url) as http,
     ):
         asked = [
             ({"room": "web-only", "identity": "alice"}, 200),

@@ -46,21 +46,16 @@ from tests.helpers.participants import (
     rms,
     subscribed_audio_track,
 )
+from tests.helpers.probes import eventually
 from tests.helpers.rooms import running_room
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 15.0
+POLL: dict[str, Any] = {"timeout": TIMEOUT, "every": 0.02}
+"""How the tests look at what the bot's pipeline and handlers recorded."""
 
 Args = tuple[Any, ...]
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    """The predicate's first truthy value, polled; TimeoutError after `timeout` s."""
-    async with asyncio.timeout(timeout):
-        while not (value := predicate()):
-            await asyncio.sleep(0.02)
-    return value
 
 
 class FrameLog(BaseObserver):
@@ -118,12 +113,10 @@ class EventBot:
         def matches() -> list[Args]:
             return [args for args in self.calls(event) if args[: len(prefix)] == prefix]
 
-        try:
-            return (await eventually(matches))[0]
-        except TimeoutError:
-            raise AssertionError(
-                f"no {event}{prefix} within {TIMEOUT} s; recorded: {self.events}"
-            ) from None
+        found = await eventually(
+            matches, what=lambda: f"{event}{prefix}; recorded: {self.events}", **POLL
+        )
+        return found[0]
 
     async def wait_frame(self, kind: type[Frame]) -> Frame:
         """The first `kind` of frame pushed in the bot's pipeline, once it comes."""
@@ -131,10 +124,9 @@ class EventBot:
         def first() -> Frame | None:
             return next((f for f in self.frames if isinstance(f, kind)), None)
 
-        try:
-            return await eventually(first)
-        except TimeoutError:
-            raise AssertionError(f"no {kind.__name__} in the pipeline within {TIMEOUT} s") from None
+        frame = await eventually(first, what=f"a {kind.__name__} in the pipeline", **POLL)
+        assert frame is not None
+        return frame
 
     async def heard(self, seconds: float, voices: int) -> dict[str | None, np.ndarray]:
         """`seconds` of the input audio reaching the pipeline from now, per stream.
@@ -161,13 +153,12 @@ class EventBot:
             ]
             return len(full) >= voices
 
-        try:
-            await eventually(enough)
-        except TimeoutError:
-            raise AssertionError(
-                f"the pipeline did not get {seconds} s from {voices} streams: "
-                f"{ {u: len(f) for u, f in streams().items()} } frames"
-            ) from None
+        await eventually(
+            enough,
+            what=lambda: f"{seconds} s from {voices} streams in the pipeline: "
+            f"{ {u: len(f) for u, f in streams().items()} } frames",
+            **POLL,
+        )
         result = {}
         for user, frames in streams().items():
             assert {f.sample_rate for f in frames} == {rate}, "audio not at the pipeline's rate"
@@ -282,12 +273,12 @@ async def test_mute_and_unmute_go_through_the_server(livekit_server: LiveKitServ
         await bot.wait_for("on_audio_track_subscribed", "alice")
 
         await bot.transport.mute_participant("alice")
-        await eventually(lambda: ("track_muted", "alice", publication.sid) in seen)
+        await eventually(lambda: ("track_muted", "alice", publication.sid) in seen, **POLL)
         assert publication.muted
         await bot.wait_for("on_track_muted", "alice", publication.sid)
 
         await bot.transport.unmute_participant("alice")
-        await eventually(lambda: ("track_unmuted", "alice", publication.sid) in seen)
+        await eventually(lambda: ("track_unmuted", "alice", publication.sid) in seen, **POLL)
         assert not publication.muted
         await bot.wait_for("on_track_unmuted", "alice", publication.sid)
 

@@ -42,7 +42,7 @@ from tests.helpers.participants import (
     rms,
     subscribed_audio_track,
 )
-from tests.helpers.prometheus import Samples, get
+from tests.helpers.prometheus import get, scrape
 
 pytestmark = pytest.mark.anyio
 
@@ -261,7 +261,7 @@ async def test_sighup_adds_and_removes_rooms_while_the_others_keep_echoing(
         silence_ms = keep.echo.longest_silence_ms()
         recorded_ms = keep.echo.since_onset_ms()
         touched = run.matches(r"\[(hup-keep|hup-quiet|hup-new-\d)\] (left|stopped|joined)")
-        restarts = scrape(config)["lksup_room_restarts_total", {"room": "hup-keep"}]
+        restarts = scrape(config.metrics_url)["lksup_room_restarts_total", {"room": "hup-keep"}]
     # Untouched means no actor of hup-keep restarted (a restarted pipeline or audio actor
     # would leave a gap) and the echo never stopped: the gap allowed is what a busy
     # two-core machine causes while five rooms join beside it (up to ~0.5 s seen),
@@ -323,18 +323,13 @@ async def readiness(
     config: SupervisorConfig, status: int, body: str, timeout: float = 30.0
 ) -> None:
     """Wait until the supervisor's `/readyz` answers `status` with `body`."""
-    url = f"http://127.0.0.1:{config.metrics_port}/readyz"
+    url = config.metrics_url + "/readyz"
     answer = None
     with anyio.move_on_after(timeout):
         while (answer := await anyio.to_thread.run_sync(get, url)) != (status, body + "\n"):
             await anyio.sleep(0.1)
         return
     raise AssertionError(f"/readyz answered {answer}, not {status} {body!r}, for {timeout} s")
-
-
-def scrape(config: SupervisorConfig) -> Samples:
-    """The supervisor's /metrics now, parsed."""
-    return Samples(get(f"http://127.0.0.1:{config.metrics_port}/metrics")[1])
 
 
 OUTAGE_SECONDS = 40.0
@@ -360,7 +355,7 @@ async def test_every_room_comes_back_after_the_livekit_server_restarts(tmp_path:
                 config, 503, f"not ready: 0 of 5 room(s) running; reconnecting: {names}"
             )
             unready_after = time.perf_counter() - killed
-            assert scrape(config)["lksup_rooms", {"state": "reconnecting"}] == 5
+            assert scrape(config.metrics_url)["lksup_rooms", {"state": "reconnecting"}] == 5
             # ...then the SDK gives up and every room's connection actor restarts...
             await run.wait_for(r"\[phoenix-\d\] left", count=len(rooms), timeout=OUTAGE_SECONDS)
             # ...and keeps failing while the server stays down.

@@ -19,19 +19,13 @@ from tests.helpers.participants import (
     publishing_tone,
     subscribed_audio_track,
 )
-from tests.helpers.prometheus import Samples, get
+from tests.helpers.prometheus import scrape
 from tests.helpers.speech import speech_windows, utterance
 
 pytestmark = pytest.mark.anyio
 
 VOICE = "supervisor.bots.voice:create_bot"
 SERVICES = ("PocketsphinxSTTService", "ScriptLLMService", "EspeakTTSService")
-
-
-def scrape(config: SupervisorConfig) -> Samples:
-    status, body = get(f"http://127.0.0.1:{config.metrics_port}/metrics")
-    assert status == 200
-    return Samples(body)
 
 
 async def test_the_voice_bot_transcribes_a_sentence_and_answers_it_out_loud(
@@ -49,11 +43,12 @@ async def test_the_voice_bot_transcribes_a_sentence_and_answers_it_out_loud(
         heard = np.zeros(0, np.int16)
         async with asyncio.timeout(90):
             # the words the recognizer made of it reached the LLM as the user's turn
-            while scrape(config)["lksup_room_bot_llm_tokens_total", {**room, "kind": "prompt"}] < 1:
+            prompt = ("lksup_room_bot_llm_tokens_total", {**room, "kind": "prompt"})
+            while scrape(config.metrics_url)[prompt] < 1:
                 heard = np.concatenate([heard, await collect_audio(track, 1.0)])
             while speech_windows(heard) < 10:  # the reply: "I heard you say ..."
                 heard = np.concatenate([heard, await collect_audio(track, 1.0)])
-        samples = scrape(config)
+        samples = scrape(config.metrics_url)
 
     assert speech_windows(heard) >= 10  # half a second of speech, at least
     assert not run.matches(r"ERROR"), run.tail()
@@ -88,7 +83,7 @@ async def test_noise_clipping_and_talking_over_the_voice_bot_cost_only_interrupt
     ):
         async with asyncio.timeout(120):
             while True:
-                samples = scrape(config)
+                samples = scrape(config.metrics_url)
                 if (samples["lksup_room_bot_interruptions_total", room] >= 1
                         and samples["lksup_room_bot_response_seconds_count", room] >= 3):
                     break

@@ -117,7 +117,7 @@ async def test_a_blocking_bot_is_named_counted_and_fails_healthz_while_it_lasts(
     config = SupervisorConfig(
         livekit_server, (room,), BLOCKING_BOT, watchdog={"stall_seconds": STALL_SECONDS}
     )
-    base = f"http://127.0.0.1:{config.metrics_port}"
+    base = config.metrics_url
     block_seconds = 4.0
     env = blocking_env(tmp_path, room, block_seconds)
     async with serving(tmp_path, config, env=env) as (run, _):
