@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import config as config_module
 from supervisor.config import ConfigError, config_toml, parse_config
+from supervisor.config import schema as config_schema
 from supervisor.recycle import recycles
 
 keys = st.text(min_size=1, max_size=12)
@@ -184,7 +184,7 @@ def test_the_event_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
 def test_uvloop_asked_for_and_not_installed_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(config_module, "find_spec", lambda name: None)
+    monkeypatch.setattr(config_schema, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"runtime.event_loop = 'uvloop': expected 'asyncio' "
                        r"or 'uvloop' \(installed: pip install 'livekit-supervisor\[uvloop\]'\)"):
         parse_config(runtime_doc(event_loop="uvloop"), ENVIRON)
