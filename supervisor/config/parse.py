@@ -56,26 +56,29 @@ class _Table:
                 f"{self.where(unknown[0])} is not a known key: expected one of "
                 f"{', '.join(self.keys)}"
             )
-        self.value = value
+        self.given = value
         self.schema = schema
 
     def where(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def read(self, name: str, default: Any = _SCHEMA_DEFAULT, value: Value | None = None) -> Any:
-        """Key `name` as the config holds it; `value` and `default` stand in for the
+    def accepts(self, name: str) -> Value:
+        """What the schema lets key `name` be."""
+        return key_of(self.keys[name]).value
+
+    def read(self, name: str, default: Any = _SCHEMA_DEFAULT, accepts: Value | None = None) -> Any:
+        """Key `name` as the config holds it; `default` and `accepts` stand in for the
         schema's where another key decides them."""
-        field = self.keys[name]
-        value = value or key_of(field).value
-        if name not in self.value:
-            default = field.default if default is _SCHEMA_DEFAULT else default
+        accepts = accepts or self.accepts(name)
+        if name not in self.given:
+            default = self.keys[name].default if default is _SCHEMA_DEFAULT else default
             if default is attrs.NOTHING:
-                raise ConfigError(f"{self.where(name)} is missing: expected {value.expected}")
+                raise ConfigError(f"{self.where(name)} is missing: expected {accepts.expected}")
             return default
-        given = self.value[name]
-        if not value.accepts(given):
-            raise ConfigError(f"{self.where(name)} = {given!r}: expected {value.expected}")
-        return value.convert(given)
+        value = self.given[name]
+        if not accepts.accepts(value):
+            raise ConfigError(f"{self.where(name)} = {value!r}: expected {accepts.expected}")
+        return accepts.convert(value)
 
     def table(self, name: str) -> _Table:
         """Key `name`, a table, to be read against its own schema (empty when absent and
@@ -124,14 +127,14 @@ def parse_config(doc: dict[str, Any], environ: dict[str, str] | None = None) -> 
 
 def _read_livekit(table: _Table) -> LiveKitConfig:
     url = table.read("url")
-    urls = key_of(table.keys["cluster_urls"]).value
+    urls = table.accepts("cluster_urls")
     cluster_urls = table.read(
-        "cluster_urls", value=urls.also(lambda v: url not in v, f"{urls.expected} ({url!r})")
+        "cluster_urls", accepts=urls.also(lambda v: url not in v, f"{urls.expected} ({url!r})")
     )
     if cluster_urls:
         # a node of a cluster is never embedded: one down must not be replaced by a lone
         # server of our own with other credentials
-        embedded = key_of(table.keys["embedded_server"]).value.also(
+        embedded = table.accepts("embedded_server").also(
             lambda v: not v, "false with cluster_urls (a cluster's nodes are not embedded)"
         )
         embedded_server = table.read("embedded_server", False, embedded)
@@ -171,7 +174,7 @@ def _load(table: _Table, name: str, path: str) -> BotFactory:
 def _bot_override(table: _Table, bot: BotConfig) -> BotConfig | None:
     """`table`'s `bot` table (`[rooms.bot]`, `[dispatch.bot]`): `bot` with the keys it
     sets overridden; None when it has none."""
-    return _read_bot(table.table("bot"), bot) if "bot" in table.value else None
+    return _read_bot(table.table("bot"), bot) if "bot" in table.given else None
 
 
 def _read_supervision(table: _Table) -> SupervisionConfig:

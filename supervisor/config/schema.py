@@ -20,8 +20,7 @@ import attrs
 from actors.room import FRAME_DURATIONS_MS, SAMPLE_RATES, VAD_RATES_TEXT, BotFactory
 
 _KEY = "supervisor.config.key"
-_TYPE_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
-               dict: "table"}
+_TYPE_NAMES = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
 
 
 @attrs.frozen
@@ -53,9 +52,8 @@ class Value:
 
     @property
     def type_name(self) -> str:
-        return " or ".join(_TYPE_NAMES[kind] for kind in self.types).replace(
-            "integer or float", "number"
-        )
+        """The TOML type, as the reference names it."""
+        return "number" if float in self.types else _TYPE_NAMES[self.types[0]]
 
 
 @attrs.frozen
@@ -283,8 +281,9 @@ class RuntimeConfig:
     event_loop: str = attrs.field(default="asyncio", metadata=key(
         Value(
             (str,),
-            "'asyncio' or 'uvloop' (installed: pip install 'livekit-supervisor[uvloop]')",
-            lambda v: v == "asyncio" or (v == "uvloop" and find_spec("uvloop") is not None),
+            f"{' or '.join(map(repr, EVENT_LOOPS))} "
+            "(installed: pip install 'livekit-supervisor[uvloop]')",
+            lambda v: v == "asyncio" or (v in EVENT_LOOPS and find_spec(v) is not None),
         ),
         "The event loop under anyio's asyncio backend. uvloop costs a talking room less "
         "CPU (benchmarks/RESULTS.md, run G), but the loop watchdog sees no stall under it: "
