@@ -22,7 +22,9 @@ DEMO_VALUES = {"bot.audio_out_sample_rate": 16000}
 echo bot answers at its input's rate, so its output is not resampled."""
 
 
-def test_the_committed_reference_is_what_the_schema_generates(tmp_path: Path) -> None:
+def test_the_committed_reference_is_what_the_schema_generates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     committed = REPO_ROOT / PATH
     assert committed.read_text(encoding="utf-8") == reference(), (
         f"{PATH} is stale: run python -m supervisor.config.reference --write"
@@ -34,6 +36,8 @@ def test_the_committed_reference_is_what_the_schema_generates(tmp_path: Path) ->
     assert main(["--check", str(tmp_path / "absent.md")]) == 1
     assert main(["--write", str(stale)]) == 0
     assert main(["--check", str(stale)]) == 0
+    assert main([]) == 0
+    assert capsys.readouterr().out == reference()
 
 
 def _schema(path: str) -> type:
