@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from supervisor.config.schema import Config, Key, key_of, keys
+from supervisor.config.schema import Config, key_of, keys
 from supervisor.config.writer import toml_value
 
 PATH = Path("docs/reference/configuration.md")
@@ -52,7 +52,7 @@ def reference() -> str:
         assert key.table is not None
         heading = f"[[{name}]]" if list in key.value.types else f"[{name}]"
         required = " (required)" if field.default is attrs.NOTHING else ""
-        rows = [_row(n, f, key_of(f), names) for n, f in keys(key.table).items()]
+        rows = [_row(n, f, names) for n, f in keys(key.table).items()]
         sections.append(
             f"## `{heading}`{required}\n\n{inspect.cleandoc(key.table.__doc__ or '')}\n\n"
             "| key | type | default | accepts | description |\n"
@@ -61,7 +61,8 @@ def reference() -> str:
     return "\n".join(sections)
 
 
-def _row(name: str, field: attrs.Attribute[Any], key: Key, tables: dict[Any, str]) -> str:
+def _row(name: str, field: attrs.Attribute[Any], tables: dict[Any, str]) -> str:
+    key = key_of(field)
     if key.table is not None:  # a table overriding another: `[dispatch.bot]` over `[bot]`
         cells = ["table", f"`[{tables[key.table]}]`", f"any `[{tables[key.table]}]` key"]
     else:
