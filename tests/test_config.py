@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supervisor import config as config_module
 from supervisor.config import ConfigError, config_toml, parse_config
+from supervisor.config import schema as config_schema
 from supervisor.process.recycle import recycles
 
 keys = st.text(min_size=1, max_size=12)
@@ -184,7 +184,7 @@ def test_the_event_loop_is_asyncio_unless_uvloop_is_asked_for() -> None:
 def test_uvloop_asked_for_and_not_installed_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(config_module, "find_spec", lambda name: None)
+    monkeypatch.setattr(config_schema, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"runtime.event_loop = 'uvloop': expected 'asyncio' "
                        r"or 'uvloop' \(installed: pip install 'livekit-supervisor\[uvloop\]'\)"):
         parse_config(runtime_doc(event_loop="uvloop"), ENVIRON)
@@ -231,3 +231,21 @@ def test_a_bad_recycle_key_is_named(recycle: dict[str, Any], error: str) -> None
     with pytest.raises(ConfigError) as raised:
         parse_config(recycle_doc(**recycle), ENVIRON)
     assert str(raised.value).startswith(error), raised.value
+
+
+def test_a_rooms_key_is_read_from_the_variable_it_names_and_a_reload_compares_the_key() -> None:
+    """`e2ee_key_env` is kept with the room (the schema describes it like any key), but
+    two configs whose variables differ in name and not in value run the same room."""
+
+    def rooms(**env_names: str) -> dict[str, Any]:
+        doc = dispatch_doc()
+        doc["rooms"] = [{"name": name, "e2ee_key_env": env} for name, env in env_names.items()]
+        return doc
+
+    environ = {**ENVIRON, "KEY_A": "shared", "KEY_B": "shared", "KEY_C": "other"}
+    lobby = parse_config(rooms(lobby="KEY_A"), environ).rooms[0]
+    assert (lobby.e2ee_key_env, lobby.e2ee_key) == ("KEY_A", b"shared")
+    assert "shared" not in repr(lobby)
+    assert parse_config(rooms(lobby="KEY_B"), environ).rooms[0] == lobby
+    assert parse_config(rooms(lobby="KEY_C"), environ).rooms[0] != lobby
+    assert parse_config(dispatch_doc(), environ).rooms[0].e2ee_key is None

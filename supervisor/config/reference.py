@@ -1,0 +1,106 @@
+"""The configuration reference, generated from the schema so it cannot fall behind it.
+
+`python -m supervisor.config.reference` prints it as Markdown; `--write` writes it to
+docs/reference/configuration.md (the committed copy), and `--check` exits 1 when that
+copy is not what the schema generates (the tests run the same comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from supervisor.config.schema import Config, key_of, keys
+from supervisor.config.writer import toml_value
+
+PATH = Path("docs/reference/configuration.md")
+"""Where the reference is committed, from the repository's root."""
+
+_INTRO = """\
+# Configuration reference
+
+<!-- Generated from supervisor/config/schema.py by `python -m supervisor.config.reference
+--write`: edit the schema, not this file. -->
+
+`supervisor run CONFIG` and `supervisor check CONFIG` read a TOML file; the repository's
+`config.toml` is a runnable example. Every key is checked before anything runs: an unknown
+key (a typo), a wrong type or a bad value stops the command with exit code 2 and one line
+that names the key, the value and what was expected. Credentials are never in the file:
+the keys ending in `_env` name the environment variables that hold them.
+
+A key marked *required* must be set; any other key may be left out for its default, and a
+table whose keys all have defaults may be left out as a whole. *Accepts* is the wording a
+bad value's error uses.
+
+SIGHUP reloads the file: rooms added, removed or changed start or stop, the others are
+not touched, and an invalid file is refused with its error. Changes to `[livekit]`,
+`[metrics]`, `[watchdog]`, `[dispatch]` and `[runtime]` take effect at the next start.
+"""
+
+
+def reference() -> str:
+    """The reference as Markdown: a section per table, a row per key."""
+    sections = [_INTRO]
+    names = {key_of(field).table: name for name, field in keys(Config).items()}
+    for name, field in keys(Config).items():
+        key = key_of(field)
+        assert key.table is not None
+        heading = f"[[{name}]]" if list in key.value.types else f"[{name}]"
+        required = " (required)" if field.default is attrs.NOTHING else ""
+        rows = [_row(n, f, names) for n, f in keys(key.table).items()]
+        sections.append(
+            f"## `{heading}`{required}\n\n{inspect.cleandoc(key.table.__doc__ or '')}\n\n"
+            "| key | type | default | accepts | description |\n"
+            "| --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
+        )
+    return "\n".join(sections)
+
+
+def _row(name: str, field: attrs.Attribute[Any], tables: dict[Any, str]) -> str:
+    key = key_of(field)
+    if key.table is not None:  # a table overriding another: `[dispatch.bot]` over `[bot]`
+        cells = ["table", f"`[{tables[key.table]}]`", f"any `[{tables[key.table]}]` key"]
+    else:
+        cells = [key.value.type_name, _default(field.default), key.value.expected]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in [f"`{name}`", *cells, key.doc]) + " |"
+
+
+def _default(value: Any) -> str:
+    if value is attrs.NOTHING:
+        return "*required*"
+    return "none" if value is None else f"`{toml_value(value)}`"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor.config.reference",
+        description="Print the configuration reference generated from the schema.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--write", nargs="?", const=PATH, type=Path, metavar="FILE",
+                       help=f"write it to FILE (default: {PATH})")
+    where.add_argument("--check", nargs="?", const=PATH, type=Path, metavar="FILE",
+                       help=f"exit 1 unless FILE (default: {PATH}) is what it would write")
+    args = parser.parse_args(argv)
+    text = reference()
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text, encoding="utf-8")
+    elif args.check:
+        current = args.check.read_text(encoding="utf-8") if args.check.is_file() else None
+        if current != text:
+            print(f"{args.check} is not the reference the schema generates: run "
+                  "python -m supervisor.config.reference --write", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
