@@ -307,7 +307,7 @@ class LimitsConfig:
 @attrs.frozen
 class DispatchConfig:
     """Rooms on demand: the supervisor registers with the server as a LiveKit agent worker
-    and serves the rooms it is sent (`supervisor.agent_worker`)."""
+    and serves the rooms it is sent (`supervisor.dispatch.agent_worker`)."""
 
     enabled: bool = attrs.field(default=False, metadata=key(
         _FLAG, "Register as an agent worker: the server sends this process rooms to serve."
@@ -337,7 +337,8 @@ class DispatchConfig:
     ))
     accept: str = attrs.field(default="", metadata=key(
         Value((str,), "'' or 'module:function'", lambda v: v == "" or v.count(":") == 1),
-        "A hook, imported at start, that accepts or rejects each job (`supervisor.admission`).",
+        "A hook, imported at start, that accepts or rejects each job "
+        "(`supervisor.dispatch.admission`).",
     ))
     accept_hook: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
     idle_timeout_seconds: float = attrs.field(default=30.0, metadata=key(
@@ -352,7 +353,7 @@ class DispatchConfig:
     restore: bool = attrs.field(default=True, metadata=key(
         _FLAG,
         "Join the fleet of this agent's workers and restore the jobs of one that dies "
-        "(`supervisor.fleet`).",
+        "(`supervisor.dispatch.fleet`).",
     ))
     restore_after_seconds: float = attrs.field(default=2.0, metadata=key(
         Value((int, float), "a number of seconds >= 1 (two beats)", lambda v: v >= 1),
@@ -369,7 +370,7 @@ class DispatchConfig:
 
 @attrs.frozen
 class RecycleConfig:
-    """When a worker process is replaced by a fresh one (`supervisor.recycle`): the rtc
+    """When a worker process is replaced by a fresh one (`supervisor.process.recycle`): the rtc
     SDK keeps native memory for every room a process served while others lived beside
     it, so a process that serves rooms in turn for ever grows until it fails. A run with
     `[dispatch]` (or with `max_rss_mb`) and a bound serves its rooms in a worker under a
@@ -391,7 +392,7 @@ class RecycleConfig:
 
 @attrs.frozen
 class WebConfig:
-    """The try-it page on the metrics listener (`supervisor.playground`)."""
+    """The try-it page on the metrics listener (`supervisor.web`)."""
 
     enabled: bool = attrs.field(default=True, metadata=key(_FLAG, "Serve the page."))
     access_secret_env: str = attrs.field(default="", metadata=key(
