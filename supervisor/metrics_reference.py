@@ -48,8 +48,8 @@ memory, file descriptors) and `python_*` collectors.
 Per-room series (label `room`) exist only while `[metrics] per_room_labels` is on, for
 the first `max_room_series` rooms; the others count in every total, and in
 `{PREFIX}_metrics_rooms_unlabelled`. A participant's job's room is named
-`room:participant`. *Off the loop* marks what `/metrics` still answers while the event
-loop is stalled.
+`room:participant`. Each entry gives the type, the labels with their values where
+they are fixed, and whether `/metrics` still answers it while the event loop is stalled.
 """
 
 _GROUPS = (
@@ -128,22 +128,20 @@ def _group(family: Metric, labels: Iterable[str]) -> str:
     return "Process totals"
 
 
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
 def _row(family: Metric, stalled: set[str]) -> tuple[str, str]:
+    """The family's group and its list item."""
     labels = _labels(family)
-    label_text = "; ".join(
-        f"`{name}`" + (f" ({', '.join(values)})" if values else "") for name, values in labels
-    )
-    help_text = _cell(family.documentation)
+    what = [{"summary": "count and sum"}.get(family.type, family.type)]
+    what += [
+        f"`{name}`" + (f": {', '.join(values)}" if values else "") for name, values in labels
+    ]
+    if family.name in stalled:
+        what.append("answered off the loop")
+    text = " ".join(family.documentation.split())
     if family.type == "histogram":
-        help_text += f" Buckets (s): {', '.join(_buckets(family))}."
-    kind = {"summary": "count and sum"}.get(family.type, family.type)
-    off_loop = "yes" if family.name in stalled else ""
-    row = f"| `{_name(family)}` | {kind} | {label_text or '-'} | {help_text} | {off_loop} |"
-    return _group(family, (name for name, _ in labels)), row
+        text += f" Buckets (s): {', '.join(_buckets(family))}."
+    item = f"- **`{_name(family)}`** ({'; '.join(what)}): {text}"
+    return _group(family, (name for name, _ in labels)), item
 
 
 def render() -> str:
@@ -156,8 +154,6 @@ def render() -> str:
     parts = [_INTRO]
     for title, scope in _GROUPS:
         parts.append(f"\n## {title}\n\n{scope[0].upper()}{scope[1:]}.\n\n")
-        parts.append("| name | type | labels | help | off the loop |\n")
-        parts.append("| --- | --- | --- | --- | --- |\n")
         parts.extend(f"{row}\n" for row in rows[title])
     return "".join(parts)
 
