@@ -7,11 +7,11 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run lint test test-fast livekit-server prometheus redis chromium espeak-ng web agents-venv
+.PHONY: run lint test test-fast docs docs-serve livekit-server prometheus redis chromium espeak-ng web agents-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 # livekit-agents for `benchmarks/dispatch.py`, in a venv of its own: it pins the rtc SDK
@@ -78,7 +78,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint livekit-server prometheus redis chromium espeak-ng web
+# The documentation site (mkdocs.yml, docs/), built strictly: a broken link, a missing
+# anchor or a page left out of the navigation fails it. The generated metrics reference
+# must match the collectors first. Into site/; `make docs-serve` serves it on
+# http://127.0.0.1:8000/ and rebuilds as pages change.
+docs: $(STAMP)
+	$(VENV)/bin/python -m supervisor.metrics_reference --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
+
+test: lint docs livekit-server prometheus redis chromium espeak-ng web
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: lint and types, then every test that needs no real LiveKit server
