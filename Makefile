@@ -79,11 +79,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The documentation site (mkdocs.yml, docs/), built strictly: a broken link, a missing
-# anchor or a page left out of the navigation fails it. The generated metrics reference
-# must match the collectors first. Into site/; `make docs-serve` serves it on
-# http://127.0.0.1:8000/ and rebuilds as pages change.
+# anchor or a page left out of the navigation fails it. The generated references must
+# match the code first (the config schema, the metrics collectors). Into site/;
+# `make docs-serve` serves it on http://127.0.0.1:8000/ and rebuilds as pages change.
 docs: $(STAMP)
-	$(VENV)/bin/python -m supervisor.metrics_reference --check
+	$(VENV)/bin/python -m supervisor.config.reference --check
+	$(VENV)/bin/python -m supervisor.observability.reference --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 docs-serve: $(STAMP)

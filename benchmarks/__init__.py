@@ -1,2 +1,2 @@
 """Benchmark scripts (not tests): run them with `python -m benchmarks.NAME`; figures in
-RESULTS.md."""
+docs/benchmarks/."""

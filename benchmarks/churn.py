@@ -429,7 +429,7 @@ def _round3(value: float | None) -> float | None:
 
 
 def format_markdown(results: Sequence[dict[str, Any]]) -> str:
-    """A row per process of each run: what RESULTS.md records."""
+    """A row per process of each run: what a run's page records."""
     rows = [
         "| mode | system | C | process | served | RSS warm -> end (max) MB | MB/lifetime | "
         "heap MB/lifetime | fds | threads | CPU ms/lifetime first -> last third | load |",

@@ -7,7 +7,7 @@ nodes), one `supervisor run` host per node registered with that node only (or, w
 through both nodes' APIs, and prints which host's bot joined each room, and which
 rooms got none.
 
-What it shows (see README, "A LiveKit cluster"): a job goes to the node whose workers
+What it shows (see docs/scaling/cluster.md): a job goes to the node whose workers
 claim the most spare load (psrpc affinity, highest wins, from loads reported every
 2.5 s), and only that node's workers are tried. Registered with one node each, the
 whole burst goes to one host; with `--max-rooms` below the burst, that host declines

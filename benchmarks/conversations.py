@@ -429,7 +429,7 @@ def _services(r: dict[str, Any], kind: str) -> str:
 
 def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     """Every run as a row, the supervisor's own figures, what each system held, and the
-    systems not available: what RESULTS.md records."""
+    systems not available: what a run's page records."""
     rows = [
         "| system | conversations | turns | v2v p50 ms | p95 ms | p99 ms | missed | cut off | "
         "CPU %/conv | conv/core | RSS MB/conv | PSS MB/conv | baseline PSS MB | "

@@ -155,9 +155,10 @@ SYSTEMS = {
     "agents-tuned": System("agents-tuned", (*OWN_LOAD, ("AGENTS_ECHO_EXECUTOR", "thread"))),
     "supervisor": System("supervisor"),
 }
-"""`agents-tuned` is what tuning found best here (10 rooms at once, RESULTS.md): the own
-load, and every job a thread of the worker (half the dispatch time of a process per job,
-a quarter of the memory); ten warm processes instead of two were slower and dearer."""
+"""`agents-tuned` is what tuning found best here (10 rooms at once,
+docs/benchmarks/runs/02-dispatch-issue-12.md): the own load, and every job a thread of
+the worker (half the dispatch time of a process per job, a quarter of the memory); ten
+warm processes instead of two were slower and dearer."""
 BASE = "agents"
 """What every ratio is against: livekit-agents as a user gets it."""
 
@@ -631,7 +632,7 @@ def fits(results: Sequence[dict[str, Any]], system: str) -> int | None:
 
 def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     """Every run as a row, the ratios against livekit-agents' defaults, what each fitted,
-    the second bursts, and the systems that were not available: what RESULTS.md records."""
+    the second bursts, and the systems that were not available: what a run's page records."""
     rows = [
         "| system | rooms | served | to track p50 ms | p99 ms | to echo heard p50 ms | p99 ms | "
         "baseline RSS MB | RSS MB/job | PSS MB/job | idle CPU %/room | talking CPU %/room | "

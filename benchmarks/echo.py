@@ -521,7 +521,7 @@ def rooms_cell(result: dict[str, Any]) -> str:
 
 
 def format_markdown(results: Sequence[dict[str, Any]]) -> str:
-    """Every run as one table row, then the ratios: what RESULTS.md records."""
+    """Every run as one table row, then the ratios: what a run's page records."""
     rows = [
         "| system | rooms | join all s | ready s | idle CPU %/room | CPU %/room | "
         "of it Python loop | RSS MB | RSS MB/room | echo p50 ms | echo p99 ms | lost | "

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("supervisor.livekit_server",),
     ("supervisor.config",),
     ("supervisor.bots",),
+    ("supervisor.generated",),
     ("supervisor",),  # the package itself: `__version__`
     ("actors",),
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import metrics_reference
+from supervisor.observability import reference as metrics_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_the_metrics_reference_matches_the_collectors() -> None:
     page = ROOT / metrics_reference.PAGE
     assert page.read_text() == metrics_reference.render(), (
         f"{metrics_reference.PAGE} differs from the collectors: regenerate it with "
-        f"`python -m supervisor.metrics_reference > {metrics_reference.PAGE}`"
+        f"`python -m supervisor.observability.reference --write`"
     )
 
 
@@ -32,6 +32,6 @@ def test_check_fails_on_a_stale_page(tmp_path: Path, capsys: pytest.CaptureFixtu
     stale = tmp_path / "metrics.md"
     stale.write_text("# Metrics reference\n")
     assert metrics_reference.main(["--check", str(stale)]) == 1
-    assert "regenerate it" in capsys.readouterr().err
+    assert "--write" in capsys.readouterr().err
     stale.write_text(metrics_reference.render())
     assert metrics_reference.main(["--check", str(stale)]) == 0

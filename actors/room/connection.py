@@ -126,7 +126,7 @@ class ConnectionActor(Actor):
         self._wire(room, events.tell_nowait, senders)
         self._set_state("connecting")
         # ICE candidates gathered once per connection, not continually (the SDK's
-        # default): a join costs about half the SDK's CPU (benchmarks/RESULTS.md, "Join
+        # default): a join costs about half the SDK's CPU (docs/benchmarks/runs/05-run-g.md, "Join
         # cost"), and a settled idle room less. Continual gathering notices a network
         # interface appearing or changing without a reconnect; a server bot's network is
         # fixed, and when a path fails the SDK's reconnect restarts ICE, which gathers

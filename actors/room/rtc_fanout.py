@@ -10,7 +10,7 @@ process, then handed on through the room's own queue. No room needs them (each
 they make a process's Python work grow with talking rooms times rooms: 25 idle rooms
 beside 5 talking ones added two fifths to the talking rooms' CPU and Python loop and
 moved their internal p50 from 3 to 7.5 ms; narrowed, a sixth (the idle rooms' own
-upkeep) and 3 ms (benchmarks/RESULTS.md, run H). A narrowed room hears what it did
+upkeep) and 3 ms (docs/benchmarks/runs/06-run-h.md). A narrowed room hears what it did
 before less those callbacks.
 
 This reaches into two private names of the SDK (`FfiQueue._subscribers` and `_lock`,

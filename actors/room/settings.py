@@ -47,7 +47,7 @@ class RoomSettings:
     audio_frame_ms: int = attrs.field(default=20, validator=v.in_(FRAME_DURATIONS_MS))
     """Milliseconds of audio in each frame the bot's input gets and in each chunk its
     output transport writes. 40 halves the frames each room moves (a fifth less CPU per
-    talking room, benchmarks/RESULTS.md run I) for 20 ms more delay each way: an input
+    talking room, docs/benchmarks/runs/07-run-i.md) for 20 ms more delay each way: an input
     frame is handed on when it is full, and so is an output chunk."""
     audio_in_user_tracks: bool = True
     """Each participant's audio as its own `UserAudioRawFrame` stream (pipecat's

@@ -7,7 +7,6 @@ copy is not what the schema generates (the tests run the same comparison).
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import attrs
 
 from supervisor.config.schema import Config, key_of, keys
 from supervisor.config.writer import toml_value
+from supervisor.generated import page_main
 
 PATH = Path("docs/reference/configuration.md")
 """Where the reference is committed, from the repository's root."""
@@ -77,29 +77,7 @@ def _default(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m supervisor.config.reference",
-        description="Print the configuration reference generated from the schema.",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--write", nargs="?", const=PATH, type=Path, metavar="FILE",
-                       help=f"write it to FILE (default: {PATH})")
-    where.add_argument("--check", nargs="?", const=PATH, type=Path, metavar="FILE",
-                       help=f"exit 1 unless FILE (default: {PATH}) is what it would write")
-    args = parser.parse_args(argv)
-    text = reference()
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
-    elif args.check:
-        current = args.check.read_text(encoding="utf-8") if args.check.is_file() else None
-        if current != text:
-            print(f"{args.check} is not the reference the schema generates: run "
-                  "python -m supervisor.config.reference --write", file=sys.stderr)
-            return 1
-    else:
-        sys.stdout.write(text)
-    return 0
+    return page_main("supervisor.config.reference", "the schema", PATH, reference, argv)
 
 
 if __name__ == "__main__":

@@ -286,7 +286,7 @@ class RuntimeConfig:
             lambda v: v == "asyncio" or (v in EVENT_LOOPS and find_spec(v) is not None),
         ),
         "The event loop under anyio's asyncio backend. uvloop costs a talking room less "
-        "CPU (benchmarks/RESULTS.md, run G), but the loop watchdog sees no stall under it: "
+        "CPU (docs/benchmarks/runs/05-run-g.md), but the loop watchdog sees no stall under it: "
         "it recognises a task step by asyncio's own `Handle._run` on the loop thread's "
         "stack, which uvloop runs in C. The lag histogram still measures.",
     ))

@@ -1,42 +1,11 @@
-"""The supervisor as a LiveKit agent worker: its session on the server's `/agent` WebSocket.
+"""The supervisor as a LiveKit agent worker: its session on the server's `/agent` WebSocket
+(the protocol livekit-agents speaks): register, answer each offer (`admission`), start
+and end jobs (`jobs`), report load, re-register after the socket drops, one registration
+per node of a LiveKit cluster (`_Link`), and drain on SIGTERM.
 
-livekit-server offers each new room (automatic dispatch, `agent_name = ""`) or each
-dispatch naming our agent to a registered worker; this module speaks that protocol
-(`livekit.protocol.agent` messages as binary WebSocket frames, as livekit-agents does):
-
-- connect with a token carrying the `agent` grant, send `RegisterWorkerRequest` (for
-  `[dispatch] job_type`'s jobs: a room's, each participant's, each publisher's), wait
-  for the server's `register` answer;
-- answer each `AvailabilityRequest` (`supervisor.dispatch.admission`: full, or the accept hook);
-  a job for a room (a participant, for a participant's job) this process already
-  serves, or (`--workers N`) a configured room another worker of this config serves, is
-  answered `terminate`, so the server does not offer it to another worker either (after a
-  server restart the bot rejoins the room by itself, and the new room's dispatch must not
-  bring a second one); a room job whose room has another process's bot of this agent in
-  it is declined as not available, so the server asks the next worker, that process
-  among them, which alone knows whether its bot stays or is on its way out;
-- start each `JobAssignment`, end each `JobTermination` (`supervisor.dispatch.jobs`);
-- report `UpdateWorkerStatus` (load, available or full) every `STATUS_SECONDS` and as
-  soon as it changes, and send `WorkerPing`s: a server silent for `SILENT_SECONDS` is
-  taken for gone.
-
-When the socket drops (a server restart) the running rooms go on, and the worker
-registers again with exponential backoff.
-
-With `[livekit] cluster_urls` (the other nodes of a LiveKit cluster) the worker holds
-one registration per node (a `_Link` each), sharing this process's jobs and capacity,
-and each job reports to the node that assigned it and joins through it. This is what
-spreads a burst over hosts: livekit-server routes a job to the node whose workers have
-the most room left (psrpc affinity, the *highest* claim wins, from the load last
-reported), so with one host per node a burst of rooms created at once all lands on
-one host; on the node it lands on, the job goes to a worker chosen at random weighted
-by load, and to the next one when that one declines. A worker registered with every
-node is among those choices wherever the job lands, and a node's loss leaves it
-registered with the others. A message it cannot parse or does not know
-is logged and skipped. `drain` (SIGTERM) reports full, lets the running jobs end by
-themselves within `drain_seconds`, then ends the rest.
-
-Never logged: the token, the API secret, a job's assignment token.
+The design (which offers are answered `terminate` and why, how a burst spreads over a
+cluster's hosts): docs/architecture/agent-worker.md. Never logged: the token, the API
+secret, a job's assignment token.
 """
 
 from __future__ import annotations

@@ -1,70 +1,12 @@
-"""The fleet: the workers of one agent, restoring the rooms of one that dies.
+"""The fleet: the workers of one agent, in a LiveKit room of their own (`fleet_room`),
+each one's record (the jobs it serves, its probe) in its metadata and a beat in lossy
+data. A member silent for `restore_after_seconds` whose probe does not answer as itself
+is dead, and each of its jobs is restored by one survivor, its owner (rendezvous hashing,
+`FleetView.owner`); a draining member hands each running job over, make before break
+(`Fleet.hand_over`, the taker's side in `Fleet._take_over`).
 
-Why it is needed: self-hosted livekit-server does not dispatch again a job whose
-worker died (livekit/agents#1472: the dispatch stays active, the room stays without
-its bot), and a SIGKILLed bot stays a participant of its room for 20 s (the server's
-`CONNECTION_TIMEOUT`, measured here), so neither the server nor a room's
-participants can say soon that a host is gone. The workers say it to each other.
-
-How: with `[dispatch] restore` (the default) every worker process joins the fleet's
-LiveKit room (`fleet_room`: one per agent name) as an agent participant, which the
-server gives no participant job, named `fleet-HOST-PID-RANDOM`:
-
-- its metadata is its record (`Record`): the jobs it serves, each with what a token
-  for the same bot needs (`ServedJob`), set when it changed, at most once a beat, and
-  its probe, the `/status` URL of its metrics listener;
-- every `BEAT_SECONDS` it sends a lossy data packet on `BEAT_TOPIC` saying whether it
-  is full.
-
-A member not heard from for `restore_after_seconds` is silent; a silent member whose
-probe does not answer as itself within `PROBE_SECONDS` is dead (a SIGKILLed process's
-port refuses at once; a dead machine's times out), and the jobs of its last record
-are restored by the survivors, each job by one of them: its *owner*, the member with
-the highest rendezvous hash of (member, job key) among the live members that are not
-full (`FleetView.owner`). Survivors with the same view agree without a word. The
-owner mints the bot's token itself, as the server would have (the same identity,
-name, metadata and attributes, `lk.agent_name` among them, kind agent), and, if the
-room still has someone the job serves, removes the dead bot's ghost through the server
-API and runs the job's tree like a dispatched one (`Jobs.restore`): its bot comes back
-within about `restore_after_seconds` plus a join.
-The probe is what keeps a member that only lost its fleet connection (through a
-LiveKit node that died, say) from being taken for dead while its bots serve on.
-
-Why no room gets two bots, even when survivors notice at once or disagree:
-
-- livekit-server admits one participant per identity in a room: a join under an
-  identity that is there replaces that participant (`DUPLICATE_IDENTITY`), and a bot
-  replaced so takes it as the end of its room and does not come back (`connection`'s
-  ending reasons). Whoever restores a job, its room has at most one bot of the job
-  (a second survivor's removal of the "ghost" may remove the first one's bot: that
-  one ends too, and the second's bot stays); and the dead bot's ghost goes at once
-  instead of 20 s later.
-- Views differ only for about a beat: a member that just joined or died, or whose
-  full flag just changed. Rendezvous hashing moves only the jobs of the member seen
-  differently, so two survivors both claiming a job is the worst that can happen,
-  and the rule above ends it with one bot.
-- A member wrongly taken for dead (no beat of it heard for `restore_after_seconds` and
-  its probe unreachable from a survivor: a network split between hosts) loses its
-  bots to their restorers: the room is handed over, one bot still.
-- A member whose own loop stalled does not judge: a look that comes `STALL_SECONDS`
-  late first forgets when everyone was heard, as does a fleet connection that was
-  lost, since what was not heard meanwhile says nothing about the others.
-
-A worker leaving on purpose (drained) sends `bye` last: its rooms ended on purpose and
-are not restored. With `[dispatch] handoff` it first hands each running job over
-(`Fleet.hand_over`): a text stream on `HANDOFF_TOPIC`, the record's entry for the job
-and the state its bot offered (`RoomTransport.offer_state`), to the member that would
-own it once this one is gone. That member takes it make before break: its bot joins
-under the job's other identity (`successor_identity`) while the old bot talks on, held
-back (`RoomSettings.predecessor`: silence in place of its audio, the old bot not heard),
-and once its track is published it removes the old bot through the server API, which
-ends the old job; from that removal on the new one is heard, its track already playing
-at the caller's. A job's bot is known by one of two identities, so two members
-taking the same job join under the same one (the second replaces the first), and a
-survivor does not restore a dead member's job whose bot is in the room under the other.
-
-A job started within the last beat before a death may not be in the record the
-survivors have, and is not restored.
+The design, and why no room gets two bots however the survivors see it:
+docs/architecture/fleet.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Two forms, for Prometheus' two ways of finding targets without a hand list:
   without a restart.
 - DNS service discovery (`dns_sd_configs` of type SRV): the SRV records of the
   workers' ports, for a zone the fleet already keeps; SRV records carry no
-  labels, so the README's relabelling takes `host` from the record's target.
+  labels, so the relabelling in docs/observability/prometheus.md takes `host` from
+  the record's target.
 
 The address is what another machine dials: `--address`, else the listen address
 when it names one, else (a wildcard listen address) this host's fully qualified

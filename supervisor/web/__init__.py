@@ -3,7 +3,7 @@ lets people try an agent, served by the metrics listener at `/`.
 
 The page (`index.html`, `app.js`) lists the rooms from `/status`, fetches a join token
 from `POST /web/token` and connects with livekit-client, LiveKit's JavaScript SDK,
-pinned in `package.json` and installed beside it by the README's set-up (`make web`):
+pinned in `package.json` and installed beside it by the set-up (`make web`, docs/quickstart.md):
 served from this folder, never fetched from a CDN.
 
 The token endpoint mints tokens with the server's API secret, so it answers only:

@@ -109,7 +109,7 @@ def rendered(metrics: Any, *, stalled: bool = False) -> dict[tuple[str, Any], fl
 class Prometheus:
     """One Prometheus server on a free loopback port, scraping every second the targets
     it discovers in `discovery` (files in Prometheus' file_sd format, as `supervisor
-    targets` writes them: how a fleet is found, see the README's Many hosts)."""
+    targets` writes them: how a fleet is found, see docs/scaling/hosts.md)."""
 
     def __init__(self, workdir: Path, discovery: list[Path]) -> None:
         self.port = free_port()

@@ -1,5 +1,5 @@
 """`benchmarks/churn.py` on three lifetimes of each mode: every room served, and each
-process's figures there for RESULTS.md."""
+process's figures there for a run's page (docs/benchmarks/runs/)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`benchmarks/conversations.py` on two conversations with the supervisor: every caller
-is answered, and every figure RESULTS.md records is there (no timing is judged)."""
+is answered, and every figure a run's page records is there (no timing is judged)."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
     the old track to the first of the new, and the time the new bots took from their
     join to their track published (`lksup_fleet_handoff_seconds`), which the caller does
     not hear. (The issue's six rooms a host saturate this 2-core machine: ten echo rooms
-    already do, benchmarks/RESULTS.md.)"""
+    already do, docs/benchmarks/index.md.)"""
     names = [f"handoff-{i}" for i in range(int(os.environ.get("HANDOFF_ROOMS", 3)))]
 
     def config() -> SupervisorConfig:

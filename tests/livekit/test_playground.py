@@ -26,7 +26,7 @@ from tests.helpers.cli_process import REPO_ROOT, SupervisorConfig, serving
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DATA_BOT = "supervisor.bots.data:create_bot"
 SCREENSHOT = os.environ.get("LKSUP_PLAYGROUND_SCREENSHOT")
-"""Where to save the page once it hears the bot (the README's picture), if set."""
+"""Where to save the page once it hears the bot (docs/assets/try-it.png), if set."""
 
 if not Path(CHROMIUM).exists():
     reason = "chromium is missing: `make chromium` installs Debian's package"

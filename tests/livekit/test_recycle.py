@@ -157,7 +157,7 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
     but by a draining worker.
 
     How much one worker serving them all would grow is a benchmark's figure, not a
-    test's (`benchmarks/RESULTS.md` run J: 0.04-0.23 MB a lifetime for the supervisor at
+    test's (`docs/benchmarks/runs/08-run-j.md`: 0.04-0.23 MB a lifetime for the supervisor at
     this pace). A room whose job the server never offered is not the supervisor's:
     livekit-server offers none to a worker whose reported load passes its
     `agents.target_load`, which a machine busy with other work can make happen; such
