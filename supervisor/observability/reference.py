@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
 
-from actors.room.timing import service_buckets
+from actors.room import SERVICE_BUCKETS, BucketCounts
 from supervisor.config import parse_config
 from supervisor.generated import page_main
 from supervisor.livekit_server.access import Credentials
@@ -74,7 +74,7 @@ def _families() -> tuple[list[Metric], set[str]]:
     room_set.room_spec(room_set.config.rooms[0])
     stats = room_set.stats["room"]
     for times in (stats.bot_ttfb, stats.bot_processing):  # a series, for the buckets
-        times["Service"] = service_buckets()
+        times["Service"] = BucketCounts(SERVICE_BUCKETS)
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
     ours = [f for f in metrics.registry.collect() if f.name.startswith(f"{PREFIX}_")]
     stalled = {f.name for f in metrics.stall_registry.collect()}
