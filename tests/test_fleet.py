@@ -17,18 +17,16 @@ from livekit.api import ParticipantInfo
 from actors.room import Job
 from supervisor.config import Config, ConfigError, parse_config
 from supervisor.dispatch import fleet
-from supervisor.dispatch.fleet import (
-    FleetView,
+from supervisor.dispatch.fleet import fleet_room, probe_url, successor_identity
+from supervisor.dispatch.fleet_record import (
     Record,
     RecordError,
     decode_handoff,
     decode_record,
     encode_handoff,
     encode_record,
-    fleet_room,
-    probe_url,
-    successor_identity,
 )
+from supervisor.dispatch.fleet_view import FleetView
 from supervisor.dispatch.jobs import ServedJob
 from supervisor.livekit_server.access import Credentials
 from supervisor.process.rooms import FleetState, WorkerState

@@ -3,7 +3,9 @@ each one's record (the jobs it serves, its probe) in its metadata and a beat in 
 data. A member silent for `restore_after_seconds` whose probe does not answer as itself
 is dead, and each of its jobs is restored by one survivor, its owner (rendezvous hashing,
 `FleetView.owner`); a draining member hands each running job over, make before break
-(`Fleet.hand_over`, the taker's side in `Fleet._take_over`).
+(`Fleet.hand_over`, the taker's side in `Fleet._take_over`). This module is a member's
+I/O; the wire format is `fleet_record`, the rules of who is dead and who owns a job
+`fleet_view`, which does no I/O.
 
 The design, and why no room gets two bots however the survivors see it:
 docs/architecture/fleet.md.
@@ -11,16 +13,14 @@ docs/architecture/fleet.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import random
 import secrets
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
-from typing import Any
 
 import aiohttp
 import anyio
@@ -31,6 +31,16 @@ from livekit.protocol import models
 from actors import Backoff, single_errors
 from actors.room import Job, narrow_room_events
 from supervisor.config import Config
+from supervisor.dispatch.fleet_record import (
+    RECORD_BYTES,
+    Record,
+    RecordError,
+    decode_handoff,
+    decode_record,
+    encode_handoff,
+    encode_record,
+)
+from supervisor.dispatch.fleet_view import FleetView, Member
 from supervisor.dispatch.jobs import Jobs, ServedJob, serves_someone
 from supervisor.livekit_server.access import (
     API_ERRORS,
@@ -51,8 +61,6 @@ LOOK_SECONDS = 0.25
 """How often a member looks for the dead."""
 STALL_SECONDS = 1.0
 """A look this late means this process was not listening: nobody is judged then."""
-RECORD_BYTES = 256 * 1024
-"""At most this much record in a member's metadata (livekit-server allows 512 KiB)."""
 SEND_SECONDS = 5.0
 """How long a beat or a record's update may take to leave."""
 PROBE_SECONDS = 1.0
@@ -99,203 +107,6 @@ def probe_url(config: Config) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{config.metrics.port}/status"
-
-
-def rank(member: str, key: str) -> bytes:
-    """Rendezvous (highest random weight) hashing: a job's owner is the member ranking
-    it highest, so every member computes the same owner from the same view, and a
-    member joining or leaving moves only the jobs it wins or held."""
-    return hashlib.blake2b(f"{member}\0{key}".encode(), digest_size=8).digest()
-
-
-@attrs.frozen
-class Record:
-    """What a member tells the fleet in its metadata."""
-
-    jobs: tuple[ServedJob, ...] = ()
-    probe: str = ""
-    """Its `/status` URL, where a member silent in the fleet is asked whether it lives."""
-
-
-def encode_record(record: Record, limit: int = RECORD_BYTES) -> tuple[str, int]:
-    """The record as a member's metadata, and how many jobs did not fit in `limit`."""
-    entries = [attrs.asdict(entry, value_serializer=_plain) for entry in record.jobs]
-
-    def text() -> str:
-        return json.dumps({"jobs": entries, "probe": record.probe}, separators=(",", ":"))
-
-    left_out = 0
-    while len(text().encode()) > limit and entries:
-        cut = max(1, len(entries) // 10)
-        del entries[-cut:]
-        left_out += cut
-    return text(), left_out
-
-
-def _plain(_: Any, __: Any, value: Any) -> Any:
-    return dict(value) if isinstance(value, Mapping) else value
-
-
-def encode_handoff(served: ServedJob, state: str = "") -> str:
-    """A job handed over, as the text its taker reads: the record's entry for it, and
-    the state its bot offered (JSON text, "" for none: `RoomTransport.offer_state`)."""
-    doc = {
-        "job": attrs.asdict(served, value_serializer=_plain),
-        "state": json.loads(state) if state else None,
-    }
-    return json.dumps(doc, separators=(",", ":"))
-
-
-class RecordError(ValueError):
-    """A member's metadata is not a record this version reads."""
-
-
-def decode_record(text: str) -> Record:
-    """A member's metadata as its record; "" is an empty one. Raises `RecordError`."""
-    if not text:
-        return Record()
-    try:
-        doc = json.loads(text)
-        probe = doc.get("probe", "")
-        if not isinstance(probe, str):
-            raise TypeError(f"probe = {probe!r}")
-        return Record(tuple(_served(entry) for entry in doc["jobs"]), probe)
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise RecordError(f"not a fleet record: {err}") from err
-
-
-def decode_handoff(text: str) -> tuple[ServedJob, str]:
-    """A handoff's job and state (JSON text, "" for none). Raises `RecordError`."""
-    try:
-        doc = json.loads(text)
-        state = doc.get("state")
-        if state is not None and not isinstance(state, dict):
-            raise TypeError(f"state = {state!r}")
-        return _served(doc["job"]), "" if state is None else json.dumps(state)
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise RecordError(f"not a handoff: {err}") from err
-
-
-_JOB_TEXT = ("id", "room", "room_sid", "room_metadata", "dispatch_id", "metadata", "agent_name")
-
-
-def _served(entry: dict[str, Any]) -> ServedJob:
-    job = entry["job"]
-    participant = job.get("participant")
-    if participant is not None and not isinstance(participant, str):
-        raise TypeError(f"job.participant = {participant!r}")
-    return ServedJob(
-        job=Job(
-            **_texts(job, _JOB_TEXT),
-            participant=participant,
-            attributes=_text_map(job.get("attributes", {})),
-        ),
-        **_texts(entry, ("identity", "name", "metadata")),
-        attributes=_text_map(entry["attributes"]),
-    )
-
-
-def _texts(entry: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
-    values = {name: entry[name] for name in names}
-    wrong = {name: value for name, value in values.items() if not isinstance(value, str)}
-    if wrong:
-        raise TypeError(f"expected strings: {wrong!r}")
-    return values
-
-
-def _text_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise TypeError(f"expected a table of strings: {value!r}")
-    return value
-
-
-@attrs.define
-class Member:
-    heard_at: float
-    full: bool = False
-    record: Record = Record()
-    bye: bool = False
-
-
-@attrs.define
-class FleetView:
-    """Who is in the fleet and what each serves, as one member hears it. No I/O: the
-    rules of who is dead and who restores what, for the tests to prove."""
-
-    me: str
-    restore_after: float
-    members: dict[str, Member] = attrs.field(factory=dict)
-    """The others, by identity."""
-
-    def heard(self, identity: str, now: float, *, full: bool | None = None) -> None:
-        if identity == self.me:  # its own metadata changing is reported too
-            return
-        member = self.members.setdefault(identity, Member(now))
-        member.heard_at = now
-        if full is not None:
-            member.full = full
-
-    def recorded(self, identity: str, now: float, record: Record) -> None:
-        self.heard(identity, now)
-        if identity in self.members:
-            self.members[identity].record = record
-
-    def said_bye(self, identity: str) -> None:
-        member = self.members.get(identity)
-        if member is not None:
-            member.bye = True
-
-    def left(self, identity: str) -> None:
-        """The member's participant left: gone for good after a bye, else it is judged
-        by its beats (a member that lost its connection may be back at once)."""
-        member = self.members.get(identity)
-        if member is not None and member.bye:
-            del self.members[identity]
-
-    def forget_times(self, now: float) -> None:
-        """This process heard nothing for a while (a stall, a lost connection): what it
-        did not hear says nothing about the others."""
-        for member in self.members.values():
-            member.heard_at = now
-
-    def take_silent(self, now: float) -> list[tuple[str, Member]]:
-        """The members not heard from for `restore_after`, removed: dead, unless their
-        probe says otherwise (`revive`)."""
-        silent = [
-            (identity, member)
-            for identity, member in self.members.items()
-            if not member.bye and now - member.heard_at >= self.restore_after
-        ]
-        for identity, _ in silent:
-            del self.members[identity]
-        return silent
-
-    def revive(self, identity: str, member: Member, now: float) -> None:
-        """A silent member lives (its probe answered): judged again `restore_after` from
-        now, unless it was heard meanwhile."""
-        member.heard_at = now
-        self.members.setdefault(identity, member)
-
-    def live(self) -> list[str]:
-        """Every member, this one included."""
-        return [self.me, *(i for i, m in self.members.items() if not m.bye)]
-
-    def takers(self, key: str) -> list[str]:
-        """Who may take over the job of tree name `key` from this member, which drains:
-        the other live members that are not full (a draining one beats as full), the
-        highest ranked first."""
-        others = [i for i, m in self.members.items() if not m.bye and not m.full]
-        return sorted(others, key=lambda member: rank(member, key), reverse=True)
-
-    def owner(self, key: str, me_full: bool) -> str:
-        """Who restores the job of tree name `key`: the highest ranked live member that
-        is not full; the highest ranked of all when every one is."""
-        full = {i for i, m in self.members.items() if m.full} | ({self.me} if me_full else set())
-        live = self.live()
-        candidates = [i for i in live if i not in full] or live
-        return max(candidates, key=lambda member: rank(member, key))
 
 
 class Fleet:
