@@ -26,14 +26,14 @@ from livekit.protocol import agent, models
 
 from actors import ActorRef
 from actors.room import Job, RoomSettings, RoomStats
-from supervisor.config import DispatchConfig, MetricsConfig, parse_config
+from supervisor.config import DispatchConfig, parse_config
 from supervisor.dispatch import admission, agent_worker, jobs
 from supervisor.dispatch.admission import Accept, Admission, ProcessLoad, Reject
 from supervisor.dispatch.agent_worker import AgentWorker, agent_url, dispatching
 from supervisor.dispatch.jobs import job_of
 from supervisor.livekit_server.access import Credentials
 from supervisor.livekit_server.server import free_port
-from supervisor.observability.metrics import RoomSetCollector
+from supervisor.observability.census import RoomCensus
 from supervisor.process.rooms import RoomSet
 from supervisor.process.workers import Shard, shard_of
 
@@ -331,7 +331,7 @@ async def test_jobs_accepted_and_not_yet_assigned_count_until_they_expire(
 async def test_a_dropped_socket_registers_again_and_readyz_follows() -> None:
     async with fake_server() as server:
         rooms = room_set(server.port)
-        readiness = RoomSetCollector(rooms, MetricsConfig()).readiness
+        readiness = RoomCensus(rooms).readiness
         # before the worker starts (the configured rooms may all run by then): not ready
         # for its sake either
         assert readiness()[1].endswith("; agent worker not registered, 0 dispatched room(s)")

@@ -24,7 +24,8 @@ from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, HOP_BUCKETS, HOPS, BucketCounts, StampCarrier
 from supervisor.config import ConfigError, RecycleConfig, WatchdogConfig, parse_config
 from supervisor.livekit_server.access import Credentials
-from supervisor.observability.metrics import SupervisorMetrics, _Accumulator
+from supervisor.observability.families import Accumulator
+from supervisor.observability.metrics import SupervisorMetrics
 from supervisor.observability.watchdog import BEAT_SECONDS
 from supervisor.process.recycle import Bounds
 from supervisor.process.rooms import RoomSet, WorkerState
@@ -176,7 +177,7 @@ def test_a_frame_without_hop_stamps_counts_in_the_total_only(clock: list[int]) -
 
 
 def test_accumulated_totals_survive_a_rebuilt_slot() -> None:
-    acc = _Accumulator()
+    acc = Accumulator()
 
     class Slot:
         pass

@@ -1,4 +1,6 @@
-"""What a running supervisor tells about itself: Prometheus collectors (`metrics`), the
-HTTP listener that serves them with `/status`, `/readyz` and the try-it page (`http`),
-the status document (`status`), the loop watchdog (`watchdog`), GC pauses
-(`gc_pauses`) and Prometheus scrape targets (`targets`)."""
+"""What a running supervisor tells about itself: Prometheus metrics (`metrics`, the
+registry, over the collectors by area: `room_metrics`, `dispatch_metrics`, `loop_metrics`,
+built from `families`), the rooms by state that `/readyz`, `/status` and the metrics
+agree on (`census`), the HTTP listener (`http`), the status document (`status`), the
+loop watchdog (`watchdog`), GC pauses (`gc_pauses`), Prometheus scrape targets
+(`targets`) and the generated metrics reference (`reference`)."""

@@ -6,7 +6,7 @@ connection, its participants and restarts, and for a dispatched room its job. A 
 `name` is its key (`Job.key`: `room:participant` for a participant's job), `room` the
 LiveKit room it serves. The
 room states are the ones `lksup_rooms` counts and `/readyz` names
-(`RoomSetCollector.rooms_now`), the worker's figures the ones `lksup_dispatch_*`
+(`RoomCensus.rooms_now`), the worker's figures the ones `lksup_dispatch_*`
 exports: one source for all three.
 
 Read on the supervisor's loop, like a scrape. While the loop does not answer (a
@@ -118,7 +118,7 @@ class Status:
         room_set = self.room_set
         configured = {room.name for room in room_set.config.rooms}
         rooms = []
-        for name, state, restarts in self.metrics.rooms.rooms_now():
+        for name, state, restarts in self.metrics.census.rooms_now():
             stats = room_set.stats.get(name)
             job = room_set.dispatched.get(name)
             kind = "dispatched" if job else "configured" if name in configured else "removed"
