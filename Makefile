@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test files run this many at a time (pytest-xdist, a file's tests in one process, each
+# process with its own livekit-server); 1 runs them in one process, in order.
+TEST_JOBS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 
 .PHONY: run lint test test-fast docs docs-serve livekit-server prometheus redis chromium espeak-ng web agents-venv
 
@@ -16,14 +20,14 @@ $(STAMP): pyproject.toml
 
 # livekit-agents for `benchmarks/dispatch.py`, in a venv of its own: it pins the rtc SDK
 # (livekit-agents 1.8.9 pins livekit 1.1.21) below what this project needs. Rebuilt only
-# when its pin changes.
+# when its pin changes; under a lock, since two test processes may ask for it at once.
 AGENTS_VENV := .venv-agents
 AGENTS_STAMP := $(AGENTS_VENV)/.installed
 
 $(AGENTS_STAMP): benchmarks/agents-requirements.txt
-	$(PYTHON) -m venv $(AGENTS_VENV)
-	$(AGENTS_VENV)/bin/python -m pip install --quiet -r $<
-	touch $@
+	flock $(AGENTS_VENV).lock sh -c 'test $@ -nt $< || { \
+		$(PYTHON) -m venv $(AGENTS_VENV) && \
+		$(AGENTS_VENV)/bin/python -m pip install --quiet -r $< && touch $@; }'
 
 agents-venv: $(AGENTS_STAMP)
 
@@ -91,9 +95,9 @@ docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict
 
 test: lint docs livekit-server prometheus redis chromium espeak-ng web
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The inner loop: lint and types, then every test that needs no real LiveKit server
 # (the kernel, config, CLI, protocol and unit tests: about 3 minutes here).
 test-fast: lint
-	$(VENV)/bin/python -m pytest -m "not livekit" $(PYTEST_ARGS)
+	$(PYTEST) -m "not livekit" $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from livekit.api import ParticipantInfo
 
 from actors.room import Job
-from supervisor.config import Config, ConfigError, parse_config
+from supervisor.config import Config, ConfigError
 from supervisor.dispatch import fleet
 from supervisor.dispatch.fleet import fleet_room, probe_url, successor_identity
 from supervisor.dispatch.fleet_record import (
@@ -30,6 +30,7 @@ from supervisor.dispatch.fleet_view import FleetView
 from supervisor.dispatch.jobs import ServedJob
 from supervisor.livekit_server.access import Credentials
 from supervisor.process.rooms import FleetState, WorkerState
+from tests.helpers.configs import echo_config
 
 names = st.text("abcdef0123", min_size=1, max_size=6)
 members = st.lists(names, min_size=1, max_size=8, unique=True)
@@ -235,15 +236,7 @@ def test_each_agent_name_has_its_own_fleet() -> None:
 
 
 def config(listen: str) -> Config:
-    return parse_config(
-        {
-            "livekit": {"url": "ws://127.0.0.1:7880"},
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-            "metrics": {"listen": listen},
-            "dispatch": {"enabled": True},
-        },
-        environ={},
-    )
+    return echo_config(metrics={"listen": listen}, dispatch={"enabled": True})
 
 
 def test_restore_is_on_and_handoff_off_by_default() -> None:
@@ -262,14 +255,7 @@ def test_restore_is_on_and_handoff_off_by_default() -> None:
 )  # fmt: skip
 def test_the_fleet_keys_are_checked(keys: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
-        parse_config(
-            {
-                "livekit": {"url": "ws://x:1"},
-                "bot": {"factory": "supervisor.bots.echo:create_bot"},
-                "dispatch": keys,
-            },
-            environ={},
-        )
+        echo_config(dispatch=keys)
 
 
 class FakeJobs:

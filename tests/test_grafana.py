@@ -17,10 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.room import RoomStats
 from actors.room.timing import service_buckets
-from supervisor.config import parse_config
-from supervisor.livekit_server.access import Credentials
 from supervisor.observability.metrics import SupervisorMetrics
-from supervisor.process.rooms import RoomSet
+from tests.helpers.configs import echo_room_set
 from tests.helpers.prometheus import (
     ALERTS,
     DASHBOARD,
@@ -197,20 +195,11 @@ def exported_names() -> set[str]:
     """Every sample name one process exports, with a room (its per-room series),
     `[dispatch]` on (the `lksup_dispatch_*` and `lksup_fleet_*` series) and a bot that
     reported a service's timings (the `lksup_bot_*` series labelled by processor)."""
-    config = parse_config(
-        {
-            "livekit": {"url": "ws://127.0.0.1:7880"},
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-            "dispatch": {"enabled": True},
-            "rooms": [{"name": "lobby"}],
-        },
-        environ={},
-    )
-    room_set = RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret"))
+    room_set = echo_room_set("lobby", dispatch={"enabled": True})
     bot = room_set.stats.setdefault("lobby", RoomStats())
     bot.bot_ttfb["EspeakTTSService"] = service_buckets()
     bot.bot_processing["EspeakTTSService"] = service_buckets()
-    text = SupervisorMetrics(room_set, config.metrics).render(None)[0].decode()
+    text = SupervisorMetrics(room_set, room_set.config.metrics).render(None)[0].decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 

@@ -22,13 +22,14 @@ from actors.room import timing
 from actors.room.job import Job
 from actors.room.room import CURRENT_ROOM
 from actors.room.timing import ARRIVAL, HOP_BUCKETS, HOPS, BucketCounts, StampCarrier
-from supervisor.config import ConfigError, RecycleConfig, WatchdogConfig, parse_config
+from supervisor.config import ConfigError, RecycleConfig, WatchdogConfig
 from supervisor.livekit_server.access import Credentials
 from supervisor.observability.families import Accumulator
 from supervisor.observability.metrics import SupervisorMetrics
 from supervisor.observability.watchdog import BEAT_SECONDS
 from supervisor.process.recycle import Bounds
 from supervisor.process.rooms import RoomSet, WorkerState
+from tests.helpers.configs import echo_config, echo_room_set
 from tests.helpers.probes import wait_until
 from tests.helpers.prometheus import rendered
 
@@ -191,13 +192,7 @@ def test_accumulated_totals_survive_a_rebuilt_slot() -> None:
 
 
 def config(rooms: int, **metrics: Any) -> Any:
-    doc = {
-        "livekit": {"url": "ws://127.0.0.1:7880"},
-        "bot": {"factory": "supervisor.bots.echo:create_bot"},
-        "metrics": metrics,
-        "rooms": [{"name": f"room-{i}"} for i in range(rooms)],
-    }
-    return parse_config(doc, environ={})
+    return echo_config(*(f"room-{i}" for i in range(rooms)), metrics=metrics)
 
 
 def room_series(samples: dict[tuple[str, Any], float]) -> set[str]:
@@ -305,12 +300,7 @@ def test_garbage_collections_are_timed_while_installed() -> None:
 
 
 def test_capacity_used_is_the_nearer_of_the_room_and_load_limits() -> None:
-    doc = {
-        "livekit": {"url": "ws://127.0.0.1:7880"},
-        "bot": {"factory": "supervisor.bots.echo:create_bot"},
-        "dispatch": {"enabled": True, "max_rooms": 4, "load_threshold": 0.5},
-    }
-    room_set = RoomSet(parse_config(doc, environ={}), Credentials("ws://x", "k", "s"))
+    room_set = echo_room_set(dispatch={"enabled": True, "max_rooms": 4, "load_threshold": 0.5})
     room_set.worker = WorkerState(registered=True, load=0.1)
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
 

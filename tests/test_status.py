@@ -14,27 +14,17 @@ from actors import ActorState, ChildStatistics, Supervisor
 from actors.mailbox import MailboxStats
 from actors.room import Job
 from supervisor import __version__
-from supervisor.config import parse_config
-from supervisor.livekit_server.access import Credentials
 from supervisor.observability.metrics import SupervisorMetrics
 from supervisor.observability.status import Status
 from supervisor.process.rooms import OFFER_ANSWERS, FleetState, RoomSet, WorkerState
+from tests.helpers.configs import echo_config, echo_room_set
 
 TOKEN = "an-assignment-token-not-for-status"
 METADATA = '{"customer": "not for a status page"}'
 
 
 def room_set(**dispatch: Any) -> RoomSet:
-    config = parse_config(
-        {
-            "livekit": {"url": "ws://127.0.0.1:7880"},
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-            "rooms": [{"name": "lobby"}, {"name": "support"}],
-            **({"dispatch": dispatch} if dispatch else {}),
-        },
-        environ={},
-    )
-    return RoomSet(config, Credentials("ws://127.0.0.1:7880", "key", "secret-never-shown"))
+    return echo_room_set("lobby", "support", **({"dispatch": dispatch} if dispatch else {}))
 
 
 class Rooms:
@@ -173,15 +163,7 @@ def test_the_document_names_every_room_with_its_kind_state_and_job() -> None:
     assert 'lksup_rooms{state="starting"} 1.0' in samples
 
     # a room removed by a reload and still stopping is listed until its slot is gone
-    rooms.config = parse_config(
-        {
-            "livekit": {"url": "ws://127.0.0.1:7880"},
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-            "rooms": [{"name": "lobby"}],
-            "dispatch": {"enabled": True},
-        },
-        environ={},
-    )
+    rooms.config = echo_config("lobby", dispatch={"enabled": True})
     slots.slots[1] = ChildStatistics(
         "support", 1, ActorState.STOPPING, 0, 0, None, MailboxStats(0, 0, 0)
     )

@@ -29,6 +29,7 @@ from anyio.streams.text import TextReceiveStream
 
 from supervisor.config import config_toml
 from supervisor.livekit_server.server import free_port
+from tests.helpers.configs import ECHO_BOT
 from tests.helpers.participants import ServerCredentials
 from tests.helpers.prometheus import get
 
@@ -168,7 +169,6 @@ async def supervisor_process(
 
 KEY_ENV = "SUPERVISOR_TEST_KEY"
 SECRET_ENV = "SUPERVISOR_TEST_SECRET"
-ECHO_BOT = "supervisor.bots.echo:create_bot"
 
 GOOD_CONFIG = """
 [livekit]

@@ -18,6 +18,7 @@ from livekit import rtc
 from supervisor.livekit_server.server import free_port
 from supervisor.process.workers import shard_of
 from tests.helpers.cli_process import SupervisorProcess, supervisor_process
+from tests.helpers.configs import ECHO_BOT
 from tests.helpers.participants import collect_audio, rms, subscribed_audio_track
 
 KEY_ENV = "SUPERVISOR_WORKERS_TEST_KEY"
@@ -40,8 +41,6 @@ shutdown_timeout_seconds = {{shutdown_timeout}}
 listen = "127.0.0.1:{{metrics_port}}"
 """
 
-
-ECHO_BOT = "supervisor.bots.echo:create_bot"
 STUBBORN_BOT = "tests.helpers.bots:stubborn_bot"
 
 

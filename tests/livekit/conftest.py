@@ -29,13 +29,16 @@ _AGENTS_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark this folder's tests `livekit` and run them after the others: the unit tests
-    first, the quickest to fail, while livekit-agents' venv is made beside them."""
+    """Mark this folder's tests `livekit`. In one process they run after the others: the
+    unit tests first, the quickest to fail, while livekit-agents' venv is made beside
+    them. Spread over processes (pytest-xdist, as `make test` runs) they go first: the
+    long files start early and the unit tests fill the gaps at the end."""
     # A conftest's hook sees the whole session's items, not only this folder's.
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.livekit)
-    items.sort(key=lambda item: item.get_closest_marker("livekit") is not None)  # stable
+    last = "PYTEST_XDIST_WORKER" not in os.environ
+    items.sort(key=lambda item: (item.get_closest_marker("livekit") is not None) == last)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -3,7 +3,7 @@
 `supervisor run` serves two echo rooms on the real server; `supervisor bench` (another
 process, same config) joins them, sends tone bursts and must hear each room's echo back
 with a plausible latency, reporting it in the table and the JSON. The judging alone is in
-tests/test_bench.py.
+tests/test_bench_judging.py.
 """
 
 from __future__ import annotations

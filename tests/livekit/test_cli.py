@@ -1,5 +1,5 @@
 """`supervisor run` as a user starts and stops it: the embedded server comes and goes with
-it. Flags and config errors are in tests/test_cli.py."""
+it. Flags and config errors are in tests/test_cli_arguments.py."""
 
 from __future__ import annotations
 

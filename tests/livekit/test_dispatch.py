@@ -28,13 +28,13 @@ from livekit import api, rtc
 from supervisor.livekit_server.server import LiveKitServer
 from supervisor.process.rtc_shutdown import end_room
 from tests.helpers.cli_process import (
-    ECHO_BOT,
     SupervisorConfig,
     SupervisorProcess,
     serving,
     supervisor_process,
     write_config,
 )
+from tests.helpers.configs import ECHO_BOT
 from tests.helpers.goodbye_bot import GOODBYE_SECONDS_ENV
 from tests.helpers.participants import (
     ServerCredentials,

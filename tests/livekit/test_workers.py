@@ -1,6 +1,6 @@
 """`supervisor run --workers N` against the embedded server: a dead worker's rooms come
 back while the others' are untouched, signals reach every worker, and a stop leaves no
-worker and no embedded server behind. The sharding alone is in tests/test_workers.py."""
+worker and no embedded server behind. The sharding alone is in tests/test_workers_sharding.py."""
 
 from __future__ import annotations
 

@@ -42,10 +42,8 @@ from actors.room.bot_metrics import (
     processor_label,
 )
 from actors.room.timing import service_buckets
-from supervisor.config import parse_config
-from supervisor.livekit_server.access import Credentials
 from supervisor.observability.metrics import SupervisorMetrics
-from supervisor.process.rooms import RoomSet
+from tests.helpers.configs import echo_room_set
 from tests.helpers.prometheus import rendered
 
 pytestmark = pytest.mark.anyio
@@ -185,13 +183,7 @@ def test_an_ended_rooms_bot_figures_stay_in_the_totals() -> None:
 
 
 def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -> None:
-    doc = {
-        "livekit": {"url": "ws://127.0.0.1:7880"},
-        "bot": {"factory": "supervisor.bots.echo:create_bot"},
-        "metrics": {"max_room_series": 1},
-        "rooms": [{"name": "a"}, {"name": "b"}],
-    }
-    room_set = RoomSet(parse_config(doc, environ={}), Credentials("ws://x", "k", "s"))
+    room_set = echo_room_set("a", "b", metrics={"max_room_series": 1})
     metrics = SupervisorMetrics(room_set, room_set.config.metrics)
     for name, ttfb in (("a", 0.02), ("b", 0.2)):
         room_set.room_spec(next(r for r in room_set.config.rooms if r.name == name))
