@@ -58,6 +58,8 @@ CONNECT_RETRY_SECONDS = 0.5
 """How often a join is tried again while the server refuses connections (restarting)."""
 ROOM_IDLE_SECONDS = 24 * 3600
 """How long the server keeps a room the bot is alone in (see `_connect`)."""
+API_SECONDS = 5.0
+"""How long a question to the server's API may take before the bot goes on without it."""
 ANNOUNCE_ATTRIBUTE = "lksup.announce"
 """A participant attribute nothing sets: deleting it changes nothing visible, but makes
 the server announce the participant to the room at once (`actors.room.senders`); the
@@ -257,23 +259,39 @@ class ConnectionActor(Actor):
         server dispatches the new room to whichever worker is registered. A worker
         declines a job whose room already has such a bot (`AgentWorker`), but the
         bot may come back only after another's job was accepted: then the bot whose
-        job is for a room that no longer exists (another sid) is the one to leave."""
+        job is for a room that no longer exists (another sid) is the one to leave.
+        Looked at when this bot joins or reconnects and when an agent joins."""
         job = self.settings.job
-        if job is None or self.stats is None or self.stats.ended is not None:
-            return
-        try:
-            if not job.room_sid or await room.sid == job.room_sid:
-                return
-        except RuntimeError:  # disconnected meanwhile: the next connection looks again
+        if job is None or not job.room_sid or self.stats is None or self.stats.ended is not None:
             return
         rivals = [
             p.identity for p in room.remote_participants.values()
             if is_rival(job, _agent(p), p.attributes)
         ]  # fmt: skip
-        if rivals:
-            log.info("[%s] the room was created anew and %s serves it: leaving",
-                     self.settings.key, ", ".join(sorted(rivals)))
-            self.stats.ended = REPLACED
+        if not rivals or await self._room_sid(room) in (None, job.room_sid):
+            return
+        log.info("[%s] the room was created anew and %s serves it: leaving",
+                 self.settings.key, ", ".join(sorted(rivals)))
+        self.stats.ended = REPLACED
+
+    async def _room_sid(self, room: rtc.Room) -> str | None:
+        """The sid of the room the server has under this name now, or None if nobody
+        can tell. The server's word first: the SDK learns a room's new sid some time
+        after it reconnected into it (a later event), and by then nothing looks again."""
+        if self._server is not None:
+            with anyio.move_on_after(API_SECONDS):
+                try:
+                    listing = await self._server.room.list_rooms(
+                        api.ListRoomsRequest(names=[self.settings.room])
+                    )
+                except (aiohttp.ClientError, api.TwirpError) as err:
+                    log.info("[%s] the server did not list the room (%s)", self.settings.key, err)
+                else:
+                    return listing.rooms[0].sid if listing.rooms else None
+        try:
+            return await room.sid
+        except RuntimeError:  # disconnected meanwhile: the next connection looks again
+            return None
 
     def _set_state(self, state: ConnectionState) -> None:
         if self.stats is not None:
