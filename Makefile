@@ -97,7 +97,8 @@ docs-serve: $(STAMP)
 test: lint docs livekit-server prometheus redis chromium espeak-ng web
 	$(PYTEST) $(PYTEST_ARGS)
 
-# The inner loop: lint and types, then every test that needs no real LiveKit server
-# (the kernel, config, CLI, protocol and unit tests: about 3 minutes here).
-test-fast: lint
-	$(PYTEST) -m "not livekit" $(PYTEST_ARGS)
+# The inner loop: lint and types, then every test that needs no real LiveKit server (the
+# kernel, config, CLI, protocol and unit tests) and the real-server smoke tests (a room's
+# echo, a dispatched room, `supervisor run` on its embedded server): about a minute here.
+test-fast: lint livekit-server
+	$(PYTEST) -m "not livekit or smoke" $(PYTEST_ARGS)

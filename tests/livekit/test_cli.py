@@ -48,6 +48,7 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> s
     return "".join(seen)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_starts_embedded_server_and_stops_cleanly(
     tmp_path: Path, stop_signal: signal.Signals

@@ -100,6 +100,7 @@ def token_with_dispatch(
 
 
 @pytest.mark.anyio
+@pytest.mark.smoke
 async def test_automatic_dispatch_brings_the_bot_to_a_room_nobody_created(
     tmp_path: Path, livekit_server: LiveKitServer
 ) -> None:

@@ -41,6 +41,7 @@ from tests.helpers.rooms import running_room
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     ("rate_in", "rate_out"), [(16000, 24000), (48000, 48000), (8000, 16000)]
 )
