@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Test files run this many at a time (pytest-xdist, a file's tests in one process, each
-# process with its own livekit-server); 1 runs them in one process, in order.
+# Test files run this many at a time (pytest-xdist: a file's tests in one process, the
+# CPU-bound real-server files one after another, each process with its own
+# livekit-server; tests/livekit/conftest.py); 1 runs them in one process, in order.
 TEST_JOBS ?= 2
-PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
+PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup)
 
 .PHONY: run lint test test-fast docs docs-serve livekit-server prometheus redis chromium espeak-ng web agents-venv
 

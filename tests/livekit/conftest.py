@@ -27,18 +27,40 @@ def anyio_backend() -> Any:
 _AGENTS_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
 
 
+CPU_BOUND = frozenset({
+    "test_bench.py", "test_churn_harness.py", "test_conversations_harness.py",
+    "test_dispatch_bench.py", "test_recycle.py", "test_supervisor_process.py",
+    "test_voice_bot.py", "test_workers.py",
+})
+"""The files whose tests keep both cores busy (many rooms talking, speech models, worker
+processes): spread over processes they run one after another, in one group, beside
+tests that mostly wait. Two of them at once starve each other's rooms on 2 cores."""
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark this folder's tests `livekit`. In one process they run after the others: the
     unit tests first, the quickest to fail, while livekit-agents' venv is made beside
-    them. Spread over processes (pytest-xdist, as `make test` runs) they go first: the
-    long files start early and the unit tests fill the gaps at the end."""
+    them. Spread over processes (pytest-xdist `--dist loadgroup`, as `make test` runs
+    them) each file is a group, the `CPU_BOUND` files one group together, and they go
+    first, the CPU-bound group leading: the longest work starts early and the unit tests
+    fill the gaps at the end."""
     # A conftest's hook sees the whole session's items, not only this folder's.
+    spread = "PYTEST_XDIST_WORKER" in os.environ
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.livekit)
-    last = "PYTEST_XDIST_WORKER" not in os.environ
-    items.sort(key=lambda item: (item.get_closest_marker("livekit") is not None) == last)
+        if spread:
+            cpu_bound = item.path.name in CPU_BOUND and item.path.is_relative_to(HERE)
+            item.add_marker(pytest.mark.xdist_group("cpu-bound" if cpu_bound else str(item.path)))
+
+    def order(item: pytest.Item) -> tuple[bool, ...]:
+        livekit = item.get_closest_marker("livekit") is not None
+        if not spread:
+            return (livekit,)
+        return (not livekit, item.path.name not in CPU_BOUND)
+
+    items.sort(key=order)  # stable
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
