@@ -183,7 +183,7 @@ async def test_workers_drain_and_exit_when_the_parent_is_killed(tmp_path: Path) 
         # The embedded server goes with the parent (its parent-death signal is a SIGKILL)...
         await wait_until(lambda: not listening(port), timeout=5)
         # ...and the workers, which watch their parent, drain: they are not killed.
-        await run.wait_for(r"\[worker \d\] .* SIGTERM: draining", count=2, timeout=10)
+        await run.wait_for(r"\[worker \d\] .* SIGTERM: draining", count=2, timeout=30)
         await run.wait_for(r"\[worker \d\] .* \[workers-orphan-\d+\] left", count=2)
         await wait_until(lambda: not any(is_worker(pid) for pid in workers), timeout=30)
         assert not run.matches(r"\[worker \d\] .* again: stopping at once")
