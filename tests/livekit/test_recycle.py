@@ -201,7 +201,14 @@ async def test_recycling_bounds_each_worker_s_memory_over_a_churn(
             sampling.cancel_scope.cancel()
         # every worker sampled but the last is replaced, and retires once its rooms end
         assert len(rss) >= 3  # the first, its successor and the successor's
-        await run.wait_for(RETIRED, count=len(rss) - 1, timeout=90)
+        try:
+            await run.wait_for(RETIRED, count=len(rss) - 1, timeout=90)
+        except AssertionError as err:  # whose retirement is missing: the parent's account
+            lives = run.matches(r".*(supervisor: worker 0 |is due for recycling|successor).*")
+            raise AssertionError(
+                f"{err}\nworkers sampled: {list(rss)}; the parent's account of them:\n"
+                + "\n".join(m.group(0) for m in lives)
+            ) from None
         accepted = [room for room in unserved if run.matches(rf"\[{room}\] job \S+ accepted")]
         assert not accepted  # (inside the block: the log's tail is shown)
         declined = run.matches(r"\[(churn-\d+)\] job \S+ declined: (.*)")
