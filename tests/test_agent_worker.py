@@ -99,15 +99,20 @@ class Session:
     async def offer(
         self, job_id: str, room: str, participant: str | None = None
     ) -> agent.AvailabilityResponse:
+        await self.offer_only(job_id, room, participant)
+        while True:
+            answer = (await self.expect("availability")).availability
+            if answer.job_id == job_id:
+                return answer
+
+
+    async def offer_only(self, job_id: str, room: str, participant: str | None = None) -> None:
+        """Offer a job and do not wait for the answer."""
         job = agent.Job(id=job_id, type=agent.JobType.JT_ROOM, room=models.Room(name=room))
         if participant is not None:
             job.type = agent.JobType.JT_PARTICIPANT
             job.participant.identity = participant
         await self.send(agent.ServerMessage(availability=agent.AvailabilityRequest(job=job)))
-        while True:
-            answer = (await self.expect("availability")).availability
-            if answer.job_id == job_id:
-                return answer
 
 
 class FakeAgentServer:
@@ -116,10 +121,13 @@ class FakeAgentServer:
         self.sessions: asyncio.Queue[Session] = asyncio.Queue()
         self.participants: dict[str, list[models.ParticipantInfo]] = {}
         """Who is in each room, as the server API lists them (none unless a test says)."""
+        self.listing_delay = 0.0
+        """How long a listing takes: a busy server's."""
 
     async def list_participants(self, request: web.Request) -> web.Response:
         """The server API's `ListParticipants`, which a worker asks of a room offered."""
         room = api.ListParticipantsRequest.FromString(await request.read()).room
+        await asyncio.sleep(self.listing_delay)
         listing = api.ListParticipantsResponse(participants=self.participants.get(room, []))
         return web.Response(body=listing.SerializeToString(), content_type="application/protobuf")
 
@@ -280,6 +288,30 @@ async def test_a_room_with_another_process_bot_in_it_is_left_to_the_next_worker(
         answer = await session.offer("AJ_r", "rival-1")
         assert (answer.available, answer.terminate) == (False, False)
         assert (await session.offer("AJ_n", "nobody-1")).available
+        session.done.set()
+
+
+@pytest.mark.anyio
+async def test_offers_of_one_room_at_once_are_each_answered_as_the_room_stands() -> None:
+    """The server offers a room's dispatches at once: the second is answered once the
+    first is decided, not declined as served (`terminate`) on the first's reservation
+    while that one is still looking for a rival. Here both find the other process's bot
+    and leave the room to the next worker."""
+    async with fake_server() as server, running_worker(room_set(server.port)):
+        bot = models.ParticipantInfo(
+            identity="bot", kind=models.ParticipantInfo.Kind.AGENT, attributes={"lk.agent_name": ""}
+        )
+        server.participants["rival-1"] = [models.ParticipantInfo(identity="caller"), bot]
+        server.listing_delay = 0.3
+        session = await server.next_session()
+        await session.register()
+        for job_id in ("AJ_1", "AJ_2"):
+            await session.offer_only(job_id, "rival-1")
+        answers = {}
+        while len(answers) < 2:
+            answer = (await session.expect("availability")).availability
+            answers[answer.job_id] = (answer.available, answer.terminate)
+        assert answers == {"AJ_1": (False, False), "AJ_2": (False, False)}
         session.done.set()
 
 

@@ -132,6 +132,8 @@ class AgentWorker:
         self.links = [_Link(url) for url in (credentials.url, *config.livekit.cluster_urls)]
         self._job_links: dict[str, _Link] = {}
         """The link of each job assigned and not yet ended: its status goes there."""
+        self._deciding: dict[str, anyio.Event] = {}
+        """The offers being answered, by `Job.key`: set once each is answered."""
 
     @property
     def worker_id(self) -> str:
@@ -358,9 +360,25 @@ class AgentWorker:
     # --- availability and status -------------------------------------------------------
 
     async def _answer(self, request: agent.AvailabilityRequest, link: _Link) -> None:
-        """Yes or no to one offer; a yes reserves its place until the assignment."""
-        assert self.jobs is not None
+        """Yes or no to one offer, after any other offer of the same room (participant,
+        for a participant's job) is answered: the server may offer a room's dispatches at
+        once, and while the first is being decided (a rival looked for, the accept hook
+        asked) its reservation is no "this process serves the room" (`terminate`, which
+        would leave the second dispatch without a bot if the first is declined); the
+        second is answered as the first's outcome has it."""
         job = job_of(request.job)
+        while (earlier := self._deciding.get(job.key)) is not None:
+            await earlier.wait()
+        self._deciding[job.key] = decided = anyio.Event()
+        try:
+            await self._decide(job, link)
+        finally:
+            del self._deciding[job.key]
+            decided.set()
+
+    async def _decide(self, job: Job, link: _Link) -> None:
+        """Yes or no to `job`'s offer; a yes reserves its place until the assignment."""
+        assert self.jobs is not None
         answer = agent.AvailabilityResponse(job_id=job.id)
         if gone := self.jobs.end_made_anew(job):
             # its bot out of the room before the yes, as `_make_way` would take it out

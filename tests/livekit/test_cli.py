@@ -54,7 +54,9 @@ def test_run_starts_embedded_server_and_stops_cleanly(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
     port = free_port()
-    path = write_config(tmp_path, GOOD_CONFIG.format(port=port))
+    # the listener on a port of its own, not the default one a `make run` beside may hold
+    metrics = f'\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+    path = write_config(tmp_path, GOOD_CONFIG.format(port=port) + metrics)
     process = subprocess.Popen(
         supervisor_command("run", str(path)),
         stderr=subprocess.PIPE,
