@@ -26,7 +26,7 @@ from livekit.protocol import agent, models
 
 from actors import ActorRef
 from actors.room import Job, RoomSettings, RoomStats
-from supervisor.config import DispatchConfig, parse_config
+from supervisor.config import DispatchConfig
 from supervisor.dispatch import admission, agent_worker, jobs
 from supervisor.dispatch.admission import Accept, Admission, ProcessLoad, Reject
 from supervisor.dispatch.agent_worker import AgentWorker, agent_url, dispatching
@@ -36,6 +36,7 @@ from supervisor.livekit_server.server import free_port
 from supervisor.observability.census import RoomCensus
 from supervisor.process.rooms import RoomSet
 from supervisor.process.workers import Shard, shard_of
+from tests.helpers.configs import echo_config
 
 KEY, SECRET = "APIunit", "unit-secret-unit-secret-unit-secret"
 TOKEN = "an-assignment-token-never-logged"
@@ -164,17 +165,14 @@ async def fake_server() -> AsyncIterator[FakeAgentServer]:
 
 def room_set(port: int, *cluster_ports: int, **dispatch: Any) -> RoomSet:
     cluster_urls = [f"http://127.0.0.1:{other}" for other in cluster_ports]
-    config = parse_config(
-        {
-            "livekit": {
-                "url": f"http://127.0.0.1:{port}",
-                "embedded_server": False,
-                **({"cluster_urls": cluster_urls} if cluster_urls else {}),
-            },
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-            "dispatch": {"enabled": True, "agent_name": "unit", **dispatch},
-            "rooms": [{"name": "static-1"}],
-        }
+    config = echo_config(
+        "static-1",
+        livekit={
+            "url": f"http://127.0.0.1:{port}",
+            "embedded_server": False,
+            **({"cluster_urls": cluster_urls} if cluster_urls else {}),
+        },
+        dispatch={"enabled": True, "agent_name": "unit", **dispatch},
     )
     return RoomSet(config, Credentials(f"http://127.0.0.1:{port}", KEY, SECRET))
 

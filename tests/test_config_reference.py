@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from supervisor.config import Config, ConfigError, parse_config
-from supervisor.config.reference import PATH, main, reference
+from supervisor.config.reference import PAGE, main, reference
 from supervisor.config.schema import key_of, keys
 from tests.helpers.cli_process import REPO_ROOT
 
@@ -25,9 +25,9 @@ echo bot answers at its input's rate, so its output is not resampled."""
 def test_the_committed_reference_is_what_the_schema_generates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    committed = REPO_ROOT / PATH
+    committed = REPO_ROOT / PAGE
     assert committed.read_text(encoding="utf-8") == reference(), (
-        f"{PATH} is stale: run python -m supervisor.config.reference --write"
+        f"{PAGE} is stale: run python -m supervisor.config.reference --write"
     )
     assert main(["--check", str(committed)]) == 0
     stale = tmp_path / "configuration.md"

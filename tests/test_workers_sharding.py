@@ -21,21 +21,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor.cli import main
-from supervisor.config import Config, ConfigError, RoomConfig, parse_config
+from supervisor.config import Config, ConfigError, RoomConfig
 from supervisor.livekit_server.server import free_port
 from supervisor.process import workers
 from supervisor.process.workers import Shard, shard_of
 from tests.helpers.cli_process import write_config
+from tests.helpers.configs import echo_config
 from tests.helpers.workers import config_text
 
 
 def base_config() -> Config:
-    return parse_config(
-        {
-            "livekit": {"url": "ws://127.0.0.1:7880"},
-            "bot": {"factory": "supervisor.bots.echo:create_bot"},
-        }
-    )
+    return echo_config()
 
 
 def with_rooms(config: Config, names: list[str]) -> Config:

@@ -1,8 +1,7 @@
 """The configuration reference, generated from the schema so it cannot fall behind it.
 
-`python -m supervisor.config.reference` prints it as Markdown; `--write` writes it to
-docs/reference/configuration.md (the committed copy), and `--check` exits 1 when that
-copy is not what the schema generates (the tests run the same comparison).
+`python -m supervisor.config.reference [--write | --check]` (`supervisor.generated`)
+makes it, committed as docs/reference/configuration.md; the tests compare the two too.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from supervisor.config.schema import Config, key_of, keys
 from supervisor.config.writer import toml_value
 from supervisor.generated import page_main
 
-PATH = Path("docs/reference/configuration.md")
+PAGE = Path("docs/reference/configuration.md")
 """Where the reference is committed, from the repository's root."""
 
 _INTRO = """\
@@ -77,7 +76,7 @@ def _default(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return page_main("supervisor.config.reference", "the schema", PATH, reference, argv)
+    return page_main("supervisor.config.reference", "the schema", PAGE, reference, argv)
 
 
 if __name__ == "__main__":

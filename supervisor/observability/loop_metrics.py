@@ -42,7 +42,7 @@ class LoopWatchdogCollector(Collector):
             "1 while the event loop is stalled (answered off the loop), else 0.",
             value=int(self.watchdog.stall is not None),
         )
-        labelled = list(self.rooms._labelled) if self.rooms is not None else []
+        labelled = self.rooms.labelled if self.rooms is not None else []
         if labelled:
             per_room = CounterMetricFamily(
                 f"{PREFIX}_room_event_loop_stalls",
