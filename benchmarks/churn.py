@@ -68,7 +68,7 @@ from benchmarks.dispatch import (
     worker_process,
 )
 from benchmarks.echo import KEY_ENV, REPO_ROOT, SECRET_ENV, config_text, machine, measure_each
-from benchmarks.process_tree import command_line, sample, tree
+from benchmarks.process_tree import command_line, parent_of, sample, tree
 from supervisor.bench import RoomResult
 from supervisor.config import config_toml
 from supervisor.livekit_server.access import Credentials
@@ -185,7 +185,9 @@ def _round(value: float | None) -> float | None:
 
 
 def _label(root: int, name: str) -> Callable[[int], str]:
-    """Names a sampled process: the root `name`, a worker by its index, this process."""
+    """Names a sampled process: the root `name`, a worker by its index, this process. A
+    worker is a child of the root: the rtc SDK forks a worker to run `lsb_release -a` at
+    each room's connect, and until its exec that child has the worker's command line."""
 
     def label(pid: int) -> str:
         if pid == root:
@@ -193,7 +195,7 @@ def _label(root: int, name: str) -> Callable[[int], str]:
         if pid == os.getpid():
             return "harness (callers)"
         arguments = command_line(pid)
-        if "--worker-index" in arguments:
+        if "--worker-index" in arguments and parent_of(pid) == root:
             return f"worker {arguments[arguments.index('--worker-index') + 1]}"
         return Path(arguments[0]).name if arguments else "?"
 

@@ -26,6 +26,12 @@ def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
+def parent_of(pid: int) -> int | None:
+    """`pid`'s parent, or None if `pid` is gone."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
 def tree(pid: int) -> list[int]:
     """`pid` and every process descended from it, alive now."""
     children: dict[int, list[int]] = {}
