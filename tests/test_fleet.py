@@ -239,8 +239,12 @@ def config(listen: str) -> Config:
     return echo_config(metrics={"listen": listen}, dispatch={"enabled": True})
 
 
-def test_restore_is_on_and_handoff_off_by_default() -> None:
+def test_restore_and_handoff_are_on_by_default_and_handoff_follows_restore() -> None:
     dispatch = config("127.0.0.1:9464").dispatch
+    assert (dispatch.restore, dispatch.handoff) == (True, True)
+    dispatch = echo_config(dispatch={"restore": False}).dispatch
+    assert (dispatch.restore, dispatch.handoff) == (False, False)
+    dispatch = echo_config(dispatch={"handoff": False}).dispatch
     assert (dispatch.restore, dispatch.handoff) == (True, False)
 
 
@@ -283,9 +287,10 @@ async def take_over(
     published: bool | None,
     removal: Exception | None = None,
     still_there: bool = True,
-) -> FakeJobs:
+) -> tuple[FakeJobs, str | None]:
     """`Fleet._take_over` of job AJ_x from bot `bot`, the server API faked: `removal`
-    raised by the removal, `still_there` what a listing then says."""
+    raised by the removal, `still_there` what a listing then says; why it was not taken
+    over, if it was not (the giver is told)."""
 
     async def remove(server_api: object, room: str, identity: str, timeout: float) -> None:
         assert (room, identity) == ("x", "bot")
@@ -303,25 +308,26 @@ async def take_over(
         config("127.0.0.1:9464"), Credentials("ws://x:1", "k", "s"), jobs,  # type: ignore[arg-type]
         WorkerState(), FleetState(),
     )  # fmt: skip
-    await member._take_over(Job(id="AJ_x", room="x", agent_name="bot"), "bot", object())  # type: ignore[arg-type]
-    return jobs
+    job = Job(id="AJ_x", room="x", agent_name="bot")
+    return jobs, await member._take_over(job, "bot", object())  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio
 async def test_a_taker_removes_the_old_bot_once_published_and_is_heard_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    jobs = await take_over(monkeypatch, published=True)
-    assert (jobs.heard, jobs.ended) == (["AJ_x"], [])
+    jobs, declined = await take_over(monkeypatch, published=True)
+    assert (jobs.heard, jobs.ended, declined) == (["AJ_x"], [], None)
 
 
 @pytest.mark.anyio
 async def test_a_taker_not_published_in_time_leaves_and_the_old_bot_talks_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    jobs = await take_over(monkeypatch, published=None)
+    jobs, declined = await take_over(monkeypatch, published=None)
     assert jobs.heard == []
     assert jobs.ended == [("AJ_x", "not taken over: not published within 0.05 s")]
+    assert declined == "not published within 0.05 s"
 
 
 @pytest.mark.anyio
@@ -329,17 +335,98 @@ async def test_a_taker_that_cannot_remove_the_old_bot_leaves_unless_it_is_gone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     refused = TimeoutError()
-    jobs = await take_over(monkeypatch, published=True, removal=refused)
+    jobs, declined = await take_over(monkeypatch, published=True, removal=refused)
     assert jobs.heard == []
     assert jobs.ended == [("AJ_x", "not taken over: bot not removed (TimeoutError)")]
+    assert declined == "bot not removed (TimeoutError)"
     # gone meanwhile (its job ended by itself): this bot is the room's one bot, and stays
-    jobs = await take_over(monkeypatch, published=True, removal=refused, still_there=False)
-    assert (jobs.heard, jobs.ended) == ([], [])
+    jobs, declined = await take_over(
+        monkeypatch, published=True, removal=refused, still_there=False
+    )
+    assert (jobs.heard, jobs.ended, declined) == ([], [], None)
 
 
 @pytest.mark.anyio
 async def test_a_taker_whose_job_ended_meanwhile_does_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    jobs = await take_over(monkeypatch, published=False)
+    jobs, declined = await take_over(monkeypatch, published=False)
     assert (jobs.heard, jobs.ended) == ([], [])
+    assert declined == "its job here ended before its bot published"
+
+
+class HandingJobs:
+    """What `Fleet._hand` asks of `Jobs` for one running job, which ends once `ended`
+    is set."""
+
+    def __init__(self) -> None:
+        self.end = anyio.Event()
+
+    def ended(self, job_id: str) -> anyio.Event:
+        return self.end
+
+    def runs(self, job_id: str) -> bool:
+        return not self.end.is_set()
+
+    def offered_state(self, job_id: str) -> str:
+        return ""
+
+
+class HandoffRoom:
+    """The fleet room as `Fleet._hand` uses it: each handoff sent is answered as the
+    taker's entry in `declining` says (a decline, why, as it reaches the giver), or taken
+    by a taker not in it."""
+
+    def __init__(self, member: fleet.Fleet, jobs: HandingJobs, declining: dict[str, str]) -> None:
+        self.local_participant = self
+        self.asked: list[str] = []
+        self._member, self._jobs, self._declining = member, jobs, declining
+
+    async def send_text(self, text: str, topic: str, destination_identities: list[str]) -> None:
+        assert topic == fleet.HANDOFF_TOPIC
+        (taker,) = destination_identities
+        self.asked.append(taker)
+        if taker in self._declining:
+            self._member._was_declined(taker, {"job": "AJ_x", "why": self._declining[taker]})
+        else:
+            self._jobs.end.set()  # taken: the taker's bot removed this member's
+
+
+async def hand(monkeypatch: pytest.MonkeyPatch, *whys: str) -> tuple[HandoffRoom, FleetState]:
+    """`Fleet._hand` of job AJ_x among three other members, the first `len(whys)` of its
+    takers declining it, each for its why."""
+    monkeypatch.setattr(fleet, "HANDOFF_SECONDS", 3600)
+    jobs = HandingJobs()
+    member = fleet.Fleet(
+        config("127.0.0.1:9464"), Credentials("ws://x:1", "k", "s"), jobs,  # type: ignore[arg-type]
+        WorkerState(), FleetState(),
+    )  # fmt: skip
+    for other in ("m1", "m2", "m3"):
+        member.view.heard(other, 0.0, full=False)
+    room = HandoffRoom(member, jobs, dict(zip(member.view.takers("x"), whys, strict=False)))
+    with anyio.fail_after(10):  # a hang, not a time judged
+        await member._hand(room, served("x"))  # type: ignore[arg-type]
+    return room, member.state
+
+
+@pytest.mark.anyio
+async def test_a_member_that_declines_a_handoff_sends_the_giver_to_the_next_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Members draining together (the workers of one host, a deploy) decline what the
+    others hand them before their beats say so: the giver asks the next member then,
+    not `HANDOFF_SECONDS` later."""
+    room, state = await hand(monkeypatch, "draining", "draining")
+    assert len(room.asked) == 3
+    assert (state.handed, state.not_handed) == (1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_handoff_declined_for_nobody_to_serve_is_not_asked_again_nor_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller left: the job ends here by itself, which is no failed handoff (its
+    alert would fire at every deploy)."""
+    room, state = await hand(monkeypatch, fleet.NOBODY_TO_SERVE)
+    assert len(room.asked) == 1
+    assert (state.handed, state.not_handed) == (0, 0)

@@ -227,6 +227,7 @@ def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
     dispatch: DispatchConfig = table.build(
         accept_hook=_load(table, "accept", accept) if accept else None,  # a factory's rules
         bot=_bot_override(table, bot),
+        handoff=table.read("handoff", default=table.read("restore")),  # the fleet carries it
     )
     if dispatch.handoff and not dispatch.restore:
         raise ConfigError(

@@ -360,11 +360,11 @@ class DispatchConfig:
         "A fleet member not heard from for this long is probed, and dead unless it answers "
         "(it beats twice a second).",
     ))
-    handoff: bool = attrs.field(default=False, metadata=key(
+    handoff: bool = attrs.field(default=True, metadata=key(
         _FLAG,
         "On SIGTERM (a deploy, a recycle), hand each running job to another member of the "
         "fleet, which brings its bot into the room, instead of letting it run on here until "
-        "`drain_seconds` cut it. Needs `restore = true`.",
+        "`drain_seconds` cut it. Needs `restore = true`; off when `restore` is.",
     ))
 
 

@@ -51,6 +51,7 @@ from supervisor.livekit_server.access import (
 )
 from supervisor.process.rooms import FleetState, WorkerState
 from supervisor.process.rtc_shutdown import end_room
+from supervisor.process.workers import either
 
 log = logging.getLogger("supervisor.dispatch.fleet")
 
@@ -71,6 +72,11 @@ ROOM_CHECK_SECONDS = 2.0
 JOIN_TIMEOUT_SECONDS = 10.0
 REJOIN = Backoff(initial=0.5, maximum=5.0, jitter=0.2)
 HANDOFF_TOPIC = "lksup.fleet.handoff"
+DECLINED_TOPIC = "lksup.fleet.declined"
+"""A member's answer to a handoff it does not take (it drains too, is full, ...), so that
+the giver asks the next member at once rather than after `HANDOFF_SECONDS`."""
+NOBODY_TO_SERVE = "nobody to serve"
+"""A decline no other member would answer otherwise: the job ends by itself."""
 HANDOFF_SECONDS = 12.0
 """How long a draining member waits for the member it handed a job to to take it (its
 bot out of the room) before it asks the next one."""
@@ -137,6 +143,8 @@ class Fleet:
             tuple[str, rtc.TextStreamReader]
         ](HANDOFF_BACKLOG)
         """Jobs other members hand to this one, as their streams open, with who hands each."""
+        self._handing: dict[str, _Handing] = {}
+        """The jobs this member hands over now, by id."""
         self.tried = anyio.Event()
         """Set once the first join ended, joined or not: the worker registers after it
         (`dispatching`), so that the join's CPU (the SDK's runtime starting) is not
@@ -191,14 +199,16 @@ class Fleet:
         now = anyio.current_time
 
         def on_data(packet: rtc.DataPacket) -> None:
-            if packet.topic != BEAT_TOPIC or packet.participant is None:
+            if packet.topic not in (BEAT_TOPIC, DECLINED_TOPIC) or packet.participant is None:
                 return
             try:
                 beat = json.loads(packet.data)
             except ValueError:
                 return
             identity = packet.participant.identity
-            if isinstance(beat, dict) and beat.get("bye") is True:
+            if packet.topic == DECLINED_TOPIC:
+                self._was_declined(identity, beat)
+            elif isinstance(beat, dict) and beat.get("bye") is True:
                 self.view.said_bye(identity)
             elif isinstance(beat, dict):
                 self.view.heard(identity, now(), full=beat.get("full") is True)
@@ -274,21 +284,53 @@ class Fleet:
             state = self.jobs.offered_state(job.id)
             log.info("[%s] job %s: handing it over to %s%s", job.key, job.id, taker,
                      f" with {len(state)} bytes of state" if state else "")
-            with anyio.move_on_after(SEND_SECONDS):
-                await room.local_participant.send_text(
-                    encode_handoff(served, state), topic=HANDOFF_TOPIC,
-                    destination_identities=[taker],
-                )  # fmt: skip
-            with anyio.move_on_after(HANDOFF_SECONDS):
-                await ended.wait()
+            handing = self._handing[job.id] = _Handing()
+            try:
+                with anyio.move_on_after(SEND_SECONDS):
+                    await room.local_participant.send_text(
+                        encode_handoff(served, state), topic=HANDOFF_TOPIC,
+                        destination_identities=[taker],
+                    )  # fmt: skip
+                with anyio.move_on_after(HANDOFF_SECONDS):
+                    await either(ended, handing.declined)
+            finally:
+                del self._handing[job.id]
+            if ended.is_set():
                 self.state.handed += 1
                 log.info("[%s] job %s: handed over to %s", job.key, job.id, taker)
                 return
-            log.warning("[%s] job %s: %s did not take it over within %g s",
-                        job.key, job.id, taker, HANDOFF_SECONDS)
+            if handing.why == NOBODY_TO_SERVE:
+                log.info("[%s] job %s: not handed over, %s: it ends here", job.key, job.id,
+                         NOBODY_TO_SERVE)
+                return
+            if not handing.declined.is_set():
+                log.warning("[%s] job %s: %s did not take it over within %g s",
+                            job.key, job.id, taker, HANDOFF_SECONDS)
         if self.jobs.runs(job.id):
             self.state.not_handed += 1
             log.warning("[%s] job %s: no member took it over: it drains here", job.key, job.id)
+
+    def _was_declined(self, taker: str, answer: object) -> None:
+        """A member's answer that it does not take a job handed to it (`_decline`)."""
+        if not isinstance(answer, dict) or not isinstance(answer.get("job"), str):
+            return
+        handing = self._handing.get(answer["job"])
+        if handing is not None:
+            handing.why = str(answer.get("why"))
+            log.info("[%s] job %s: %s declined it: %s", self.room_name, answer["job"], taker,
+                     handing.why)
+            handing.declined.set()
+
+    async def _decline(self, giver: str, job: Job, why: str) -> None:
+        """Tell `giver` that this member does not take `job` (why), so it asks the next."""
+        room = self._room
+        if room is None or not room.isconnected():
+            return  # the giver asks the next after HANDOFF_SECONDS
+        answer = json.dumps({"job": job.id, "why": why})
+        with anyio.move_on_after(SEND_SECONDS):
+            await room.local_participant.publish_data(
+                answer, reliable=True, topic=DECLINED_TOPIC, destination_identities=[giver]
+            )
 
     def _received(self, reader: rtc.TextStreamReader, giver: str) -> None:
         """A handoff's stream opened (the SDK's callback): read it in `_take_handoffs`."""
@@ -313,7 +355,9 @@ class Fleet:
             log.warning("[%s] a job handed over by %s: %s; ignored", self.room_name, giver,
                         str(err) or "not read in time")
             return
-        await self._restore(served, server_api, giver, state)
+        why = await self._restore(served, server_api, giver, state)
+        if why is not None:
+            await self._decline(giver, served.job, why)
 
     def _read_record(self, identity: str, metadata: str) -> None:
         try:
@@ -418,9 +462,10 @@ class Fleet:
         server_api: api.LiveKitAPI,
         giver: str | None = None,
         state: str = "",
-    ) -> None:
+    ) -> str | None:
         """Run a dead member's job here, or one a draining member (`giver`) hands over
-        with its bot's `state`, if its room still has someone it serves.
+        with its bot's `state`, if its room still has someone it serves; why not, if
+        not.
 
         A dead member's ghost is removed first (`_remove_ghost`) and its bot comes back
         under the same identity; unless a bot of the job is in the room under its other
@@ -431,19 +476,19 @@ class Fleet:
         whose = "of a dead member" if giver is None else f"handed over by {giver}"
         if self.worker.draining:  # it beats as full, but every member may be full
             log.info("[%s] job %s %s: not taken, draining", job.key, job.id, whose)
-            return
+            return "draining"
         if self.jobs.serves(job):
             log.info("[%s] job %s %s: served here already", job.key, job.id, whose)
-            return
+            return "served here already"
         try:
             participants = await participants_in(server_api, job.room, ROOM_CHECK_SECONDS)
         except API_ERRORS as err:
             log.warning("[%s] job %s %s not taken: who is in the room is unknown (%s)",
                         job.key, job.id, whose, err)
-            return
+            return "who is in the room is unknown"
         if not _listing_has_company(job, participants):
-            log.info("[%s] job %s %s: nobody to serve, not taken", job.key, job.id, whose)
-            return
+            log.info("[%s] job %s %s: %s, not taken", job.key, job.id, whose, NOBODY_TO_SERVE)
+            return NOBODY_TO_SERVE
         present = {p.identity for p in participants}
         other = successor_identity(served.identity)
         predecessor = None
@@ -453,7 +498,7 @@ class Fleet:
         elif other in present:
             log.info("[%s] job %s %s: its bot %s is in the room, not restored", job.key,
                      job.id, whose, other)
-            return
+            return f"its bot {other} is in the room"
         elif served.identity in present:
             await self._remove_ghost(job, served.identity, server_api)
         token = agent_token(
@@ -470,19 +515,22 @@ class Fleet:
             self.state.taken += 1
         log.info("[%s] taking job %s %s as %s", job.key, job.id, whose, served.identity)
         self.jobs.restore(served, token, self.credentials.url, predecessor, state)
-        if predecessor is not None:
-            await self._take_over(job, predecessor, server_api)
+        if predecessor is None:
+            return None
+        return await self._take_over(job, predecessor, server_api)
 
-    async def _take_over(self, job: Job, predecessor: str, server_api: api.LiveKitAPI) -> None:
+    async def _take_over(
+        self, job: Job, predecessor: str, server_api: api.LiveKitAPI
+    ) -> str | None:
         """Remove the bot `predecessor` once this member's bot of `job` has published its
         track: from its departure on this one is heard. A bot not published within
         `TAKEOVER_SECONDS`, or whose predecessor cannot be removed, leaves, and the old
-        bot talks on (its member asks the next one)."""
+        bot talks on (its member asks the next one); why, in that case."""
         published: bool | None = None  # None: not within TAKEOVER_SECONDS
         with anyio.move_on_after(TAKEOVER_SECONDS):
             published = await self.jobs.published(job.id)
         if published is False:
-            return  # it ended meanwhile: nothing to take over
+            return "its job here ended before its bot published"
         if published is None:
             why = f"not published within {TAKEOVER_SECONDS:g} s"
         else:
@@ -493,10 +541,12 @@ class Fleet:
             else:
                 self.jobs.predecessor_removed(job.id)
                 log.info("[%s] job %s: published, %s removed", job.key, job.id, predecessor)
-                return
-        if await self._still_there(job, predecessor, server_api):
-            log.warning("[%s] job %s: not taken over, %s: this bot leaves", job.key, job.id, why)
-            self.jobs.end(job.id, f"not taken over: {why}")
+                return None
+        if not await self._still_there(job, predecessor, server_api):
+            return None  # gone meanwhile: this bot is the room's one bot, and stays
+        log.warning("[%s] job %s: not taken over, %s: this bot leaves", job.key, job.id, why)
+        self.jobs.end(job.id, f"not taken over: {why}")
+        return why
 
     async def _still_there(self, job: Job, identity: str, server_api: api.LiveKitAPI) -> bool:
         """Whether `identity` is in the job's room, as far as the server says (True when
@@ -519,6 +569,14 @@ class Fleet:
             await remove_participant(server_api, job.room, identity, ROOM_CHECK_SECONDS)
         except API_ERRORS as err:
             log.info("[%s] the dead bot %s was not removed (%s)", job.key, identity, err)
+
+
+@attrs.define
+class _Handing:
+    """A job this member hands over, as the member asked now answers."""
+
+    declined: anyio.Event = attrs.field(factory=anyio.Event)
+    why: str = ""
 
 
 def _listing_has_company(job: Job, participants: Iterable[models.ParticipantInfo]) -> bool:

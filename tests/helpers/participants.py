@@ -18,6 +18,7 @@ import anyio
 import numpy as np
 from livekit import api, rtc
 
+from supervisor.dispatch.fleet import successor_identity
 from supervisor.process.rtc_shutdown import end_room
 
 SAMPLE_RATE = 48_000
@@ -277,6 +278,19 @@ async def hears_echo(room: rtc.Room, bot: str = "bot", timeout: float = 20.0) ->
         heard = await listen_for_tone(track, 440.0)
     assert is_tone(heard, 440.0), f"no 440 Hz echo from {bot}"
     return arrived
+
+
+async def hears_echo_across_a_handoff(room: rtc.Room, timeout: float = 20.0) -> float:
+    """`hears_echo` from a dispatched bot, whichever of its job's two identities it has
+    (`successor_identity`): a handoff (a recycle's, a deploy's) may replace `bot` by
+    `bot~2` while the caller listens, and the echo is heard again from the one that
+    stays."""
+    try:
+        return await hears_echo(room, "bot", timeout)
+    except (AssertionError, TimeoutError):
+        if successor_identity("bot") not in room.remote_participants:
+            raise
+    return await hears_echo(room, successor_identity("bot"), timeout)
 
 
 def bot_track(room: rtc.Room, bot: str = "bot") -> str | None:

@@ -301,13 +301,14 @@ checks before the deadline take (an echo heard), short enough to wait for."""
 async def test_a_host_drained_takes_no_new_room_and_lets_its_rooms_finish_or_end(
     tmp_path: Path, cluster: Cluster
 ) -> None:
-    """A rolling update: SIGTERM one host while its rooms run. No new job lands there
+    """A rolling update without handoff (`[dispatch] handoff = false`; with it:
+    `test_handoff.py`): SIGTERM one host while its rooms run. No new job lands there
     (new rooms through either node go to the other host); of its two rooms, the one
     whose caller hangs up finishes (its job ends when the bot is alone), the one whose
     caller stays keeps its echo until `drain_seconds`, then its bot leaves; the host
     exits 0."""
     async with (
-        host(tmp_path / "a", cluster, 0, drain_seconds=DRAIN_SECONDS) as a,
+        host(tmp_path / "a", cluster, 0, drain_seconds=DRAIN_SECONDS, handoff=False) as a,
         contextlib.AsyncExitStack() as first_call,
         join(cluster.nodes[1], "roll-1", "caller") as stays,
     ):

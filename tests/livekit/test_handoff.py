@@ -144,7 +144,7 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
 
     def config() -> SupervisorConfig:
         dispatch = dispatch_config(
-            livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS, handoff=True
+            livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS
         )
         return attrs.evolve(dispatch, bot=COUNTING_BOT)
 
