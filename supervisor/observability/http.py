@@ -1,27 +1,16 @@
-"""The metrics listener: `/metrics`, `/healthz`, `/readyz` and `/status` on `[metrics] listen`.
+"""The metrics listener: `/metrics`, `/healthz`, `/readyz`, `/status` and the try-it page
+on `[metrics] listen` (what each answers: docs/observability/index.md).
 
 An aiohttp server on an event loop of its own, in a thread, so that it answers while
-bot code blocks the supervisor's loop (see `supervisor.observability.watchdog`): `/healthz` is the
-watchdog's verdict, read in the listener's thread, and turns 503 within
+bot code blocks the supervisor's loop (see `supervisor.observability.watchdog`): `/healthz`
+is the watchdog's verdict, read in the listener's thread, and turns 503 within
 `watchdog.stall_seconds` of a stall. `/metrics`, `/readyz` and `/status` read the
 actor tree, which only the supervisor's loop may do (between two frames of any actor,
 a consistent state without locks): the listener hands them to that loop and waits up
 to `stall_seconds`; while the loop is stalled they answer at once from the listener's
 thread, `/metrics` with what can be read there (the stall gauge and counter, the
 process and loop-lag series), `/readyz` with 503, `/status` with what it last read on
-the loop, marked stale. Bound to loopback by default;
-expose it deliberately (`listen = "0.0.0.0:9464"`) or through a Prometheus agent on
-the same host.
-
-- `/metrics`: Prometheus text format, or OpenMetrics when the scraper asks for it.
-- `/healthz`: 200 while the event loop runs tasks; 503 while it is stalled.
-- `/readyz`: 200 once every configured room runs, 503 before, with how many do.
-- `/status`: JSON, always 200: version, pid, health and readiness, the agent worker
-  (registered, worker id, load, full, offers and ended jobs), every room with its
-  state, connection, participants, restarts and, for a dispatched room, its job
-  (`supervisor.observability.status`).
-- `/`: the try-it page, and its token endpoint `POST /web/token` (`supervisor.web`;
-  with `[web] enabled = false`, a line naming the endpoints).
+the loop, marked stale. Bound to loopback by default.
 """
 
 from __future__ import annotations

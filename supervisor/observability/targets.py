@@ -1,27 +1,13 @@
 """`supervisor targets CONFIG`: this host's metrics endpoints, for Prometheus to find.
 
-A fleet is many hosts, each running `supervisor run --workers N`, and each worker
-serves its metrics on the configured port plus its index (`supervisor.process.workers`). A
-hand-kept list of `host:port` pairs goes stale the day a host gets more cores or a
-new host joins, so each host describes itself from the same config and worker count
-it runs with: the deployment that starts `supervisor run` also writes this output
-where Prometheus reads it.
-
-Two forms, for Prometheus' two ways of finding targets without a hand list:
-- file-based service discovery (`file_sd_configs`, the default): a JSON list of
-  target groups, one per worker, labelled `host` and `worker`, so the dashboard's
-  fleet row and the fleet alerts can sum and compare by host whatever the
-  addresses are. Prometheus watches the files and picks up a new host's file
-  without a restart.
-- DNS service discovery (`dns_sd_configs` of type SRV): the SRV records of the
-  workers' ports, for a zone the fleet already keeps; SRV records carry no
-  labels, so the relabelling in docs/observability/prometheus.md takes `host` from
-  the record's target.
-
-The address is what another machine dials: `--address`, else the listen address
-when it names one, else (a wildcard listen address) this host's fully qualified
-name (its host name where that resolves only to `localhost`). A loopback address
-is printed as it is, with a warning: only a Prometheus on the same host can scrape it.
+Each worker serves its metrics on the configured port plus its index
+(`supervisor.process.workers`), and a hand-kept list of `host:port` pairs goes stale the
+day a host gets more cores or a new host joins, so each host describes itself from the
+config and worker count it runs with, in either of Prometheus' ways of finding targets
+without a hand list: file-based discovery (a JSON target group per worker, labelled
+`host` and `worker`, the default) or the SRV records of DNS discovery. The address is
+what another machine dials (a loopback one is printed with a warning). How to wire
+either into Prometheus: docs/observability/prometheus.md.
 """
 
 from __future__ import annotations

@@ -1,33 +1,12 @@
 """Recycling: a worker process past a bound is replaced by a fresh one, make before break.
 
-The rtc SDK keeps native memory for every room a process served while other rooms lived
-beside it (measured in `benchmarks/churn.py`; livekit/python-sdks#449), and has aborted
-on heap corruption there, so a process that serves rooms in turn for ever grows until it
-fails, taking every room it serves with it. A process per job (livekit-agents) throws
-the memory away with each job; here, as gunicorn's `max_requests` and Celery's
-`max_tasks_per_child` do, a worker that has served `[recycle] max_rooms_served` rooms or
-holds `max_rss_mb` of memory is replaced while it still serves.
-
-The worker and its parent (`supervisor.process.workers`) speak over a pipe the parent gives
-each worker (`REPORT_FD_ENV`), one line a report, and signals back:
-
-- the worker reports `ready` once it serves (what its `/readyz` says: registered with
-  the server, every configured room running), and `due REASON` once past a bound; it
-  goes on serving and taking jobs, so capacity does not drop;
-- the parent starts a successor for the same slot (`SUCCEEDS_ENV`): it registers for
-  jobs but holds back the slot's configured rooms and waits for its metrics port;
-- once the successor reports `ready`, the parent sends the old worker `RELEASE`
-  (SIGUSR1): it leaves its configured rooms, closes its metrics listener and reports
-  `released`; then the successor gets `TAKE` (SIGUSR2) and joins those rooms (two bots
-  of one identity would take each other's place back and forth, so one leaves before
-  the other joins: a configured room is without its bot for a leave and a join), and
-  the old worker SIGTERM: it drains as on any stop (full, no new job, its running jobs
-  go on for up to `[dispatch] drain_seconds`) and exits; the jobs its drain ends are
-  not restored by the fleet, as for any drain.
-
-A single-process `supervisor run` that can be recycled (`recycles`) runs its rooms in
-one worker under a thin parent, as `--workers 1` would; one of configured rooms alone
-(rooms that do not come and go) stays one process, with nobody to replace it.
+Why (the rtc SDK keeps native memory for every room a process served beside others),
+the steps and their figures: docs/scaling/recycling.md. The worker and its parent
+(`supervisor.process.workers`) speak over a pipe the parent gives each worker
+(`REPORT_FD_ENV`), one line a report (`ready`, `due REASON`, `released`), and signals
+back (`RELEASE`, `TAKE`, then SIGTERM: the drain); a successor is started with
+`SUCCEEDS_ENV` and holds back the slot's configured rooms until it is told to take them.
+A single-process run that `recycles` runs its rooms in one worker under a thin parent.
 """
 
 from __future__ import annotations
