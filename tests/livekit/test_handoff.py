@@ -5,7 +5,8 @@ callers talk to their bots (`tests.helpers.counting_bot`: the echo bot, counting
 caller's messages); a rolling restart SIGTERMs the worker serving them, then the one
 that took them over. Each time the other worker's bots join beside the old ones, held
 back until each old one is gone, and count on from where the old bots were; the callers
-hear one bot at a time; the drained worker exits long before its `drain_seconds`.
+hear one bot at a time; the drained worker exits long before its `drain_seconds`. And a
+conversation with the talker bot goes on where it was after its room was handed over.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tests.helpers.participants import (
 )
 from tests.helpers.probes import eventually
 from tests.helpers.prometheus import Samples, get
+from tests.helpers.speech import utterance
 from tests.livekit.test_dispatch import dispatch_config, dispatch_worker
 
 DRAIN_SECONDS = 120
@@ -208,3 +210,71 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
                 gaps, exited = await hand_over(b, callers, SUCCESSOR)
                 await served_by("bot", 4)
                 report("b to c", gaps, exited, taken_by(c))
+
+
+TALKER = "supervisor.bots.talker:create_bot"
+TURN = "Hello there, how are you today?"
+IN_ALL = len(["You", "spoke", "for", "2.0", "seconds,", "4.0", "in", "all."])
+"""The talker's answer's words (its completion tokens) from the second turn of a
+conversation on; a first turn's answer has five ("You spoke for 2.0 seconds.")."""
+
+
+def talker_tokens(run: SupervisorProcess, room: str) -> tuple[float, float]:
+    """The prompt and completion tokens of the talker's answers in `room` so far (none
+    before the room is served)."""
+    samples = Samples(get(f"{run.metrics_url}/metrics")[1])
+    prompt, completion = (
+        samples.values.get(
+            ("lksup_room_bot_llm_tokens_total", frozenset({"room": room, "kind": kind}.items())),
+            0.0,
+        )
+        for kind in ("prompt", "completion")
+    )
+    return prompt, completion
+
+
+@pytest.mark.anyio
+async def test_a_talker_conversation_goes_on_after_a_handoff(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """A caller speaks to the talker on worker a, a turn every few seconds; after two
+    answers a is drained into b. The talker offers its context as each answer ends and
+    b's starts from the one handed to it, so b's very first answer already says the
+    conversation's total ("..., N in all": eight words, where a conversation's first
+    answer has five) and counts the earlier turns in its prompt (a token per turn)."""
+    room_name = "talk-handoff"
+    speech = utterance(TURN, then_silent=3.0)
+
+    def config() -> SupervisorConfig:
+        dispatch = dispatch_config(livekit_server, idle_timeout_seconds=30, drain_seconds=120)
+        return attrs.evolve(dispatch, bot=TALKER)
+
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "a", config=config()) as a,
+        join(livekit_server, room_name, "caller") as room,
+        publishing_tone(room, signal=speech),  # the sentence, then silence, in a loop
+    ):
+        await eventually(  # two answers: prompts of one turn, then of two
+            lambda: talker_tokens(a, room_name), lambda tokens: tokens[0] >= 3,
+            what="two answers on a", timeout=90,
+        )
+        async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
+            await eventually(
+                lambda: [r.status()["worker"]["fleet"]["members"] for r in (a, b)],
+                lambda members: members == [2, 2], what="one fleet",
+            )
+            a.send_signal(signal.SIGTERM)
+            assert await a.wait(timeout=30) == 0, a.tail()
+            assert a.matches(rf"\[{room_name}\] job \S+: handed over to fleet-"), a.tail()
+            handed = a.matches(r"with (\d+) bytes of state")
+            assert handed, a.tail()
+            assert int(handed[-1][1]) > 0
+            prompt, completion = await eventually(
+                lambda: talker_tokens(b, room_name), lambda tokens: tokens[1] > 0,
+                what="an answer on b", timeout=90,
+            )
+    # every answer of b's (its first among them) knew the earlier turns: the one or two
+    # a's talker had offered when a handed the room over (it offers as an answer ends)
+    assert completion % IN_ALL == 0, (prompt, completion)
+    answers = completion // IN_ALL
+    assert prompt >= answers * (answers + 1) / 2 + answers, (prompt, completion)
