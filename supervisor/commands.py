@@ -71,6 +71,8 @@ def check(config: Config) -> None:
               f"{probe_url(config)}" if ds.restore else "  fleet: off (restore = false)")
         print("  on SIGTERM: running jobs handed over to the fleet (handoff)" if ds.handoff
               else f"  on SIGTERM: running jobs go on here up to drain {ds.drain_seconds:g} s")
+        if ds.checkpoint:
+            print("  each job's offered state in the fleet record: a restore resumes it")
     else:
         print("  dispatch: off")
     print(f"  recycle: {describe(config)}")

@@ -158,9 +158,10 @@ def test_a_record_reads_back_as_written() -> None:
     record = Record(
         (served("r1", dispatch_id="AD_1", metadata="m", room_sid="RM_1"), served("r2", "alice")),
         probe="http://h:9464/status",
+        states={"AJ_r2": json.dumps({"messages": [{"role": "user", "content": "hi"}]})},
     )
-    text, left_out = encode_record(record)
-    assert left_out == 0
+    text, left_out, states_out = encode_record(record)
+    assert (left_out, states_out) == (0, 0)
     assert decode_record(text) == record
     assert decode_record("") == Record()
     assert served("r1").token_attributes() == {"team": "a", "lk.agent_name": "bot"}
@@ -168,11 +169,24 @@ def test_a_record_reads_back_as_written() -> None:
 
 def test_a_record_over_its_limit_leaves_jobs_out_and_says_how_many() -> None:
     record = Record(tuple(served(f"room-{i}") for i in range(100)))
-    text, left_out = encode_record(record, limit=4000)
+    text, left_out, states_out = encode_record(record, limit=4000)
     assert len(text.encode()) <= 4000
     kept = decode_record(text).jobs
     assert left_out == 100 - len(kept) > 0
-    assert kept == record.jobs[: len(kept)]
+    assert (kept, states_out) == (record.jobs[: len(kept)], 0)
+
+
+def test_a_record_over_its_limit_leaves_the_largest_states_out_before_any_job() -> None:
+    """A job restored without its state starts its conversation anew; a job left out
+    is not restored at all."""
+    jobs = tuple(served(f"room-{i}") for i in range(5))
+    states = {s.job.id: json.dumps({"note": "x" * (200 * (i + 1))}) for i, s in enumerate(jobs)}
+    whole, _, _ = encode_record(Record(jobs, states=states))
+    text, left_out, states_out = encode_record(Record(jobs, states=states), len(whole) - 900)
+    kept = decode_record(text)
+    assert (kept.jobs, left_out) == (jobs, 0)
+    assert states_out == 1
+    assert set(kept.states) == {s.job.id for s in jobs[:4]}  # the largest went
 
 
 def test_a_handoff_reads_back_as_written_and_a_malformed_one_is_an_error() -> None:
@@ -192,6 +206,7 @@ def test_a_handoff_reads_back_as_written_and_a_malformed_one_is_an_error() -> No
 
 
 ENTRY = json.loads(encode_record(Record((served("r"),)))[0])["jobs"][0]
+"""A record's entry for a job, to make malformed records of."""
 
 
 @pytest.mark.parametrize(
@@ -205,6 +220,7 @@ ENTRY = json.loads(encode_record(Record((served("r"),)))[0])["jobs"][0]
         json.dumps({"jobs": [{**ENTRY, "identity": 7}]}),
         json.dumps({"jobs": [{**ENTRY, "attributes": {"a": 1}}]}),
         json.dumps({"jobs": [{**ENTRY, "job": {**ENTRY["job"], "participant": 3}}]}),
+        json.dumps({"jobs": [{**ENTRY, "state": "not a table"}]}),
     ],
 )
 def test_a_malformed_record_is_an_error(text: str) -> None:
@@ -255,6 +271,8 @@ def test_restore_and_handoff_are_on_by_default_and_handoff_follows_restore() -> 
          r"dispatch.restore_after_seconds = 0.5: expected a number of seconds >= 1"),
         ({"handoff": True, "restore": False},
          r"dispatch.handoff = true: expected dispatch.restore = true as well"),
+        ({"checkpoint": True, "restore": False},
+         r"dispatch.checkpoint = true: expected dispatch.restore = true as well"),
     ],
 )  # fmt: skip
 def test_the_fleet_keys_are_checked(keys: dict[str, object], expected: str) -> None:

@@ -229,11 +229,12 @@ def _read_dispatch(table: _Table, bot: BotConfig) -> DispatchConfig:
         bot=_bot_override(table, bot),
         handoff=table.read("handoff", default=table.read("restore")),  # the fleet carries it
     )
-    if dispatch.handoff and not dispatch.restore:
-        raise ConfigError(
-            "dispatch.handoff = true: expected dispatch.restore = true as well (the fleet "
-            "carries a handoff)"
-        )
+    for carried in ("handoff", "checkpoint"):
+        if getattr(dispatch, carried) and not dispatch.restore:
+            raise ConfigError(
+                f"dispatch.{carried} = true: expected dispatch.restore = true as well (the "
+                "fleet carries it)"
+            )
     return dispatch
 
 

@@ -366,6 +366,14 @@ class DispatchConfig:
         "fleet, which brings its bot into the room, instead of letting it run on here until "
         "`drain_seconds` cut it. Needs `restore = true`; off when `restore` is.",
     ))
+    checkpoint: bool = attrs.field(default=False, metadata=key(
+        _FLAG,
+        "Carry each running job's state, as its bot last offered it "
+        "(`transport.offer_state`), in this worker's fleet record, so that a survivor "
+        "restoring the job after this process died (SIGKILL, a crash) hands it to the new "
+        "bot as a handoff does. Costs a record update, sent to every member, after each "
+        "offer (at most two a second a worker). Needs `restore = true`.",
+    ))
 
 
 @attrs.frozen

@@ -379,14 +379,15 @@ class Fleet:
         """The record, when it changed, looked at every `BEAT_SECONDS`. An update the
         server does not confirm within `SEND_SECONDS` is sent again."""
         while True:
-            record, left_out = encode_record(Record(tuple(self.jobs.served_jobs()), self.probe))
+            record, left_out, states_out = encode_record(self._current_record())
             if record != self._published:
-                if left_out:
+                if left_out or states_out:
                     log.warning(
-                        "[%s] %d job(s) left out of this member's record (over %d bytes): "
-                        "they would not be restored",
+                        "[%s] %d job(s) and %d state(s) left out of this member's record "
+                        "(over %d bytes): they would not be restored",
                         self.room_name,
                         left_out,
+                        states_out,
                         RECORD_BYTES,
                     )
                 with anyio.move_on_after(SEND_SECONDS) as timed:
@@ -395,6 +396,15 @@ class Fleet:
                 if timed.cancelled_caught:
                     log.warning("[%s] the record's update was not confirmed: again", self.room_name)
             await anyio.sleep(BEAT_SECONDS)
+
+    def _current_record(self) -> Record:
+        """The jobs served here, with `[dispatch] checkpoint` each with the state its bot
+        offered last."""
+        jobs = tuple(self.jobs.served_jobs())
+        if not self.config.dispatch.checkpoint:
+            return Record(jobs, self.probe)
+        states = {s.job.id: state for s in jobs if (state := self.jobs.offered_state(s.job.id))}
+        return Record(jobs, self.probe, states)
 
     async def _find_the_dead(self, server_api: api.LiveKitAPI) -> None:
         """Find the silent every `LOOK_SECONDS`, and restore the jobs this member owns
@@ -441,7 +451,8 @@ class Fleet:
         )  # fmt: skip
         async with anyio.create_task_group() as restores:
             for served in mine:
-                restores.start_soon(self._restore, served, server_api)
+                state = member.record.states.get(served.job.id, "")  # [dispatch] checkpoint
+                restores.start_soon(self._restore, served, server_api, None, state)
 
     async def _probe_answers(self, probe: str, identity: str, http: aiohttp.ClientSession) -> bool:
         """Whether `probe` answers as the member `identity` (a process started since on

@@ -24,21 +24,36 @@ class Record:
     jobs: tuple[ServedJob, ...] = ()
     probe: str = ""
     """Its `/status` URL, where a member silent in the fleet is asked whether it lives."""
+    states: Mapping[str, str] = attrs.field(factory=dict)
+    """By job id, the state its bot last offered (JSON text), with `[dispatch]
+    checkpoint`: what a survivor restoring the job after this member died hands its
+    bot."""
 
 
-def encode_record(record: Record, limit: int = RECORD_BYTES) -> tuple[str, int]:
-    """The record as a member's metadata, and how many jobs did not fit in `limit`."""
+def encode_record(record: Record, limit: int = RECORD_BYTES) -> tuple[str, int, int]:
+    """The record as a member's metadata, and how many jobs and how many of their states
+    did not fit in `limit`: states are left out first, the largest first, then jobs."""
     entries = [attrs.asdict(entry, value_serializer=_plain) for entry in record.jobs]
+    for entry in entries:
+        state = record.states.get(entry["job"]["id"])
+        if state:
+            entry["state"] = json.loads(state)
 
     def text() -> str:
         return json.dumps({"jobs": entries, "probe": record.probe}, separators=(",", ":"))
 
+    states_out = 0
+    if len(text().encode()) > limit:
+        for entry in sorted(entries, key=lambda e: len(json.dumps(e.get("state"))), reverse=True):
+            if "state" in entry and len(text().encode()) > limit:
+                del entry["state"]
+                states_out += 1
     left_out = 0
     while len(text().encode()) > limit and entries:
         cut = max(1, len(entries) // 10)
         del entries[-cut:]
         left_out += cut
-    return text(), left_out
+    return text(), left_out, states_out
 
 
 def _plain(_: Any, __: Any, value: Any) -> Any:
@@ -68,7 +83,13 @@ def decode_record(text: str) -> Record:
         probe = doc.get("probe", "")
         if not isinstance(probe, str):
             raise TypeError(f"probe = {probe!r}")
-        return Record(tuple(_served(entry) for entry in doc["jobs"]), probe)
+        jobs = tuple(_served(entry) for entry in doc["jobs"])
+        states = {
+            served.job.id: _state(entry.get("state"))
+            for served, entry in zip(jobs, doc["jobs"], strict=True)
+            if entry.get("state") is not None
+        }
+        return Record(jobs, probe, states)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RecordError(f"not a fleet record: {err}") from err
 
@@ -78,11 +99,17 @@ def decode_handoff(text: str) -> tuple[ServedJob, str]:
     try:
         doc = json.loads(text)
         state = doc.get("state")
-        if state is not None and not isinstance(state, dict):
-            raise TypeError(f"state = {state!r}")
-        return _served(doc["job"]), "" if state is None else json.dumps(state)
+        return _served(doc["job"]), "" if state is None else _state(state)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise RecordError(f"not a handoff: {err}") from err
+
+
+def _state(state: Any) -> str:
+    """A bot's offered state as JSON text: an object, as `RoomTransport.offer_state`
+    takes."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state = {state!r}")
+    return json.dumps(state)
 
 
 _JOB_TEXT = ("id", "room", "room_sid", "room_metadata", "dispatch_id", "metadata", "agent_name")

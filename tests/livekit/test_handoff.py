@@ -6,7 +6,8 @@ caller's messages); a rolling restart SIGTERMs the worker serving them, then the
 that took them over. Each time the other worker's bots join beside the old ones, held
 back until each old one is gone, and count on from where the old bots were; the callers
 hear one bot at a time; the drained worker exits long before its `drain_seconds`. And a
-conversation with the talker bot goes on where it was after its room was handed over.
+conversation with the talker bot goes on where it was after its room was handed over,
+and with `[dispatch] checkpoint` one goes on after its worker was SIGKILLed.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ import os
 import signal
 import statistics
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 
-from supervisor.dispatch.fleet import successor_identity
+from supervisor.dispatch.fleet import FLEET_ROOM, successor_identity
 from supervisor.livekit_server.server import LiveKitServer
 from tests.helpers.cli_process import SupervisorConfig, SupervisorProcess
 from tests.helpers.participants import (
     agents_listed,
+    bot_track,
     data_inbox,
     first_tone_at,
     hears_echo,
@@ -278,3 +281,51 @@ async def test_a_talker_conversation_goes_on_after_a_handoff(
     assert completion % IN_ALL == 0, (prompt, completion)
     answers = completion // IN_ALL
     assert prompt >= answers * (answers + 1) / 2 + answers, (prompt, completion)
+
+
+async def record_of(server: LiveKitServer, member: str) -> dict[str, Any]:
+    """Fleet member `member`'s record, as the server has its metadata."""
+    async with api.LiveKitAPI(server.url, server.api_key, server.api_secret) as lk:
+        listing = await lk.room.list_participants(api.ListParticipantsRequest(room=FLEET_ROOM))
+    metadata = next((p.metadata for p in listing.participants if p.identity == member), "")
+    return dict(json.loads(metadata)) if metadata else {}
+
+
+@pytest.mark.anyio
+async def test_with_checkpoint_a_restore_after_a_crash_resumes_the_conversation(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """`[dispatch] checkpoint`: worker a's counting bot offers its count with each
+    answer, which a's fleet record carries; a is SIGKILLed (no drain, no handoff), b
+    restores the room from that record, and its bot counts on (3) where a bot restored
+    without the state would start again (1)."""
+    room_name = "crash-count"
+
+    def config() -> SupervisorConfig:
+        dispatch = dispatch_config(livekit_server, idle_timeout_seconds=30, checkpoint=True)
+        return attrs.evolve(dispatch, bot=COUNTING_BOT)
+
+    async with (
+        dispatch_worker(tmp_path, livekit_server, "a", config=config()) as a,
+        join(livekit_server, room_name, "caller") as room,
+    ):
+        inbox = data_inbox(room)
+        await subscribed_audio_track(room, "bot", timeout=30)
+        assert [await count(room, inbox) for _ in range(2)] == [1, 2]
+        async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
+            a_id = a.status()["worker"]["fleet"]["identity"]
+            await eventually(
+                lambda: {o["identity"] for o in b.status()["worker"]["fleet"]["others"]},
+                lambda others: a_id in others, what="b knows a",
+            )
+            for _ in range(100):  # the record follows the offer within a beat
+                (entry,) = (await record_of(livekit_server, a_id))["jobs"]
+                if entry.get("state") == {"count": 2}:
+                    break
+                await anyio.sleep(0.1)
+            assert entry.get("state") == {"count": 2}, entry
+            old = bot_track(room)
+            a.send_signal(signal.SIGKILL)
+            await b.wait_for(rf"\[{room_name}\] taking job \S+ of a dead member as bot", timeout=60)
+            await eventually(lambda: bot_track(room) not in (old, None), what="b's bot", timeout=60)
+            assert await count(room, inbox) == 3, b.tail()
