@@ -56,3 +56,16 @@ async def test_reports_are_whole_lines_ready_then_due() -> None:
     os.close(read_end)
     os.close(write_end)
     assert lines == ["ready", "due 1 rooms served (recycle.max_rooms_served = 1)"]
+
+
+@pytest.mark.anyio
+async def test_a_parent_gone_before_a_report_ends_the_reports_not_the_worker() -> None:
+    """The parent killed between the worker's readiness and its report: the broken pipe
+    ends the reports (the worker's watch on its parent drains it), it is not a crash
+    (one was, in a clean-clone run: `BrokenPipeError` instead of the drain)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the parent is gone
+    bounds = Bounds(RecycleConfig(max_rooms_served=1), lambda: 0)
+    with anyio.fail_after(5):  # a hang, not a time judged
+        await report(write_end, bounds, lambda: (True, ""))
+    os.close(write_end)

@@ -100,10 +100,16 @@ def report_fd() -> int | None:
     return int(value) if value else None
 
 
-def tell_parent(fd: int, line: str) -> None:
+def tell_parent(fd: int, line: str) -> bool:
     """One report: a line shorter than a pipe's atomic write, so the parent reads whole
-    lines whatever else it reads."""
-    os.write(fd, (line[:500] + "\n").encode())
+    lines whatever else it reads. False if the parent is gone (the pipe is broken): the
+    worker's watch on its parent drains it then, and a report is no cause to die."""
+    try:
+        os.write(fd, (line[:500] + "\n").encode())
+    except BrokenPipeError:
+        log.warning("recycle: the parent is gone: %r not reported", line)
+        return False
+    return True
 
 
 async def report(
@@ -113,10 +119,12 @@ async def report(
     ready_sent = False
     while True:
         if not ready_sent and readiness()[0]:
-            tell_parent(fd, READY)
+            if not tell_parent(fd, READY):
+                return
             ready_sent = True
         reason = bounds.check()
         if reason is not None:
             log.warning("recycle: %s; asking the parent for a successor", reason)
-            tell_parent(fd, f"{DUE} {reason}")
+            if not tell_parent(fd, f"{DUE} {reason}"):
+                return
         await anyio.sleep(CHECK_SECONDS)
