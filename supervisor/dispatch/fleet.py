@@ -84,6 +84,12 @@ TAKEOVER_SECONDS = 8.0
 """How long a member taking a job over waits for its bot's track to be published, within
 the giver's `HANDOFF_SECONDS`: a bot not published by then leaves, and the old one talks
 on until the giver asks the next member."""
+HANDOFFS_AT_ONCE = 1
+"""Jobs a draining member hands over at a time. A taker starting many rooms at once is
+late with each new bot's audio, which the caller hears as the handoff's gap: five rooms
+handed over at once here had gaps of p50 591 ms and p99 4.5 s, one after another p50 245
+ms and p99 639 ms, for about a second more of drain
+(docs/benchmarks/runs/14-handoff-one-at-a-time.md)."""
 HANDOFF_BACKLOG = 1000
 """Handoffs received and not yet taken up, at most (more are refused: logged)."""
 SUCCESSOR_SUFFIX = "~2"
@@ -262,18 +268,24 @@ class Fleet:
             await end_room(room)
 
     async def hand_over(self) -> None:
-        """Hand every job running here to another member, as this one drains: each to
-        its highest ranked taker (`FleetView.takers`), whose bot, once in the room and
-        publishing, removes this member's (`_take_over`). A job still here
-        `HANDOFF_SECONDS` later goes to the next taker; one that nobody takes stays, and
-        drains here."""
+        """Hand every job running here to another member, as this one drains, one after
+        another (`HANDOFFS_AT_ONCE`): each to its highest ranked taker
+        (`FleetView.takers`), whose bot, once in the room and publishing, removes this
+        member's (`_take_over`). A job declined, or still here `HANDOFF_SECONDS` later,
+        goes to the next taker; one that nobody takes stays, and drains here."""
         room = self._room
         if room is None or not room.isconnected():
             log.warning("[%s] not in the fleet: the jobs drain here", self.room_name)
             return
+        limit = anyio.CapacityLimiter(HANDOFFS_AT_ONCE)
+
+        async def hand(served: ServedJob) -> None:
+            async with limit:
+                await self._hand(room, served)
+
         async with anyio.create_task_group() as handing:
             for served in self.jobs.served_jobs():
-                handing.start_soon(self._hand, room, served)
+                handing.start_soon(hand, served)
 
     async def _hand(self, room: rtc.Room, served: ServedJob) -> None:
         job = served.job
