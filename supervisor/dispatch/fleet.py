@@ -486,9 +486,10 @@ class Fleet:
         giver: str | None = None,
         state: str = "",
     ) -> str | None:
-        """Run a dead member's job here, or one a draining member (`giver`) hands over
-        with its bot's `state`, if its room still has someone it serves; why not, if
-        not.
+        """Run a dead member's job here, or one a draining member (`giver`) hands over,
+        with the `state` its bot offered last (a handoff's, or with `[dispatch]
+        checkpoint` the dead member's record's), if its room still has someone it
+        serves; why not, if not.
 
         A dead member's ghost is removed first (`_remove_ghost`) and its bot comes back
         under the same identity; unless a bot of the job is in the room under its other
