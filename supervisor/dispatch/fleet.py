@@ -208,16 +208,16 @@ class Fleet:
             if packet.topic not in (BEAT_TOPIC, DECLINED_TOPIC) or packet.participant is None:
                 return
             try:
-                beat = json.loads(packet.data)
+                message = json.loads(packet.data)
             except ValueError:
                 return
             identity = packet.participant.identity
             if packet.topic == DECLINED_TOPIC:
-                self._was_declined(identity, beat)
-            elif isinstance(beat, dict) and beat.get("bye") is True:
+                self._was_declined(identity, message)
+            elif isinstance(message, dict) and message.get("bye") is True:
                 self.view.said_bye(identity)
-            elif isinstance(beat, dict):
-                self.view.heard(identity, now(), full=beat.get("full") is True)
+            elif isinstance(message, dict):
+                self.view.heard(identity, now(), full=message.get("full") is True)
 
         def on_metadata(participant: rtc.Participant, _: str, metadata: str) -> None:
             self._read_record(participant.identity, metadata)

@@ -43,11 +43,14 @@ def encode_record(record: Record, limit: int = RECORD_BYTES) -> tuple[str, int, 
         return json.dumps({"jobs": entries, "probe": record.probe}, separators=(",", ":"))
 
     states_out = 0
-    if len(text().encode()) > limit:
-        for entry in sorted(entries, key=lambda e: len(json.dumps(e.get("state"))), reverse=True):
-            if "state" in entry and len(text().encode()) > limit:
-                del entry["state"]
-                states_out += 1
+    excess = len(text().encode()) - limit
+    with_state = sorted(
+        (e for e in entries if "state" in e), key=lambda e: len(record.states[e["job"]["id"]])
+    )
+    while excess > 0 and with_state:  # no re-encoding per state: its bytes, and its key's
+        entry = with_state.pop()
+        excess -= len(json.dumps({"state": entry.pop("state")}, separators=(",", ":"))) - 1
+        states_out += 1
     left_out = 0
     while len(text().encode()) > limit and entries:
         cut = max(1, len(entries) // 10)

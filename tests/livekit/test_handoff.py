@@ -71,6 +71,15 @@ async def last_tone_at(track: rtc.Track, frequency: float, replaced: anyio.Event
     return last
 
 
+async def in_one_fleet(*runs: SupervisorProcess) -> None:
+    """Once each of `runs` hears all of them in its fleet."""
+    members = [len(runs)] * len(runs)
+    await eventually(
+        lambda: [run.status()["worker"]["fleet"]["members"] for run in runs] == members,
+        what="one fleet",
+    )
+
+
 COUNTING_BOT = "tests.helpers.counting_bot:create_bot"
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
@@ -152,13 +161,6 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
             livekit_server, idle_timeout_seconds=30, drain_seconds=DRAIN_SECONDS
         )
         return attrs.evolve(dispatch, bot=COUNTING_BOT)
-
-    async def in_one_fleet(*runs: SupervisorProcess) -> None:
-        members = [len(runs)] * len(runs)
-        await eventually(
-            lambda: [run.status()["worker"]["fleet"]["members"] for run in runs] == members,
-            what="one fleet",
-        )
 
     def taken_by(taker: SupervisorProcess) -> float:
         """After a hop, `taker` took every job: its bots' time from their join to their
@@ -262,10 +264,7 @@ async def test_a_talker_conversation_goes_on_after_a_handoff(
             what="two answers on a", timeout=90,
         )
         async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
-            await eventually(
-                lambda: [r.status()["worker"]["fleet"]["members"] for r in (a, b)],
-                lambda members: members == [2, 2], what="one fleet",
-            )
+            await in_one_fleet(a, b)
             a.send_signal(signal.SIGTERM)
             assert await a.wait(timeout=30) == 0, a.tail()
             assert a.matches(rf"\[{room_name}\] job \S+: handed over to fleet-"), a.tail()
@@ -312,18 +311,17 @@ async def test_with_checkpoint_a_restore_after_a_crash_resumes_the_conversation(
         inbox = data_inbox(room)
         await subscribed_audio_track(room, "bot", timeout=30)
         assert [await count(room, inbox) for _ in range(2)] == [1, 2]
+        a_id = a.status()["worker"]["fleet"]["identity"]
+        for _ in range(100):  # the record follows the offer within a beat
+            record = await record_of(livekit_server, a_id)
+            states = [e.get("state") for e in record.get("jobs", [])]
+            if states == [{"count": 2}]:
+                break
+            await anyio.sleep(0.1)
+        assert states == [{"count": 2}]
+        # b joins the fleet after that: the record it reads as it joins has the count
         async with dispatch_worker(tmp_path, livekit_server, "b", config=config()) as b:
-            a_id = a.status()["worker"]["fleet"]["identity"]
-            await eventually(
-                lambda: {o["identity"] for o in b.status()["worker"]["fleet"]["others"]},
-                lambda others: a_id in others, what="b knows a",
-            )
-            for _ in range(100):  # the record follows the offer within a beat
-                (entry,) = (await record_of(livekit_server, a_id))["jobs"]
-                if entry.get("state") == {"count": 2}:
-                    break
-                await anyio.sleep(0.1)
-            assert entry.get("state") == {"count": 2}, entry
+            await in_one_fleet(a, b)
             old = bot_track(room)
             a.send_signal(signal.SIGKILL)
             await b.wait_for(rf"\[{room_name}\] taking job \S+ of a dead member as bot", timeout=60)
