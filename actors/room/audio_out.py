@@ -24,7 +24,8 @@ is still in the room is captured as silence and counted as dropped (`handoff`), 
 track plays at the caller's before it is heard: measured with five rooms handed over
 at once, a track left unfed until then was first heard 0.5-1.3 s after the old bot's
 last words. That bot is removed once this track is published (`supervisor.dispatch.fleet`), and
-from its removal on this one is heard: the caller hears one bot at a time.
+from its removal on this one is heard, the silence it queued dropped: the caller hears
+one bot at a time.
 
 The room's stats note when the track was first published and when the bot's first
 audio went into it, since the tree started: a dispatched room's job times its
@@ -151,8 +152,15 @@ class AudioOutActor(Actor):
         return self._held_back
 
     def _heard(self, why: str) -> None:
+        """From now on this bot is heard; the silence queued while it was held back is
+        dropped, so its next words play at once rather than behind it."""
         self._held_back = False
-        log.info("[%s] %s: this bot is heard", self.settings.key, why)
+        queued = 0.0
+        if self._source is not None:
+            queued = self._source.queued_duration
+            self._source.clear_queue()
+        log.info("[%s] %s: this bot is heard (%.0f ms of silence dropped)",
+                 self.settings.key, why, queued * 1000)
 
     async def _unheard_after_grace(self) -> None:
         await anyio.sleep(UNPUBLISH_GRACE_SECONDS)
