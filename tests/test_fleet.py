@@ -305,10 +305,11 @@ async def take_over(
     published: bool | None,
     removal: Exception | None = None,
     still_there: bool = True,
+    state: FleetState | None = None,
 ) -> tuple[FakeJobs, str | None]:
     """`Fleet._take_over` of job AJ_x from bot `bot`, the server API faked: `removal`
     raised by the removal, `still_there` what a listing then says; why it was not taken
-    over, if it was not (the giver is told)."""
+    over, if it was not (the giver is told). `state`: the member's, to read after."""
 
     async def remove(server_api: object, room: str, identity: str, timeout: float) -> None:
         assert (room, identity) == ("x", "bot")
@@ -324,7 +325,7 @@ async def take_over(
     jobs = FakeJobs(published)
     member = fleet.Fleet(
         config("127.0.0.1:9464"), Credentials("ws://x:1", "k", "s"), jobs,  # type: ignore[arg-type]
-        WorkerState(), FleetState(),
+        WorkerState(), state or FleetState(),
     )  # fmt: skip
     job = Job(id="AJ_x", room="x", agent_name="bot")
     return jobs, await member._take_over(job, "bot", object())  # type: ignore[arg-type]
@@ -334,8 +335,10 @@ async def take_over(
 async def test_a_taker_removes_the_old_bot_once_published_and_is_heard_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    jobs, declined = await take_over(monkeypatch, published=True)
+    state = FleetState()
+    jobs, declined = await take_over(monkeypatch, published=True, state=state)
     assert (jobs.heard, jobs.ended, declined) == (["AJ_x"], [], None)
+    assert state.removal_time.count == 1  # the removal timed (the caller's silence)
 
 
 @pytest.mark.anyio
@@ -352,10 +355,11 @@ async def test_a_taker_not_published_in_time_leaves_and_the_old_bot_talks_on(
 async def test_a_taker_that_cannot_remove_the_old_bot_leaves_unless_it_is_gone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    refused = TimeoutError()
-    jobs, declined = await take_over(monkeypatch, published=True, removal=refused)
+    refused, state = TimeoutError(), FleetState()
+    jobs, declined = await take_over(monkeypatch, published=True, removal=refused, state=state)
     assert jobs.heard == []
     assert jobs.ended == [("AJ_x", "not taken over: bot not removed (TimeoutError)")]
+    assert state.removal_time.count == 0
     assert declined == "bot not removed (TimeoutError)"
     # gone meanwhile (its job ended by itself): this bot is the room's one bot, and stays
     jobs, declined = await take_over(

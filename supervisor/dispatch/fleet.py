@@ -558,12 +558,14 @@ class Fleet:
         if published is None:
             why = f"not published within {TAKEOVER_SECONDS:g} s"
         else:
+            asked = anyio.current_time()
             try:
                 await remove_participant(server_api, job.room, predecessor, ROOM_CHECK_SECONDS)
             except API_ERRORS as err:
                 why = f"{predecessor} not removed ({str(err) or type(err).__name__})"
             else:
                 self.jobs.predecessor_removed(job.id)
+                self.state.removal_time.observe(anyio.current_time() - asked)
                 log.info("[%s] job %s: published, %s removed", job.key, job.id, predecessor)
                 return None
         if not await self._still_there(job, predecessor, server_api):

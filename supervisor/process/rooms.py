@@ -87,9 +87,8 @@ class WorkerState:
     """From an offer accepted to the bot's first audio captured into its track."""
 
 
-HANDOFF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
-"""Seconds a room is without its bot's audio track in a handoff: finest below the 0.5 s
-aim."""
+HANDOFF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
+"""Seconds of a handoff's steps: finest below the 0.5 s a caller may hear of one."""
 
 
 @attrs.define
@@ -111,8 +110,13 @@ class FleetState:
     not_handed: int = 0
     """Jobs this process, draining, could hand to no member: they drained here."""
     handoff_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(HANDOFF_BUCKETS))
-    """In each job this process took over: from its bot's join, which replaced the
-    draining member's, to its audio track published there."""
+    """In each job this process took over: from its bot's join beside the draining
+    member's to its audio track published there (the caller hears the old bot meanwhile)."""
+    removal_time: BucketCounts = attrs.field(factory=lambda: BucketCounts(HANDOFF_BUCKETS))
+    """In each job this process took over: from its request removing the old bot to the
+    server's answer, from which its own bot is heard. The caller hears neither bot for
+    about this long plus the new bot's media path (~0.1-0.2 s): the part of the gap the
+    handoff itself adds."""
     dead: int = 0
     """Members this process found dead."""
 

@@ -152,8 +152,9 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
     drained worker exits 0 within 30 s. Printed: each hop's gaps from the last tone of
     the old track to the first of the new, and the time the new bots took from their
     join to their track published (`lksup_fleet_handoff_seconds`), which the caller does
-    not hear. (The issue's six rooms a host saturate this 2-core machine: ten echo rooms
-    already do, docs/benchmarks/index.md.)"""
+    not hear, and their removals of the old bots (`lksup_fleet_handoff_removal_seconds`),
+    which it does. (The issue's six rooms a host saturate this 2-core machine: ten echo
+    rooms already do, docs/benchmarks/index.md.)"""
     names = [f"handoff-{i}" for i in range(int(os.environ.get("HANDOFF_ROOMS", 3)))]
 
     def config() -> SupervisorConfig:
@@ -162,15 +163,17 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
         )
         return attrs.evolve(dispatch, bot=COUNTING_BOT)
 
-    def taken_by(taker: SupervisorProcess) -> float:
+    def taken_by(taker: SupervisorProcess) -> tuple[float, float]:
         """After a hop, `taker` took every job: its bots' time from their join to their
-        track published, on average."""
+        track published, and its removals of the old bots, on average."""
         taken = r"\] taking job \S+ handed over by fleet-"
         assert len(taker.matches(taken)) == len(names), taker.tail()
         samples = Samples(get(f"{taker.metrics_url}/metrics")[1])
         assert samples["lksup_fleet_handoffs_total", {"direction": "taken"}] == len(names)
-        assert samples["lksup_fleet_handoff_seconds_count"] == len(names)
-        return samples["lksup_fleet_handoff_seconds_sum"] / len(names)
+        steps = ("lksup_fleet_handoff_seconds", "lksup_fleet_handoff_removal_seconds")
+        assert [samples[f"{step}_count"] for step in steps] == [len(names)] * 2
+        publishing, removal = (samples[f"{step}_sum"] / len(names) for step in steps)
+        return publishing, removal
 
     async def served_by(identity: str, counted: int) -> None:
         """One bot per room, `identity`, heard; its next answer counts `counted`."""
@@ -179,13 +182,17 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
             await hears_echo(room, identity)
             assert await count(room, inboxes[name]) == counted, name  # the count came along
 
-    def report(hop: str, gaps: dict[str, float], exited: float, publishing: float) -> None:
+    def report(
+        hop: str, gaps: dict[str, float], exited: float, taken: tuple[float, float]
+    ) -> None:
         ordered = sorted(gaps.values())
+        publishing, removal = taken
         print(f"\n{hop}: caller's gap over {len(ordered)} handoffs: p50 "
               f"{statistics.median(ordered) * 1000:.0f} ms, least {ordered[0] * 1000:.0f} "
               f"ms, most {ordered[-1] * 1000:.0f} ms; SIGTERM to exit {exited:.1f} s; new "
-              f"bots joined to published {publishing * 1000:.0f} ms on average "
-              f"(lksup_fleet_handoff_seconds); gaps (ms): "
+              f"bots joined to published {publishing * 1000:.0f} ms, old bots removed in "
+              f"{removal * 1000:.0f} ms on average (lksup_fleet_handoff_seconds, "
+              f"lksup_fleet_handoff_removal_seconds); gaps (ms): "
               + " ".join(f"{g * 1000:.0f}" for g in ordered))  # fmt: skip
         # one bot heard at a time: the old bot's last tone ends before the new one's
         # first begins (each time is a window's end, so a window's length can be shared)
