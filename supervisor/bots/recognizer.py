@@ -3,12 +3,11 @@ room of the process, each in a process of its own (`supervisor.bots.decoders` sa
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncGenerator
-from concurrent.futures import Future
 from typing import Any
 
+import anyio
 from pipecat.audio.utils import create_file_resampler
 from pipecat.frames.frames import Frame, StartFrame, TranscriptionFrame
 from pipecat.services.settings import STTSettings
@@ -20,33 +19,39 @@ from supervisor.bots import decoders, unsupported_settings
 SAMPLE_RATE = decoders.SAMPLE_RATE
 DECODER_PROCESSES = 2
 """Decoders a room-serving process keeps: utterances that end together (several rooms'
-turns) decode in parallel on two cores; each is a process of about 180 MB RSS (95 MB
-the decoder, most of the rest the parent's main module, which spawn imports again)."""
+turns) decode in parallel on two cores; each is a process of about 100 MB RSS, 95 of
+them the decoder."""
 
 
 class Recognizer:
-    """Decoders in processes of their own, loaded from the first call on."""
+    """Decoders in processes of their own, started from the first call on."""
 
     def __init__(self, processes: int = DECODER_PROCESSES) -> None:
-        self._processes = processes
-        self._pool = decoders.pool(processes)
-        self._started: list[Future[bool]] = []
+        self._decoders = decoders.Decoders(processes)
 
-    def load(self) -> list[Future[bool]]:
+    def load(self) -> None:
         """Start every decoder process (returns at once): each loads its decoder first."""
-        if not self._started:
-            self._started = [self._pool.submit(decoders.ready) for _ in range(self._processes)]
-        return self._started
+        self._decoders.start()
+
+    def wait_loaded(self) -> None:
+        """Start the decoder processes and return once each has loaded its decoder
+        (blocking: a process's `prewarm`, on a thread before its first room)."""
+        self._decoders.wait_ready()
+
+    @property
+    def loaded(self) -> bool:
+        return self._decoders.ready
 
     async def transcribe(self, pcm: bytes) -> str:
-        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`), or "" if it heard none."""
-        self.load()
-        return await asyncio.wrap_future(self._pool.submit(decoders.decode, pcm))
+        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`), or "" if it heard none.
+        Cancelled (an interruption), it returns at once; its decoder finishes the
+        utterance and then serves the next."""
+        return await anyio.to_thread.run_sync(self._decoders.decode, pcm, abandon_on_cancel=True)
 
     def close(self) -> None:
         """Stop the decoder processes (a process's own recognizer lives as long as it:
-        its decoders see their pipe close when it exits)."""
-        self._pool.shutdown(cancel_futures=True)
+        its decoders see their standard input close when it exits)."""
+        self._decoders.close()
 
 
 @functools.cache

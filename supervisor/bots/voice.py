@@ -84,8 +84,7 @@ def conversation(
 
 def prewarm() -> None:
     """Load the process's models before its first room (`supervisor.bots.prewarm`)."""
-    for started in shared_recognizer().load():
-        started.result()
+    shared_recognizer().wait_loaded()
     silero_session()
     smart_turn_session()
 
