@@ -6,13 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# `make test` runs the tests in TEST_JOBS processes: 1 (one process, in order) unless told.
-# More spread them with pytest-xdist (a file's tests in one process, the CPU-bound
-# real-server files one after another, each process with its own livekit-server; see
-# tests/livekit/conftest.py): 12 minutes instead of 19 here, but on 2 shared cores its
-# timing-sensitive real-server tests failed in 2 of 3 runs, so CI keeps one process.
+# `make test` runs the tests in TEST_JOBS processes, 2 unless told, spread with
+# pytest-xdist (a file's tests in one process, the CPU-bound real-server files one after
+# another, each process with its own livekit-server; see tests/livekit/conftest.py): about
+# 11 minutes of tests here instead of 19. TEST_JOBS=1 runs them in one process, in order.
 # `make test-fast` always spreads its tests over two processes.
-TEST_JOBS ?= 1
+TEST_JOBS ?= 2
 pytest = $(VENV)/bin/python -m pytest $(if $(filter-out 1,$(1)),-n $(1) --dist loadgroup)
 
 .PHONY: run lint test test-fast docs docs-serve livekit-server prometheus redis chromium espeak-ng web agents-venv
