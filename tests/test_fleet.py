@@ -281,17 +281,27 @@ def test_the_fleet_keys_are_checked(keys: dict[str, object], expected: str) -> N
 
 
 class FakeJobs:
-    """What `Fleet._take_over` asks of `Jobs`: the taker's bot published or not."""
+    """What `Fleet._take_over` asks of `Jobs`: the taker's bot published or not, its
+    track subscribed to or not (None: never)."""
 
-    def __init__(self, published: bool | None) -> None:
-        self._published = published
+    def __init__(self, published: bool | None, subscribed: bool | None = True) -> None:
+        self._published, self._subscribed = published, subscribed
         self.heard: list[str] = []
         self.ended: list[tuple[str, str]] = []
+        self.waited_for_subscriber = False
 
     async def published(self, job_id: str) -> bool:
         if self._published is None:
             await anyio.sleep_forever()  # never published
         return bool(self._published)
+
+    async def subscribed(self, job_id: str) -> bool:
+        try:
+            if self._subscribed is None:
+                await anyio.sleep_forever()  # nobody subscribes
+            return bool(self._subscribed)
+        finally:
+            self.waited_for_subscriber = True
 
     def predecessor_removed(self, job_id: str) -> None:
         self.heard.append(job_id)
@@ -306,6 +316,7 @@ async def take_over(
     removal: Exception | None = None,
     still_there: bool = True,
     state: FleetState | None = None,
+    subscribed: bool | None = True,
 ) -> tuple[FakeJobs, str | None]:
     """`Fleet._take_over` of job AJ_x from bot `bot`, the server API faked: `removal`
     raised by the removal, `still_there` what a listing then says; why it was not taken
@@ -313,6 +324,7 @@ async def take_over(
 
     async def remove(server_api: object, room: str, identity: str, timeout: float) -> None:
         assert (room, identity) == ("x", "bot")
+        assert jobs.waited_for_subscriber  # not removed before the caller can hear the new bot
         if removal is not None:
             raise removal
 
@@ -322,7 +334,8 @@ async def take_over(
     monkeypatch.setattr(fleet, "remove_participant", remove)
     monkeypatch.setattr(fleet, "participants_in", listing)
     monkeypatch.setattr(fleet, "TAKEOVER_SECONDS", 0.05)
-    jobs = FakeJobs(published)
+    monkeypatch.setattr(fleet, "SUBSCRIBED_SECONDS", 0.05)
+    jobs = FakeJobs(published, subscribed)
     member = fleet.Fleet(
         config("127.0.0.1:9464"), Credentials("ws://x:1", "k", "s"), jobs,  # type: ignore[arg-type]
         WorkerState(), state or FleetState(),
@@ -339,6 +352,14 @@ async def test_a_taker_removes_the_old_bot_once_published_and_is_heard_at_once(
     jobs, declined = await take_over(monkeypatch, published=True, state=state)
     assert (jobs.heard, jobs.ended, declined) == (["AJ_x"], [], None)
     assert state.removal_time.count == 1  # the removal timed (the caller's silence)
+
+
+@pytest.mark.anyio
+async def test_a_taker_whose_track_nobody_subscribes_to_removes_the_old_bot_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs, declined = await take_over(monkeypatch, published=True, subscribed=None)
+    assert (jobs.heard, jobs.ended, declined) == (["AJ_x"], [], None)
 
 
 @pytest.mark.anyio
@@ -374,7 +395,7 @@ async def test_a_taker_whose_job_ended_meanwhile_does_nothing(
 ) -> None:
     jobs, declined = await take_over(monkeypatch, published=False)
     assert (jobs.heard, jobs.ended) == ([], [])
-    assert declined == "its job here ended before its bot published"
+    assert declined == "its job here ended before it took over"
 
 
 class HandingJobs:

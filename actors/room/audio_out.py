@@ -23,9 +23,9 @@ held back: its track is published at once, but what it says while the bot it rep
 is still in the room is captured as silence and counted as dropped (`handoff`), so the
 track plays at the caller's before it is heard: measured with five rooms handed over
 at once, a track left unfed until then was first heard 0.5-1.3 s after the old bot's
-last words. That bot is removed once this track is published (`supervisor.dispatch.fleet`), and
-from its removal on this one is heard, the silence it queued dropped: the caller hears
-one bot at a time.
+last words. That bot is removed once this track is published and subscribed to
+(`RoomStats.track_subscribed_at`, `supervisor.dispatch.fleet`), and from its removal on
+this one is heard, the silence it queued dropped: the caller hears one bot at a time.
 
 The room's stats note when the track was first published and when the bot's first
 audio went into it, since the tree started: a dispatched room's job times its
@@ -89,6 +89,7 @@ class AudioOutActor(Actor):
         room: rtc.Room = await self.sibling("connection").ask(GetRoomFrame())
         self._room = room
         self._held_back = self.settings.predecessor in room.remote_participants
+        room.on("local_track_subscribed", self._subscribed)
         killed = False
         try:
             if room.remote_participants:
@@ -101,8 +102,13 @@ class AudioOutActor(Actor):
             killed = True
             raise
         finally:
+            room.off("local_track_subscribed", self._subscribed)
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._unpublish(tell_server=room.isconnected() and not killed)
+
+    def _subscribed(self, track: rtc.LocalTrack) -> None:
+        if track.name == TRACK_NAME and self.stats.track_subscribed_at is None:
+            self.stats.track_subscribed_at = anyio.current_time()
 
     async def _publish(self) -> None:
         """A source and its track, published: the SDK runs a capture thread per source,

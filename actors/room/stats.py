@@ -90,6 +90,10 @@ class RoomStats:
     """When the bot's audio track was first published since the room's tree started
     (`anyio.current_time()`), by audio-out; later publications (after the room was
     empty for a while) leave it as it is."""
+    track_subscribed_at: float | None = None
+    """When a participant first subscribed to the bot's audio track since the tree started
+    (the server tells the publisher, `local_track_subscribed`), by audio-out: from then
+    on what the bot says reaches someone."""
     first_audio_at: float | None = None
     """When audio-out first captured the bot's audio into the track's source since the
     tree started: the moment a participant could first hear the bot."""

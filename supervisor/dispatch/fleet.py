@@ -84,6 +84,10 @@ TAKEOVER_SECONDS = 8.0
 """How long a member taking a job over waits for its bot's track to be published, within
 the giver's `HANDOFF_SECONDS`: a bot not published by then leaves, and the old one talks
 on until the giver asks the next member."""
+SUBSCRIBED_SECONDS = 2.0
+"""How long a member taking a job over waits, once its bot's track is published, for a
+participant to subscribe to it before removing the old bot anyway (a caller that
+subscribes to nothing hears neither)."""
 HANDOFFS_AT_ONCE = 1
 """Jobs a draining member hands over at a time. A taker starting many rooms at once is
 late with each new bot's audio, which the caller hears as the handoff's gap: five rooms
@@ -547,14 +551,20 @@ class Fleet:
         self, job: Job, predecessor: str, server_api: api.LiveKitAPI
     ) -> str | None:
         """Remove the bot `predecessor` once this member's bot of `job` has published its
-        track: from its departure on this one is heard. A bot not published within
-        `TAKEOVER_SECONDS`, or whose predecessor cannot be removed, leaves, and the old
-        bot talks on (its member asks the next one); why, in that case."""
+        track and a participant subscribed to it (or `SUBSCRIBED_SECONDS` passed): from
+        its departure on this one is heard, its track already playing at the caller's,
+        where removed at the publication the caller would first subscribe and hear
+        nothing meanwhile. A bot not published within `TAKEOVER_SECONDS`, or whose
+        predecessor cannot be removed, leaves, and the old bot talks on (its member asks
+        the next one); why, in that case."""
         published: bool | None = None  # None: not within TAKEOVER_SECONDS
         with anyio.move_on_after(TAKEOVER_SECONDS):
             published = await self.jobs.published(job.id)
+        if published:
+            with anyio.move_on_after(SUBSCRIBED_SECONDS):
+                published = await self.jobs.subscribed(job.id)
         if published is False:
-            return "its job here ended before its bot published"
+            return "its job here ended before it took over"
         if published is None:
             why = f"not published within {TAKEOVER_SECONDS:g} s"
         else:

@@ -323,9 +323,21 @@ class Jobs:
     async def published(self, job_id: str) -> bool:
         """Wait until the bot of the job running as `job_id` has published its track
         (True), or the job ended (False)."""
+        return await self._until(job_id, lambda stats: stats.track_published_at)
+
+    async def subscribed(self, job_id: str) -> bool:
+        """Wait until a participant subscribed to the track of the bot of the job running
+        as `job_id` (True), or the job ended (False)."""
+        return await self._until(job_id, lambda stats: stats.track_subscribed_at)
+
+    async def _until(
+        self, job_id: str, moment: Callable[[RoomStats], float | None]
+    ) -> bool:
+        """Wait until the room of the job running as `job_id` noted `moment` (True), or
+        the job ended (False)."""
         while (running := self.running.get(job_id)) is not None and running.serving():
             stats = running.stats
-            if stats is not None and stats.track_published_at is not None:
+            if stats is not None and moment(stats) is not None:
                 return True
             with anyio.move_on_after(JOIN_WATCH_SECONDS):
                 await running.ended.wait()

@@ -144,17 +144,19 @@ async def test_a_rolling_restart_hands_every_call_over_twice_and_cuts_none(
     """Three callers (`HANDOFF_ROOMS`) talk to worker a's bots (b starts once they are
     served, so a took every room), each sending two messages. A rolling restart of two
     hosts: a is sent SIGTERM with `drain_seconds` at 120, and b takes each job over with
-    the state a's bot offered, its bot joining as `bot~2` beside a's and removing it once
-    published; then c (a's replacement) starts and b is sent SIGTERM, and c's bots take
-    over as `bot` again. After each hop every caller hears the echo from the new bot,
-    never both bots at once (the last tone of the old track ends before the first of the
-    new begins), one bot per room, whose next answer counts on (3, then 4), and the
-    drained worker exits 0 within 30 s. Printed: each hop's gaps from the last tone of
-    the old track to the first of the new, and the time the new bots took from their
-    join to their track published (`lksup_fleet_handoff_seconds`), which the caller does
-    not hear, and their removals of the old bots (`lksup_fleet_handoff_removal_seconds`),
-    which it does. (The issue's six rooms a host saturate this 2-core machine: ten echo
-    rooms already do, docs/benchmarks/index.md.)"""
+    the state a's bot offered, its bot joining as `bot~2` beside a's and removing it
+    once published and subscribed to; then c (a's replacement) starts and b is sent
+    SIGTERM, and c's bots take over as `bot` again. After each hop every caller hears
+    the echo from the new bot, never both bots at once (the last tone of the old track
+    ends before the first of the new begins), one bot per room, whose next answer counts
+    on (3, then 4), and the drained worker exits 0 within 30 s. Printed: each hop's gaps
+    from the last tone of the old track to the first of the new, and the time the new
+    bots took from their join to their track published (`lksup_fleet_handoff_seconds`),
+    which the caller does not hear, and their removals of the old bots
+    (`lksup_fleet_handoff_removal_seconds`), which it does. `HANDOFF_ROOMS=6` hands
+    the issue's six rooms a host over (docs/benchmarks/runs/16); two hosts of six
+    talking rooms each at once are past this 2-core machine, which ten echo rooms
+    saturate."""
     names = [f"handoff-{i}" for i in range(int(os.environ.get("HANDOFF_ROOMS", 3)))]
 
     def config() -> SupervisorConfig:
