@@ -103,14 +103,17 @@ class _DecoderProcess:
             raise DecoderGone(f"a decoder process exited ({self._process.wait()})") from None
         return self._answer().decode().rstrip("\n")
 
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
     def close(self) -> None:
         assert self._process.stdin is not None
         self._process.stdin.close()  # it ends its loop, and exits
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+            self.kill()
 
 
 class Decoders:
@@ -156,10 +159,14 @@ class Decoders:
         process = self._idle.get()
         try:
             words = process.decode(pcm)
-        except DecoderGone:
-            with self._lock:  # replaced, so the next call has a decoder again
-                self._all.remove(process)
-                self._add()
+        except BaseException:
+            # gone, or its pipes in an unknown state (an error mid-request): replaced,
+            # so the next call has a decoder again
+            process.kill()
+            with self._lock:
+                if process in self._all:
+                    self._all.remove(process)
+                    self._add()
             raise
         self._idle.put(process)
         return words

@@ -87,7 +87,8 @@ on until the giver asks the next member."""
 SUBSCRIBED_SECONDS = 2.0
 """How long a member taking a job over waits, once its bot's track is published, for a
 participant to subscribe to it before removing the old bot anyway (a caller that
-subscribes to nothing hears neither)."""
+subscribes to nothing hears neither). With `TAKEOVER_SECONDS`, within the giver's
+`HANDOFF_SECONDS`."""
 HANDOFFS_AT_ONCE = 1
 """Jobs a draining member hands over at a time. A taker starting many rooms at once is
 late with each new bot's audio, which the caller hears as the handoff's gap: five rooms
