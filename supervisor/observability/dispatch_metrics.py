@@ -127,20 +127,24 @@ class DispatchCollector(Collector):
         handoffs.add_metric(["taken"], fleet.taken)
         handoffs.add_metric(["failed"], fleet.not_handed)
         yield handoffs
-        joined = fleet.handoff_time
-        yield histogram_family(
-            f"{PREFIX}_fleet_handoff_seconds",
-            "In each job this worker took over from a draining one: from its bot's join "
-            "beside the old bot to its audio track published, when the old bot is removed "
-            "(the caller hears the old bot meanwhile).",
-            joined.bounds, joined.counts, joined.sum_ns,
-        )  # fmt: skip
-        removal = fleet.removal_time
-        yield histogram_family(
-            f"{PREFIX}_fleet_handoff_removal_seconds",
-            "In each job this worker took over from a draining one: from its request "
-            "removing the old bot to the server's answer, from which its own bot is heard. "
-            "A caller hears neither bot for about this long plus the new bot's media path "
-            "(~0.1-0.2 s): the part of the gap the handoff itself adds.",
-            removal.bounds, removal.counts, removal.sum_ns,
-        )  # fmt: skip
+        for name, doc, times in (
+            (
+                "handoff",
+                "from its bot's join beside the old bot to its audio track published, when "
+                "the old bot is removed (the caller hears the old bot meanwhile)",
+                fleet.handoff_time,
+            ),
+            (
+                "handoff_removal",
+                "from its request removing the old bot to the server's answer, from which "
+                "its own bot is heard. A caller hears neither bot for about this long plus "
+                "the new bot's media path (~0.1-0.2 s): the part of the gap the handoff "
+                "itself adds",
+                fleet.removal_time,
+            ),
+        ):
+            yield histogram_family(
+                f"{PREFIX}_fleet_{name}_seconds",
+                f"In each job this worker took over from a draining one: {doc}.",
+                times.bounds, times.counts, times.sum_ns,
+            )  # fmt: skip
