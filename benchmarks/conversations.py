@@ -8,6 +8,7 @@ callers saying the same utterances.
                                        [--warmup 10] [--window 60] [--settle 3] [--idle 3]
                                        [--deadline 10] [--seed 1]
                                        [--json PATH] [--charts DIR] [--logs DIR]
+    python -m benchmarks.conversations --medians RUN.json [RUN.json ...] [--charts DIR]
 
 For each number of conversations N and each system, a fresh bot process starts and
 waits for rooms: `supervisor` is `supervisor run` with a `[dispatch]` table (rooms on
@@ -28,7 +29,8 @@ room and talk with its bot, turn after turn. After the warm-up, over the window:
 - at the bot: CPU of its whole process tree per conversation, RSS and PSS per
   conversation (a process per call shares pages that RSS counts once per process),
   and for the supervisor its own histograms from /metrics: the response time
-  (`lksup_bot_response_seconds`), each service's time to first byte and processing,
+  (`lksup_bot_response_seconds`) and the part of it the process added
+  (`lksup_bot_added_seconds`), each service's time to first byte and processing,
   the event loop's lag (bucket bounds);
 - the server's CPU, and whether the machine was saturated.
 
@@ -36,6 +38,10 @@ room and talk with its bot, turn after turn. After the warm-up, over the window:
 `LIMIT` times its own one-conversation p95, or a reply is missed or a caller fails:
 the conversations it held is the largest N before that. A system that cannot run
 here (no agents_voice.py, no venv) is reported as not available and the run goes on.
+
+`--medians` reads the JSON of several runs (`--json`) and prints their medians: each
+figure the median of the runs' figures for one system and count, turns, missed replies
+and cut-offs summed (a reply lost in any run is lost), what each system held on those.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import json
 import os
 import re
 import secrets
+import statistics
 import subprocess
 import sys
 import time
@@ -105,10 +112,13 @@ CALLERS_GRACE = 60.0
 """Seconds the callers may take beyond warm-up and window: joining, the bots' tracks
 (dispatch waits up to 30 s), the last turns (up to `--deadline`), leaving."""
 RESPONSE = f"{PREFIX}_bot_response_seconds"
+ADDED = f"{PREFIX}_bot_added_seconds"
 TTFB = f"{PREFIX}_bot_ttfb_seconds"
 PROCESSING = f"{PREFIX}_bot_processing_seconds"
 LOOP_LAG = f"{PREFIX}_event_loop_lag_seconds"
-HISTOGRAMS = {RESPONSE: "", TTFB: "processor", PROCESSING: "processor", LOOP_LAG: ""}
+HISTOGRAMS = {
+    RESPONSE: "", ADDED: "", TTFB: "processor", PROCESSING: "processor", LOOP_LAG: ""
+}
 """The supervisor's histograms read over the window, with the label each is split by."""
 SUPERVISOR_DISPATCH = DISPATCH | {"load_threshold": 1.0, "max_rooms": max(STEPS)}
 """Rooms on demand with no admission limit short of the whole machine: the stepping,
@@ -373,8 +383,9 @@ def _bot_figures(
     before: Mapping[tuple[str, str], dict[float, float]],
     after: Mapping[tuple[str, str], dict[float, float]],
 ) -> dict[str, Any]:
-    """The supervisor's histograms over the window: the response time p50/p95/p99, each
-    service's TTFB and processing p50/p95, the loop lag p99 (bucket upper bounds, ms)."""
+    """The supervisor's histograms over the window: the response time and the part of it
+    the process added p50/p95/p99, each service's TTFB and processing p50/p95, the loop
+    lag p99 (bucket upper bounds, ms)."""
     figures: dict[str, Any] = {}
 
     def quantile(key: tuple[str, str], q: int) -> float | None:
@@ -382,8 +393,9 @@ def _bot_figures(
         return None if found is None else found * 1000
 
     for (name, label) in after:
-        if name == RESPONSE:
-            figures |= {f"response_p{q}_ms": quantile((name, label), q) for q in (50, 95, 99)}
+        if name in (RESPONSE, ADDED):
+            kind = "response" if name == RESPONSE else "added"
+            figures |= {f"{kind}_p{q}_ms": quantile((name, label), q) for q in (50, 95, 99)}
         elif name == LOOP_LAG:
             figures["loop_lag_p99_ms"] = quantile((name, label), 99)
         elif name in (TTFB, PROCESSING):
@@ -454,6 +466,8 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     bot_side = [
         f"| {r['system']} | {r['rooms']} | {cell(r.get('response_p50_ms'), 0)} / "
         f"{cell(r.get('response_p95_ms'), 0)} / {cell(r.get('response_p99_ms'), 0)} | "
+        f"{cell(r.get('added_p50_ms'), 0)} / {cell(r.get('added_p95_ms'), 0)} / "
+        f"{cell(r.get('added_p99_ms'), 0)} | "
         f"{_services(r, 'ttfb')} | {_services(r, 'processing')} | "
         f"{cell(r.get('loop_lag_p99_ms'), 1)} |"
         for r in measured if "response_p50_ms" in r
@@ -462,9 +476,9 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     if bot_side:
         sections.append([
             "",
-            "| system | conversations | response p50/p95/p99 ms | TTFB p50/p95 ms | "
-            "processing p50/p95 ms | loop lag p99 ms |",
-            "| --- | ---: | ---: | --- | --- | ---: |",
+            "| system | conversations | response p50/p95/p99 ms | added p50/p95/p99 ms | "
+            "TTFB p50/p95 ms | processing p50/p95 ms | loop lag p99 ms |",
+            "| --- | ---: | ---: | ---: | --- | --- | ---: |",
             *bot_side,
         ])
     names = list(dict.fromkeys(r["system"] for r in measured))
@@ -482,6 +496,49 @@ def format_markdown(results: Sequence[dict[str, Any]]) -> str:
     if failures:
         sections.append(["", *failures])
     return "\n".join(line for section in sections for line in section)
+
+
+SUMMED = ("turns", "missed", "cut_off")
+"""Counts that add up over runs; every other number is a median."""
+
+
+def median_results(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per system and count over several runs (`--medians`): `SUMMED`
+    summed, caller errors gathered, a per-processor figure the median per processor,
+    any other number the median of the runs that measured it; `runs` says how many did.
+    A pair no run measured keeps its first run's reason."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for results in runs:
+        for r in results:
+            grouped.setdefault((r["system"], r["rooms"]), []).append(r)
+    merged = []
+    for (system, rooms), group in grouped.items():
+        measured = [r for r in group if "turns" in r]
+        if not measured:
+            merged.append(group[0])
+            continue
+        row: dict[str, Any] = {"system": system, "rooms": rooms, "runs": len(measured)}
+        for key in dict.fromkeys(key for r in measured for key in r if key not in row):
+            values = [r[key] for r in measured if r.get(key) is not None]
+            if key in SUMMED:
+                row[key] = sum(values)
+            elif key == "caller_errors":
+                row[key] = sorted({error for errors in values for error in errors})
+            elif values and all(isinstance(v, dict) for v in values):
+                labels = dict.fromkeys(label for v in values for label in v)
+                row[key] = {
+                    label: statistics.median(v[label] for v in values if v.get(label) is not None)
+                    for label in labels
+                }
+            elif values and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                for v in values):  # fmt: skip
+                row[key] = statistics.median(values)
+            elif key == "saturated":
+                row[key] = any(values)
+            else:
+                row[key] = values[0] if values else None
+        merged.append(row)
+    return merged
 
 
 CHART_LINES = (("v2v_p95_ms", "-", " voice-to-voice p95"),)
@@ -514,15 +571,7 @@ async def run(
     )
     print(format_markdown(results), flush=True)
     if charts is not None:
-        from benchmarks.charts import line_chart  # matplotlib: the `bench` extra
-
-        path = line_chart(
-            [results], charts / "conversations-latency.png", CHART_LINES,
-            xlabel="conversations at once", ylabel="ms",
-            title="Voice-to-voice latency p95 against conversations",
-            cap_ms=None,  # measured at the callers, not read off a histogram
-        )  # fmt: skip
-        print(f"chart: {path}", flush=True)
+        print(f"chart: {draw_chart([results], charts)}", flush=True)
     return results
 
 
@@ -544,11 +593,39 @@ def _parser(known: Mapping[str, System]) -> argparse.ArgumentParser:
                         help="draw the PNG chart of this run into DIR (needs the bench extra)")
     parser.add_argument("--logs", type=Path, metavar="DIR",
                         help="keep each worker's config and log and the callers' turns here")
+    parser.add_argument("--medians", type=Path, nargs="+", metavar="RUN.json",
+                        help="run nothing: print the medians of these runs' --json files")
     return parser
+
+
+def summarise(paths: Sequence[Path], charts: Path | None) -> None:
+    """`--medians`: the medians of the runs in `paths`, as a run's page records them,
+    and their chart (each point the median of the runs' p95)."""
+    runs = [json.loads(path.read_text())["runs"] for path in paths]
+    print(f"Medians of {len(runs)} runs:\n")
+    print(format_markdown(median_results(runs)), flush=True)
+    if charts is not None:
+        print(f"chart: {draw_chart(runs, charts)}", flush=True)
+
+
+def draw_chart(runs: Sequence[Sequence[dict[str, Any]]], charts: Path) -> Path:
+    """The voice-to-voice p95 against conversations, a curve per system (each point the
+    median of `runs`)."""
+    from benchmarks.charts import line_chart  # matplotlib: the `bench` extra
+
+    return line_chart(
+        runs, charts / "conversations-latency.png", CHART_LINES,
+        xlabel="conversations at once", ylabel="ms",
+        title="Voice-to-voice latency p95 against conversations",
+        cap_ms=None,  # measured at the callers, not read off a histogram
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(systems(DEFAULT_BOT)).parse_args(argv)
+    if args.medians:
+        summarise(args.medians, args.charts)
+        return 0
     counts, chosen = chosen_runs(args, systems(args.bot))
     if args.step:
         counts = [count for count in STEPS if count <= args.max]

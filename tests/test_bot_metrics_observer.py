@@ -27,11 +27,15 @@ from pipecat.metrics.metrics import (
     ProcessingMetricsData,
     TTFBMetricsData,
     TTSUsageMetricsData,
+    TurnMetricsData,
 )
 from pipecat.observers.base_observer import FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.tts_service import TTSService
 
 from actors.room import RoomStats
 from actors.room.bot_metrics import (
@@ -51,12 +55,27 @@ pytestmark = pytest.mark.anyio
 SOURCE = FrameProcessor(name="Source#0")
 
 
+class STT(SegmentedSTTService):
+    async def run_stt(self, audio: bytes) -> Any:
+        yield None
+
+
+class TTS(TTSService):
+    async def run_tts(self, text: str, context_id: str | None = None) -> Any:
+        yield None
+
+
 async def push(
     observer: BotMetricsObserver,
     frame: Frame,
     direction: FrameDirection = FrameDirection.DOWNSTREAM,
+    *,
+    at: float = 0.0,
+    source: FrameProcessor = SOURCE,
 ) -> None:
-    await observer.on_push_frame(FramePushed(SOURCE, SOURCE, frame, direction, 0))
+    """`frame` pushed by `source` at `at` seconds of the pipeline's clock."""
+    pushed = FramePushed(source, SOURCE, frame, direction, round(at * 1e9))
+    await observer.on_push_frame(pushed)
 
 
 def usage(prompt: int, completion: int) -> LLMUsageMetricsData:
@@ -141,6 +160,52 @@ async def test_a_turn_is_timed_from_the_speech_end_to_the_next_audio_captured() 
     assert (plain.bot_response.count, plain.bot_turns) == (1, 1)
 
 
+async def test_the_time_the_process_added_is_the_response_less_its_services_own() -> None:
+    stats = RoomStats()
+    observer = BotMetricsObserver(stats)
+    stt, llm, tts = STT(), LLMService(), TTS()
+
+    async def metric(at: float, source: FrameProcessor, *data: Any) -> None:
+        await push(observer, MetricsFrame(data=list(data)), at=at, source=source)
+
+    async def turn(start: float, *, complete: bool = True) -> None:
+        """The VAD stops at `start`; recognition takes 0.3 s (its TTFB, from the speech's
+        end and arriving late, is not its own) and the turn model 0.1 s, side by side;
+        the turn ends 0.35 s after the stop; LLM and TTS first bytes 0.2 + 0.4 s; the
+        bot's audio at 0.65 s after the turn's end."""
+        await push(observer, VADUserStartedSpeakingFrame(), at=start - 2)
+        await push(observer, VADUserStoppedSpeakingFrame(stop_secs=0.2, timestamp=time.time()),
+                   at=start)  # fmt: skip
+        await metric(start + 0.1, SOURCE, TurnMetricsData(
+            processor="BaseSmartTurn", is_complete=complete, probability=0.9,
+            e2e_processing_time_ms=100,
+        ))  # fmt: skip
+        await metric(start + 0.3, stt, ProcessingMetricsData(processor="STT#0", value=0.3))
+        await push(observer, UserStoppedSpeakingFrame(), at=start + 0.35)
+        await metric(start + 0.55, llm, TTFBMetricsData(processor="LLM#0", value=0.2))
+        await metric(start + 0.6, stt, TTFBMetricsData(processor="STT#0", value=0.8))
+        await metric(start + 0.95, tts, TTFBMetricsData(processor="TTS#0", value=0.4))
+        await push(observer, BotStartedSpeakingFrame(), at=start + 1.0)
+        await push(observer, BotStoppedSpeakingFrame(), at=start + 2.0)
+
+    await turn(10.0)
+    # recognition's phase: 0.35 - 0.3; the answer's: 0.65 - (0.2 + 0.4)
+    assert stats.bot_added.count == 1
+    assert stats.bot_added.sum_seconds == pytest.approx(0.05 + 0.05)
+    await turn(20.0, complete=False)  # ended at a timeout: its first phase is by design
+    assert stats.bot_added.sum_seconds == pytest.approx(0.1 + 0.05)
+    # the user speaking on before the bot answers: nothing to time
+    await push(observer, VADUserStoppedSpeakingFrame(timestamp=time.time()), at=30.0)
+    await push(observer, VADUserStartedSpeakingFrame(), at=30.5)
+    await push(observer, BotStartedSpeakingFrame(), at=31.0)
+    assert stats.bot_added.count == 2
+    # without a VAD, the turn is timed from its end
+    await push(observer, UserStoppedSpeakingFrame(), at=40.0)
+    await push(observer, BotStartedSpeakingFrame(), at=40.25)
+    assert stats.bot_added.count == 3
+    assert stats.bot_added.sum_seconds == pytest.approx(0.15 + 0.25)
+
+
 async def test_an_interruption_counts_only_while_the_bot_speaks() -> None:
     stats = RoomStats()
     observer = BotMetricsObserver(stats)
@@ -172,12 +237,14 @@ def test_an_ended_rooms_bot_figures_stay_in_the_totals() -> None:
     totals, ended = RoomStats(), RoomStats()
     ended.bot_turns, ended.bot_tts_characters = 2, 30
     ended.bot_response.observe(0.8)
+    ended.bot_added.observe(0.02)
     ended.bot_ttfb["ScriptLLM"] = service_buckets()
     ended.bot_ttfb["ScriptLLM"].observe(0.05)
     totals.absorb(ended)
     totals.absorb(ended)
     assert (totals.bot_turns, totals.bot_tts_characters) == (4, 60)
     assert totals.bot_response.count == 2
+    assert totals.bot_added.count == 2
     assert totals.bot_ttfb["ScriptLLM"].count == 2
     assert totals.bot_ttfb["ScriptLLM"] is not ended.bot_ttfb["ScriptLLM"]
 
@@ -189,12 +256,16 @@ def test_the_bot_series_are_exported_per_process_and_per_room_within_the_cap() -
         room_set.room_spec(next(r for r in room_set.config.rooms if r.name == name))
         stats = room_set.stats[name]
         stats.bot_response.observe(0.9)
+        stats.bot_added.observe(0.04)
         stats.bot_ttfb["ScriptLLM"] = service_buckets()
         stats.bot_ttfb["ScriptLLM"].observe(ttfb)
         stats.bot_llm_prompt_tokens, stats.bot_turns = 10, 1
     samples = rendered(metrics)
     assert samples["lksup_bot_response_seconds_bucket", (("le", "1.0"),)] == 2
     assert samples["lksup_bot_response_seconds_bucket", (("le", "0.75"),)] == 0
+    assert samples["lksup_bot_added_seconds_bucket", (("le", "0.05"),)] == 2
+    assert samples["lksup_bot_added_seconds_bucket", (("le", "0.025"),)] == 0
+    assert samples["lksup_room_bot_added_seconds_sum", (("room", "a"),)] == pytest.approx(0.04)
     llm = (("processor", "ScriptLLM"),)
     assert samples["lksup_bot_ttfb_seconds_count", llm] == 2
     assert samples["lksup_bot_ttfb_seconds_bucket", (("le", "0.025"), *llm)] == 1

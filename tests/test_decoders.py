@@ -4,6 +4,7 @@ threads, replaced when one dies, gone when closed."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,13 +43,18 @@ def test_threads_decode_at_once_on_the_processes(two: Decoders) -> None:
     assert not two.ready
     two.wait_ready()
     assert two.ready
+    asked = time.time()
     with ThreadPoolExecutor(4) as threads:
-        heard = list(threads.map(two.decode, [SILENCE] * 8))
-    assert heard == heard[:1] * 8
+        decoded = list(threads.map(two.decode, [SILENCE] * 8))
+    assert [d.words for d in decoded] == [decoded[0].words] * 8
+    # eight calls on two decoders: the later ones waited for an idle one, and say so
+    started = sorted(d.started for d in decoded)
+    assert asked <= started[0]
+    assert started[-1] > started[1]
 
 
 def test_a_decoder_process_that_dies_fails_its_call_and_is_replaced(two: Decoders) -> None:
-    heard = two.decode(SILENCE)
+    heard = two.decode(SILENCE).words
     dead = two._all[0]
     dead._process.kill()
     dead._process.wait()
@@ -56,21 +62,21 @@ def test_a_decoder_process_that_dies_fails_its_call_and_is_replaced(two: Decoder
     outcomes = []
     for _ in range(2):
         try:
-            outcomes.append(two.decode(SILENCE))
+            outcomes.append(two.decode(SILENCE).words)
         except DecoderGone as gone:
             outcomes.append(str(gone))
     assert sorted(outcomes) == sorted([heard, "a decoder process exited (-9)"])
     assert dead not in two._all
     assert len(two._all) == 2
-    assert [two.decode(SILENCE) for _ in range(4)] == [heard] * 4  # both answer again
+    assert [two.decode(SILENCE).words for _ in range(4)] == [heard] * 4  # both answer again
 
 
 def test_closed_decoders_exit_and_a_later_call_starts_new_ones(two: Decoders) -> None:
-    heard = two.decode(SILENCE)
+    heard = two.decode(SILENCE).words
     processes = list(two._all)
     two.close()
     assert [process._process.poll() for process in processes] == [0, 0]
-    assert two.decode(SILENCE) == heard
+    assert two.decode(SILENCE).words == heard
     assert not set(pids(two)) & {process._process.pid for process in processes}
 
 

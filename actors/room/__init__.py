@@ -14,6 +14,7 @@ from actors.room.settings import (
 from actors.room.signalling import SUBSCRIBE_GRACE_SECONDS
 from actors.room.stats import RoomStats
 from actors.room.timing import (
+    ADDED_BUCKETS,
     CONNECT_BUCKETS,
     HOP_BUCKETS,
     HOPS,
@@ -25,6 +26,7 @@ from actors.room.timing import (
 from actors.room.transport import RoomTransport
 
 __all__ = [
+    "ADDED_BUCKETS",
     "AGENT_NAME_ATTRIBUTE",
     "CONNECT_BUCKETS",
     "CURRENT_ROOM",

@@ -13,6 +13,13 @@ bot's audio into the room's source: the observer leaves the moment the user's sp
 ended in `RoomStats.response_mark_ns`, and audio-out takes it with the next frame it
 captures (`observe_response`). Neither actor knows of the other.
 
+What a response spent beyond its services' own time (`lksup_bot_added_seconds`) is
+the observer's alone: `Turn` keeps, from pushes' pipeline-clock timestamps, the turn's
+phases and what the services reported for each, and closes at the bot's first audio
+pushed to the output (`BotStartedSpeakingFrame`). That is the time one process serving
+many rooms could add (its event loop late, a decoder shared and busy), which a service's
+own time to first byte does not show, and where a process per call would add none.
+
 Cost: pipecat's worker hands every frame pushed to each of its observers through a
 queue of their own (a put and a task switch per frame), which is why the observer is
 added only to bots that ask for metrics; what it does per frame is one dictionary
@@ -24,8 +31,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, cast
 
+import attrs
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -42,6 +50,7 @@ from pipecat.metrics.metrics import (
     ProcessingMetricsData,
     TTFBMetricsData,
     TTSUsageMetricsData,
+    TurnMetricsData,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
@@ -54,7 +63,7 @@ MAX_PROCESSOR_LABELS = 8
 with more services than this reports the rest as `other`."""
 OTHER = "other"
 
-_Handler = Callable[[Any], None]
+_Handler = Callable[[FramePushed], None]
 
 
 def metrics_enabled(worker: Any) -> bool:
@@ -69,6 +78,39 @@ def processor_label(name: str) -> str:
     """A processor's label: its class name (pipecat names processors `Class#N`, one
     number per instance, which would make a new series per pipeline incarnation)."""
     return name.partition("#")[0] or OTHER
+
+
+@attrs.define
+class Turn:
+    """One response in phases, for the time the process added to it.
+
+    From the VAD's stop (it had waited its `stop_secs` of silence) to the turn's end,
+    speech recognition and the turn model run side by side, so the longer of their own
+    times is theirs; a turn the model judged unfinished ends at a timeout, a wait by
+    design, and that phase then counts nothing. From the turn's end to the bot's first
+    audio, the LLM and then the TTS run one after the other, so their times to first
+    byte add up. What is left of each phase is the process's."""
+
+    stopped_ns: int
+    """The VAD's stop (pipeline clock); the turn's end if no VAD said it."""
+    recognised: float = 0.0
+    """The longest own time reported between the VAD's stop and the turn's end
+    (recognition's processing, the turn model's prediction), seconds."""
+    waited: bool = False
+    """The turn model judged the speech unfinished: the turn ended at a timeout."""
+    ended_ns: int | None = None
+    answering: float = 0.0
+    """The LLM's and TTS's times to first byte after the turn's end, seconds."""
+
+    def added(self, spoke_ns: int) -> float | None:
+        """Seconds the process added, the bot's first audio pushed at `spoke_ns`; None
+        for a turn that never ended."""
+        if self.ended_ns is None:
+            return None
+        answered = max(0.0, (spoke_ns - self.ended_ns) / 1e9 - self.answering)
+        if self.waited:
+            return answered
+        return answered + max(0.0, (self.ended_ns - self.stopped_ns) / 1e9 - self.recognised)
 
 
 def observe_response(stats: RoomStats) -> None:
@@ -91,6 +133,8 @@ class BotMetricsObserver(BaseObserver):
         self._labels: dict[str, str] = {}
         self._bot_speaking = False
         self._vad_seen = False
+        self._turn: Turn | None = None
+        self._roles: dict[type, str | None] = {}
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
@@ -102,7 +146,7 @@ class BotMetricsObserver(BaseObserver):
         except KeyError:
             handler = self._handlers[kind] = self._handler_for(kind)
         if handler is not None:
-            handler(frame)
+            handler(data)
 
     def _handler_for(self, kind: type[Frame]) -> _Handler | None:
         table: tuple[tuple[type[Frame], _Handler], ...] = (
@@ -119,53 +163,100 @@ class BotMetricsObserver(BaseObserver):
 
     # --- turns ------------------------------------------------------------------------
 
-    def _vad_started(self, frame: VADUserStartedSpeakingFrame) -> None:
+    def _vad_started(self, data: FramePushed) -> None:
         self._vad_seen = True
         self.stats.response_mark_ns = None  # the user speaks on: no answer is due yet
+        self._turn = None
 
-    def _vad_stopped(self, frame: VADUserStoppedSpeakingFrame) -> None:
+    def _vad_stopped(self, data: FramePushed) -> None:
         """The speech ended `stop_secs` before the VAD said so (it waits for that much
         silence), and the VAD said so at the frame's wall-clock `timestamp`."""
+        frame = cast(VADUserStoppedSpeakingFrame, data.frame)  # `_handler_for` chose
         self._vad_seen = True
         ago = time.time() - frame.timestamp + frame.stop_secs
         self.stats.response_mark_ns = perf_counter_ns() - max(0, round(ago * 1e9))
+        self._turn = Turn(data.timestamp)
 
-    def _user_started(self, frame: UserStartedSpeakingFrame) -> None:
+    def _user_started(self, data: FramePushed) -> None:
         if not self._vad_seen:  # else the VAD marks speech (a turn may start late)
             self.stats.response_mark_ns = None
+            self._turn = None
 
-    def _user_stopped(self, frame: UserStoppedSpeakingFrame) -> None:
+    def _user_stopped(self, data: FramePushed) -> None:
         self.stats.bot_turns += 1
         if self.stats.response_mark_ns is None:  # no VAD: the turn end is the mark
             self.stats.response_mark_ns = perf_counter_ns()
+        if self._turn is None:
+            self._turn = Turn(data.timestamp)
+        if self._turn.ended_ns is None:
+            self._turn.ended_ns = data.timestamp
 
-    def _bot_started(self, frame: BotStartedSpeakingFrame) -> None:
+    def _bot_started(self, data: FramePushed) -> None:
         self._bot_speaking = True
+        turn, self._turn = self._turn, None
+        if turn is not None and (added := turn.added(data.timestamp)) is not None:
+            self.stats.bot_added.observe(added)
 
-    def _bot_stopped(self, frame: BotStoppedSpeakingFrame) -> None:
+    def _bot_stopped(self, data: FramePushed) -> None:
         self._bot_speaking = False
 
-    def _interrupted(self, frame: InterruptionFrame) -> None:
+    def _interrupted(self, data: FramePushed) -> None:
         if self._bot_speaking:
             self.stats.bot_interruptions += 1
             self._bot_speaking = False  # once per utterance cut short
 
     # --- services ---------------------------------------------------------------------
 
-    def _metrics(self, frame: MetricsFrame) -> None:
+    def _metrics(self, pushed: FramePushed) -> None:
         """A service's figures. A time of exactly 0 is no measurement: pipecat's worker
         announces every processor that reports metrics with one at start."""
         stats = self.stats
+        frame = cast(MetricsFrame, pushed.frame)
         for data in frame.data:
             if isinstance(data, TTFBMetricsData) and data.value:
                 self._histogram(stats.bot_ttfb, data.processor).observe(data.value)
+                self._turn_part(pushed.source, data.value, first_byte=True)
             elif isinstance(data, ProcessingMetricsData) and data.value:
                 self._histogram(stats.bot_processing, data.processor).observe(data.value)
+                self._turn_part(pushed.source, data.value, first_byte=False)
+            elif isinstance(data, TurnMetricsData) and (turn := self._turn) is not None:
+                turn.waited |= not data.is_complete
+                turn.recognised = max(turn.recognised, data.e2e_processing_time_ms / 1000)
             elif isinstance(data, LLMUsageMetricsData):
                 stats.bot_llm_prompt_tokens += data.value.prompt_tokens
                 stats.bot_llm_completion_tokens += data.value.completion_tokens
             elif isinstance(data, TTSUsageMetricsData):
                 stats.bot_tts_characters += data.value
+
+    def _turn_part(self, source: Any, seconds: float, *, first_byte: bool) -> None:
+        """A service's own time, into the turn's phase it belongs to: recognition's
+        processing before the turn's end, the LLM's and TTS's time to first byte after
+        it (recognition's own time to first byte counts from the speech's end, so holds
+        the VAD's wait and any queue: not the service's own)."""
+        turn = self._turn
+        if turn is None:
+            return
+        role = self._role(type(source))
+        if role == "stt" and not first_byte and turn.ended_ns is None:
+            turn.recognised = max(turn.recognised, seconds)
+        elif role == "answer" and first_byte and turn.ended_ns is not None:
+            turn.answering += seconds
+
+    def _role(self, kind: type) -> str | None:
+        """A processor class's part in a turn: recognition, answering (an LLM or a
+        TTS), or none. The service classes are imported at the first metrics of a
+        service, so a bot without services does not load them."""
+        if kind not in self._roles:
+            from pipecat.services.llm_service import LLMService
+            from pipecat.services.stt_service import STTService
+            from pipecat.services.tts_service import TTSService
+
+            self._roles[kind] = (
+                "stt" if issubclass(kind, STTService)
+                else "answer" if issubclass(kind, (LLMService, TTSService))
+                else None
+            )  # fmt: skip
+        return self._roles[kind]
 
     def _histogram(self, histograms: dict[str, BucketCounts], processor: str) -> BucketCounts:
         label = self._labels.get(processor)

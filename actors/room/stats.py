@@ -16,6 +16,7 @@ import attrs
 
 from actors.room.timing import (
     BucketCounts,
+    added_buckets,
     connect_buckets,
     hop_buckets,
     latency_buckets,
@@ -114,6 +115,9 @@ class RoomStats:
     """Processing time by processor label, as `bot_ttfb`."""
     bot_response: BucketCounts = attrs.field(factory=response_buckets)
     """The user's speech ending to the bot's first audio captured after it (audio-out)."""
+    bot_added: BucketCounts = attrs.field(factory=added_buckets)
+    """The part of each response the process added beyond its services' own time
+    (`actors.room.bot_metrics.Turn`)."""
     response_mark_ns: int | None = None
     """The one value two actors share: `perf_counter_ns` when the user's speech ended,
     set by the observer and taken (observed into `bot_response`, then cleared) by the
@@ -136,6 +140,7 @@ class RoomStats:
             hop.absorb(ended_hop)
         self.connect_time.absorb(ended.connect_time)
         self.bot_response.absorb(ended.bot_response)
+        self.bot_added.absorb(ended.bot_added)
         for mine, theirs in ((self.bot_ttfb, ended.bot_ttfb),
                              (self.bot_processing, ended.bot_processing)):
             for label, histogram in theirs.items():

@@ -28,7 +28,8 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import IO, Any
+import time
+from typing import IO, Any, NamedTuple
 
 try:
     from pocketsphinx import Decoder  # type: ignore[import-untyped]
@@ -50,6 +51,14 @@ transcript feeds a scripted LLM: its accuracy is not the point, its cost is real
 
 _LENGTH = struct.Struct(">I")
 _READY = b"ready\n"
+
+
+class Decoded(NamedTuple):
+    words: str
+    """The words heard, or "" if none."""
+    started: float
+    """`time.time()` when an idle decoder took the utterance: the call waited for one
+    until then, which is the sharing's cost and not the decoder's time."""
 
 
 class DecoderGone(RuntimeError):
@@ -153,10 +162,11 @@ class Decoders:
             for process in taken:
                 self._idle.put(process)
 
-    def decode(self, pcm: bytes) -> str:
-        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`), or "" if it heard none."""
+    def decode(self, pcm: bytes) -> Decoded:
+        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`)."""
         self.start()
         process = self._idle.get()
+        started = time.time()
         try:
             words = process.decode(pcm)
         except BaseException:
@@ -169,7 +179,7 @@ class Decoders:
                     self._add()
             raise
         self._idle.put(process)
-        return words
+        return Decoded(words, started)
 
     def close(self) -> None:
         """Stop every decoder process (one that is decoding finishes first); a call after

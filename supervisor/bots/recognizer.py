@@ -42,8 +42,8 @@ class Recognizer:
     def loaded(self) -> bool:
         return self._decoders.ready
 
-    async def transcribe(self, pcm: bytes) -> str:
-        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`), or "" if it heard none.
+    async def transcribe(self, pcm: bytes) -> decoders.Decoded:
+        """The words in `pcm` (16-bit mono at `SAMPLE_RATE`) and when a decoder took it.
         Cancelled (an interruption), it returns at once; its decoder finishes the
         utterance and then serves the next."""
         return await anyio.to_thread.run_sync(self._decoders.decode, pcm, abandon_on_cancel=True)
@@ -85,10 +85,13 @@ class PocketsphinxSTTService(SegmentedSTTService):
         self._recognizer.load()
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        await self.start_processing_metrics()
+        """The processing time reported is the decode's own, from when a decoder took
+        the utterance: the wait for one that several rooms share is the process's cost
+        (`lksup_bot_added_seconds`), not the service's."""
         if self.sample_rate != SAMPLE_RATE:
             audio = await self._resampler.resample(audio, self.sample_rate, SAMPLE_RATE)
-        text = await self._recognizer.transcribe(audio)
+        decoded = await self._recognizer.transcribe(audio)
+        await self.start_processing_metrics(start_time=decoded.started)
         await self.stop_processing_metrics()
-        if text:
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601())
+        if decoded.words:
+            yield TranscriptionFrame(decoded.words, self._user_id, time_now_iso8601())

@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from actors.room import (
+    ADDED_BUCKETS,
     CONNECT_BUCKETS,
     HOP_BUCKETS,
     HOPS,
@@ -45,6 +46,13 @@ ACTOR_KINDS = ("room", "connection", "events", "audio_in", "audio_out", "pipelin
 _RESPONSE_HELP = (
     "From the user's speech ending (the VAD's stop, less the silence it waited for; else "
     "pipecat's turn end) to the bot's first audio captured into the room after it."
+)
+_ADDED_HELP = (
+    "The part of each response the process added beyond its services' own time: the "
+    "response (to the bot's first audio pushed to the output) less the VAD's wait, the "
+    "longer of speech recognition's processing and the turn model's prediction, and the "
+    "LLM's and TTS's times to first byte; a turn the turn model judged unfinished counts "
+    "from its end only. A shared process's event loop or decoders falling behind show here."
 )
 _HOP_HELP = (
     "The time of the same frames as lksup_audio_latency_seconds, hop by hop: to_pipeline "
@@ -277,6 +285,10 @@ class RoomSetCollector(Collector):
             f"{PREFIX}_bot_response_seconds", _RESPONSE_HELP,
             RESPONSE_BUCKETS, counts, sum_ns,
         )  # fmt: skip
+        counts, sum_ns = sum_histograms((s.bot_added for s in everything), ADDED_BUCKETS)
+        yield histogram_family(
+            f"{PREFIX}_bot_added_seconds", _ADDED_HELP, ADDED_BUCKETS, counts, sum_ns
+        )
         for name, field, doc in _SERVICE_TIMES:
             family = HistogramMetricFamily(
                 f"{PREFIX}_bot_{name}_seconds", doc, labels=["processor"]
@@ -307,6 +319,9 @@ class RoomSetCollector(Collector):
         response = HistogramMetricFamily(
             f"{PREFIX}_room_bot_response_seconds", _RESPONSE_HELP, labels=["room"]
         )
+        added = SummaryMetricFamily(
+            f"{PREFIX}_room_bot_added_seconds", _ADDED_HELP, labels=["room"]
+        )
         times = [
             SummaryMetricFamily(
                 f"{PREFIX}_room_bot_{name}_seconds", doc, labels=["room", "processor"]
@@ -327,6 +342,7 @@ class RoomSetCollector(Collector):
                 [room], cumulative(RESPONSE_BUCKETS, histogram.counts),
                 sum_value=histogram.sum_seconds,
             )  # fmt: skip
+            added.add_metric([room], s.bot_added.count, s.bot_added.sum_seconds)
             for summary, (_, field, _) in zip(times, _SERVICE_TIMES, strict=True):
                 for label, histogram in sorted(getattr(s, field).items()):
                     summary.add_metric([room, label], histogram.count, histogram.sum_seconds)
@@ -334,7 +350,7 @@ class RoomSetCollector(Collector):
             room_tokens.add_metric([room, "completion"], s.bot_llm_completion_tokens)
             for counter, (_, field, _) in zip(counters, _BOT_COUNTERS, strict=True):
                 counter.add_metric([room], getattr(s, field))
-        yield from (response, *times, room_tokens, *counters)
+        yield from (response, added, *times, room_tokens, *counters)
 
     def _slots(
         self, depth: Counter[str], deepest: Counter[str], labelled: list[str]
