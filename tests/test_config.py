@@ -249,3 +249,20 @@ def test_a_rooms_key_is_read_from_the_variable_it_names_and_a_reload_compares_th
     assert parse_config(rooms(lobby="KEY_B"), environ).rooms[0] == lobby
     assert parse_config(rooms(lobby="KEY_C"), environ).rooms[0] != lobby
     assert parse_config(dispatch_doc(), environ).rooms[0].e2ee_key is None
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (40, "bot.vad_batch_ms = 40: expected milliseconds from 0 to 32 (a VAD window)"),
+        (True, "bot.vad_batch_ms = True: expected milliseconds from 0 to 32 (a VAD window)"),
+    ],
+)
+def test_a_vad_batch_past_a_window_is_named(value: Any, error: str) -> None:
+    doc = dispatch_doc()
+    doc["bot"] |= {"vad": True, "audio_in_sample_rate": 16000, "vad_batch_ms": value}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc, ENVIRON)
+    assert str(raised.value).startswith(error), raised.value
+    doc["bot"]["vad_batch_ms"] = 8
+    assert parse_config(doc, ENVIRON).bot.vad_batch_ms == 8

@@ -54,6 +54,9 @@ class RoomSettings:
     default), or one mixed `InputAudioRawFrame` stream when False."""
     vad: bool = False
     """Run Silero VAD (shipped inside pipecat) on the input."""
+    vad_batch_ms: float = attrs.field(default=0, validator=v.ge(0))
+    """How long the VAD's windows wait for other rooms' to run in one batch with them
+    (`actors.room.models.BatchingSession`); 0: each alone."""
     e2ee_key: bytes | None = attrs.field(default=None, repr=False)
     """Shared end-to-end encryption key; None joins unencrypted."""
     join_token: str | None = attrs.field(default=None, repr=False)

@@ -103,7 +103,7 @@ def default_vad(settings: RoomSettings) -> VADAnalyzer | None:
         return None
     from actors.room.models import SharedSileroVADAnalyzer  # loads onnxruntime: only on use
 
-    return SharedSileroVADAnalyzer()
+    return SharedSileroVADAnalyzer(batch_ms=settings.vad_batch_ms)
 
 
 def default_params(settings: RoomSettings) -> LiveKitParams:

@@ -48,6 +48,7 @@ def room_settings(room: RoomConfig, credentials: Credentials) -> RoomSettings:
         audio_frame_ms=bot.audio_frame_ms,
         audio_in_user_tracks=bot.audio_in_user_tracks,
         vad=bot.vad,
+        vad_batch_ms=bot.vad_batch_ms,
         e2ee_key=room.e2ee_key,
     )
 

@@ -441,6 +441,31 @@ async def test_vad_marks_speech_not_a_tone_and_audio_still_flows(
     assert rms(heard) > SILENCE_RMS, f"alice heard silence (rms {rms(heard):.1f})"
 
 
+async def test_rooms_vad_windows_run_in_batches_and_still_mark_speech(
+    livekit_server: LiveKitServer,
+) -> None:
+    """`vad_batch_ms`: two rooms' VAD windows go to Silero together, and each room's
+    VAD still marks its own participant's speech."""
+    from actors.room.models import silero_batches
+
+    batches = silero_batches(0.008)
+    windows, runs = batches.windows, batches.batches
+    bots = [EventBot(echo_bot), EventBot(echo_bot)]
+    async with (
+        running_room(livekit_server, "events-vad-a", bots[0], vad=True, vad_batch_ms=8),
+        running_room(livekit_server, "events-vad-b", bots[1], vad=True, vad_batch_ms=8),
+        join(livekit_server, "events-vad-a", "alice") as alice,
+        join(livekit_server, "events-vad-b", "bob") as bob,
+        publishing_tone(alice, signal=speech_like(3.0)),
+        publishing_tone(bob, signal=speech_like(3.0)),
+    ):
+        for bot in bots:
+            await bot.wait_frame(VADUserStartedSpeakingFrame)
+    assert all(bot.transport.vad_analyzer._model.session is batches for bot in bots)
+    # both rooms ran windows meanwhile: some of them went to Silero in one run
+    assert batches.windows - windows > batches.batches - runs > 0
+
+
 async def test_active_speaker_is_the_loud_participant(livekit_server: LiveKitServer) -> None:
     room = "events-speaker"
     bot = EventBot()
