@@ -50,6 +50,10 @@ Options, from AGENTS_VOICE_* variables, each at livekit-agents' default when uns
 - AGENTS_VOICE_LOAD: `machine` (the default) or `worker` (the worker's own process tree)
 - AGENTS_VOICE_HTTP_PORT: its health-check port (8081 in `start` mode: give each worker
   on a machine its own)
+- AGENTS_VOICE_SHAPE: `voice` (the default: the session above) or `sine`, LiveKit's
+  load-test shape (`benchmarks/sine_reply.py` is the supervisor's and pipecat's): no
+  session, the job's Silero stream on the caller's audio and a second of 440 Hz sine
+  published at each end of speech
 
 and one of livekit-agents' own, which passes through:
 
@@ -77,7 +81,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import struct
+from array import array
 
 import pocketsphinx
 from agents_options import server_options
@@ -90,6 +97,7 @@ from livekit.agents import (
     AgentSession,
     APIConnectOptions,
     APIError,
+    AutoSubscribe,
     ConversationItemAddedEvent,
     JobContext,
     JobProcess,
@@ -99,6 +107,7 @@ from livekit.agents import (
     stt,
     tts,
     utils,
+    vad,
 )
 from livekit.plugins import silero
 
@@ -111,6 +120,8 @@ WAV_HEADER_BYTES = 44
 """espeak-ng writes a canonical 44-byte WAV header (with unknown lengths) to stdout; its
 sample rate is the little-endian 32-bit word at byte 24."""
 READ_BYTES = 4096
+SHAPE = os.environ.get("AGENTS_VOICE_SHAPE", "voice")
+"""`voice`, the session; `sine`, LiveKit's load-test shape."""
 logger = logging.getLogger("agents_voice")
 
 
@@ -132,7 +143,8 @@ def prewarm(proc: JobProcess) -> None:
     """Runs once in each job process (or job thread) before it is given a job: the
     models' load stays off the call's path."""
     proc.userdata["vad"] = silero.VAD.load()
-    proc.userdata["decoder"] = load_decoder()
+    if SHAPE == "voice":  # the sine shape has no recognition
+        proc.userdata["decoder"] = load_decoder()
 
 
 class PocketsphinxSTT(stt.STT):
@@ -283,11 +295,60 @@ def log_turn(event: ConversationItemAddedEvent) -> None:
         logger.info("turn metrics", extra={"role": event.item.role, **timings})
 
 
+TONE_HZ = 440.0
+TONE_SECONDS = 1.0
+AMPLITUDE = 0.3
+TONE_FRAME_MS = 10
+
+
+def tone_frames() -> list[rtc.AudioFrame]:
+    """The sine reply at OUTPUT_RATE in 10 ms frames (`benchmarks/sine_reply.py`'s
+    tone: the same frequency, length and level)."""
+    samples = OUTPUT_RATE * TONE_FRAME_MS // 1000
+    wave = array("h", (
+        round(AMPLITUDE * 32767 * math.sin(2 * math.pi * TONE_HZ * i / OUTPUT_RATE))
+        for i in range(round(TONE_SECONDS * OUTPUT_RATE))
+    ))  # fmt: skip
+    return [
+        rtc.AudioFrame(wave[i : i + samples].tobytes(), OUTPUT_RATE, 1, samples)
+        for i in range(0, len(wave), samples)
+    ]
+
+
+async def sine(ctx: JobContext) -> None:
+    """LiveKit's load-test shape: the job's Silero stream on the first participant's
+    microphone, and the tone published at each end of speech it reports."""
+    await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
+    source = rtc.AudioSource(OUTPUT_RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("sine", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    await ctx.room.local_participant.publish_track(track, options)
+    caller = await ctx.wait_for_participant()
+    ctx.room.on("participant_disconnected", lambda _participant: ctx.shutdown("caller left"))
+    audio = rtc.AudioStream.from_participant(
+        participant=caller, track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+        sample_rate=STT_RATE, num_channels=1,
+    )  # fmt: skip
+    stream = ctx.proc.userdata["vad"].stream()
+    frames = tone_frames()
+
+    async def listen() -> None:
+        async for event in audio:
+            stream.push_frame(event.frame)
+
+    async def reply() -> None:
+        async for event in stream:
+            if event.type == vad.VADEventType.END_OF_SPEECH:
+                for frame in frames:
+                    await source.capture_frame(frame)
+
+    await asyncio.gather(listen(), reply())
+
+
 server = AgentServer(**server_options("AGENTS_VOICE"), setup_fnc=prewarm)
 
 
-@server.rtc_session()
-async def entrypoint(ctx: JobContext) -> None:
+async def voice(ctx: JobContext) -> None:
     session: AgentSession[None] = AgentSession(
         vad=ctx.proc.userdata["vad"],
         stt=PocketsphinxSTT(ctx.proc.userdata["decoder"]),
@@ -297,6 +358,9 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     session.on("conversation_item_added", log_turn)
     await session.start(agent=Agent(instructions="Repeat what the user says."), room=ctx.room)
+
+
+server.rtc_session(sine if SHAPE == "sine" else voice)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ from supervisor.process.workers import either
 
 DEFAULT_BOT = pipecat_voice.DEFAULT_BOT
 """The full voice bot: VAD, smart-turn, speech recognition, scripted LLM, espeak-ng."""
+SINE_BOT = "benchmarks.sine_reply:create_bot"
+"""LiveKit's load-test shape: Silero VAD and a sine wave reply."""
+AGENTS_SHAPES = {DEFAULT_BOT: "voice", SINE_BOT: "sine"}
+"""livekit-agents' peer of each bot (`AGENTS_VOICE_SHAPE` of `benchmarks/agents_voice.py`)."""
 SAMPLE_RATE = 16_000
 AGENTS_VOICE = REPO_ROOT / "benchmarks" / "agents_voice.py"
 LIMIT = 1.25
@@ -135,6 +139,8 @@ class System:
     """The supervisor's `--workers`."""
     env: Mapping[str, str] = attrs.field(factory=dict)
     """Options in the environment (livekit-agents' worker reads its own there)."""
+    missing: str | None = None
+    """Why it cannot run this bot at all, if so."""
 
     def command(self, config: Path) -> list[str]:
         if self.program == "supervisor":
@@ -171,8 +177,8 @@ class System:
 
     def unavailable(self) -> str | None:
         """Why it cannot run here, if it cannot."""
-        if self.program != "agents":
-            return None
+        if self.program != "agents" or self.missing is not None:
+            return self.missing
         if not AGENTS_VOICE.exists():
             return f"{AGENTS_VOICE.relative_to(REPO_ROOT)} is not written yet"
         try:
@@ -193,15 +199,18 @@ def systems(bot: str) -> dict[str, System]:
     """Each system by name: the supervisor in one process and with a worker per core;
     pipecat's process per call; livekit-agents' process per job (its defaults but the
     load it measures) and tuned (no preloaded end-of-turn model this bot does not use:
-    250 MB of its warm processes)."""
+    250 MB of its warm processes), running its peer of `bot` (`AGENTS_SHAPES`)."""
+    shape = AGENTS_SHAPES.get(bot)
+    agents = AGENTS_OWN_LOAD | {"AGENTS_VOICE_SHAPE": shape or ""}
+    missing = None if shape else f"livekit-agents has no peer of {bot}: {list(AGENTS_SHAPES)}"
     return {
         "supervisor": System("supervisor", "supervisor", bot),
         "supervisor-w2": System("supervisor-w2", "supervisor", bot, workers=2),
         "pipecat": System("pipecat", "pipecat", bot),
-        "agents": System("agents", "agents", bot, env=AGENTS_OWN_LOAD),
+        "agents": System("agents", "agents", bot, env=agents, missing=missing),
         "agents-tuned": System(
-            "agents-tuned", "agents", bot,
-            env=AGENTS_OWN_LOAD | {"LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0"},
+            "agents-tuned", "agents", bot, missing=missing,
+            env=agents | {"LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE": "0"},
         ),
     }  # fmt: skip
 
@@ -602,7 +611,7 @@ def summarise(paths: Sequence[Path], charts: Path | None) -> None:
     """`--medians`: the medians of the runs in `paths`, as a run's page records them,
     and their chart (each point the median of the runs' p95)."""
     runs = [json.loads(path.read_text())["runs"] for path in paths]
-    print(f"Medians of {len(runs)} runs:\n")
+    print(f"Medians of {len(runs)} run{'s' if len(runs) != 1 else ''}:\n")
     print(format_markdown(median_results(runs)), flush=True)
     if charts is not None:
         print(f"chart: {draw_chart(runs, charts)}", flush=True)
