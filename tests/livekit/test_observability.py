@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import math
 import os
@@ -222,7 +223,10 @@ class SupervisorProcess:
             assert self.process.poll() is None, self.log_tail()
             try:
                 answer, text = get(self.url(worker) + path, timeout=2)
-            except OSError as err:
+            # not listening yet, or, polled then, a connection to itself: Linux may give
+            # a connect to a free local port that very port as its own, and the poll
+            # then reads its own request back (BadStatusLine: "GET /healthz HTTP/1.1")
+            except (OSError, http.client.HTTPException) as err:
                 last = err
             else:
                 if answer == status:
