@@ -115,6 +115,13 @@ class _DecoderProcess:
     def kill(self) -> None:
         self._process.kill()
         self._process.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        """Its pipes, once it has exited (left open, each is an fd until collected)."""
+        for pipe in (self._process.stdin, self._process.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
     def close(self) -> None:
         assert self._process.stdin is not None
@@ -123,6 +130,7 @@ class _DecoderProcess:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._close_pipes()
 
 
 class Decoders:
